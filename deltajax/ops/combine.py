@@ -1,0 +1,139 @@
+"""Add, concat and binary non-linear combinations (multiply, maximum) of deltas."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from deltajax.ops._delta import STATE_DTYPE, Delta, check_delta, check_dtype, check_nhwc, check_state
+from deltajax.ops.config import Truncation
+from deltajax.ops.elementwise import ActivationState, activation, activation_init
+
+
+def _same_kind(op: str, xs) -> bool:
+    """True if all are Deltas, False if all dense; raises on a mix."""
+    kinds = {isinstance(x, Delta) for x in xs}
+    if len(kinds) != 1:
+        raise TypeError(f"{op}: arguments must be all dense (first frame) or all Deltas, got a mix")
+    return kinds.pop()
+
+
+def add(x: jax.Array | Delta, y: jax.Array | Delta) -> jax.Array | Delta:
+    """``x + y`` of two dense arrays, or of two Deltas ``[N, H, W, C]`` (union of masks)."""
+    if not _same_kind("add", (x, y)):
+        check_dtype("add", "x", x)
+        check_dtype("add", "y", y)
+        return x + y
+    check_delta("add", "x", x)
+    check_delta("add", "y", y)
+    if x.shape != y.shape:
+        raise ValueError(f"add: arguments 'x' and 'y' must have the same shape, got {x.shape} and {y.shape}")
+    values = x.masked_values(jnp.float32) + y.masked_values(jnp.float32)
+    return Delta(values.astype(x.dtype), x.mask | y.mask)
+
+
+def add_activation_init(x: jax.Array, y: jax.Array, activation_fn="relu") -> tuple[jax.Array, ActivationState]:
+    """First frame of ``f(x + y)`` (residual add fused with an activation)."""
+    return activation_init(add(x, y), activation_fn)
+
+
+def add_activation(
+    state: ActivationState, x: Delta, y: Delta, activation_fn="relu", truncation: Truncation = Truncation()
+) -> tuple[Delta, ActivationState]:
+    """``f(x + y)`` on Deltas: the add, then the activation rule with its state."""
+    return activation(state, add(x, y), activation_fn, truncation)
+
+
+def concat(xs: Sequence[jax.Array | Delta]) -> jax.Array | Delta:
+    """Concatenates along channels; Deltas: union of masks, absent sides read as zero."""
+    xs = list(xs)
+    if not xs:
+        raise ValueError("concat: argument 'xs' must hold at least one tensor, got none")
+    if not _same_kind("concat", xs):
+        for i, x in enumerate(xs):
+            check_nhwc("concat", f"xs[{i}]", x)
+        return jnp.concatenate(xs, axis=-1)
+    for i, x in enumerate(xs):
+        check_delta("concat", f"xs[{i}]", x)
+        if x.shape[:3] != xs[0].shape[:3] or x.dtype != xs[0].dtype:
+            raise ValueError(
+                f"concat: argument 'xs[{i}]' has shape {x.shape} {x.dtype}, expected [N, H, W] = "
+                f"{xs[0].shape[:3]} and dtype {xs[0].dtype} like xs[0]"
+            )
+    mask = xs[0].mask
+    for x in xs[1:]:
+        mask = mask | x.mask
+    return Delta(jnp.concatenate([x.masked_values() for x in xs], axis=-1), mask)
+
+
+class BinaryState(NamedTuple):
+    """Accumulated operands: ``acc_x`` ``[N, H, W, C]``, ``acc_y`` broadcastable to it; float32."""
+
+    acc_x: jax.Array
+    acc_y: jax.Array
+
+
+def _check_broadcast(op: str, x_shape, y_shape) -> tuple[int, ...]:
+    try:
+        return tuple(jnp.broadcast_shapes(tuple(x_shape), tuple(y_shape)))
+    except ValueError:
+        raise ValueError(
+            f"{op}: arguments 'x' {tuple(x_shape)} and 'y' {tuple(y_shape)} do not broadcast "
+            "(y may be [N, 1, 1, C], e.g. a squeeze-excite gate)"
+        ) from None
+
+
+def binary_init(x: jax.Array, y: jax.Array, fn: Callable) -> tuple[jax.Array, BinaryState]:
+    """First frame of ``fn(x, y)``; ``y`` may be ``[N, 1, 1, C]`` and broadcast over H, W."""
+    check_nhwc("binary_init", "x", x)
+    check_nhwc("binary_init", "y", y)
+    _check_broadcast("binary_init", x.shape, y.shape)
+    ax, ay = x.astype(STATE_DTYPE), y.astype(STATE_DTYPE)
+    return fn(ax, ay).astype(x.dtype), BinaryState(ax, ay)
+
+
+def binary(state: BinaryState, x: Delta, y: Delta, fn: Callable) -> tuple[Delta, BinaryState]:
+    """Binary non-linear rule: ``fn(accx + dx, accy + dy) - fn(accx, accy)`` on the union of masks.
+
+    Args:
+      state: from ``binary_init`` or the previous frame.
+      x: Delta ``[N, H, W, C]``.
+      y: Delta of the same shape, or ``[N, 1, 1, C]`` with mask ``[N, 1, 1]``
+        (a per-stream gate broadcast over the pixels).
+      fn: the element-wise binary function, e.g. ``jnp.multiply``.
+    """
+    check_delta("binary", "x", x)
+    check_delta("binary", "y", y)
+    out_shape = _check_broadcast("binary", x.shape, y.shape)
+    if out_shape != x.shape:
+        raise ValueError(f"binary: argument 'y' {y.shape} must broadcast to 'x' {x.shape}, not enlarge it")
+    check_state("binary", "state.acc_x", state.acc_x, x.shape, "binary_init")
+    check_state("binary", "state.acc_y", state.acc_y, y.shape, "binary_init")
+    ax = state.acc_x + x.masked_values(STATE_DTYPE)
+    ay = state.acc_y + y.masked_values(STATE_DTYPE)
+    out = fn(ax, ay) - fn(state.acc_x, state.acc_y)
+    mask = jnp.broadcast_to(x.mask | y.mask, x.mask.shape)
+    return Delta(out.astype(x.dtype), mask), BinaryState(ax, ay)
+
+
+def multiply_init(x, y):
+    """First frame of ``x * y``."""
+    return binary_init(x, y, jnp.multiply)
+
+
+def multiply(state: BinaryState, x: Delta, y: Delta) -> tuple[Delta, BinaryState]:
+    """``x * y`` of two Deltas (e.g. a squeeze-excite gate ``[N, 1, 1, C]``)."""
+    return binary(state, x, y, jnp.multiply)
+
+
+def maximum_init(x, y):
+    """First frame of ``max(x, y)``."""
+    return binary_init(x, y, jnp.maximum)
+
+
+def maximum(state: BinaryState, x: Delta, y: Delta) -> tuple[Delta, BinaryState]:
+    """Element-wise ``max(x, y)`` of two Deltas."""
+    return binary(state, x, y, jnp.maximum)

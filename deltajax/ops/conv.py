@@ -1,0 +1,174 @@
+"""Convolution and transposed convolution on deltas (linear layers, stateless).
+
+Weights are HWIO ``[kh, kw, C_in / groups, C_out]`` like ``flax.linen.Conv``.
+A dense ``[N, H, W, C]`` array is the first frame (bias added); a Delta is a
+later frame (bias never added again, inactive inputs read as zero, output
+mask by the receptive-field rule).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from deltajax.ops import _geometry as geo
+from deltajax.ops._delta import Delta, check_channels, check_delta, check_dtype, check_nhwc
+
+_DIMS = ("NHWC", "HWIO", "NHWC")
+HIGHEST = lax.Precision.HIGHEST
+
+
+def _check_conv_args(op: str, x, kernel, bias, groups: int) -> None:
+    if isinstance(x, Delta):
+        check_delta(op, "x", x)
+        shape = x.values.shape
+    else:
+        check_nhwc(op, "x", x)
+        shape = x.shape
+    if kernel.ndim != 4:
+        raise ValueError(
+            f"{op}: argument 'kernel' must be HWIO [kh, kw, C_in/groups, C_out], expected rank 4, "
+            f"got shape {tuple(kernel.shape)}"
+        )
+    check_dtype(op, "kernel", kernel)
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{op}: argument 'groups' must be a positive int, got {groups!r}")
+    cin = kernel.shape[2] * groups
+    check_channels(op, "x", shape, cin, f"kernel takes {kernel.shape[2]} per group x {groups} groups")
+    if kernel.shape[3] % groups:
+        raise ValueError(
+            f"{op}: argument 'kernel' has {kernel.shape[3]} output channels, expected a multiple of groups={groups}"
+        )
+    if bias is not None and tuple(bias.shape) != (kernel.shape[3],):
+        raise ValueError(f"{op}: argument 'bias' must have shape ({kernel.shape[3]},), got {tuple(bias.shape)}")
+
+
+def _linear_conv(
+    x,
+    kernel,
+    bias,
+    *,
+    strides,
+    pads,
+    lhs_dilation,
+    rhs_dilation,
+    groups,
+    precision,
+):
+    """The one convolution both ops lower to, dense or delta."""
+    kwargs = dict(
+        window_strides=strides,
+        padding=pads,
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation,
+        dimension_numbers=_DIMS,
+        feature_group_count=groups,
+        precision=precision,
+        preferred_element_type=jnp.float32,
+    )
+    if not isinstance(x, Delta):
+        y = lax.conv_general_dilated(x, kernel.astype(x.dtype), **kwargs)
+        if bias is not None:
+            y = y + bias.astype(jnp.float32)
+        return y.astype(x.dtype)
+    values = lax.conv_general_dilated(x.masked_values(), kernel.astype(x.dtype), **kwargs)
+    mask = geo.receptive_field_mask(
+        x.mask,
+        kernel.shape[:2],
+        strides,
+        pads,
+        base_dilation=lhs_dilation,
+        window_dilation=rhs_dilation,
+    )
+    return Delta(values.astype(x.dtype), mask)
+
+
+def conv(
+    x: jax.Array | Delta,
+    kernel: jax.Array,
+    bias: jax.Array | None = None,
+    *,
+    strides=1,
+    padding="SAME",
+    dilation=1,
+    groups: int = 1,
+    precision=HIGHEST,
+) -> jax.Array | Delta:
+    """2-D convolution of a dense frame or a Delta, NHWC.
+
+    Args:
+      x: ``[N, H, W, C_in]`` dense (first frame) or a Delta (later frames).
+      kernel: ``[kh, kw, C_in / groups, C_out]``; any size, non-square too.
+      bias: ``[C_out]`` or None; added on the dense first frame only.
+      strides, dilation: int or (h, w) pair.
+      padding: 'SAME' (XLA/TF), 'VALID', an int, or ((lo, hi), (lo, hi)).
+      groups: feature groups; ``groups == C_in`` is depthwise.
+      precision: of the underlying ``lax.conv_general_dilated``.
+
+    Returns:
+      ``[N, Ho, Wo, C_out]`` dense, or a Delta whose mask is the OR of the
+      input mask over each output pixel's receptive field.
+
+    Example:
+      >>> w = jnp.ones((3, 3, 2, 4)); x = jnp.ones((1, 5, 5, 2))
+      >>> conv(x, w).shape
+      (1, 5, 5, 4)
+    """
+    _check_conv_args("conv", x, kernel, bias, groups)
+    strides = geo.pair("conv", "strides", strides)
+    dilation = geo.pair("conv", "dilation", dilation)
+    spatial = (x.values if isinstance(x, Delta) else x).shape[1:3]
+    pads = geo.window_pads("conv", spatial, kernel.shape[:2], strides, dilation, padding)
+    return _linear_conv(
+        x,
+        kernel,
+        bias,
+        strides=strides,
+        pads=pads,
+        lhs_dilation=(1, 1),
+        rhs_dilation=dilation,
+        groups=groups,
+        precision=precision,
+    )
+
+
+def conv_transpose(
+    x: jax.Array | Delta,
+    kernel: jax.Array,
+    bias: jax.Array | None = None,
+    *,
+    strides=1,
+    padding="SAME",
+    dilation=1,
+    groups: int = 1,
+    precision=HIGHEST,
+) -> jax.Array | Delta:
+    """Transposed convolution, as ``jax.lax.conv_transpose`` / ``flax.linen.ConvTranspose``.
+
+    Args:
+      x: ``[N, H, W, C_in]`` dense (first frame) or a Delta.
+      kernel: ``[kh, kw, C_in / groups, C_out]`` (not flipped, flax's default).
+      bias: ``[C_out]`` or None; first frame only.
+      strides: upsampling factor, int or pair.
+      padding: 'SAME' (output = input * stride), 'VALID', or explicit pairs
+        of the underlying dilated-input convolution.
+
+    Returns:
+      ``[N, Ho, Wo, C_out]`` dense or a Delta.
+    """
+    _check_conv_args("conv_transpose", x, kernel, bias, groups)
+    strides = geo.pair("conv_transpose", "strides", strides)
+    dilation = geo.pair("conv_transpose", "dilation", dilation)
+    pads = geo.transpose_pads(kernel.shape[:2], strides, dilation, padding)
+    return _linear_conv(
+        x,
+        kernel,
+        bias,
+        strides=(1, 1),
+        pads=pads,
+        lhs_dilation=strides,
+        rhs_dilation=dilation,
+        groups=groups,
+        precision=precision,
+    )

@@ -1,0 +1,140 @@
+"""Element-wise non-linearities on deltas, with truncation (delta-semantics.md section 4).
+
+State per layer: ``acc`` (accumulated input) and ``res`` (truncated residual),
+both float32 ``[N, H, W, C]``. For an active pixel ``a = res + d``,
+``y = f(acc + a) - f(acc)``; if ``y`` passes the truncation test it is
+emitted and ``acc += a, res = 0``, else the pixel is dropped and ``res = a``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from deltajax.ops._delta import STATE_DTYPE, Delta, check_delta, check_nhwc, check_state, zeros_state
+from deltajax.ops.config import Truncation
+
+
+def _leaky_relu(x, negative_slope):
+    return jnp.where(x >= 0, x, negative_slope * x)
+
+
+_NAMED: dict[str, Callable] = {
+    "relu": jax.nn.relu,
+    "relu6": jax.nn.relu6,
+    "sigmoid": jax.nn.sigmoid,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "hard_swish": jax.nn.hard_swish,
+    "hard_sigmoid": jax.nn.hard_sigmoid,
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "tanh": jnp.tanh,
+    "identity": lambda x: x,
+}
+ACTIVATION_NAMES = tuple(sorted([*_NAMED, "leaky_relu"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Activation:
+    """An element-wise function, by name or as any callable (hashable).
+
+    Attributes:
+      fn: one of ``ACTIVATION_NAMES`` or a callable applied element-wise
+        (must map each element independently: the generic rule).
+      negative_slope: slope of ``leaky_relu`` for negative inputs.
+    """
+
+    fn: str | Callable = "relu"
+    negative_slope: float = 0.01
+
+    def __post_init__(self):
+        if isinstance(self.fn, str) and self.fn not in ACTIVATION_NAMES:
+            raise ValueError(f"Activation: unknown name {self.fn!r}, expected one of {ACTIVATION_NAMES} or a callable")
+        if not isinstance(self.fn, str) and not callable(self.fn):
+            raise TypeError(f"Activation: fn must be a name or a callable, got {type(self.fn).__name__}")
+
+    @property
+    def name(self) -> str:
+        return self.fn if isinstance(self.fn, str) else getattr(self.fn, "__name__", "custom")
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.fn == "leaky_relu":
+            return _leaky_relu(x, self.negative_slope)
+        if isinstance(self.fn, str):
+            return _NAMED[self.fn](x)
+        return self.fn(x)
+
+
+def as_activation(op: str, act) -> Activation:
+    """Accepts an Activation, a name or a callable."""
+    if isinstance(act, Activation):
+        return act
+    if isinstance(act, str) or callable(act):
+        return Activation(act)
+    raise TypeError(f"{op}: argument 'activation' must be an Activation, a name or a callable, got {act!r}")
+
+
+class ActivationState(NamedTuple):
+    """``acc``: accumulated input; ``res``: truncated residual. Both ``[N, H, W, C]`` float32."""
+
+    acc: jax.Array
+    res: jax.Array
+
+
+def passes_truncation(y: jax.Array, truncation: Truncation) -> jax.Array:
+    """Per-pixel test ``[N, H, W]`` on an update ``y`` ``[N, H, W, C]``."""
+    if truncation.mode == "none":
+        return jnp.ones(y.shape[:-1], bool)
+    if truncation.mode == "max":
+        score = jnp.max(jnp.abs(y), axis=-1)
+    elif truncation.mode == "l2":
+        score = jnp.sqrt(jnp.sum(y * y, axis=-1))
+    else:
+        score = jnp.sqrt(jnp.mean(y * y, axis=-1))
+    return score > truncation.threshold
+
+
+def activation_init(x: jax.Array, activation="relu") -> tuple[jax.Array, ActivationState]:
+    """First frame: ``f(x)`` of a dense ``[N, H, W, C]`` input, and the state it leaves."""
+    act = as_activation("activation_init", activation)
+    check_nhwc("activation_init", "x", x)
+    acc = x.astype(STATE_DTYPE)
+    return act(acc).astype(x.dtype), ActivationState(acc, zeros_state(x.shape))
+
+
+def activation(
+    state: ActivationState,
+    x: Delta,
+    activation="relu",
+    truncation: Truncation = Truncation(),
+) -> tuple[Delta, ActivationState]:
+    """Applies an element-wise non-linearity to a Delta.
+
+    Args:
+      state: from ``activation_init`` or the previous frame.
+      x: the input Delta ``[N, H, W, C]``.
+      activation: an Activation, a name (``'relu6'``) or a callable.
+      truncation: which output updates are dropped into the residual.
+
+    Returns:
+      The output Delta (mask: active input pixels that passed truncation)
+      and the new state.
+    """
+    act = as_activation("activation", activation)
+    check_delta("activation", "x", x)
+    check_state("activation", "state.acc", state.acc, x.shape, "activation_init")
+    check_state("activation", "state.res", state.res, x.shape, "activation_init")
+    a = state.res + x.masked_values(STATE_DTYPE)
+    y = act(state.acc + a) - act(state.acc)
+    keep = x.mask & passes_truncation(y, truncation)
+    k = keep[..., None]
+    values = jnp.where(k, y, 0.0).astype(x.dtype)
+    acc = jnp.where(k, state.acc + a, state.acc)
+    res = jnp.where(k, 0.0, jnp.where(x.mask[..., None], a, state.res))
+    return Delta(values, keep), ActivationState(acc, res)

@@ -1,0 +1,85 @@
+"""Per-channel affine layers (inference batch norm, bias) and matmul heads on deltas.
+
+Linear rule: the layer applied to the change, constant terms on the first
+frame only. A dense array is the first frame; a Delta a later one.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from deltajax.ops._delta import Delta, check_channels, check_delta, check_dtype
+
+HIGHEST = lax.Precision.HIGHEST
+
+
+def fold_batch_norm(scale, offset, mean, var, eps: float = 1e-5) -> tuple[jax.Array, jax.Array]:
+    """Inference batch norm ``(x - mean) / sqrt(var + eps) * scale + offset`` as ``x * mul + add``.
+
+    All arguments are ``[C]``; returns ``(mul, add)``, each ``[C]`` float32.
+    """
+    mul = scale.astype(jnp.float32) * lax.rsqrt(var.astype(jnp.float32) + eps)
+    add = offset.astype(jnp.float32) - mean.astype(jnp.float32) * mul
+    return mul, add
+
+
+def _check_vector(op: str, name: str, v, channels: int) -> None:
+    if v is not None and tuple(jnp.shape(v)) != (channels,):
+        raise ValueError(f"{op}: argument '{name}' must have shape ({channels},), got {tuple(jnp.shape(v))}")
+
+
+def affine(x: jax.Array | Delta, mul: jax.Array, add: jax.Array | None = None) -> jax.Array | Delta:
+    """``x * mul + add`` per channel; on a Delta only ``d * mul`` (``add`` is frame-0 only).
+
+    Args:
+      x: ``[..., C]`` dense array or a Delta ``[N, H, W, C]``.
+      mul, add: ``[C]``.
+    """
+    values = x.values if isinstance(x, Delta) else x
+    if isinstance(x, Delta):
+        check_delta("affine", "x", x)
+    else:
+        check_dtype("affine", "x", x)
+    _check_vector("affine", "mul", mul, values.shape[-1])
+    _check_vector("affine", "add", add, values.shape[-1])
+    mul = mul.astype(jnp.float32)
+    if isinstance(x, Delta):
+        return Delta((x.values.astype(jnp.float32) * mul).astype(x.dtype), x.mask)
+    y = x.astype(jnp.float32) * mul
+    if add is not None:
+        y = y + add.astype(jnp.float32)
+    return y.astype(x.dtype)
+
+
+def batch_norm(x, scale, offset, mean, var, eps: float = 1e-5):
+    """Inference batch norm of a dense array or a Delta (offset on the first frame only)."""
+    mul, add = fold_batch_norm(scale, offset, mean, var, eps)
+    return affine(x, mul, add)
+
+
+def dense(x: jax.Array | Delta, kernel: jax.Array, bias: jax.Array | None = None, *, precision=HIGHEST):
+    """Matmul over the channel axis: ``x @ kernel (+ bias on the first frame)``.
+
+    Args:
+      x: ``[..., C_in]`` dense or a Delta ``[N, H, W, C_in]``.
+      kernel: ``[C_in, C_out]``.
+      bias: ``[C_out]`` or None.
+    """
+    values = x.values if isinstance(x, Delta) else x
+    if isinstance(x, Delta):
+        check_delta("dense", "x", x)
+    else:
+        check_dtype("dense", "x", x)
+    if kernel.ndim != 2:
+        raise ValueError(f"dense: argument 'kernel' must be [C_in, C_out], got shape {tuple(kernel.shape)}")
+    check_channels("dense", "x", values.shape, kernel.shape[0], "kernel rows")
+    _check_vector("dense", "bias", bias, kernel.shape[1])
+    src = x.masked_values() if isinstance(x, Delta) else x
+    y = jnp.matmul(src, kernel.astype(src.dtype), precision=precision, preferred_element_type=jnp.float32)
+    if isinstance(x, Delta):
+        return Delta(y.astype(x.dtype), x.mask)
+    if bias is not None:
+        y = y + bias.astype(jnp.float32)
+    return y.astype(x.dtype)

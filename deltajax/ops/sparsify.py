@@ -1,0 +1,93 @@
+"""Sparsify (dense frame -> delta) and densify (delta -> dense), delta-semantics.md section 4."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from deltajax.ops._delta import (
+    STATE_DTYPE,
+    Delta,
+    check_delta,
+    check_nhwc,
+    check_state,
+)
+from deltajax.ops.config import SparsifyConfig
+
+
+class SparsifyState(NamedTuple):
+    """``ref``: ``[N, H, W, C]`` float32, the last propagated input per pixel."""
+
+    ref: jax.Array
+
+
+class DensifyState(NamedTuple):
+    """``out``: ``[N, H, W, C]`` float32, the accumulated dense output."""
+
+    out: jax.Array
+
+
+def dilate_mask(mask: jax.Array, dilation: int) -> jax.Array:
+    """Grows a ``[N, H, W]`` bool mask by ``dilation`` pixels on every side."""
+    if dilation == 0:
+        return mask
+    k = 2 * dilation + 1
+    grown = lax.reduce_window(
+        mask.astype(jnp.float32),
+        0.0,
+        lax.max,
+        (1, k, k),
+        (1, 1, 1),
+        ((0, 0), (dilation, dilation), (dilation, dilation)),
+    )
+    return grown > 0
+
+
+def sparsify_init(x: jax.Array) -> tuple[jax.Array, SparsifyState]:
+    """First frame: passes ``x`` ``[N, H, W, C]`` through and remembers it."""
+    check_nhwc("sparsify_init", "x", x)
+    return x, SparsifyState(ref=x.astype(STATE_DTYPE))
+
+
+def sparsify(
+    state: SparsifyState, x: jax.Array, config: SparsifyConfig = SparsifyConfig()
+) -> tuple[Delta, SparsifyState]:
+    """Turns a dense frame ``[N, H, W, C]`` into a Delta against the reference.
+
+    A pixel is active when ``max_c |x - ref| > config.threshold`` (after the
+    optional dilation of the activity map); active pixels emit ``x - ref`` and
+    set ``ref = x``, inactive ones keep ``ref`` so slow drift accumulates.
+
+    Example:
+      >>> frame0 = jnp.zeros((1, 4, 4, 3)); frame1 = frame0.at[0, 1, 2].set(1.0)
+      >>> _, s = sparsify_init(frame0)
+      >>> d, s = sparsify(s, frame1)
+      >>> int(d.mask.sum())
+      1
+    """
+    check_nhwc("sparsify", "x", x)
+    check_state("sparsify", "state.ref", state.ref, x.shape, "sparsify_init")
+    diff = x.astype(STATE_DTYPE) - state.ref
+    active = jnp.max(jnp.abs(diff), axis=-1) > config.threshold
+    mask = dilate_mask(active, config.dilation)
+    m = mask[..., None]
+    values = jnp.where(m, diff, 0.0).astype(x.dtype)
+    ref = jnp.where(m, x.astype(STATE_DTYPE), state.ref)
+    return Delta(values, mask), SparsifyState(ref)
+
+
+def densify_init(x: jax.Array) -> tuple[jax.Array, DensifyState]:
+    """First frame: passes the dense ``x`` ``[N, H, W, C]`` through and accumulates it."""
+    check_nhwc("densify_init", "x", x)
+    return x, DensifyState(out=x.astype(STATE_DTYPE))
+
+
+def densify(state: DensifyState, x: Delta) -> tuple[jax.Array, DensifyState]:
+    """Adds the active updates of ``x`` to the accumulated output; returns it ``[N, H, W, C]``."""
+    check_delta("densify", "x", x)
+    check_state("densify", "state.out", state.out, x.shape, "densify_init")
+    out = state.out + x.masked_values(STATE_DTYPE)
+    return out.astype(x.dtype), DensifyState(out)
