@@ -43,14 +43,14 @@ def window_pads(
     ``padding`` is 'SAME' (output = ceil(input / stride), the extra pad on
     the high side), 'VALID', an int, or per-axis ``(low, high)`` pairs.
     """
-    eff = [effective_size(k, d) for k, d in zip(window, dilation)]
+    eff = [effective_size(k, d) for k, d in zip(window, dilation, strict=True)]
     if isinstance(padding, str):
         mode = padding.upper()
         if mode == "VALID":
             return ((0, 0), (0, 0))
         if mode == "SAME":
             pads = []
-            for n, k, s in zip(spatial, eff, strides):
+            for n, k, s in zip(spatial, eff, strides, strict=True):
                 out = -(-n // s)
                 total = max((out - 1) * s + k - n, 0)
                 pads.append((total // 2, total - total // 2))
@@ -74,11 +74,11 @@ def transpose_pads(window: Sequence[int], strides: Sequence[int], dilation: Sequ
 
     Matches ``jax.lax.conv_transpose`` (and so ``flax.linen.ConvTranspose``).
     """
-    eff = [effective_size(k, d) for k, d in zip(window, dilation)]
+    eff = [effective_size(k, d) for k, d in zip(window, dilation, strict=True)]
     if isinstance(padding, str):
         mode = padding.upper()
         pads = []
-        for k, s in zip(eff, strides):
+        for k, s in zip(eff, strides, strict=True):
             total = k + s - 2 + max(k - s, 0)
             if mode == "SAME":
                 lo = k - 1 if s > k - 1 else -(-total // 2)
