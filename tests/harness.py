@@ -70,10 +70,11 @@ class DenseCtx:
                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
                 precision=HIGHEST,
             )
-        return y if b is None else y + b
+        return y if b is None else y + b[None, None, None, :]
 
     def bn(self, x, p):
-        return (x - p["mean"]) / jnp.sqrt(p["var"] + 1e-5) * p["scale"] + p["offset"]
+        c = lambda v: v[None, None, None, :]  # noqa: E731
+        return (x - c(p["mean"])) / jnp.sqrt(c(p["var"]) + 1e-5) * c(p["scale"]) + c(p["offset"])
 
     def act(self, x, name, truncation=None):
         return _act(name)(x)
@@ -112,7 +113,7 @@ class DenseCtx:
 
     def dense(self, x, w, b=None):
         y = jnp.matmul(x, w, precision=HIGHEST)
-        return y if b is None else y + b
+        return y if b is None else y + b[None, :]
 
 
 class _OpsCtx:

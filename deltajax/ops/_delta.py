@@ -118,3 +118,8 @@ def check_channels(op: str, name: str, x_shape, expected: int, what: str) -> Non
 def zeros_state(shape) -> jax.Array:
     """A float32 zero state buffer."""
     return jnp.zeros(shape, STATE_DTYPE)
+
+
+def per_channel(v: jax.Array, ndim: int) -> jax.Array:
+    """A ``[C]`` vector shaped ``[1, ..., 1, C]`` to broadcast over a rank-``ndim`` tensor explicitly."""
+    return jnp.reshape(v, (1,) * (ndim - 1) + (v.shape[-1],))

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from deltajax.ops import _geometry as geo
-from deltajax.ops._delta import Delta, check_channels, check_delta, check_dtype, check_nhwc
+from deltajax.ops._delta import Delta, check_channels, check_delta, check_dtype, check_nhwc, per_channel
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 HIGHEST = lax.Precision.HIGHEST
@@ -70,7 +70,7 @@ def _linear_conv(
     if not isinstance(x, Delta):
         y = lax.conv_general_dilated(x, kernel.astype(x.dtype), **kwargs)
         if bias is not None:
-            y = y + bias.astype(jnp.float32)
+            y = y + per_channel(bias.astype(jnp.float32), 4)
         return y.astype(x.dtype)
     values = lax.conv_general_dilated(x.masked_values(), kernel.astype(x.dtype), **kwargs)
     mask = geo.receptive_field_mask(

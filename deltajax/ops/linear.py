@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from deltajax.ops._delta import Delta, check_channels, check_delta, check_dtype
+from deltajax.ops._delta import Delta, check_channels, check_delta, check_dtype, per_channel
 
 HIGHEST = lax.Precision.HIGHEST
 
@@ -44,12 +44,12 @@ def affine(x: jax.Array | Delta, mul: jax.Array, add: jax.Array | None = None) -
         check_dtype("affine", "x", x)
     _check_vector("affine", "mul", mul, values.shape[-1])
     _check_vector("affine", "add", add, values.shape[-1])
-    mul = mul.astype(jnp.float32)
+    mul = per_channel(mul.astype(jnp.float32), values.ndim)
     if isinstance(x, Delta):
         return Delta((x.values.astype(jnp.float32) * mul).astype(x.dtype), x.mask)
     y = x.astype(jnp.float32) * mul
     if add is not None:
-        y = y + add.astype(jnp.float32)
+        y = y + per_channel(add.astype(jnp.float32), y.ndim)
     return y.astype(x.dtype)
 
 
@@ -81,5 +81,5 @@ def dense(x: jax.Array | Delta, kernel: jax.Array, bias: jax.Array | None = None
     if isinstance(x, Delta):
         return Delta(y.astype(x.dtype), x.mask)
     if bias is not None:
-        y = y + bias.astype(jnp.float32)
+        y = y + per_channel(bias.astype(jnp.float32), y.ndim)
     return y.astype(x.dtype)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
+from deltajax.backend import dispatch
 from deltajax.ops._delta import (
     STATE_DTYPE,
     Delta,
@@ -70,13 +73,38 @@ def sparsify(
     """
     check_nhwc("sparsify", "x", x)
     check_state("sparsify", "state.ref", state.ref, x.shape, "sparsify_init")
-    diff = x.astype(STATE_DTYPE) - state.ref
+    values, mask, ref = dispatch(
+        "deltajax_sparsify",
+        functools.partial(_sparsify_reference, config=config),
+        functools.partial(_sparsify_native, config=config),
+        state.ref,
+        x,
+    )
+    return Delta(values, mask), SparsifyState(ref)
+
+
+def _sparsify_reference(ref, x, *, config):
+    diff = x.astype(STATE_DTYPE) - ref
     active = jnp.max(jnp.abs(diff), axis=-1) > config.threshold
     mask = dilate_mask(active, config.dilation)
     m = mask[..., None]
-    values = jnp.where(m, diff, 0.0).astype(x.dtype)
-    ref = jnp.where(m, x.astype(STATE_DTYPE), state.ref)
-    return Delta(values, mask), SparsifyState(ref)
+    return jnp.where(m, diff, 0.0).astype(x.dtype), mask, jnp.where(m, x.astype(STATE_DTYPE), ref)
+
+
+def _sparsify_native(ref, x, *, config):
+    pixels = x.shape[:-1]
+    values, mask, ref, _ = jax.ffi.ffi_call(
+        "deltajax_sparsify",
+        (
+            jax.ShapeDtypeStruct(x.shape, x.dtype),
+            jax.ShapeDtypeStruct(pixels, jnp.bool_),
+            jax.ShapeDtypeStruct(x.shape, STATE_DTYPE),
+            jax.ShapeDtypeStruct(pixels, jnp.uint8),  # workspace: the activity map before dilation
+        ),
+        input_output_aliases={1: 2},
+        vmap_method="broadcast_all",
+    )(x, ref, threshold=np.float32(config.threshold), dilation=np.int32(config.dilation))
+    return values, mask, ref
 
 
 def densify_init(x: jax.Array) -> tuple[jax.Array, DensifyState]:

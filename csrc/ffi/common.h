@@ -1,0 +1,105 @@
+// Shared decoding and validation for the XLA FFI handlers of every backend.
+#pragma once
+
+#include <cstdint>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/params.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace deltajax::ffi_util {
+
+namespace ffi = xla::ffi;
+
+inline std::string dims_str(ffi::AnyBuffer::Dimensions dims) {
+  std::ostringstream s;
+  s << "(";
+  for (size_t i = 0; i < dims.size(); ++i) s << (i ? ", " : "") << dims[i];
+  s << (dims.size() == 1 ? ",)" : ")");
+  return s.str();
+}
+
+inline std::string dims_str(const std::vector<int64_t>& dims) {
+  return dims_str(ffi::AnyBuffer::Dimensions(dims.data(), dims.size()));
+}
+
+inline ffi::Error invalid(const std::string& op, const std::string& msg) {
+  return ffi::Error::InvalidArgument("deltajax_" + op + ": " + msg);
+}
+
+// Maps the buffer's element type to an activation dtype, or reports it.
+inline ffi::Error activation_dtype(const std::string& op, const char* arg, const ffi::AnyBuffer& b, DType* out) {
+  switch (b.element_type()) {
+    case ffi::DataType::F32:
+      *out = DType::kF32;
+      return ffi::Error::Success();
+    case ffi::DataType::BF16:
+      *out = DType::kBF16;
+      return ffi::Error::Success();
+    case ffi::DataType::F16:
+      *out = DType::kF16;
+      return ffi::Error::Success();
+    default:
+      return invalid(op, std::string("argument '") + arg + "' must be float32, bfloat16 or float16, got element type " +
+                             std::to_string(static_cast<int>(b.element_type())));
+  }
+}
+
+inline ffi::Error expect_type(const std::string& op, const char* arg, const ffi::AnyBuffer& b, ffi::DataType want,
+                              const char* want_name) {
+  if (b.element_type() == want) return ffi::Error::Success();
+  return invalid(op, std::string("argument '") + arg + "' must be " + want_name + ", got element type " +
+                         std::to_string(static_cast<int>(b.element_type())));
+}
+
+inline ffi::Error expect_same_type(const std::string& op, const char* arg, const ffi::AnyBuffer& b,
+                                   const ffi::AnyBuffer& like, const char* like_name) {
+  if (b.element_type() == like.element_type()) return ffi::Error::Success();
+  return invalid(op, std::string("argument '") + arg + "' must have the element type of '" + like_name + "'");
+}
+
+inline ffi::Error expect_dims(const std::string& op, const char* arg, const ffi::AnyBuffer& b,
+                              const std::vector<int64_t>& want) {
+  auto dims = b.dimensions();
+  bool ok = dims.size() == want.size();
+  for (size_t i = 0; ok && i < want.size(); ++i) ok = dims[i] == want[i];
+  if (ok) return ffi::Error::Success();
+  return invalid(op, std::string("argument '") + arg + "' must have shape " + dims_str(want) + ", got " +
+                         dims_str(dims));
+}
+
+// Reads an NHWC activation shape; leading batch dims (from vmap) fold into N.
+inline ffi::Error nhwc(const std::string& op, const char* arg, const ffi::AnyBuffer& b, int64_t* n, int64_t* h,
+                       int64_t* w, int64_t* c) {
+  auto dims = b.dimensions();
+  if (dims.size() < 4)
+    return invalid(op, std::string("argument '") + arg + "' must be NHWC (rank >= 4), got shape " + dims_str(dims));
+  const size_t r = dims.size();
+  *n = 1;
+  for (size_t i = 0; i + 3 < r; ++i) *n *= dims[i];
+  *h = dims[r - 3];
+  *w = dims[r - 2];
+  *c = dims[r - 1];
+  return ffi::Error::Success();
+}
+
+// The same dims with the channel axis dropped (a mask's shape).
+inline std::vector<int64_t> without_channels(const ffi::AnyBuffer& b) {
+  auto dims = b.dimensions();
+  return std::vector<int64_t>(dims.begin(), dims.end() - 1);
+}
+
+inline std::vector<int64_t> dims_of(const ffi::AnyBuffer& b) {
+  auto dims = b.dimensions();
+  return std::vector<int64_t>(dims.begin(), dims.end());
+}
+
+#define DELTAJAX_RETURN_IF_ERROR(expr)        \
+  do {                                        \
+    ::xla::ffi::Error _err = (expr);          \
+    if (_err.failure()) return _err;          \
+  } while (0)
+
+}  // namespace deltajax::ffi_util

@@ -1,0 +1,28 @@
+// pybind11 module deltajax._cpu: the CPU handlers as a dict of capsules.
+#include <pybind11/pybind11.h>
+
+#include "ffi/all_ops.h"
+#include "ffi/backend_cpu.h"
+
+namespace ffi = xla::ffi;
+namespace ops = deltajax::ffi_ops;
+
+#define DELTAJAX_TARGET(name, Impl, Binding)                                                             \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(deltajax_##name##_cpu, (ops::WithoutStream<&ops::Impl<ops::Cpu>>::Call), \
+                                ops::Binding<ops::Cpu>());
+#include "ffi/targets.def"
+#undef DELTAJAX_TARGET
+
+PYBIND11_MODULE(_cpu, m) {
+  m.doc() = "deltajax CPU kernels as XLA FFI handlers";
+  m.def("registrations", []() {
+    pybind11::dict d;
+#define DELTAJAX_TARGET(name, Impl, Binding) \
+  d["deltajax_" #name] = pybind11::capsule(reinterpret_cast<void*>(&deltajax_##name##_cpu));
+#include "ffi/targets.def"
+#undef DELTAJAX_TARGET
+    return d;
+  });
+  m.attr("ffi_api_version") = pybind11::make_tuple(XLA_FFI_API_MAJOR, XLA_FFI_API_MINOR);
+  m.attr("built_with_jaxlib") = DELTAJAX_JAXLIB_VERSION;
+}
