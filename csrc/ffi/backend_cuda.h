@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "cuda/conv.h"
 #include "cuda/sparsify.h"
 #include "ffi/common.h"
 
@@ -24,6 +25,7 @@ struct Cuda {
     cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s);
   }
   static xla::ffi::Error sparsify(const SparsifyParams& p, Stream s) { return check("sparsify", cuda::sparsify(p, s)); }
+  static xla::ffi::Error conv(const ConvParams& p, Stream s) { return check("conv", cuda::conv(p, s)); }
 };
 
 }  // namespace deltajax::ffi_ops

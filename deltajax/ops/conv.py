@@ -8,10 +8,14 @@ mask by the receptive-field rule).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
+from deltajax.backend import dispatch
 from deltajax.ops import _geometry as geo
 from deltajax.ops._delta import Delta, check_channels, check_delta, check_dtype, check_nhwc, per_channel
 
@@ -72,16 +76,74 @@ def _linear_conv(
         if bias is not None:
             y = y + per_channel(bias.astype(jnp.float32), 4)
         return y.astype(x.dtype)
-    values = lax.conv_general_dilated(x.masked_values(), kernel.astype(x.dtype), **kwargs)
-    mask = geo.receptive_field_mask(
+    geometry = dict(strides=strides, pads=pads, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation, groups=groups)
+    values, mask = dispatch(
+        "deltajax_conv",
+        functools.partial(_delta_conv_reference, conv_kwargs=kwargs, geometry=geometry),
+        functools.partial(_delta_conv_native, geometry=geometry, precision=precision),
+        x.values,
         x.mask,
-        kernel.shape[:2],
-        strides,
-        pads,
-        base_dilation=lhs_dilation,
-        window_dilation=rhs_dilation,
+        kernel.astype(x.dtype),
     )
-    return Delta(values.astype(x.dtype), mask)
+    return Delta(values, mask)
+
+
+def _delta_conv_reference(values, mask, kernel, *, conv_kwargs, geometry):
+    masked = jnp.where(mask[..., None], values, jnp.zeros((), values.dtype))
+    out = lax.conv_general_dilated(masked, kernel, **conv_kwargs).astype(values.dtype)
+    out_mask = geo.receptive_field_mask(
+        mask,
+        kernel.shape[:2],
+        geometry["strides"],
+        geometry["pads"],
+        base_dilation=geometry["lhs_dilation"],
+        window_dilation=geometry["rhs_dilation"],
+    )
+    return out, out_mask
+
+
+def _output_size(size, k, stride, pads, lhs, rhs):
+    dilated = (size - 1) * lhs + 1
+    return (dilated + pads[0] + pads[1] - geo.effective_size(k, rhs)) // stride + 1
+
+
+def _delta_conv_native(values, mask, kernel, *, geometry, precision):
+    n = values.shape[0]
+    ho, wo = (
+        _output_size(
+            values.shape[1 + a],
+            kernel.shape[a],
+            geometry["strides"][a],
+            geometry["pads"][a],
+            geometry["lhs_dilation"][a],
+            geometry["rhs_dilation"][a],
+        )
+        for a in (0, 1)
+    )
+    out, out_mask, _ = jax.ffi.ffi_call(
+        "deltajax_conv",
+        (
+            jax.ShapeDtypeStruct((n, ho, wo, kernel.shape[3]), values.dtype),
+            jax.ShapeDtypeStruct((n, ho, wo), jnp.bool_),
+            jax.ShapeDtypeStruct((n * ho * wo + 1,), jnp.int32),  # workspace: active output pixels + count
+        ),
+        vmap_method="sequential",
+    )(
+        values,
+        mask,
+        kernel,
+        stride_h=np.int32(geometry["strides"][0]),
+        stride_w=np.int32(geometry["strides"][1]),
+        pad_top=np.int32(geometry["pads"][0][0]),
+        pad_left=np.int32(geometry["pads"][1][0]),
+        lhs_dil_h=np.int32(geometry["lhs_dilation"][0]),
+        lhs_dil_w=np.int32(geometry["lhs_dilation"][1]),
+        rhs_dil_h=np.int32(geometry["rhs_dilation"][0]),
+        rhs_dil_w=np.int32(geometry["rhs_dilation"][1]),
+        groups=np.int32(geometry["groups"]),
+        precision=np.int32(1 if precision in (HIGHEST, "highest") else 0),
+    )
+    return out, out_mask
 
 
 def conv(
