@@ -200,7 +200,9 @@ def packaged_file(package: str, relative: str, pip_command: str) -> str:
     )
 
 
-def load_variables(path: str | os.PathLike, module: MobileNet, units: Mapping[str, TorchConvBN], classifier: str):
+def load_variables(
+    path: str | os.PathLike, module: MobileNet, units: Mapping[str, TorchConvBN], classifier: str
+) -> dict:
     """Reads a checkpoint file and converts it for ``module``."""
     return convert_state_dict(load_state_dict(path), module, units, classifier, os.fspath(path))
 

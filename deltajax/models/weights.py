@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import collections
+import io
 import os
 import pickle
 import struct
@@ -323,6 +324,4 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def state_dict_from_bytes(data: bytes, source: str = "<bytes>") -> dict[str, np.ndarray]:
     """Like :func:`load_state_dict`, from the file's bytes; ``source`` names it in errors."""
-    import io
-
     return _read(io.BytesIO(data), source, len(data))
