@@ -8,6 +8,8 @@ import jax
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# Oracles in float32 arithmetic: on GPUs the default would be TF32 for plain matmuls in test networks.
+jax.config.update("jax_default_matmul_precision", "highest")
 
 
 def pytest_configure(config):

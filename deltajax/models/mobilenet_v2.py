@@ -51,8 +51,8 @@ def preprocess(images: jax.Array) -> jax.Array:
     """uint8 RGB ``[N, H, W, 3]`` -> float32 ``(x / 255 - mean) / std``."""
     images = jnp.asarray(images)
     check_uint8_rgb(images)
-    mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
-    std = jnp.asarray(IMAGENET_STD, jnp.float32)
+    mean = jnp.asarray(IMAGENET_MEAN, jnp.float32).reshape(1, 1, 1, 3)
+    std = jnp.asarray(IMAGENET_STD, jnp.float32).reshape(1, 1, 1, 3)
     return (images.astype(jnp.float32) / 255.0 - mean) / std
 
 
