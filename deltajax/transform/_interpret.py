@@ -126,7 +126,7 @@ class Run:
         else:
             cfg = self.config.sparsify_for(name, SparsifyConfig())
             out, self.states[name] = ops.sparsify(self.state(name), value, cfg)
-            self.record(name, out)
+        self.record(name, out)
         self._delta_memo[var] = out
         return out
 
