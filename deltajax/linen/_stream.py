@@ -50,13 +50,19 @@ def start(model: nn.Module, variables: Mapping[str, Any], *args, **kwargs) -> tu
 
 
 def is_starting(module: nn.Module) -> bool:
-    """True inside ``deltajax.linen.start``."""
-    return module.is_mutable_collection(START)
+    """True inside ``deltajax.linen.start`` (or ``model.init``), never in ``apply(..., mutable=True)``."""
+    if module.is_initializing():
+        return True
+    return module.is_mutable_collection(START) and not module.is_mutable_collection("params")
+
+
+def _who(module: nn.Module) -> str:
+    return type(module).__name__ + (f" {module.name!r}" if module.name else "")
 
 
 def _missing(module: nn.Module) -> ValueError:
     return ValueError(
-        f"{type(module).__name__} '{module.name}': the '{COLLECTION}' collection holds no state for this layer "
+        f"{_who(module)}: the '{COLLECTION}' collection holds no state for this layer "
         f"(a delta frame needs the state of the stream's first frame); {HOW}"
     )
 
@@ -71,8 +77,7 @@ def stateful(module: nn.Module, x, init: Callable, step: Callable):
 def _start_layer(module: nn.Module, init: Callable):
     if not is_starting(module):
         raise ValueError(
-            f"{type(module).__name__} '{module.name}': got a dense input outside deltajax.linen.start; a dense "
-            f"frame starts a stream; {HOW}"
+            f"{_who(module)}: got a dense input outside deltajax.linen.start; a dense frame starts a stream; {HOW}"
         )
     out, state = init()
     module.put_variable(COLLECTION, "state", state)
@@ -85,7 +90,7 @@ def step_layer(module: nn.Module, step: Callable):
         raise _missing(module)
     if not module.is_mutable_collection(COLLECTION):
         raise ValueError(
-            f"{type(module).__name__} '{module.name}': the '{COLLECTION}' collection is immutable; pass "
+            f"{_who(module)}: the '{COLLECTION}' collection is immutable; pass "
             f"mutable=['{COLLECTION}'] to model.apply so the layer can keep its state"
         )
     out, state = step(module.get_variable(COLLECTION, "state"))
