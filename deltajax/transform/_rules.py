@@ -139,7 +139,7 @@ def _linear(run, eqn: Eqn, roles) -> None:
     else:
         value = _linear_values(eqn, roles, operands)
     if eqn.name in ("conv_general_dilated", "dot_general"):
-        run.record(run.node(eqn.scope, eqn.name.split("_")[0]), value, _macs(eqn))
+        run.record(run.node(eqn.scope, eqn.name.split("_")[0], f"linear:{eqn.name}"), value, _macs(eqn))
     run.set(out, value, "delta")
 
 
