@@ -46,7 +46,7 @@ def check_delta_rule(x0, x1, changed, w, conv_fn, delta_fn):
     y0, y1 = conv_fn(x0, w), conv_fn(x1, w)
     m = np.asarray(out.mask)
     np.testing.assert_array_equal(m, np.asarray(receptive_mask_oracle(changed, w.shape, lambda a, k: conv_fn(a, k))))
-    got = np.where(m[..., None], np.asarray(y0) + np.asarray(out.values), np.asarray(y1))
+    got = np.where(m[..., None], np.asarray(y0) + np.where(m[..., None], np.asarray(out.values), 0), np.asarray(y1))
     scale = max(float(jnp.max(jnp.abs(y1))), 1e-6)
     assert np.max(np.abs(got - np.asarray(y1))) <= 1e-5 * scale
     np.testing.assert_allclose(np.asarray(y0)[~m], np.asarray(y1)[~m], rtol=0, atol=1e-5 * scale)

@@ -150,17 +150,13 @@ class Analysis:
     """What the interpreter needs to know before it runs.
 
     Attributes:
-      frame_dependent: Vars whose value depends on the frame.
       group_root: element-wise Eqn -> the root Var of its group.
-      root: frame-dependent Var -> its group root (itself outside groups).
       affine: group Vars affine in their root (evaluated with the linear rule).
       escapes: group Vars read outside their group or returned.
       producer: Var -> the Eqn that makes it.
     """
 
-    frame_dependent: set
     group_root: dict
-    root: dict
     affine: set
     escapes: set
     producer: dict
@@ -207,4 +203,4 @@ def analyse(program: Program, frame_index: int) -> Analysis:
                 continue
             if r is None or root[v] is not r:
                 escapes.add(v)
-    return Analysis(dep, group_root, root, affine, escapes, producer)
+    return Analysis(group_root, affine, escapes, producer)

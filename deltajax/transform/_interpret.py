@@ -17,7 +17,7 @@ from deltajax.ops import SparsifyConfig
 from deltajax.stats import layer_stats
 from deltajax.transform import _rules
 from deltajax.transform._analysis import Analysis, analyse
-from deltajax.transform._jaxpr import Const, Program, Var
+from deltajax.transform._jaxpr import Const, Program, Var, flatten
 from deltajax.transform._values import active_fraction, flat_delta, to_delta
 from deltajax.transform.config import DeltaConfig
 
@@ -157,8 +157,6 @@ def _image_shape(shape) -> tuple[int, ...]:
 
 def trace(fn, args: tuple, frame_index: int) -> tuple[Program, Analysis, jax.tree_util.PyTreeDef]:
     """Traces ``fn(*args)`` to a flat program; ``frame_index`` is the frame's leaf among the flattened args."""
-    from deltajax.transform._jaxpr import flatten
-
     closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
     program = flatten(closed)
     return program, analyse(program, frame_index), jax.tree_util.tree_structure(out_shape)

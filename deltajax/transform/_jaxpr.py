@@ -90,7 +90,7 @@ def _body(eqn) -> jcore.ClosedJaxpr | None:
 
 def _call_name(eqn) -> str:
     name = eqn.params.get("name")
-    return name if isinstance(name, str) and not name.startswith("_") else ""
+    return name if isinstance(name, str) and name.isidentifier() and not name.startswith("_") else ""
 
 
 class _Flattener:

@@ -139,7 +139,7 @@ def _linear(run, eqn: Eqn, roles) -> None:
     else:
         value = _linear_values(eqn, roles, operands)
     if eqn.name in ("conv_general_dilated", "dot_general"):
-        run.record(run.node(eqn.scope, eqn.name.split("_")[0]), value, _macs(eqn))
+        run.record(run.node(eqn.scope, eqn.name.split("_")[0], f"linear:{eqn.name}"), value, _macs(eqn))
     run.set(out, value, "delta")
 
 
@@ -180,11 +180,11 @@ def _conv(run, eqn: Eqn, frame) -> None:
         (value,) = _bind(eqn, [run.read(lhs), kernel])
     else:
         d = to_delta(run.read(lhs))
-        kwargs = dict(padding=pads, dilation=tuple(p["rhs_dilation"]), groups=p["feature_group_count"])
+        kwargs = dict(padding=pads, dilation=tuple(p["rhs_dilation"]), precision=p["precision"])
         if lhs_dil == (1, 1):
-            value = ops.conv(d, kernel_hwio, strides=strides, **kwargs)
+            value = ops.conv(d, kernel_hwio, strides=strides, groups=p["feature_group_count"], **kwargs)
         else:
-            value = ops.conv_transpose(d, kernel_hwio, strides=lhs_dil, **kwargs)
+            value = ops.conv_transpose(d, kernel_hwio, strides=lhs_dil, groups=p["feature_group_count"], **kwargs)
     run.record(name, value, _macs(eqn), per_active=kh * kw * cin_g * cout)
     run.set(out, value, "delta")
 
@@ -211,7 +211,7 @@ def _dot_general(run, eqn: Eqn, frame) -> None:
     if run.init:
         (value,) = _bind(eqn, [run.read(lhs), run.read(rhs)])
     else:
-        value = ops.dense(to_delta(run.read(lhs)), kernel)
+        value = ops.dense(to_delta(run.read(lhs)), kernel, precision=eqn.params["precision"])
     run.record(name, value, _macs(eqn), per_active=kernel.shape[0] * kernel.shape[1])
     run.set(eqn.outputs[0], value, "delta")
 
