@@ -14,6 +14,7 @@ result = tune.tune_thresholds(
     variables,
     budget=tune.Budget(max_logit_error=0.05, min_top1_agreement=None),
     candidates=(0.05, 0.2),
+    group=lambda name: "input" if name == "input" else "activations",  # 2 groups; the default tunes per block
 )
 print(result.table())
 tune.save_thresholds("thresholds.json", result.config)
