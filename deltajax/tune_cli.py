@@ -11,6 +11,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--model", default="efficientnet_lite0", choices=["efficientnet_lite0", "mobilenet_v2"])
     p.add_argument("--video", help="the clip to tune on (default: the bundled clip)")
     p.add_argument("--size", default="216x384", help="HxW to resize frames to")
+    p.add_argument("--start", type=int, default=0, help="first frame of the clip to tune on")
     p.add_argument("--frames", type=int, default=40, help="frames of the clip to tune on")
     p.add_argument("--min-top1", type=float, default=0.99, help="minimum top-1 agreement with dense")
     p.add_argument("--max-error", type=float, default=None, help="maximum relative logit error against dense")
@@ -25,7 +26,9 @@ def main(argv: list[str]) -> int:
 
     h, w = (int(v) for v in args.size.lower().split("x"))
     module, variables, preprocess = models.load(args.model)
-    clip = preprocess(jnp.asarray(read_clip(args.video, max_frames=args.frames, size=(h, w))))[:, None]
+    clip = preprocess(jnp.asarray(read_clip(args.video, start=args.start, max_frames=args.frames, size=(h, w))))[
+        :, None
+    ]
     result = tune.tune_thresholds(
         module.apply,
         clip,

@@ -22,6 +22,7 @@ def bundled_clip() -> str:
 def read_clip(
     path: str | os.PathLike | None = None,
     *,
+    start: int = 0,
     max_frames: int | None = None,
     size: tuple[int, int] | None = None,
 ) -> np.ndarray:
@@ -29,6 +30,7 @@ def read_clip(
 
     Args:
       path: a video file PyAV can open; None for the bundled clip.
+      start: skip this many frames first.
       max_frames: stop after this many frames.
       size: ``(height, width)`` to resize to (bilinear, by FFmpeg), or None.
 
@@ -46,7 +48,9 @@ def read_clip(
     frames = []
     with av.open(path) as container:
         stream = container.streams.video[0]
-        for frame in container.decode(stream):
+        for index, frame in enumerate(container.decode(stream)):
+            if index < start:
+                continue
             if size is not None:
                 frame = frame.reformat(width=size[1], height=size[0])
             frames.append(frame.to_ndarray(format="rgb24"))
