@@ -6,6 +6,8 @@
 //      device-side count: an implicit GEMM on tensor cores (conv_gemm.cuh) for dense channel mixing, or a
 //      direct kernel (one thread per active pixel and output channel) for depthwise / grouped convolutions
 //      and very narrow layers, which are memory-bound.
+#include <cstdlib>
+
 #include "common/conv_geometry.h"
 #include "cuda/conv.h"
 #include "cuda/conv_gemm.cuh"
@@ -14,36 +16,47 @@
 namespace deltajax::cuda {
 namespace {
 
-constexpr int kMaskBlock = 256, kMaskItems = 4;  // pixels per block: 1024, so one atomicAdd per 1024 pixels
+constexpr int kMaskBlock = 256, kMaskItems = 4;  // output pixels per block: 1024 of one row, one atomicAdd
 
-__device__ __forceinline__ bool receptive_active(const ConvParams& p, int64_t o) {
-  const int64_t b = o / (p.ho * p.wo), rem = o - b * (p.ho * p.wo), oy = rem / p.wo, ox = rem - oy * p.wo;
-  const uint8_t* m = p.in_mask + b * p.h * p.w;
-  for (int ky = 0; ky < p.kh; ++ky) {
-    const int64_t iy = conv_source(oy, ky, p.stride_h, p.rhs_dil_h, p.pad_top, p.lhs_dil_h, p.h);
-    if (iy < 0) continue;
-    for (int kx = 0; kx < p.kw; ++kx) {
-      const int64_t ix = conv_source(ox, kx, p.stride_w, p.rhs_dil_w, p.pad_left, p.lhs_dil_w, p.w);
-      if (ix >= 0 && m[iy * p.w + ix]) return true;
-    }
-  }
-  return false;
+// Input index along one axis for position `pos` = o * stride + k * rhs_dil - pad, or -1 (32-bit: 64-bit
+// division costs dozens of instructions and dominated the first version).
+__device__ __forceinline__ int source_index(int pos, int lhs_dil, int size) {
+  if (lhs_dil != 1) pos = (pos >= 0 && pos % lhs_dil == 0) ? pos / lhs_dil : -1;
+  return pos < size ? pos : -1;
 }
 
+// Grid: x = output row (b * Ho + oy), y = segment of kMaskBlock * kMaskItems output columns.
 __global__ void __launch_bounds__(kMaskBlock) mask_compact_kernel(ConvParams p, int32_t* list, int32_t* count) {
   __shared__ int warp_offset[kMaskItems][kMaskBlock / 32];
   __shared__ int block_offset;
-  const int64_t outputs = p.n * p.ho * p.wo;
+  const int ho = int(p.ho), wo = int(p.wo), in_h = int(p.h), in_w = int(p.w);
+  const int row = blockIdx.x, b = row / ho, oy = row - b * ho;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int64_t base = int64_t(blockIdx.x) * kMaskBlock * kMaskItems;
+  const int x0 = blockIdx.y * (kMaskBlock * kMaskItems);
+  const uint8_t* m = p.in_mask + int64_t(b) * in_h * in_w;
   bool active[kMaskItems];
   unsigned ballot[kMaskItems];
 #pragma unroll
   for (int i = 0; i < kMaskItems; ++i) {
-    const int64_t o = base + i * kMaskBlock + tid;
-    active[i] = o < outputs && receptive_active(p, o);
-    if (o < outputs) p.out_mask[o] = active[i];
-    ballot[i] = __ballot_sync(0xffffffffu, active[i]);
+    const int ox = x0 + i * kMaskBlock + tid;
+    bool a = false;
+    if (ox < wo) {
+      for (int ky = 0; ky < p.kh && !a; ++ky) {
+        const int iy = source_index(oy * p.stride_h + ky * p.rhs_dil_h - p.pad_top, p.lhs_dil_h, in_h);
+        if (iy < 0) continue;
+        const uint8_t* mrow = m + iy * in_w;
+        for (int kx = 0; kx < p.kw; ++kx) {
+          const int ix = source_index(ox * p.stride_w + kx * p.rhs_dil_w - p.pad_left, p.lhs_dil_w, in_w);
+          if (ix >= 0 && mrow[ix]) {
+            a = true;
+            break;
+          }
+        }
+      }
+      p.out_mask[int64_t(row) * wo + ox] = a;
+    }
+    active[i] = a;
+    ballot[i] = __ballot_sync(0xffffffffu, a);
     if (lane == 0) warp_offset[i][warp] = __popc(ballot[i]);
   }
   __syncthreads();
@@ -62,7 +75,7 @@ __global__ void __launch_bounds__(kMaskBlock) mask_compact_kernel(ConvParams p, 
 #pragma unroll
   for (int i = 0; i < kMaskItems; ++i)
     if (active[i])
-      list[block_offset + warp_offset[i][warp] + __popc(ballot[i] & below)] = int32_t(base + i * kMaskBlock + tid);
+      list[block_offset + warp_offset[i][warp] + __popc(ballot[i] & below)] = row * wo + x0 + i * kMaskBlock + tid;
 }
 
 // One thread per (active output pixel, output channel): consecutive threads take consecutive channels of a
@@ -70,32 +83,34 @@ __global__ void __launch_bounds__(kMaskBlock) mask_compact_kernel(ConvParams p, 
 template <typename T>
 __global__ void __launch_bounds__(256) conv_direct_kernel(ConvParams p, const int32_t* __restrict__ list,
                                                           const int32_t* __restrict__ count_ptr) {
-  const int64_t total = int64_t(*count_ptr) * p.cout;
-  const int cin_g = int(p.cin / p.groups), cout_g = int(p.cout / p.groups), cout = int(p.cout);
+  const int cin = int(p.cin), cout = int(p.cout), cin_g = cin / p.groups, cout_g = cout / p.groups;
+  const int howo = int(p.ho * p.wo), wo = int(p.wo), in_h = int(p.h), in_w = int(p.w);
+  const int64_t total = int64_t(*count_ptr) * cout;
   const T* __restrict__ x = static_cast<const T*>(p.x);
   const T* __restrict__ wt = static_cast<const T*>(p.kernel);
   T* __restrict__ out = static_cast<T*>(p.out);
-  const int64_t howo = p.ho * p.wo;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = i / cout;
-    const int co = int(i - r * cout), g = co / cout_g;
-    const int64_t o = list[r];
-    const int64_t b = o / howo, rem = o - b * howo, oy = rem / p.wo, ox = rem - oy * p.wo;
+    const int r = int(i / cout);
+    const int co = int(i - int64_t(r) * cout), g = co / cout_g;
+    const int o = list[r];
+    const int b = o / howo, rem = o - b * howo, oy = rem / wo, ox = rem - oy * wo;
+    const int y0 = oy * p.stride_h - p.pad_top, x0 = ox * p.stride_w - p.pad_left;
+    const int base = b * in_h * in_w;
     float acc = 0.f;
     for (int ky = 0; ky < p.kh; ++ky) {
-      const int64_t iy = conv_source(oy, ky, p.stride_h, p.rhs_dil_h, p.pad_top, p.lhs_dil_h, p.h);
+      const int iy = source_index(y0 + ky * p.rhs_dil_h, p.lhs_dil_h, in_h);
       if (iy < 0) continue;
       for (int kx = 0; kx < p.kw; ++kx) {
-        const int64_t ix = conv_source(ox, kx, p.stride_w, p.rhs_dil_w, p.pad_left, p.lhs_dil_w, p.w);
+        const int ix = source_index(x0 + kx * p.rhs_dil_w, p.lhs_dil_w, in_w);
         if (ix < 0) continue;
-        const int64_t pix = (b * p.h + iy) * p.w + ix;
+        const int pix = base + iy * in_w + ix;
         if (!p.in_mask[pix]) continue;  // inactive inputs read as zero and are never loaded
-        const T* xi = x + pix * p.cin + int64_t(g) * cin_g;
+        const T* xi = x + int64_t(pix) * cin + g * cin_g;
         const T* wk = wt + int64_t(ky * p.kw + kx) * cin_g * cout + co;
         for (int ci = 0; ci < cin_g; ++ci) acc = fmaf(to_float(xi[ci]), to_float(wk[int64_t(ci) * cout]), acc);
       }
     }
-    out[o * cout + co] = from_float<T>(acc);
+    out[int64_t(o) * cout + co] = from_float<T>(acc);
   }
 }
 
@@ -114,15 +129,28 @@ bool use_gemm(const ConvParams& p) {
 
 }  // namespace
 
+namespace gemm {
+int tile_rows() {
+  static const int rows = [] {
+    const char* env = std::getenv("DELTAJAX_CONV_BM");
+    return env && std::atoi(env) == 64 ? 64 : 128;
+  }();
+  return rows;
+}
+}  // namespace gemm
+
 cudaError_t conv(const ConvParams& p, cudaStream_t stream) {
   const int64_t outputs = p.n * p.ho * p.wo;
-  if (outputs >= (int64_t(1) << 31) || p.n * p.h * p.w >= (int64_t(1) << 31)) return cudaErrorInvalidValue;
+  // Kernels index pixels with int32 (the workspace list is int32 too).
+  if (outputs >= (int64_t(1) << 31) || p.n * p.h * p.w >= (int64_t(1) << 31) || p.n * p.ho >= (int64_t(1) << 31))
+    return cudaErrorInvalidValue;
   int32_t* list = p.workspace;
   int32_t* count = p.workspace + outputs;
   if (cudaError_t e = cudaMemsetAsync(count, 0, sizeof(int32_t), stream); e != cudaSuccess) return e;
   if (outputs == 0) return cudaGetLastError();
   const int64_t per_block = int64_t(kMaskBlock) * kMaskItems;
-  mask_compact_kernel<<<unsigned((outputs + per_block - 1) / per_block), kMaskBlock, 0, stream>>>(p, list, count);
+  const dim3 mask_grid(unsigned(p.n * p.ho), unsigned((p.wo + per_block - 1) / per_block));
+  mask_compact_kernel<<<mask_grid, kMaskBlock, 0, stream>>>(p, list, count);
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
   if (p.cout == 0) return cudaSuccess;
 

@@ -24,11 +24,13 @@
 
 namespace deltajax::cuda::gemm {
 
-constexpr int kBM = 64, kBN = 64, kThreads = 128, kStages = 3;
+constexpr int kBN = 64, kStages = 3;
 constexpr int kMaxTaps = 64;  // the tap table lives in shared memory: kBM * taps int32
 
-template <typename T>
+// kBM rows per tile; 2 * kBM threads: warps in a (kBM / 32) x 2 grid, each owning 32 x 32 outputs.
+template <typename T, int kBM>
 struct Tile {
+  static constexpr int kThreads = 2 * kBM;
   static constexpr int kVec = 16 / int(sizeof(T));   // elements per 16-byte copy
   static constexpr int kBK = 64 / int(sizeof(T));    // channels per chunk: 64 bytes of one tap
   static constexpr int kAStride = kBK + kVec;        // A row: +16 bytes breaks bank conflicts (ldmatrix, lds)
@@ -41,9 +43,11 @@ struct Tile {
   static constexpr int kPipeBytes = kStages * kStageBytes > kCBytes ? kStages * kStageBytes : kCBytes;
 };
 
-template <typename T>
+// Pipeline ring (or epilogue staging), then per row: output pixel, input-pixel base, input row/column origin,
+// then the tap table.
+template <typename T, int kBM>
 inline size_t smem_bytes(int taps) {
-  return size_t(Tile<T>::kPipeBytes) + size_t(kBM) * (1 + taps) * sizeof(int32_t);
+  return size_t(Tile<T, kBM>::kPipeBytes) + size_t(kBM) * (4 + taps) * sizeof(int32_t);
 }
 
 // ---- PTX wrappers ------------------------------------------------------------------------------------------------
@@ -126,14 +130,18 @@ __device__ __forceinline__ void store_pair(__half* p, float a, float b) {
 
 // kMode (float32 only): 0 = TF32, 1 = 3xTF32. kAligned: Cin and Cout are multiples of 16 bytes, so every
 // operand row is copied in 16-byte pieces; otherwise element loads (first layers with C = 3 and the like).
-template <typename T, int kMode, bool kAligned>
-__global__ void __launch_bounds__(kThreads) conv_gemm_kernel(ConvParams p, const int32_t* __restrict__ list,
-                                                             const int32_t* __restrict__ count_ptr) {
-  using L = Tile<T>;
+template <typename T, int kMode, bool kAligned, int kBM>
+__global__ void __launch_bounds__(2 * kBM) conv_gemm_kernel(ConvParams p, const int32_t* __restrict__ list,
+                                                            const int32_t* __restrict__ count_ptr) {
+  using L = Tile<T, kBM>;
+  constexpr int kThreads = L::kThreads;
   extern __shared__ __align__(16) unsigned char smem[];
   T* pipe = reinterpret_cast<T*>(smem);
   int32_t* rows = reinterpret_cast<int32_t*>(smem + L::kPipeBytes);  // [kBM] output pixel, -1 past the count
-  int32_t* taps = rows + kBM;                                         // [kBM][ntaps] source pixel, -1 = zero
+  int32_t* row_base = rows + kBM;      // [kBM] first input pixel of the row's image, -1 past the count
+  int32_t* row_y = row_base + kBM;     // [kBM] oy * stride - pad (in the dilated input when lhs_dil > 1)
+  int32_t* row_x = row_y + kBM;        // [kBM] ox * stride - pad
+  int32_t* taps = row_x + kBM;         // [kBM][ntaps] source pixel, -1 where the tap reads zero
 
   const int count = *count_ptr;
   const int ntaps = p.kh * p.kw;
@@ -147,7 +155,7 @@ __global__ void __launch_bounds__(kThreads) conv_gemm_kernel(ConvParams p, const
   const T* __restrict__ x = static_cast<const T*>(p.x);
   const T* __restrict__ w = static_cast<const T*>(p.kernel);
   T* __restrict__ out = static_cast<T*>(p.out);
-  const int64_t howo = p.ho * p.wo;
+  const int howo = int(p.ho * p.wo), wo = int(p.wo), in_h = int(p.h), in_w = int(p.w);
   const int num_tiles = (count + kBM - 1) / kBM;
 
   auto load_chunk = [&](int kc, int stage) {
@@ -267,27 +275,50 @@ __global__ void __launch_bounds__(kThreads) conv_gemm_kernel(ConvParams p, const
   };
 
   for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
+    // 32-bit index arithmetic throughout (pixel counts < 2^31 are checked by the launcher): 64-bit division
+    // costs dozens of instructions and dominated the first version.
     for (int r = tid; r < kBM; r += kThreads) {
       const int i = tile * kBM + r;
-      rows[r] = i < count ? list[i] : -1;
+      const int o = i < count ? list[i] : -1;
+      rows[r] = o;
+      if (o >= 0) {
+        const int b = o / howo, rem = o - b * howo, oy = rem / wo, ox = rem - oy * wo;
+        row_base[r] = b * in_h * in_w;
+        row_y[r] = oy * p.stride_h - p.pad_top;
+        row_x[r] = ox * p.stride_w - p.pad_left;
+      } else {
+        row_base[r] = -1;
+      }
     }
     __syncthreads();
     // Source pixel of every (row, tap), or -1 where the tap reads zero (padding, dilation hole, inactive input).
-    for (int e = tid; e < kBM * ntaps; e += kThreads) {
-      const int r = e / ntaps, tap = e - r * ntaps;
-      const int o = rows[r];
-      int src = -1;
-      if (o >= 0) {
-        const int ky = tap / p.kw, kx = tap - ky * p.kw;
-        const int64_t b = o / howo, rem = o - b * howo, oy = rem / p.wo, ox = rem - oy * p.wo;
-        const int64_t iy = conv_source(oy, ky, p.stride_h, p.rhs_dil_h, p.pad_top, p.lhs_dil_h, p.h);
-        const int64_t ix = conv_source(ox, kx, p.stride_w, p.rhs_dil_w, p.pad_left, p.lhs_dil_w, p.w);
-        if (iy >= 0 && ix >= 0) {
-          const int64_t pix = (b * p.h + iy) * p.w + ix;
-          if (p.in_mask[pix]) src = int(pix);
+    // Four entries per thread per round, their mask loads issued together (one latency per round, not four).
+    for (int e0 = 0; e0 < kBM * ntaps; e0 += 4 * kThreads) {
+      int pix[4];
+      uint8_t on[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int e = e0 + j * kThreads + tid;
+        pix[j] = -1;
+        if (e < kBM * ntaps) {
+          const int r = e / ntaps, tap = e - r * ntaps;
+          const int base = row_base[r];
+          if (base >= 0) {
+            const int ky = tap / p.kw, kx = tap - ky * p.kw;
+            int iy = row_y[r] + ky * p.rhs_dil_h, ix = row_x[r] + kx * p.rhs_dil_w;
+            if (p.lhs_dil_h != 1) iy = (iy >= 0 && iy % p.lhs_dil_h == 0) ? iy / p.lhs_dil_h : -1;
+            if (p.lhs_dil_w != 1) ix = (ix >= 0 && ix % p.lhs_dil_w == 0) ? ix / p.lhs_dil_w : -1;
+            if (iy >= 0 && iy < in_h && ix >= 0 && ix < in_w) pix[j] = base + iy * in_w + ix;
+          }
         }
       }
-      taps[e] = src;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) on[j] = pix[j] >= 0 ? __ldg(p.in_mask + pix[j]) : 0;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int e = e0 + j * kThreads + tid;
+        if (e < kBM * ntaps) taps[e] = on[j] ? pix[j] : -1;
+      }
     }
     __syncthreads();
 
@@ -347,15 +378,21 @@ __global__ void __launch_bounds__(kThreads) conv_gemm_kernel(ConvParams p, const
 }
 
 // Persistent launch: enough blocks to fill the device, never more than the worst-case number of tiles.
-template <typename T, int kMode, bool kAligned>
-cudaError_t launch_conv_gemm(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
-                             cudaStream_t stream) {
-  auto kernel = conv_gemm_kernel<T, kMode, kAligned>;
-  const size_t smem = smem_bytes<T>(p.kh * p.kw);
+template <typename T, int kMode, bool kAligned, int kBM>
+cudaError_t launch_conv_gemm_bm(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
+                                cudaStream_t stream) {
+  auto kernel = conv_gemm_kernel<T, kMode, kAligned, kBM>;
+  constexpr int kThreads = Tile<T, kBM>::kThreads;
+  const size_t smem = smem_bytes<T, kBM>(p.kh * p.kw);
   int device = 0, sms = 0, per_sm = 0;
   if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
   if (cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); e != cudaSuccess)
     return e;
+  if (smem > 48 * 1024) {  // opt in to more than 48 KB of dynamic shared memory (large kernels' tap tables)
+    if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+        e != cudaSuccess)
+      return e;
+  }
   if (cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
       e != cudaSuccess)
     return e;
@@ -366,6 +403,16 @@ cudaError_t launch_conv_gemm(const ConvParams& p, const int32_t* list, const int
   if (nx < 1) nx = 1;
   kernel<<<dim3(unsigned(nx), unsigned(ny)), kThreads, smem, stream>>>(p, list, count);
   return cudaGetLastError();
+}
+
+// Rows per tile: DELTAJAX_CONV_BM=64 or 128 (read once; for benchmarking the two), default below.
+int tile_rows();
+
+template <typename T, int kMode, bool kAligned>
+cudaError_t launch_conv_gemm(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
+                             cudaStream_t stream) {
+  return tile_rows() == 64 ? launch_conv_gemm_bm<T, kMode, kAligned, 64>(p, list, count, max_rows, stream)
+                           : launch_conv_gemm_bm<T, kMode, kAligned, 128>(p, list, count, max_rows, stream);
 }
 
 // Explicit instantiations live in conv_gemm_f32.cu and conv_gemm_f16.cu (compiled in parallel).

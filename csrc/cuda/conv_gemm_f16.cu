@@ -6,7 +6,7 @@ namespace deltajax::cuda::gemm {
 template <typename T>
 cudaError_t conv_gemm_typed(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
                             cudaStream_t stream) {
-  const bool aligned = p.cin % Tile<T>::kVec == 0 && p.cout % Tile<T>::kVec == 0;
+  const bool aligned = p.cin % Tile<T, 64>::kVec == 0 && p.cout % Tile<T, 64>::kVec == 0;
   return aligned ? launch_conv_gemm<T, 0, true>(p, list, count, max_rows, stream)
                  : launch_conv_gemm<T, 0, false>(p, list, count, max_rows, stream);
 }
