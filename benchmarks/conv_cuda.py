@@ -72,7 +72,7 @@ def rand_mask(key, n, h, w, p):
     return jax.random.uniform(key, (n, h, w)) < p
 
 
-def bench_case(n, h, w, cin, cout, k, modes, fractions, rand_fractions=()):
+def bench_case(n, h, w, cin, cout, k, modes, fractions, rand_fractions=(), dense=True):
     key = jax.random.PRNGKey(0)
     kv, kk, km = jax.random.split(key, 3)
     pad = "SAME"
@@ -85,7 +85,7 @@ def bench_case(n, h, w, cin, cout, k, modes, fractions, rand_fractions=()):
         if dtype not in overhead:
             overhead[dtype] = _time(_chain(lambda v: v), x)
 
-        def dense(v, wt, precision=precision):
+        def dense_conv(v, wt, precision=precision):
             return lax.conv_general_dilated(
                 v, wt, (1, 1), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision
             )
@@ -93,7 +93,7 @@ def bench_case(n, h, w, cin, cout, k, modes, fractions, rand_fractions=()):
         def delta(v, m, wt, precision=precision):
             return ops.conv(ops.Delta(v, m), wt, padding=pad, precision=precision).mask
 
-        t_dense = _time(_chain(dense), x, wt)
+        t_dense = _time(_chain(dense_conv), x, wt) if dense else float("nan")
         delta_fn = _chain(delta)
         masks = [("cell", p, cell_mask(km, n, h, w, p)) for p in fractions]
         masks += [("rand", p, rand_mask(km, n, h, w, p)) for p in rand_fractions]
@@ -133,10 +133,24 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--sweep", action="store_true", help="tile-configuration sweep: few cases, no dense timings")
     args = ap.parse_args()
     print(jax.devices(), flush=True)
+    bench_case(1, 64, 64, 64, 64, 3, ["bf16"], [0.5], dense=False)  # warm-up: first-call costs stay out
     all_rows = []
     fr = [0.0, 0.01, 0.05, 0.25, 1.0]
+    if args.sweep:
+        cases = [
+            ((1, 1080, 1920, 64, 64, 3), list(MODES), [0.0, 0.05, 1.0], []),
+            ((1, 1080, 1920, 64, 64, 1), ["bf16"], [0.05, 1.0], []),
+            ((1, 1080, 1920, 256, 256, 3), ["bf16"], [0.05], []),
+        ]
+        for case, modes, fracs, rfracs in cases:
+            all_rows += bench_case(*case, modes, fracs, rfracs, dense=False)[0]
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump({"device": str(jax.devices()[0]), "rows": all_rows}, f, indent=1)
+        return
     cases = [
         ((1, 1080, 1920, 64, 64, 3), list(MODES), fr, [0.05]),
         ((1, 1080, 1920, 64, 64, 1), list(MODES), fr, []),

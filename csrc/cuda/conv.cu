@@ -6,6 +6,7 @@
 //      device-side count: an implicit GEMM on tensor cores (conv_gemm.cuh) for dense channel mixing, or a
 //      direct kernel (one thread per active pixel and output channel) for depthwise / grouped convolutions
 //      and very narrow layers, which are memory-bound.
+#include <atomic>
 #include <cstdlib>
 
 #include "common/conv_geometry.h"
@@ -25,38 +26,58 @@ __device__ __forceinline__ int source_index(int pos, int lhs_dil, int size) {
   return pos < size ? pos : -1;
 }
 
+constexpr int kMaskSpan = 8192;  // bytes of one input mask row staged in shared memory
+
 // Grid: x = output row (b * Ho + oy), y = segment of kMaskBlock * kMaskItems output columns.
+// For each kernel row the block stages the span of the input mask row its outputs read (one coalesced pass),
+// then every output ORs its taps from shared memory; spans too wide to stage (huge strides) read global memory.
 __global__ void __launch_bounds__(kMaskBlock) mask_compact_kernel(ConvParams p, int32_t* list, int32_t* count) {
+  __shared__ uint8_t span[kMaskSpan];
   __shared__ int warp_offset[kMaskItems][kMaskBlock / 32];
   __shared__ int block_offset;
   const int ho = int(p.ho), wo = int(p.wo), in_h = int(p.h), in_w = int(p.w);
   const int row = blockIdx.x, b = row / ho, oy = row - b * ho;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int x0 = blockIdx.y * (kMaskBlock * kMaskItems);
+  const int n_out = min(kMaskBlock * kMaskItems, wo - x0);
   const uint8_t* m = p.in_mask + int64_t(b) * in_h * in_w;
+  // Input columns [lo, hi] that this segment's outputs can read.
+  const int pos_lo = x0 * p.stride_w - p.pad_left;
+  const int pos_hi = (x0 + n_out - 1) * p.stride_w + (p.kw - 1) * p.rhs_dil_w - p.pad_left;
+  const int lo = pos_lo <= 0 ? 0 : (pos_lo + p.lhs_dil_w - 1) / p.lhs_dil_w;
+  const int hi = pos_hi < 0 ? -1 : min(in_w - 1, pos_hi / p.lhs_dil_w);
+  const bool staged = hi - lo + 1 <= kMaskSpan;  // uniform over the block
   bool active[kMaskItems];
+#pragma unroll
+  for (int i = 0; i < kMaskItems; ++i) active[i] = false;
+  for (int ky = 0; ky < p.kh; ++ky) {
+    const int iy = source_index(oy * p.stride_h + ky * p.rhs_dil_h - p.pad_top, p.lhs_dil_h, in_h);
+    if (iy < 0 || hi < lo) continue;  // uniform
+    const uint8_t* mrow = m + int64_t(iy) * in_w;
+    if (staged) {
+      __syncthreads();  // the previous kernel row's reads are done
+      for (int j = tid; j <= hi - lo; j += kMaskBlock) span[j] = mrow[lo + j];
+      __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < kMaskItems; ++i) {
+      const int ox = x0 + i * kMaskBlock + tid;
+      if (ox >= wo || active[i]) continue;
+      for (int kx = 0; kx < p.kw; ++kx) {
+        const int ix = source_index(ox * p.stride_w + kx * p.rhs_dil_w - p.pad_left, p.lhs_dil_w, in_w);
+        if (ix >= 0 && (staged ? span[ix - lo] : mrow[ix])) {
+          active[i] = true;
+          break;
+        }
+      }
+    }
+  }
   unsigned ballot[kMaskItems];
 #pragma unroll
   for (int i = 0; i < kMaskItems; ++i) {
     const int ox = x0 + i * kMaskBlock + tid;
-    bool a = false;
-    if (ox < wo) {
-      for (int ky = 0; ky < p.kh && !a; ++ky) {
-        const int iy = source_index(oy * p.stride_h + ky * p.rhs_dil_h - p.pad_top, p.lhs_dil_h, in_h);
-        if (iy < 0) continue;
-        const uint8_t* mrow = m + iy * in_w;
-        for (int kx = 0; kx < p.kw; ++kx) {
-          const int ix = source_index(ox * p.stride_w + kx * p.rhs_dil_w - p.pad_left, p.lhs_dil_w, in_w);
-          if (ix >= 0 && mrow[ix]) {
-            a = true;
-            break;
-          }
-        }
-      }
-      p.out_mask[int64_t(row) * wo + ox] = a;
-    }
-    active[i] = a;
-    ballot[i] = __ballot_sync(0xffffffffu, a);
+    if (ox < wo) p.out_mask[int64_t(row) * wo + ox] = active[i];
+    ballot[i] = __ballot_sync(0xffffffffu, active[i]);
     if (lane == 0) warp_offset[i][warp] = __popc(ballot[i]);
   }
   __syncthreads();
@@ -114,11 +135,14 @@ __global__ void __launch_bounds__(256) conv_direct_kernel(ConvParams p, const in
   }
 }
 
-int device_sms() {
+int device_sms() {  // cached per device: the handler runs every frame
+  static std::atomic<int> cache[gemm::kMaxDevices];
   int device = 0, sms = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) !=
-                                                    cudaSuccess)
-    return 132;
+  if (cudaGetDevice(&device) != cudaSuccess) return 132;
+  std::atomic<int>& c = cache[device < gemm::kMaxDevices ? device : 0];
+  if ((sms = c.load(std::memory_order_relaxed)) != 0) return sms;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) return 132;
+  c.store(sms, std::memory_order_relaxed);
   return sms;
 }
 
@@ -130,12 +154,11 @@ bool use_gemm(const ConvParams& p) {
 }  // namespace
 
 namespace gemm {
-int tile_rows() {
-  static const int rows = [] {
-    const char* env = std::getenv("DELTAJAX_CONV_BM");
-    return env && std::atoi(env) == 64 ? 64 : 128;
-  }();
-  return rows;
+int variant() {
+  const char* env = std::getenv("DELTAJAX_CONV_VARIANT");
+  if (!env || !*env) return 0;
+  const int v = std::atoi(env);
+  return v >= 0 && v < kVariants ? v : 0;
 }
 }  // namespace gemm
 
@@ -155,8 +178,15 @@ cudaError_t conv(const ConvParams& p, cudaStream_t stream) {
   if (p.cout == 0) return cudaSuccess;
 
   if (use_gemm(p))
-    return p.dtype == DType::kF32 ? gemm::conv_gemm_f32(p, list, count, outputs, stream)
-                                  : gemm::conv_gemm_16(p, list, count, outputs, stream);
+    switch (p.dtype) {
+      case DType::kF32:
+        return p.precision == 0 ? gemm::conv_gemm_tf32(p, list, count, outputs, stream)
+                                : gemm::conv_gemm_3xtf32(p, list, count, outputs, stream);
+      case DType::kBF16:
+        return gemm::conv_gemm_bf16(p, list, count, outputs, stream);
+      case DType::kF16:
+        return gemm::conv_gemm_f16(p, list, count, outputs, stream);
+    }
   return dispatch_dtype(p.dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
     constexpr int kBlock = 256;

@@ -17,6 +17,7 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "common/conv_geometry.h"
@@ -24,15 +25,22 @@
 
 namespace deltajax::cuda::gemm {
 
-constexpr int kBN = 64, kStages = 3;
+constexpr int kBN = 64;
 constexpr int kMaxTaps = 64;  // the tap table lives in shared memory: kBM * taps int32
 
-// kBM rows per tile; 2 * kBM threads: warps in a (kBM / 32) x 2 grid, each owning 32 x 32 outputs.
-template <typename T, int kBM>
+// A tile configuration: kBM rows per tile, K chunks of kBKBytes (of one tap), a kStages-deep cp.async ring.
+// 2 * kBM threads: warps in a (kBM / 32) x 2 grid, each owning 32 x 32 outputs.
+template <int BM, int BKBytes, int Stages>
+struct Config {
+  static constexpr int kBM = BM, kBKBytes = BKBytes, kStages = Stages;
+};
+
+template <typename T, class C>
 struct Tile {
+  static constexpr int kBM = C::kBM, kStages = C::kStages;
   static constexpr int kThreads = 2 * kBM;
   static constexpr int kVec = 16 / int(sizeof(T));   // elements per 16-byte copy
-  static constexpr int kBK = 64 / int(sizeof(T));    // channels per chunk: 64 bytes of one tap
+  static constexpr int kBK = C::kBKBytes / int(sizeof(T));  // channels per chunk
   static constexpr int kAStride = kBK + kVec;        // A row: +16 bytes breaks bank conflicts (ldmatrix, lds)
   static constexpr int kBStride = kBN + 8;           // B row: 8 elements of pad (conflict-free fragments)
   static constexpr int kCStride = kBN + 8;           // epilogue staging row
@@ -45,9 +53,9 @@ struct Tile {
 
 // Pipeline ring (or epilogue staging), then per row: output pixel, input-pixel base, input row/column origin,
 // then the tap table.
-template <typename T, int kBM>
+template <typename T, class C>
 inline size_t smem_bytes(int taps) {
-  return size_t(Tile<T, kBM>::kPipeBytes) + size_t(kBM) * (4 + taps) * sizeof(int32_t);
+  return size_t(Tile<T, C>::kPipeBytes) + size_t(C::kBM) * (4 + taps) * sizeof(int32_t);
 }
 
 // ---- PTX wrappers ------------------------------------------------------------------------------------------------
@@ -130,11 +138,11 @@ __device__ __forceinline__ void store_pair(__half* p, float a, float b) {
 
 // kMode (float32 only): 0 = TF32, 1 = 3xTF32. kAligned: Cin and Cout are multiples of 16 bytes, so every
 // operand row is copied in 16-byte pieces; otherwise element loads (first layers with C = 3 and the like).
-template <typename T, int kMode, bool kAligned, int kBM>
-__global__ void __launch_bounds__(2 * kBM) conv_gemm_kernel(ConvParams p, const int32_t* __restrict__ list,
-                                                            const int32_t* __restrict__ count_ptr) {
-  using L = Tile<T, kBM>;
-  constexpr int kThreads = L::kThreads;
+template <typename T, int kMode, bool kAligned, class C>
+__global__ void __launch_bounds__(2 * C::kBM) conv_gemm_kernel(ConvParams p, const int32_t* __restrict__ list,
+                                                               const int32_t* __restrict__ count_ptr) {
+  using L = Tile<T, C>;
+  constexpr int kThreads = L::kThreads, kBM = L::kBM, kStages = L::kStages;
   extern __shared__ __align__(16) unsigned char smem[];
   T* pipe = reinterpret_cast<T*>(smem);
   int32_t* rows = reinterpret_cast<int32_t*>(smem + L::kPipeBytes);  // [kBM] output pixel, -1 past the count
@@ -377,48 +385,101 @@ __global__ void __launch_bounds__(2 * kBM) conv_gemm_kernel(ConvParams p, const 
   }
 }
 
+// Per-device launch facts, computed once: the handler runs on every frame, and occupancy queries cost
+// host time that, at small update fractions, is the whole budget of a layer.
+struct LaunchCache {
+  std::atomic<int> sms{0};
+  std::atomic<bool> smem_opt_in{false};
+  std::atomic<int> blocks_per_sm[kMaxTaps + 1];  // by tap count (the tap table's size); 0 = not yet known
+};
+constexpr int kMaxDevices = 64;
+
 // Persistent launch: enough blocks to fill the device, never more than the worst-case number of tiles.
-template <typename T, int kMode, bool kAligned, int kBM>
-cudaError_t launch_conv_gemm_bm(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
-                                cudaStream_t stream) {
-  auto kernel = conv_gemm_kernel<T, kMode, kAligned, kBM>;
-  constexpr int kThreads = Tile<T, kBM>::kThreads;
-  const size_t smem = smem_bytes<T, kBM>(p.kh * p.kw);
-  int device = 0, sms = 0, per_sm = 0;
+template <typename T, int kMode, bool kAligned, class C>
+cudaError_t launch_conv_gemm_cfg(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
+                                 cudaStream_t stream) {
+  static LaunchCache cache[kMaxDevices];
+  auto kernel = conv_gemm_kernel<T, kMode, kAligned, C>;
+  constexpr int kThreads = Tile<T, C>::kThreads;
+  const int taps = p.kh * p.kw;
+  const size_t smem = smem_bytes<T, C>(taps);
+  int device = 0;
   if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
-  if (cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); e != cudaSuccess)
-    return e;
-  if (smem > 48 * 1024) {  // opt in to more than 48 KB of dynamic shared memory (large kernels' tap tables)
-    if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  LaunchCache& c = cache[device < kMaxDevices ? device : 0];
+  int sms = c.sms.load(std::memory_order_relaxed);
+  if (sms == 0) {
+    if (cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); e != cudaSuccess)
+      return e;
+    c.sms.store(sms, std::memory_order_relaxed);
+  }
+  if (!c.smem_opt_in.load(std::memory_order_acquire)) {  // allow the largest tap table once
+    const size_t most = smem_bytes<T, C>(kMaxTaps);
+    if (most > 48 * 1024) {
+      if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(most));
+          e != cudaSuccess)
+        return e;
+    }
+    c.smem_opt_in.store(true, std::memory_order_release);
+  }
+  int per_sm = c.blocks_per_sm[taps].load(std::memory_order_relaxed);
+  if (per_sm == 0) {
+    if (cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
         e != cudaSuccess)
       return e;
+    if (per_sm < 1) per_sm = 1;
+    c.blocks_per_sm[taps].store(per_sm, std::memory_order_relaxed);
   }
-  if (cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
-      e != cudaSuccess)
-    return e;
   const int ny = int((p.cout + kBN - 1) / kBN);
-  const int64_t max_tiles = (max_rows + kBM - 1) / kBM;
-  int64_t nx = (int64_t(sms) * (per_sm > 0 ? per_sm : 1) + ny - 1) / ny;
+  const int64_t max_tiles = (max_rows + C::kBM - 1) / C::kBM;
+  int64_t nx = (int64_t(sms) * per_sm + ny - 1) / ny;
   if (nx > max_tiles) nx = max_tiles;
   if (nx < 1) nx = 1;
   kernel<<<dim3(unsigned(nx), unsigned(ny)), kThreads, smem, stream>>>(p, list, count);
   return cudaGetLastError();
 }
 
-// Rows per tile: DELTAJAX_CONV_BM=64 or 128 (read once; for benchmarking the two), default below.
-int tile_rows();
+// Tile configurations. The default is chosen by benchmark (NOTES_cuda.md); DELTAJAX_CONV_VARIANT=<index>
+// selects another for measurement, read at every launch so one process can time them all.
+using Cfg0 = Config<128, 64, 3>;
+using Cfg1 = Config<64, 64, 3>;
+using Cfg2 = Config<128, 128, 3>;
+using Cfg3 = Config<64, 128, 3>;
+using Cfg4 = Config<128, 64, 4>;
+using Cfg5 = Config<64, 128, 4>;
+constexpr int kVariants = 6;
+int variant();
 
 template <typename T, int kMode, bool kAligned>
 cudaError_t launch_conv_gemm(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
                              cudaStream_t stream) {
-  return tile_rows() == 64 ? launch_conv_gemm_bm<T, kMode, kAligned, 64>(p, list, count, max_rows, stream)
-                           : launch_conv_gemm_bm<T, kMode, kAligned, 128>(p, list, count, max_rows, stream);
+  if constexpr (!kAligned) {  // element loads: odd channel counts are small layers; one configuration
+    return launch_conv_gemm_cfg<T, kMode, false, Cfg1>(p, list, count, max_rows, stream);
+  } else {
+    switch (variant()) {
+      case 1:
+        return launch_conv_gemm_cfg<T, kMode, true, Cfg1>(p, list, count, max_rows, stream);
+      case 2:
+        return launch_conv_gemm_cfg<T, kMode, true, Cfg2>(p, list, count, max_rows, stream);
+      case 3:
+        return launch_conv_gemm_cfg<T, kMode, true, Cfg3>(p, list, count, max_rows, stream);
+      case 4:
+        return launch_conv_gemm_cfg<T, kMode, true, Cfg4>(p, list, count, max_rows, stream);
+      case 5:
+        return launch_conv_gemm_cfg<T, kMode, true, Cfg5>(p, list, count, max_rows, stream);
+      default:
+        return launch_conv_gemm_cfg<T, kMode, true, Cfg0>(p, list, count, max_rows, stream);
+    }
+  }
 }
 
-// Explicit instantiations live in conv_gemm_f32.cu and conv_gemm_f16.cu (compiled in parallel).
-cudaError_t conv_gemm_f32(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
+// Instantiations, one file each so that they compile in parallel.
+cudaError_t conv_gemm_tf32(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
+                           cudaStream_t stream);
+cudaError_t conv_gemm_3xtf32(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
+                             cudaStream_t stream);
+cudaError_t conv_gemm_bf16(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
+                           cudaStream_t stream);
+cudaError_t conv_gemm_f16(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
                           cudaStream_t stream);
-cudaError_t conv_gemm_16(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
-                         cudaStream_t stream);
 
 }  // namespace deltajax::cuda::gemm

@@ -1,21 +1,14 @@
-// bfloat16 / float16 instantiations of the tensor-core delta convolution (mma.m16n8k16, fp32 accumulation).
+// Tensor-core delta convolution instantiated for float16.
 #include "cuda/conv_gemm.cuh"
 
 namespace deltajax::cuda::gemm {
 
-template <typename T>
-cudaError_t conv_gemm_typed(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
-                            cudaStream_t stream) {
-  const bool aligned = p.cin % Tile<T, 64>::kVec == 0 && p.cout % Tile<T, 64>::kVec == 0;
-  return aligned ? launch_conv_gemm<T, 0, true>(p, list, count, max_rows, stream)
-                 : launch_conv_gemm<T, 0, false>(p, list, count, max_rows, stream);
-}
-
-cudaError_t conv_gemm_16(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
-                         cudaStream_t stream) {
-  if (p.dtype == DType::kBF16) return conv_gemm_typed<__nv_bfloat16>(p, list, count, max_rows, stream);
-  if (p.dtype == DType::kF16) return conv_gemm_typed<__half>(p, list, count, max_rows, stream);
-  return cudaErrorInvalidValue;
+cudaError_t conv_gemm_f16(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
+                  cudaStream_t stream) {
+  constexpr int kVec = 16 / int(sizeof(__half));  // 16-byte copies need whole pieces of every operand row
+  if (p.cin % kVec == 0 && p.cout % kVec == 0)
+    return launch_conv_gemm<__half, 0, true>(p, list, count, max_rows, stream);
+  return launch_conv_gemm<__half, 0, false>(p, list, count, max_rows, stream);
 }
 
 }  // namespace deltajax::cuda::gemm
