@@ -16,10 +16,10 @@ struct SparsifyParams {
   float threshold = 0.f;  // active when max_c |x - ref| > threshold
   int dilation = 0;       // grow the activity map by this many pixels per side
   DType dtype = DType::kF32;
-  const void* x = nullptr;  // [N, H, W, C] dtype
-  float* ref = nullptr;     // [N, H, W, C] float32, read and updated in place
-  void* values = nullptr;   // [N, H, W, C] dtype, written at active pixels only
-  uint8_t* mask = nullptr;  // [N, H, W]
+  const void* x = nullptr;    // [N, H, W, C] dtype
+  float* ref = nullptr;       // [N, H, W, C] float32, read and updated in place
+  void* values = nullptr;     // [N, H, W, C] dtype, written at active pixels only
+  uint8_t* mask = nullptr;    // [N, H, W]
   uint8_t* active = nullptr;  // [N, H, W] workspace: the activity map before dilation
 };
 
@@ -43,12 +43,12 @@ struct ConvParams {
   int groups = 1;
   int precision = 0;  // 0: default (TF32 allowed on tensor cores for float32), 1: highest (full float32)
   DType dtype = DType::kF32;
-  const void* x = nullptr;          // [N, H, W, Cin] dtype; unspecified where in_mask is 0
+  const void* x = nullptr;           // [N, H, W, Cin] dtype; unspecified where in_mask is 0
   const uint8_t* in_mask = nullptr;  // [N, H, W]
-  const void* kernel = nullptr;     // [kh, kw, Cin / groups, Cout] dtype
-  void* out = nullptr;              // [N, Ho, Wo, Cout] dtype; written at active output pixels only
-  uint8_t* out_mask = nullptr;      // [N, Ho, Wo]
-  int32_t* workspace = nullptr;     // [N * Ho * Wo + 1]: active output pixel list, then its count
+  const void* kernel = nullptr;      // [kh, kw, Cin / groups, Cout] dtype
+  void* out = nullptr;               // [N, Ho, Wo, Cout] dtype; written at active output pixels only
+  uint8_t* out_mask = nullptr;       // [N, Ho, Wo]
+  int32_t* workspace = nullptr;      // [N * Ho * Wo + 1]: active output pixel list, then its count
 };
 
 }  // namespace deltajax

@@ -18,8 +18,8 @@ struct Cuda {
   // Turns a launch status into an FFI error naming the op (cudaGetLastError may report an earlier async error).
   static xla::ffi::Error check(const char* op, cudaError_t status) {
     if (status == cudaSuccess) return xla::ffi::Error::Success();
-    return xla::ffi::Error::Internal(std::string("deltajax_") + op + ": CUDA error " + cudaGetErrorName(status) +
-                                     ": " + cudaGetErrorString(status));
+    return xla::ffi::Error::Internal(std::string("deltajax_") + op + ": CUDA error " + cudaGetErrorName(status) + ": " +
+                                     cudaGetErrorString(status));
   }
   static void copy(void* dst, const void* src, size_t bytes, Stream s) {
     cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s);

@@ -66,8 +66,8 @@ inline ffi::Error expect_dims(const std::string& op, const char* arg, const ffi:
   bool ok = dims.size() == want.size();
   for (size_t i = 0; ok && i < want.size(); ++i) ok = dims[i] == want[i];
   if (ok) return ffi::Error::Success();
-  return invalid(op, std::string("argument '") + arg + "' must have shape " + dims_str(want) + ", got " +
-                         dims_str(dims));
+  return invalid(op,
+                 std::string("argument '") + arg + "' must have shape " + dims_str(want) + ", got " + dims_str(dims));
 }
 
 // Reads an NHWC activation shape; leading batch dims (from vmap) fold into N.
@@ -96,10 +96,10 @@ inline std::vector<int64_t> dims_of(const ffi::AnyBuffer& b) {
   return std::vector<int64_t>(dims.begin(), dims.end());
 }
 
-#define DELTAJAX_RETURN_IF_ERROR(expr)        \
-  do {                                        \
-    ::xla::ffi::Error _err = (expr);          \
-    if (_err.failure()) return _err;          \
+#define DELTAJAX_RETURN_IF_ERROR(expr) \
+  do {                                 \
+    ::xla::ffi::Error _err = (expr);   \
+    if (_err.failure()) return _err;   \
   } while (0)
 
 }  // namespace deltajax::ffi_util
