@@ -29,8 +29,8 @@ R = 20
 HIGHEST = lax.Precision.HIGHEST
 MODES = {  # name: (dtype, precision)
     "f32_highest": (jnp.float32, HIGHEST),
-    "f32_tf32": (jnp.float32, None),
-    "bf16": (jnp.bfloat16, None),
+    "f32_tf32": (jnp.float32, lax.Precision.DEFAULT),
+    "bf16": (jnp.bfloat16, lax.Precision.DEFAULT),
 }
 
 
@@ -72,7 +72,7 @@ def rand_mask(key, n, h, w, p):
     return jax.random.uniform(key, (n, h, w)) < p
 
 
-def bench_case(n, h, w, cin, cout, k, modes, fractions, rand_fractions=(), dense=True):
+def bench_case(n, h, w, cin, cout, k, modes, fractions, rand_fractions=(), dense=True, groups=1):
     key = jax.random.PRNGKey(0)
     kv, kk, km = jax.random.split(key, 3)
     pad = "SAME"
@@ -81,17 +81,25 @@ def bench_case(n, h, w, cin, cout, k, modes, fractions, rand_fractions=(), dense
     for mode in modes:
         dtype, precision = MODES[mode]
         x = jax.random.normal(kv, (n, h, w, cin), jnp.float32).astype(dtype)
-        wt = (jax.random.normal(kk, (k, k, cin, cout), jnp.float32) / np.sqrt(k * k * cin)).astype(dtype)
+        wt = (jax.random.normal(kk, (k, k, cin // groups, cout), jnp.float32) / np.sqrt(k * k * cin / groups)).astype(
+            dtype
+        )
         if dtype not in overhead:
             overhead[dtype] = _time(_chain(lambda v: v), x)
 
         def dense_conv(v, wt, precision=precision):
             return lax.conv_general_dilated(
-                v, wt, (1, 1), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision
+                v,
+                wt,
+                (1, 1),
+                pad,
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                feature_group_count=groups,
+                precision=precision,
             )
 
         def delta(v, m, wt, precision=precision):
-            return ops.conv(ops.Delta(v, m), wt, padding=pad, precision=precision).mask
+            return ops.conv(ops.Delta(v, m), wt, padding=pad, groups=groups, precision=precision).mask
 
         t_dense = _time(_chain(dense_conv), x, wt) if dense else float("nan")
         delta_fn = _chain(delta)
@@ -100,7 +108,7 @@ def bench_case(n, h, w, cin, cout, k, modes, fractions, rand_fractions=(), dense
         for kind, p, m in masks:
             t = _time(delta_fn, x, m, wt)
             ov = overhead[dtype]
-            out_mask = ops.conv(ops.Delta(x, m), wt, padding=pad, precision=precision).mask
+            out_mask = ops.conv(ops.Delta(x, m), wt, padding=pad, groups=groups, precision=precision).mask
             out_frac = float(jnp.mean(out_mask))
             rows.append(
                 dict(
@@ -108,6 +116,7 @@ def bench_case(n, h, w, cin, cout, k, modes, fractions, rand_fractions=(), dense
                     cin=cin,
                     cout=cout,
                     k=k,
+                    groups=groups,
                     mode=mode,
                     mask=kind,
                     p=p,
@@ -121,7 +130,8 @@ def bench_case(n, h, w, cin, cout, k, modes, fractions, rand_fractions=(), dense
             )
             r = rows[-1]
             print(
-                f"{r['shape']:>12} {cin:>4}->{cout:<4} {k}x{k} {mode:>11} {kind:>4} p={p:<5} out={r['p_out']:<6} "
+                f"{r['shape']:>12} {cin:>4}->{cout:<4} {k}x{k} g{groups:<3} {mode:>11} {kind:>4} p={p:<5} "
+                f"out={r['p_out']:<6} "
                 f"dense {r['dense_ms']:8.4f} delta {r['delta_ms']:8.4f} ms  net {r['dense_net_ms']:8.4f} "
                 f"{r['delta_net_ms']:8.4f}  x{r['speedup_net']}",
                 flush=True,
@@ -154,6 +164,7 @@ def main():
     cases = [
         ((1, 1080, 1920, 64, 64, 3), list(MODES), fr, [0.05]),
         ((1, 1080, 1920, 64, 64, 1), list(MODES), fr, []),
+        ((1, 1080, 1920, 64, 64, 3), ["f32_highest", "bf16"], [0.0, 0.05, 1.0], [], 64),  # depthwise
     ]
     if not args.quick:
         cases += [
@@ -164,8 +175,8 @@ def main():
             ((8, 432, 768, 256, 256, 3), ["bf16"], [0.05, 1.0], []),
         ]
     overheads = {}
-    for case, modes, fracs, rfracs in cases:
-        rows, ov = bench_case(*case, modes, fracs, rfracs)
+    for case, modes, fracs, rfracs, *groups in cases:
+        rows, ov = bench_case(*case, modes, fracs, rfracs, groups=groups[0] if groups else 1)
         all_rows += rows
         overheads.update({str(k): v for k, v in ov.items()})
     print("chain overhead per call (ms):", overheads)

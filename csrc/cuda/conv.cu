@@ -156,9 +156,9 @@ bool use_gemm(const ConvParams& p) {
 namespace gemm {
 int variant() {
   const char* env = std::getenv("DELTAJAX_CONV_VARIANT");
-  if (!env || !*env) return 0;
+  if (!env || !*env) return -1;
   const int v = std::atoi(env);
-  return v >= 0 && v < kVariants ? v : 0;
+  return v >= 0 && v < kVariants ? v : -1;
 }
 }  // namespace gemm
 

@@ -5,7 +5,7 @@
 //   N    = Cout, in tiles of kBN.
 // A (the gathered input) and B (the HWIO kernel, already K x N row-major) are staged in shared memory by
 // cp.async (16-byte copies with zero fill for inactive / out-of-bounds pixels and the channel tails) in a
-// kStages-deep ring; 4 warps each own a 32 x 32 piece of the 64 x 64 output tile. The grid is persistent:
+// kStages-deep ring; warps each own a 32 x 32 piece of the kBM x 64 output tile. The grid is persistent:
 // blocks stride over row tiles up to the device-side count, so nothing waits on the host.
 //
 // Instruction per precision:
@@ -438,8 +438,9 @@ cudaError_t launch_conv_gemm_cfg(const ConvParams& p, const int32_t* list, const
   return cudaGetLastError();
 }
 
-// Tile configurations. The default is chosen by benchmark (NOTES_cuda.md); DELTAJAX_CONV_VARIANT=<index>
-// selects another for measurement, read at every launch so one process can time them all.
+// Tile configurations. Defaults chosen by a sweep on an H100 (benchmarks/NOTES_cuda.md): float32 (TF32,
+// 3xTF32) takes Cfg2 (128-byte K chunks halve the barriers per tile), 16-bit types Cfg4 (a 4-deep ring).
+// DELTAJAX_CONV_VARIANT=<index> selects another for measurement; -1 (unset) = the default.
 using Cfg0 = Config<128, 64, 3>;
 using Cfg1 = Config<64, 64, 3>;
 using Cfg2 = Config<128, 128, 3>;
@@ -455,7 +456,9 @@ cudaError_t launch_conv_gemm(const ConvParams& p, const int32_t* list, const int
   if constexpr (!kAligned) {  // element loads: odd channel counts are small layers; one configuration
     return launch_conv_gemm_cfg<T, kMode, false, Cfg1>(p, list, count, max_rows, stream);
   } else {
-    switch (variant()) {
+    int v = variant();
+    if (v < 0) v = sizeof(T) == 4 ? 2 : 4;
+    switch (v) {
       case 1:
         return launch_conv_gemm_cfg<T, kMode, true, Cfg1>(p, list, count, max_rows, stream);
       case 2:
