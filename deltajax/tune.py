@@ -118,8 +118,9 @@ def tune_thresholds(
       clip: ``[T, N, H, W, C]`` frames to tune on (a short clip of the target video).
       *args: ``fn``'s other arguments (params), as for ``deltajax.video.run_clip``.
       budget: what must hold against dense on ``clip``.
-      candidates: thresholds tried for each group, ascending; a group keeps the
-        largest that holds (stopping at the first that fails).
+      candidates: thresholds tried for each group: the largest first, kept if it
+        holds; otherwise ascending, keeping the largest that holds (stopping at
+        the first that fails).
       group: maps a layer name to the group tuned together (default: per block,
         which keeps the number of compilations small); ``lambda n: n`` tunes
         every layer on its own.
@@ -146,17 +147,27 @@ def tune_thresholds(
         return (*_outputs_error(outs, dense), stats_lib.mac_ratio(stats))
 
     config, trials = base, []
-    for key, members in groups.items():
-        for threshold in sorted(candidates):
-            trial_config = _with_layers(config, {m: float(threshold) for m in members})
-            agreement, error, macs = evaluate(trial_config)
-            ok = budget.holds(agreement, error)
-            trials.append(Trial(key, float(threshold), ok, macs, agreement, error))
-            if verbose:
-                print(trials[-1], flush=True)
-            if not ok:
-                break
+
+    def attempt(key, members, threshold) -> bool:
+        nonlocal config
+        trial_config = _with_layers(config, {m: float(threshold) for m in members})
+        agreement, error, macs = evaluate(trial_config)
+        ok = budget.holds(agreement, error)
+        trials.append(Trial(key, float(threshold), ok, macs, agreement, error))
+        if verbose:
+            print(trials[-1], flush=True)
+        if ok:
             config = trial_config
+        return ok
+
+    ordered = sorted(candidates)
+    for key, members in groups.items():
+        # The largest candidate first: when it holds (common for late layers) one evaluation settles the group.
+        if len(ordered) > 1 and attempt(key, members, ordered[-1]):
+            continue
+        for threshold in ordered[:-1] if len(ordered) > 1 else ordered:
+            if not attempt(key, members, threshold):
+                break
     return TuneResult(config, tuple(trials))
 
 
