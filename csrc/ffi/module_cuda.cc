@@ -7,7 +7,7 @@
 namespace ffi = xla::ffi;
 namespace ops = deltajax::ffi_ops;
 
-#define DELTAJAX_TARGET(name, Impl, Binding)                                                         \
+#define DELTAJAX_TARGET(name, Impl, Binding)                                                             \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(deltajax_##name##_cuda, ops::Impl<ops::Cuda>, ops::Binding<ops::Cuda>(), \
                                 {ffi::Traits::kCmdBufferCompatible});
 #include "ffi/targets.def"
