@@ -1,8 +1,39 @@
-"""deltajax: CNN inference on video that recomputes only what changed (DeltaCNN for JAX)."""
+"""deltajax: CNN inference on video that recomputes only what changed (DeltaCNN for JAX).
 
-from deltajax import ops
+``deltajax.delta(fn)`` runs any JAX CNN (a Flax ``model.apply``) as a delta
+model; ``deltajax.linen`` has Flax layers and a wrapper; ``run_clip`` and
+``streaming`` are the frame loops; ``deltajax.stats`` reports the savings.
+"""
+
+from deltajax import ops, stats
 from deltajax.ops import Delta, SparsifyConfig, Truncation
+from deltajax.transform import DeltaConfig, Stepper, StreamState, delta
+from deltajax.video import StreamFns, run_clip, streaming
 
 __version__ = "0.1.0"
 
-__all__ = ["Delta", "SparsifyConfig", "Truncation", "__version__", "ops"]
+__all__ = [
+    "Delta",
+    "DeltaConfig",
+    "SparsifyConfig",
+    "Stepper",
+    "StreamFns",
+    "StreamState",
+    "Truncation",
+    "__version__",
+    "delta",
+    "linen",
+    "ops",
+    "run_clip",
+    "stats",
+    "streaming",
+]
+
+
+def __getattr__(name: str):
+    # deltajax.linen imports flax; load it only when asked for.
+    if name == "linen":
+        import importlib
+
+        return importlib.import_module("deltajax.linen")
+    raise AttributeError(f"module 'deltajax' has no attribute {name!r}")

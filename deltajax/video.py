@@ -1,11 +1,17 @@
-"""Video input: decoding clips into frame arrays (PyAV)."""
+"""Video: decoding clips into frame arrays (PyAV), and jit-compiled frame loops over delta models."""
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from importlib import resources
+from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 
 def bundled_clip() -> str:
@@ -49,3 +55,167 @@ def read_clip(
     if not frames:
         raise ValueError(f"read_clip: no video frames could be decoded from {path!r}")
     return np.stack(frames)
+
+
+# -- frame loops ---------------------------------------------------------------------------------------------------
+class StreamFns(NamedTuple):
+    """A jitted pair for frames that arrive one by one.
+
+    ``out, state = start(frame)`` runs the first frame densely (also: after a
+    scene cut or a resolution change); ``out, state = step(state, frame)``
+    runs one frame, donating ``state`` (its buffers are reused in place).
+    """
+
+    start: Callable
+    step: Callable
+
+
+def _frame_pair(model, args: tuple, variables):
+    """``(init, step)`` of a stepper or a delta Linen module, both returning ``(out, state, stats)``."""
+    from deltajax.transform import Stepper
+
+    if isinstance(model, Stepper):
+        n = len(args) + 1
+        pos = model.frame_argnum if model.frame_argnum >= 0 else n + model.frame_argnum
+
+        def call(frame):
+            return (*args[:pos], frame, *args[pos:])
+
+        return (
+            lambda frame: model.init_with_stats(*call(frame)),
+            lambda state, frame: model.step_with_stats(state, *call(frame)),
+        )
+    import flax.linen as nn
+
+    from deltajax import linen
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"video loop: argument 'model' must be a deltajax.delta stepper or a flax.linen Module, "
+            f"got {type(model).__name__}"
+        )
+    if variables is None:
+        raise ValueError("video loop: argument 'variables' is required for a Linen module, got None")
+
+    def init(frame):
+        out, new = linen.start(model, variables, frame, *args)
+        return out, new["delta_state"], {}
+
+    def step(state, frame):
+        out, upd = model.apply({**variables, "delta_state": state}, frame, *args, mutable=["delta_state"])
+        return out, upd["delta_state"], {}
+
+    return init, step
+
+
+def _keyframed(init, step, keyframe_every: int | None):
+    """A step on ``(t, state)`` that runs ``init`` every ``keyframe_every`` frames (never if None)."""
+    if keyframe_every is not None and (not isinstance(keyframe_every, int) or keyframe_every < 1):
+        raise ValueError(
+            f"video loop: argument 'keyframe_every' must be a positive int or None, got {keyframe_every!r}"
+        )
+
+    def counted_step(carry, frame):
+        t, state = carry
+        if keyframe_every is None:
+            out, state, stats = step(state, frame)
+        else:
+            out, state, stats = lax.cond(
+                t % keyframe_every == 0, lambda s, f: init(f), lambda s, f: step(s, f), state, frame
+            )
+        return out, (t + 1, state), stats
+
+    return counted_step
+
+
+@functools.partial(jax.jit, static_argnames=("model", "keyframe_every", "with_stats"))
+def _run_clip(clip, args, variables, *, model, keyframe_every, with_stats):
+    init, step = _frame_pair(model, args, variables)
+    counted_step = _keyframed(init, step, keyframe_every)
+    out0, state, stats0 = init(clip[0])
+
+    def body(carry, frame):
+        out, carry, stats = counted_step(carry, frame)
+        return carry, (out, stats)
+
+    _, (outs, stats) = lax.scan(body, (jnp.int32(1), state), clip[1:])
+    stack = functools.partial(jax.tree_util.tree_map, lambda a, b: jnp.concatenate([a[None], b]))
+    return stack(out0, outs), (stack(stats0, stats) if with_stats else None)
+
+
+def run_clip(
+    model,
+    clip: jax.Array,
+    *args,
+    variables=None,
+    keyframe_every: int | None = None,
+    with_stats: bool = False,
+):
+    """Runs a delta model over a clip inside one ``jax.jit`` (``lax.scan`` over frames, state carried).
+
+    Args:
+      model: a ``deltajax.delta`` stepper, or a Linen module built from
+        ``deltajax.linen`` (or wrapping a model with ``deltajax.linen.DeltaWrapper``).
+      clip: ``[T, N, H, W, C]``: ``T`` frames of ``N`` independent streams.
+      *args: the model's other arguments (a stepper: its params, the frame
+        goes at ``frame_argnum``; a module: arguments after the frame).
+      variables: a Linen module's variables (``params``, ``batch_stats``).
+      keyframe_every: run a dense keyframe every this many frames (None: only
+        the first), bounding the error of thresholds > 0 even further.
+      with_stats: also return per-layer, per-frame stats (steppers only).
+
+    Returns:
+      The outputs stacked over frames (leading ``[T]``), and, with
+      ``with_stats``, ``{layer: deltajax.stats.LayerStats}`` of ``[T]`` arrays.
+
+    Example:
+      >>> stepper = deltajax.delta(model.apply)
+      >>> outs = run_clip(stepper, clip, variables)
+    """
+    if np.ndim(clip) != 5:
+        raise ValueError(
+            f"run_clip: argument 'clip' must be [T, N, H, W, C], expected rank 5, got shape {tuple(np.shape(clip))}"
+        )
+    if with_stats and not hasattr(model, "step_with_stats"):
+        raise ValueError("run_clip: with_stats=True needs a deltajax.delta stepper, got a Linen module")
+    outs, stats = _run_clip(
+        jnp.asarray(clip), args, variables, model=model, keyframe_every=keyframe_every, with_stats=with_stats
+    )
+    return (outs, stats) if with_stats else outs
+
+
+def streaming(model, *args, variables=None, keyframe_every: int | None = None) -> StreamFns:
+    """Jitted ``start`` / ``step`` for frames arriving one by one, the state donated.
+
+    Args:
+      model, *args, variables, keyframe_every: as for ``run_clip``.
+
+    Returns:
+      ``StreamFns(start, step)``: ``out, state = start(frame)`` (dense, the one
+      call that starts or restarts a stream), ``out, state = step(state, frame)``.
+
+    Example:
+      >>> start, step = streaming(stepper, variables)
+      >>> out, state = start(frames[0])
+      >>> for frame in frames[1:]:
+      ...     out, state = step(state, frame)
+    """
+    _keyframed(None, None, keyframe_every)  # validates before the first frame arrives
+    static = dict(model=model, keyframe_every=keyframe_every)
+    return StreamFns(
+        lambda frame: _stream_start(frame, args, variables, **static),
+        lambda state, frame: _stream_step(state, frame, args, variables, **static),
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("model", "keyframe_every"))
+def _stream_start(frame, args, variables, *, model, keyframe_every):
+    init, _ = _frame_pair(model, args, variables)
+    out, state, _ = init(frame)
+    return out, (jnp.int32(1), state)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "keyframe_every"), donate_argnums=0)
+def _stream_step(state, frame, args, variables, *, model, keyframe_every):
+    out, state, _ = _keyframed(*_frame_pair(model, args, variables), keyframe_every)(state, frame)
+    return out, state

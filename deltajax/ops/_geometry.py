@@ -79,10 +79,11 @@ def transpose_pads(window: Sequence[int], strides: Sequence[int], dilation: Sequ
         mode = padding.upper()
         pads = []
         for k, s in zip(eff, strides, strict=True):
-            total = k + s - 2 + max(k - s, 0)
-            if mode == "SAME":
+            if mode == "SAME":  # output = input * stride
+                total = k + s - 2
                 lo = k - 1 if s > k - 1 else -(-total // 2)
-            elif mode == "VALID":
+            elif mode == "VALID":  # output = (input - 1) * stride + k
+                total = k + s - 2 + max(k - s, 0)
                 lo = k - 1
             else:
                 raise ValueError(

@@ -102,6 +102,17 @@ def _delta_conv_reference(values, mask, kernel, *, conv_kwargs, geometry):
     return out, out_mask
 
 
+def full_float32(precision) -> bool:
+    """True when ``precision`` (None: the ``jax_default_matmul_precision`` in force) asks for float32 products."""
+    if precision is None:
+        precision = jax.config.jax_default_matmul_precision
+    if isinstance(precision, tuple | list):
+        precision = precision[0]
+    if isinstance(precision, lax.Precision):
+        return precision == HIGHEST
+    return str(precision).lower() in ("highest", "float32")
+
+
 def _output_size(size, k, stride, pads, lhs, rhs):
     dilated = (size - 1) * lhs + 1
     return (dilated + pads[0] + pads[1] - geo.effective_size(k, rhs)) // stride + 1
@@ -141,7 +152,7 @@ def _delta_conv_native(values, mask, kernel, *, geometry, precision):
         rhs_dil_h=np.int32(geometry["rhs_dilation"][0]),
         rhs_dil_w=np.int32(geometry["rhs_dilation"][1]),
         groups=np.int32(geometry["groups"]),
-        precision=np.int32(1 if precision in (HIGHEST, "highest") else 0),
+        precision=np.int32(1 if full_float32(precision) else 0),
     )
     return out, out_mask
 
@@ -162,7 +173,7 @@ def conv(
     padding="SAME",
     dilation=1,
     groups: int = 1,
-    precision=HIGHEST,
+    precision=None,
 ) -> jax.Array | Delta:
     """2-D convolution of a dense frame or a Delta, NHWC.
 
@@ -173,7 +184,8 @@ def conv(
       strides, dilation: int or (h, w) pair.
       padding: 'SAME' (XLA/TF), 'VALID', an int, or ((lo, hi), (lo, hi)).
       groups: feature groups; ``groups == C_in`` is depthwise.
-      precision: of the underlying ``lax.conv_general_dilated``.
+      precision: as for ``lax.conv_general_dilated``; None follows ``jax.default_matmul_precision``
+        (on GPUs the default lets float32 run as TF32 on tensor cores).
 
     Returns:
       ``[N, Ho, Wo, C_out]`` dense, or a Delta whose mask is the OR of the
@@ -211,7 +223,7 @@ def conv_transpose(
     padding="SAME",
     dilation=1,
     groups: int = 1,
-    precision=HIGHEST,
+    precision=None,
 ) -> jax.Array | Delta:
     """Transposed convolution, as ``jax.lax.conv_transpose`` / ``flax.linen.ConvTranspose``.
 

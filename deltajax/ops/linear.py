@@ -14,8 +14,6 @@ from deltajax.backend import dispatch
 from deltajax.ops._delta import Delta, check_channels, check_delta, check_dtype, per_channel
 from deltajax.ops.conv import conv_1x1_native
 
-HIGHEST = lax.Precision.HIGHEST
-
 
 def fold_batch_norm(scale, offset, mean, var, eps: float = 1e-5) -> tuple[jax.Array, jax.Array]:
     """Inference batch norm ``(x - mean) / sqrt(var + eps) * scale + offset`` as ``x * mul + add``.
@@ -72,7 +70,7 @@ def batch_norm(x, scale, offset, mean, var, eps: float = 1e-5):
     return affine(x, mul, add)
 
 
-def dense(x: jax.Array | Delta, kernel: jax.Array, bias: jax.Array | None = None, *, precision=HIGHEST):
+def dense(x: jax.Array | Delta, kernel: jax.Array, bias: jax.Array | None = None, *, precision=None):
     """Matmul over the channel axis: ``x @ kernel (+ bias on the first frame)``.
 
     Args:

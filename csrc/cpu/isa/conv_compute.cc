@@ -5,11 +5,11 @@
 // zero for every pixel of the tile (padding, inactive input, transposed-conv hole) is skipped, and a tap that
 // reads zero for some pixels points them at a row of zeros. Depthwise (groups == C_in == C_out): per pixel,
 // vectorised over channels.
-#include "cpu/isa/isa.h"
 #include <algorithm>
 
 #include "common/conv_geometry.h"
 #include "cpu/dtype.h"
+#include "cpu/isa/isa.h"
 #include "cpu/isa/kernels.h"
 #include "cpu/window.h"
 

@@ -1,0 +1,210 @@
+"""Single-layer benchmark: the delta kernel against dense XLA on the same input, same run, same device.
+
+For each layer (3x3 conv, 1x1 conv, 3x3 and 5x5 depthwise), channel count,
+frame shape, update fraction p (blob-shaped regions) and precision, it times
+  - dense XLA (``lax.conv_general_dilated`` on the whole frame),
+  - the delta op (``deltajax.ops.conv`` on a Delta whose mask covers p),
+  - on GPU presets also the obvious pure-JAX sparse version (fixed-size
+    ``jnp.nonzero``, gathered neighbourhoods, one matmul, scatter),
+and reports time, speedup against dense in the same precision and against
+the fastest dense mode, achieved TFLOP/s on the active work, and 1/p.
+
+Usage: python -m benchmarks.kernels --preset cpu|gpu [--out FILE.json] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from benchmarks.timing import blob_mask, median_time
+from deltajax import ops
+
+DIMS = ("NHWC", "HWIO", "NHWC")
+LAYERS = {  # name: (kernel size, depthwise)
+    "conv3x3": (3, False),
+    "conv1x1": (1, False),
+    "dw3x3": (3, True),
+    "dw5x5": (5, True),
+}
+PRECISIONS = {  # name: (dtype, lax precision); "f32_default" is TF32 on tensor-core GPUs
+    "f32_highest": (jnp.float32, lax.Precision.HIGHEST),
+    "f32_default": (jnp.float32, lax.Precision.DEFAULT),
+    "bf16": (jnp.bfloat16, lax.Precision.DEFAULT),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    shapes: tuple[tuple[int, int, int], ...]  # (N, H, W)
+    channels: tuple[int, ...]
+    fractions: tuple[float, ...]
+    precisions: tuple[str, ...]
+    sparse_baseline: bool
+
+
+PRESETS = {
+    "cpu": Preset(((1, 432, 768),), (32, 64, 128), (0.0, 0.01, 0.05, 0.10, 0.25, 1.0), ("f32_highest",), False),
+    "gpu": Preset(
+        ((1, 1080, 1920), (8, 432, 768)),
+        (32, 64, 128, 256),
+        (0.0, 0.01, 0.05, 0.10, 0.25, 0.50, 1.0),
+        tuple(PRECISIONS),
+        True,
+    ),
+}
+QUICK = {
+    "cpu": Preset(((1, 216, 384),), (32,), (0.0, 0.05, 1.0), ("f32_highest",), False),
+    "gpu": Preset(((1, 540, 960),), (64,), (0.0, 0.05, 1.0), tuple(PRECISIONS), True),
+}
+
+
+def conv_flops(active_outputs: float, k: int, cin_per_group: int, cout: int) -> float:
+    """2 * multiply-adds of a convolution evaluated at ``active_outputs`` pixels."""
+    return 2.0 * active_outputs * k * k * cin_per_group * cout
+
+
+def sparse_jax_conv(values, mask, kernel, *, count: int, groups: int, precision):
+    """The obvious pure-JAX sparse conv (stride 1, SAME): nonzero, gather, matmul, scatter."""
+    n, h, w, c = values.shape
+    k = kernel.shape[0]
+    r = k // 2
+    out_mask = ops.Delta(values, mask)  # reuse the op's receptive-field rule for the active outputs
+    out_mask = ops.conv(out_mask, jnp.zeros((k, k, c // groups, kernel.shape[3]), values.dtype), groups=groups).mask
+    b, y, x = jnp.nonzero(out_mask, size=count, fill_value=0)
+    padded = jnp.pad(jnp.where(mask[..., None], values, 0), ((0, 0), (r, r), (r, r), (0, 0)))
+    offsets = jnp.arange(k)
+    patches = padded[
+        b[:, None, None], y[:, None, None] + offsets[None, :, None], x[:, None, None] + offsets[None, None]
+    ]
+    if groups == 1:
+        out = jnp.matmul(patches.reshape(count, -1), kernel.reshape(-1, kernel.shape[3]), precision=precision)
+    else:  # depthwise
+        out = jnp.einsum("pijc,ijc->pc", patches, kernel[:, :, 0, :], precision=precision)
+    return jnp.zeros((n, h, w, kernel.shape[3]), values.dtype).at[b, y, x].set(out.astype(values.dtype))
+
+
+def run_case(layer: str, shape, c: int, precision: str, fractions, sparse_baseline: bool, seed: int = 0):
+    k, depthwise = LAYERS[layer]
+    n, h, w = shape
+    dtype, lax_precision = PRECISIONS[precision]
+    groups = c if depthwise else 1
+    rng = np.random.default_rng(seed)
+    kernel = jnp.asarray(rng.normal(0, 0.1, (k, k, c // groups, c)), dtype)
+    frame = jnp.asarray(rng.normal(0, 1, (n, h, w, c)), dtype)
+
+    def dense(x):
+        return lax.conv_general_dilated(
+            x, kernel, (1, 1), "SAME", dimension_numbers=DIMS, feature_group_count=groups, precision=lax_precision
+        )
+
+    def delta(values, mask):
+        return ops.conv(ops.Delta(values, mask), kernel, groups=groups, precision=lax_precision)
+
+    dense_s = median_time(dense, frame)
+    rows = []
+    for p in fractions:
+        mask = jnp.asarray(blob_mask(n, h, w, p, seed=seed + 1))
+        out_mask = jax.jit(delta)(frame, mask).mask
+        active_out = float(jnp.sum(out_mask))
+        delta_s = median_time(delta, frame, mask)
+        row = {
+            "layer": layer,
+            "n": n,
+            "h": h,
+            "w": w,
+            "c": c,
+            "precision": precision,
+            "p": p,
+            "p_out": active_out / (n * h * w),
+            "dense_ms": dense_s * 1e3,
+            "delta_ms": delta_s * 1e3,
+            "speedup": dense_s / delta_s,
+            "ideal": (1 / p) if p > 0 else None,
+            "tflops_active": conv_flops(active_out, k, c // groups, c) / delta_s / 1e12,
+        }
+        if sparse_baseline and 0 < p < 1:
+            count = int(active_out)
+            sparse = jax.jit(
+                lambda v, m, count=count: sparse_jax_conv(
+                    v, m, kernel, count=count, groups=groups, precision=lax_precision
+                )
+            )
+            row["sparse_jax_ms"] = median_time(sparse, frame, mask) * 1e3
+        rows.append(row)
+    return rows
+
+
+def add_cross_precision(rows):
+    """Speedup against the fastest dense mode of the same case (any precision)."""
+    fastest = {}
+    for r in rows:
+        key = (r["layer"], r["n"], r["h"], r["w"], r["c"])
+        fastest[key] = min(fastest.get(key, np.inf), r["dense_ms"])
+    for r in rows:
+        r["speedup_vs_fastest_dense"] = fastest[(r["layer"], r["n"], r["h"], r["w"], r["c"])] / r["delta_ms"]
+
+
+def table(rows) -> str:
+    head = (
+        f"{'layer':8} {'NxHxW':>12} {'C':>4} {'prec':>11} {'p':>5} {'p_out':>6} {'dense ms':>9} "
+        f"{'delta ms':>9} {'x dense':>8} {'x fastest':>9} {'1/p':>6} {'TFLOP/s':>8} {'jax-sparse':>10}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        ideal = f"{r['ideal']:.0f}" if r["ideal"] else "-"
+        sparse = f"{r['sparse_jax_ms']:.3f}" if "sparse_jax_ms" in r else "-"
+        lines.append(
+            f"{r['layer']:8} {r['n']}x{r['h']}x{r['w']:>4} {r['c']:>4} {r['precision']:>11} {r['p']:5.2f} "
+            f"{r['p_out']:6.3f} {r['dense_ms']:9.3f} {r['delta_ms']:9.3f} {r['speedup']:8.2f} "
+            f"{r['speedup_vs_fastest_dense']:9.2f} {ideal:>6} {r['tflops_active']:8.3f} {sparse:>10}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="gpu" if jax.default_backend() == "gpu" else "cpu")
+    parser.add_argument("--quick", action="store_true", help="one small shape, for smoke tests")
+    parser.add_argument("--layers", default=",".join(LAYERS), help="comma-separated subset of " + ",".join(LAYERS))
+    parser.add_argument("--out", help="write the rows as JSON here")
+    args = parser.parse_args(argv)
+    preset = (QUICK if args.quick else PRESETS)[args.preset]
+    device = jax.devices()[0]
+    print(f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}", flush=True)
+    rows = []
+    for shape in preset.shapes:
+        for layer in args.layers.split(","):
+            for c in preset.channels:
+                case_rows = []
+                for precision in preset.precisions:
+                    case_rows += run_case(layer, shape, c, precision, preset.fractions, preset.sparse_baseline)
+                add_cross_precision(case_rows)
+                print(table(case_rows).split("\n", 2)[2], flush=True)
+                rows += case_rows
+    print(table(rows))
+    if args.out:
+        meta = {
+            "device": device.device_kind,
+            "backend": jax.default_backend(),
+            "jax": jax.__version__,
+            "python": sys.version.split()[0],
+            "machine": platform.machine(),
+            "preset": args.preset,
+            "quick": args.quick,
+        }
+        with open(args.out, "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

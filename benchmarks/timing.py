@@ -1,0 +1,70 @@
+"""Timing helpers shared by the benchmarks: in-graph repetition, medians, blob masks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+
+def _first_scalar(tree) -> jax.Array:
+    leaf = jax.tree_util.tree_leaves(tree)[0]
+    return leaf.reshape(-1)[0].astype(jnp.float32)
+
+
+def repeated(fn: Callable, reps: int) -> Callable:
+    """A jitted function running ``fn(*args)`` ``reps`` times back to back in one program.
+
+    Each repetition's inputs pass through an optimization barrier together
+    with a scalar of the previous output, so XLA can neither merge nor hoist
+    the repetitions, and nothing else is added to the work.
+    """
+
+    def run(*args):
+        token = jnp.zeros((), jnp.float32)
+        for _ in range(reps):
+            barred, token = lax.optimization_barrier((args, token))
+            token = _first_scalar(fn(*barred))
+        return token
+
+    return jax.jit(run)
+
+
+def median_time(fn: Callable, *args, target_s: float = 0.25, max_reps: int = 64, runs: int = 7) -> float:
+    """Median seconds of one ``fn(*args)`` inside a compiled program (see :func:`repeated`)."""
+    once = repeated(fn, 1)
+    jax.block_until_ready(once(*args))
+    t0 = time.perf_counter()
+    jax.block_until_ready(once(*args))
+    single = max(time.perf_counter() - t0, 1e-6)
+    reps = int(np.clip(target_s / single, 1, max_reps))
+    many = repeated(fn, reps)
+    jax.block_until_ready(many(*args))
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        jax.block_until_ready(many(*args))
+        samples.append((time.perf_counter() - t0) / reps)
+    return float(np.median(samples))
+
+
+def blob_mask(n: int, h: int, w: int, fraction: float, seed: int = 0) -> np.ndarray:
+    """``[N, H, W]`` bool: round blobs at random places until ``fraction`` of the pixels are covered."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((n, h, w), bool)
+    if fraction <= 0:
+        return mask
+    if fraction >= 1:
+        return np.ones((n, h, w), bool)
+    yy, xx = np.mgrid[0:h, 0:w]
+    radius = max(3.0, 0.04 * min(h, w))
+    for b in range(n):
+        while mask[b].mean() < fraction:
+            cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+            r = radius * rng.uniform(0.5, 1.5)
+            mask[b] |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    return mask

@@ -1,0 +1,65 @@
+"""Per-layer, per-frame statistics of a delta model: active pixels, multiply-adds, dense fallbacks.
+
+A stepper's ``step_with_stats`` returns a dict ``name -> LayerStats`` (a
+pytree of scalars); the video loop stacks them over frames (leading ``[T]``).
+Multiply-adds are counted for convolutions and matmuls only: on active output
+pixels for delta layers, in full for layers run densely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class LayerStats(NamedTuple):
+    """One layer's numbers for one frame (or ``[T]`` stacked over frames).
+
+    Attributes:
+      active: fraction of output pixels that carry an update (1 when dense).
+      macs: multiply-adds done.
+      dense_macs: multiply-adds of the dense layer.
+      fallback: True if the layer has no delta rule and ran densely.
+    """
+
+    active: jax.Array
+    macs: jax.Array
+    dense_macs: jax.Array
+    fallback: jax.Array
+
+
+def layer_stats(active, macs, dense_macs, fallback: bool = False) -> LayerStats:
+    """Builds a LayerStats of float32 / bool scalars."""
+    f32 = jnp.float32
+    return LayerStats(
+        jnp.asarray(active, f32), jnp.asarray(macs, f32), jnp.asarray(dense_macs, f32), jnp.asarray(fallback)
+    )
+
+
+def mac_ratio(stats: Mapping[str, LayerStats]) -> float:
+    """Multiply-adds done / dense multiply-adds over all layers (and frames)."""
+    done = sum(float(np.sum(s.macs)) for s in stats.values())
+    dense = sum(float(np.sum(s.dense_macs)) for s in stats.values())
+    return done / dense if dense else 1.0
+
+
+def fallback_layers(stats: Mapping[str, LayerStats]) -> list[str]:
+    """Names of the layers that ran densely for want of a delta rule."""
+    return sorted(name for name, s in stats.items() if bool(np.any(s.fallback)))
+
+
+def summary(stats: Mapping[str, LayerStats]) -> str:
+    """A table: per layer the mean active fraction and the multiply-adds done vs dense."""
+    lines = [f"{'layer':<48} {'active':>7} {'MACs':>12} {'dense MACs':>12}"]
+    for name, s in stats.items():
+        flag = "  (fallback: dense)" if bool(np.any(s.fallback)) else ""
+        lines.append(
+            f"{name:<48} {float(np.mean(s.active)):7.3f} {float(np.sum(s.macs)):12.4g} "
+            f"{float(np.sum(s.dense_macs)):12.4g}{flag}"
+        )
+    lines.append(f"multiply-adds done / dense: {mac_ratio(stats):.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""Runs a flat program as a delta program: the first frame densely (building states), later frames on deltas.
+
+Every value has a kind: ``CONST`` (frame-independent: computed densely from the
+parameters), ``DENSE`` (frame-dependent but held densely, e.g. after global
+pooling) or ``DELTA`` (a ``Delta``/``Sparse`` on delta frames, the dense value
+on the first frame). Stateful nodes are named when first met; the init and the
+step pass meet them in the same order, so their states line up by name.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from deltajax import ops
+from deltajax.ops import SparsifyConfig
+from deltajax.stats import layer_stats
+from deltajax.transform import _rules
+from deltajax.transform._analysis import Analysis, analyse
+from deltajax.transform._jaxpr import Const, Program, Var, flatten
+from deltajax.transform._values import active_fraction, flat_delta, to_delta
+from deltajax.transform.config import DeltaConfig
+
+CONST, DENSE, DELTA = "const", "dense", "delta"
+INPUT = "input"
+
+
+class StateMismatch(ValueError):
+    """The state given to a step does not belong to this program."""
+
+
+class Run:
+    """One pass over the program, in ``init`` (dense) or ``step`` (delta) mode.
+
+    Attributes:
+      states: name -> state pytree produced by this pass.
+      stats: name -> LayerStats of this pass.
+      kinds: name -> node kind ('act', 'sparsify', 'conv', 'fallback:sort', ...).
+    """
+
+    def __init__(self, program: Program, analysis: Analysis, config: DeltaConfig, states_in: dict | None):
+        self.program, self.analysis, self.config = program, analysis, config
+        self.init = states_in is None
+        self.states_in = states_in
+        self.env: dict = {}
+        self.kind: dict = {}
+        self.states: dict = {}
+        self.stats: dict = {}
+        self.kinds: dict = {}
+        self._dense_memo: dict = {}
+        self._delta_memo: dict = {}
+
+    # -- values -------------------------------------------------------------------------------------------------
+    def read(self, v):
+        return v.value if isinstance(v, Const) else self.env[v]
+
+    def kind_of(self, v) -> str:
+        return CONST if isinstance(v, Const) else self.kind[v]
+
+    def set(self, var: Var, value, kind: str) -> None:
+        self.env[var], self.kind[var] = value, kind
+
+    def scope_of(self, var: Var) -> str:
+        eqn = self.analysis.producer.get(var)
+        return eqn.scope if eqn is not None else ""
+
+    # -- nodes --------------------------------------------------------------------------------------------------
+    def node(self, scope: str, label: str, kind: str | None = None) -> str:
+        """A fresh, stable name: '<flax path>/<label>' (or '<label>_<i>' without a path)."""
+        base = f"{scope}/{label}" if scope else label
+        name, i = (base, 0) if scope else (f"{label}_0", 0)
+        while name in self.kinds:
+            i += 1
+            name = f"{base}_{i}" if scope else f"{label}_{i}"
+        self.kinds[name] = kind or label
+        return name
+
+    def state(self, name: str):
+        if name not in self.states_in:
+            raise StateMismatch(name)
+        return self.states_in[name]
+
+    def record(self, name: str, out, dense_macs: float = 0.0, per_active: float | None = None, fallback=False):
+        """Stats of a node: active fraction of ``out`` and multiply-adds (``per_active`` per active pixel)."""
+        if self.init or fallback or out is None:
+            self.stats[name] = layer_stats(1.0, dense_macs, dense_macs, fallback)
+            return
+        frac = active_fraction(out)
+        macs = dense_macs * frac if per_active is None else per_active * to_delta(out).mask.sum()
+        self.stats[name] = layer_stats(frac, macs, dense_macs, fallback)
+
+    # -- conversions between kinds -------------------------------------------------------------------------------
+    def need_dense(self, var):
+        """The dense value of any operand; a DELTA var goes through a densify node (once)."""
+        if self.kind_of(var) != DELTA:
+            return self.read(var)
+        if var in self._dense_memo:
+            return self._dense_memo[var]
+        name = self.node(self.scope_of(var), "densify")
+        value = self.env[var]
+        if self.init:
+            _, self.states[name] = ops.densify_init(value.reshape(_image_shape(value.shape)))
+            dense = value
+        else:
+            d = to_delta(value) if len(var.shape) == 4 else flat_delta(value)
+            out, self.states[name] = ops.densify(self.state(name), d)
+            dense = out.reshape(var.shape)
+        self._dense_memo[var] = dense
+        return dense
+
+    def can_delta(self, var) -> bool:
+        """True if a frame-dependent operand can enter a delta rule (DENSE ones through a sparsify)."""
+        k = self.kind_of(var)
+        return k == DELTA or (k == DENSE and len(var.shape) == 4 and _rules.is_float(var.dtype))
+
+    def need_delta(self, var):
+        """A DELTA operand's value; a DENSE rank-4 one goes through an exact sparsify node (once)."""
+        if self.kind_of(var) == DELTA:
+            return self.env[var]
+        if var in self._delta_memo:
+            return self._delta_memo[var]
+        name = self.node(self.scope_of(var), "sparsify")
+        value = self.env[var]
+        if self.init:
+            out, self.states[name] = ops.sparsify_init(value)
+        else:
+            cfg = self.config.sparsify_for(name, SparsifyConfig())
+            out, self.states[name] = ops.sparsify(self.state(name), value, cfg)
+        self.record(name, out)
+        self._delta_memo[var] = out
+        return out
+
+    # -- the pass -----------------------------------------------------------------------------------------------
+    def run(self, args: list, frame_index: int) -> list:
+        for i, (var, value) in enumerate(zip(self.program.inputs, args, strict=True)):
+            self.set(var, value, CONST)
+            if i == frame_index:
+                self._input(var, value)
+        for eqn in self.program.eqns:
+            _rules.apply(self, eqn)
+        return [self.need_dense(v) if self.kind_of(v) == DELTA else self.read(v) for v in self.program.outputs]
+
+    def _input(self, var: Var, frame) -> None:
+        self.kinds[INPUT] = "sparsify"
+        if self.init:
+            out, self.states[INPUT] = ops.sparsify_init(frame)
+        else:
+            cfg = self.config.sparsify_for(INPUT, SparsifyConfig(self.config.threshold, self.config.dilation))
+            out, self.states[INPUT] = ops.sparsify(self.state(INPUT), frame, cfg)
+        self.record(INPUT, out)
+        self.set(var, out, DELTA)
+
+
+def _image_shape(shape) -> tuple[int, ...]:
+    return tuple(shape) if len(shape) == 4 else (1, 1, int(np.prod(shape, dtype=np.int64)), 1)
+
+
+def trace(fn, args: tuple, frame_index: int) -> tuple[Program, Analysis, jax.tree_util.PyTreeDef]:
+    """Traces ``fn(*args)`` to a flat program; ``frame_index`` is the frame's leaf among the flattened args."""
+    closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+    program = flatten(closed)
+    return program, analyse(program, frame_index), jax.tree_util.tree_structure(out_shape)

@@ -1,0 +1,359 @@
+"""The rule of each primitive on delta frames (delta-semantics.md section 4), calling deltajax.ops.
+
+``apply(run, eqn)`` picks the rule from the primitive and the kinds of its
+operands. Frame-independent equations run densely (constants); equations whose
+frame-dependent operands are all dense run densely; anything without a rule
+falls back: densify the inputs, run densely, re-sparsify the output exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from deltajax import ops
+from deltajax.transform._analysis import ELEMENTWISE, linear_roles
+from deltajax.transform._jaxpr import Eqn, Var
+from deltajax.transform._values import Sparse, to_delta, to_sparse
+
+_NHWC = (0, 3, 1, 2)
+
+
+def is_float(dtype) -> bool:
+    dtype = np.dtype(dtype)
+    return dtype.kind == "f" or dtype.name == "bfloat16"
+
+
+def _bind(eqn: Eqn, values):
+    out = eqn.primitive.bind(*values, **eqn.params)
+    return list(out) if eqn.primitive.multiple_results else [out]
+
+
+def _frame_flags(run, eqn: Eqn) -> tuple[bool, ...]:
+    return tuple(run.kind_of(v) != "const" for v in eqn.inputs)
+
+
+def apply(run, eqn: Eqn) -> None:
+    """Runs one equation in ``run`` (a ``_interpret.Run``), setting its outputs."""
+    frame = _frame_flags(run, eqn)
+    if not any(frame):
+        for var, value in zip(eqn.outputs, _bind(eqn, [run.read(v) for v in eqn.inputs]), strict=True):
+            run.set(var, value, "const")
+        return
+    root = run.analysis.group_root.get(eqn)
+    if root is not None and run.kind_of(root) == "delta":
+        _group_member(run, eqn, root)
+        return
+    if all(run.kind_of(v) != "delta" for v in eqn.inputs):
+        _dense(run, eqn)
+        return
+    rule = _RULES.get(eqn.name, _linear_or_fallback)
+    if eqn.name in ELEMENTWISE:
+        rule = _multi_root
+    rule(run, eqn, frame)
+
+
+# -- dense paths ------------------------------------------------------------------------------------------------
+def _macs(eqn: Eqn) -> float:
+    """Dense multiply-adds of a convolution or matmul (0 for other primitives)."""
+    out = eqn.outputs[0]
+    if eqn.name == "conv_general_dilated":
+        rhs = eqn.inputs[1].shape if isinstance(eqn.inputs[1], Var) else np.shape(eqn.inputs[1].value)
+        spec = eqn.params["dimension_numbers"].rhs_spec
+        per_out = math.prod(rhs[d] for d in spec[1:])
+        return float(np.prod(out.shape, dtype=np.float64)) * per_out
+    if eqn.name == "dot_general":
+        lhs = eqn.inputs[0].shape if isinstance(eqn.inputs[0], Var) else np.shape(eqn.inputs[0].value)
+        (contract, _), _ = eqn.params["dimension_numbers"]
+        return float(np.prod(out.shape, dtype=np.float64)) * math.prod(lhs[d] for d in contract)
+    return 0.0
+
+
+def _dense(run, eqn: Eqn) -> None:
+    outs = _bind(eqn, [run.read(v) for v in eqn.inputs])
+    for var, value in zip(eqn.outputs, outs, strict=True):
+        run.set(var, value, "dense")
+    if eqn.name in ("conv_general_dilated", "dot_general"):
+        run.record(run.node(eqn.scope, eqn.name.split("_")[0], "dense"), None, _macs(eqn))
+
+
+def _fallback(run, eqn: Eqn, frame=None) -> None:
+    """No delta rule: densify the inputs, run densely, re-sparsify rank-4 outputs (threshold 0: exact)."""
+    name = run.node(eqn.scope, eqn.name, f"fallback:{eqn.name}")
+    outs = _bind(eqn, [run.need_dense(v) for v in eqn.inputs])
+    run.record(name, None, _macs(eqn), fallback=True)
+    states_in = None if run.init else run.state(name)
+    states = []
+    for i, (var, value) in enumerate(zip(eqn.outputs, outs, strict=True)):
+        if len(var.shape) == 4 and is_float(var.dtype):
+            if run.init:
+                value, s = ops.sparsify_init(value)
+            else:
+                value, s = ops.sparsify(states_in[i], value)
+            states.append(s)
+            run.set(var, value, "delta")
+        else:
+            states.append(None)
+            run.set(var, value, "dense")
+    run.states[name] = tuple(states)
+
+
+# -- linear rules -------------------------------------------------------------------------------------------------
+def _linear_values(eqn: Eqn, roles, operands) -> Sparse:
+    """``eqn`` applied to the deltas (additive constants dropped) and to their activity maps."""
+    vals, acts = [], []
+    for role, x in zip(roles, operands, strict=True):
+        if role == "frame":
+            s = to_sparse(x)
+            vals.append(s.masked())
+            acts.append(s.activity().astype(s.values.dtype))
+        elif role == "zero":
+            vals.append(jnp.zeros_like(x))
+            acts.append(jnp.zeros_like(x))
+        elif role == "nonzero":
+            vals.append(x)
+            acts.append((jnp.asarray(x) != 0).astype(jnp.asarray(x).dtype))
+        elif role == "one":
+            vals.append(x)
+            acts.append(jnp.ones_like(x))
+        else:
+            vals.append(x)
+            acts.append(x)
+    (values,) = _bind(eqn, vals)
+    if eqn.name == "neg":
+        return Sparse(values, acts[0] > 0)
+    act_eqn = Eqn(lax.add_p, eqn.inputs, eqn.outputs, {}, eqn.scope) if eqn.name == "sub" else eqn
+    (activity,) = _bind(act_eqn, acts)
+    return Sparse(values, activity > 0)
+
+
+def _linear(run, eqn: Eqn, roles) -> None:
+    """The linear rule on any primitive linear in its frame-dependent operands."""
+    (out,) = eqn.outputs
+    operands = [run.need_delta(v) if r == "frame" else run.read(v) for v, r in zip(eqn.inputs, roles, strict=True)]
+    if run.init:
+        (value,) = _bind(eqn, operands)
+    else:
+        value = _linear_values(eqn, roles, operands)
+    if eqn.name in ("conv_general_dilated", "dot_general"):
+        run.record(run.node(eqn.scope, eqn.name.split("_")[0], f"linear:{eqn.name}"), value, _macs(eqn))
+    run.set(out, value, "delta")
+
+
+def _linear_or_fallback(run, eqn: Eqn, frame) -> None:
+    roles = linear_roles(eqn, frame)
+    if roles is not None and all(run.can_delta(v) for v, r in zip(eqn.inputs, roles, strict=True) if r == "frame"):
+        _linear(run, eqn, roles)
+    else:
+        _fallback(run, eqn)
+
+
+def _conv(run, eqn: Eqn, frame) -> None:
+    lhs, rhs = eqn.inputs
+    p = eqn.params
+    dims = p["dimension_numbers"]
+    strides, lhs_dil = tuple(p["window_strides"]), tuple(p["lhs_dilation"])
+    pads = tuple(tuple(q) for q in p["padding"])
+    native = (
+        frame == (True, False)
+        and run.kind_of(lhs) == "delta"
+        and len(lhs.shape) == 4
+        and tuple(dims.lhs_spec) == _NHWC
+        and tuple(dims.out_spec) == _NHWC
+        and p["batch_group_count"] == 1
+        and min(min(q) for q in pads) >= 0
+        and (strides == (1, 1) or lhs_dil == (1, 1))
+        and eqn.outputs[0].dtype == lhs.dtype
+    )
+    if not native:
+        _linear_or_fallback(run, eqn, frame)
+        return
+    out = eqn.outputs[0]
+    kernel = run.read(rhs)
+    kernel_hwio = jnp.transpose(kernel, (dims.rhs_spec[2], dims.rhs_spec[3], dims.rhs_spec[1], dims.rhs_spec[0]))
+    kh, kw, cin_g, cout = kernel_hwio.shape
+    name = run.node(eqn.scope, "conv")
+    if run.init:
+        (value,) = _bind(eqn, [run.read(lhs), kernel])
+    else:
+        d = to_delta(run.read(lhs))
+        kwargs = dict(padding=pads, dilation=tuple(p["rhs_dilation"]), precision=p["precision"])
+        if lhs_dil == (1, 1):
+            value = ops.conv(d, kernel_hwio, strides=strides, groups=p["feature_group_count"], **kwargs)
+        else:
+            value = ops.conv_transpose(d, kernel_hwio, strides=lhs_dil, groups=p["feature_group_count"], **kwargs)
+    run.record(name, value, _macs(eqn), per_active=kh * kw * cin_g * cout)
+    run.set(out, value, "delta")
+
+
+def _dot_general(run, eqn: Eqn, frame) -> None:
+    lhs, rhs = eqn.inputs
+    (contract, batch) = eqn.params["dimension_numbers"]
+    native = (
+        frame == (True, False)
+        and run.kind_of(lhs) == "delta"
+        and len(lhs.shape) == 4
+        and len(rhs.shape if isinstance(rhs, Var) else np.shape(rhs.value)) == 2
+        and tuple(contract[0]) == (3,)
+        and tuple(contract[1]) in ((0,), (1,))
+        and not batch[0]
+        and eqn.outputs[0].dtype == lhs.dtype
+    )
+    if not native:
+        _linear_or_fallback(run, eqn, frame)
+        return
+    kernel = run.read(rhs)
+    kernel = kernel if tuple(contract[1]) == (0,) else kernel.T
+    name = run.node(eqn.scope, "dense")
+    if run.init:
+        (value,) = _bind(eqn, [run.read(lhs), run.read(rhs)])
+    else:
+        value = ops.dense(to_delta(run.read(lhs)), kernel, precision=eqn.params["precision"])
+    run.record(name, value, _macs(eqn), per_active=kernel.shape[0] * kernel.shape[1])
+    run.set(eqn.outputs[0], value, "delta")
+
+
+def _max_pool(run, eqn: Eqn, frame) -> None:
+    (x,) = eqn.inputs
+    p = eqn.params
+    win, strides, pads = p["window_dimensions"], p["window_strides"], p["padding"]
+    ok = (
+        run.kind_of(x) == "delta"
+        and len(x.shape) == 4
+        and is_float(x.dtype)
+        and win[0] == win[3] == strides[0] == strides[3] == 1
+        and tuple(pads[0]) == tuple(pads[3]) == (0, 0)
+        and set(p["base_dilation"]) == set(p["window_dilation"]) == {1}
+    )
+    if not ok:
+        _fallback(run, eqn)
+        return
+    args = ((win[1], win[2]), (strides[1], strides[2]), (tuple(pads[1]), tuple(pads[2])))
+    name = run.node(eqn.scope, "max_pool")
+    if run.init:
+        value, run.states[name] = ops.max_pool_init(run.read(x), *args)
+    else:
+        value, run.states[name] = ops.max_pool(run.state(name), to_delta(run.read(x)), *args)
+    run.record(name, value)
+    run.set(eqn.outputs[0], value, "delta")
+
+
+def _reduce_sum(run, eqn: Eqn, frame) -> None:
+    (x,) = eqn.inputs
+    if not (tuple(eqn.params["axes"]) == (1, 2) and len(x.shape) == 4 and is_float(x.dtype)):
+        _linear_or_fallback(run, eqn, frame)
+        return
+    name = run.node(eqn.scope, "global_pool")
+    if run.init:
+        mean, run.states[name] = ops.global_avg_pool_init(run.read(x))
+    else:
+        mean, run.states[name] = ops.global_avg_pool(run.state(name), to_delta(run.read(x)))
+    run.record(name, None)
+    run.set(eqn.outputs[0], (mean * (x.shape[1] * x.shape[2])).astype(mean.dtype), "dense")
+
+
+# -- element-wise rules ----------------------------------------------------------------------------------------
+def _group_fn(run, eqn: Eqn, root: Var):
+    """The function root -> ``eqn``'s output through the group's equations, constants bound now."""
+    needed, todo = [], [eqn]
+    while todo:
+        e = todo.pop()
+        if e in needed:
+            continue
+        needed.append(e)
+        for v in e.inputs:
+            if isinstance(v, Var) and v is not root and run.kind_of(v) != "const":
+                todo.append(run.analysis.producer[v])
+    order = {e: i for i, e in enumerate(run.program.eqns)}
+    needed.sort(key=order.__getitem__)
+    consts = {v: run.read(v) for e in needed for v in e.inputs if run.kind_of(v) == "const"}
+
+    def fn(x):
+        local = {root: x.astype(root.dtype)}
+        for e in needed:
+            (local[e.outputs[0]],) = _bind(e, [local[v] if v in local else consts[v] for v in e.inputs])
+        return local[eqn.outputs[0]]
+
+    return fn
+
+
+def _group_member(run, eqn: Eqn, root: Var) -> None:
+    """An element-wise equation inside a group: affine values now, activations where values leave the group."""
+    (out,) = eqn.outputs
+    frame = _frame_flags(run, eqn)
+    affine = out in run.analysis.affine
+    if run.init:
+        (value,) = _bind(eqn, [run.read(v) for v in eqn.inputs])
+    elif affine:
+        value = _linear_values(eqn, linear_roles(eqn, frame), [run.read(v) for v in eqn.inputs])
+    else:
+        value = None
+    run.set(out, value, "delta")
+    if affine or out not in run.analysis.escapes:
+        return
+    fn = _group_fn(run, eqn, root)
+    if not (len(root.shape) == 4 and is_float(out.dtype) and out.shape == root.shape):
+        run.set(out, fn(run.need_dense(root)), "dense")
+        return
+    act = ops.Activation(fn)
+    name = run.node(eqn.scope, "act")
+    if run.init:
+        value, run.states[name] = ops.activation_init(run.read(root), act)
+    else:
+        trunc = run.config.truncation_for(name)
+        value, run.states[name] = ops.activation(run.state(name), to_delta(run.read(root)), act, trunc)
+    run.record(name, value)
+    run.set(out, value, "delta")
+
+
+def _multi_root(run, eqn: Eqn, frame) -> None:
+    """Element-wise equation on several frame-dependent values: the add/linear rule or the binary rule."""
+    frame_vars = [v for v, f in zip(eqn.inputs, frame, strict=True) if f]
+    roles = linear_roles(eqn, frame)
+    (out,) = eqn.outputs
+    if not all(run.can_delta(v) for v in frame_vars):
+        _fallback(run, eqn)
+        return
+    if roles is not None:
+        a, b = (eqn.inputs + (None,))[:2]
+        if eqn.name == "add" and frame == (True, True) and a.shape == b.shape == out.shape and len(out.shape) == 4:
+            x, y = run.need_delta(a), run.need_delta(b)
+            run.set(out, ops.add(x, y) if run.init else ops.add(to_delta(x), to_delta(y)), "delta")
+        else:
+            _linear(run, eqn, roles)
+        return
+    if len(frame_vars) != 2 or len(out.shape) != 4 or not is_float(out.dtype):
+        _fallback(run, eqn)
+        return
+    x, y = frame_vars
+    if x.shape != out.shape:
+        x, y = y, x
+    if x.shape != out.shape:
+        _fallback(run, eqn)
+        return
+    consts = {v: run.read(v) for v in eqn.inputs if run.kind_of(v) == "const"}
+
+    def fn(ax, ay):
+        local = {x: ax.astype(x.dtype), y: ay.astype(y.dtype)}
+        (r,) = _bind(eqn, [local[v] if v in local else consts[v] for v in eqn.inputs])
+        return r
+
+    name = run.node(eqn.scope, "binary")
+    dx, dy = run.need_delta(x), run.need_delta(y)
+    if run.init:
+        value, run.states[name] = ops.binary_init(dx, dy, fn)
+    else:
+        value, run.states[name] = ops.binary(run.state(name), to_delta(dx), to_delta(dy), fn)
+    run.record(name, value)
+    run.set(out, value, "delta")
+
+
+_RULES = {
+    "conv_general_dilated": _conv,
+    "dot_general": _dot_general,
+    "reduce_window_max": _max_pool,
+    "reduce_sum": _reduce_sum,
+}

@@ -1,0 +1,70 @@
+"""Thresholds of a transformed model: defaults plus per-layer values, frozen and hashable."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+
+from deltajax.ops.config import SparsifyConfig, Truncation
+
+LayerSetting = Truncation | SparsifyConfig | float
+
+
+@dataclasses.dataclass(frozen=True)
+class DeltaConfig:
+    """Thresholds of a ``deltajax.delta`` stepper (hashable: usable as a static jit argument).
+
+    Attributes:
+      threshold: input threshold of the frame's sparsify (``max_c |x - ref|``).
+      dilation: grow the input activity map by this many pixels.
+      truncation: default truncation of every activation layer.
+      layers: per-layer overrides by name (see ``Stepper.layers``): a
+        ``Truncation`` for an ``.../act`` layer, a ``SparsifyConfig`` for
+        ``input`` or a ``.../sparsify`` layer, or a float (the threshold, with
+        the default mode). A mapping is accepted and stored as sorted pairs.
+
+    Example:
+      >>> cfg = DeltaConfig(threshold=0.05, layers={"Net/Conv_0/act": 0.1})
+    """
+
+    threshold: float = 0.0
+    dilation: int = 0
+    truncation: Truncation = Truncation()
+    layers: tuple[tuple[str, LayerSetting], ...] | Mapping[str, LayerSetting] = ()
+
+    def __post_init__(self):
+        SparsifyConfig(self.threshold, self.dilation)  # validates
+        if not isinstance(self.truncation, Truncation):
+            raise TypeError(f"DeltaConfig: truncation must be a Truncation, got {type(self.truncation).__name__}")
+        items: Iterable = self.layers.items() if isinstance(self.layers, Mapping) else self.layers
+        pairs = tuple(sorted((str(k), v) for k, v in items))
+        for name, value in pairs:
+            if not isinstance(value, Truncation | SparsifyConfig | int | float):
+                raise TypeError(
+                    f"DeltaConfig: layer {name!r} must map to a Truncation, a SparsifyConfig or a float, "
+                    f"got {type(value).__name__}"
+                )
+        object.__setattr__(self, "layers", pairs)
+
+    def check_names(self, known: Mapping[str, str]) -> None:
+        """Raises if a per-layer entry names no configurable layer of ``known`` (name -> kind)."""
+        configurable = sorted(n for n, kind in known.items() if kind in ("act", "sparsify"))
+        for name, value in self.layers:
+            if name not in configurable:
+                raise ValueError(
+                    f"DeltaConfig: layer {name!r} is not a configurable layer of this model; "
+                    f"expected one of {configurable}"
+                )
+            kind = known[name]
+            if kind == "act" and isinstance(value, SparsifyConfig):
+                raise TypeError(f"DeltaConfig: layer {name!r} is an activation, expected a Truncation or a float")
+            if kind == "sparsify" and isinstance(value, Truncation):
+                raise TypeError(f"DeltaConfig: layer {name!r} is a sparsify, expected a SparsifyConfig or a float")
+
+    def truncation_for(self, name: str) -> Truncation:
+        value = dict(self.layers).get(name, self.truncation)
+        return value if isinstance(value, Truncation) else Truncation(self.truncation.mode, float(value))
+
+    def sparsify_for(self, name: str, default: SparsifyConfig) -> SparsifyConfig:
+        value = dict(self.layers).get(name, default)
+        return value if isinstance(value, SparsifyConfig) else SparsifyConfig(float(value), default.dilation)

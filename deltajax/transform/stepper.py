@@ -1,0 +1,191 @@
+"""``deltajax.delta(fn)``: any JAX function of parameters and a frame, run as a delta model."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from deltajax.ops._delta import SUPPORTED_DTYPES
+from deltajax.transform._interpret import Run, StateMismatch, trace
+from deltajax.transform.config import DeltaConfig
+
+
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass(frozen=True)
+class StreamState:
+    """The state of one stream (a batch of ``N`` independent videos) of a transformed model.
+
+    Attributes:
+      layers: layer name -> that layer's state (fixed shapes, float32).
+      frame_shape: ``(N, H, W, C)`` of the frames this stream was started with (static).
+      frame_dtype: their dtype name (static).
+    """
+
+    layers: dict
+    frame_shape: tuple[int, ...]
+    frame_dtype: str
+
+    def tree_flatten(self):
+        return (self.layers,), (self.frame_shape, self.frame_dtype)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(children[0], *aux)
+
+
+def _spec(x) -> tuple[tuple[int, ...], str]:
+    return tuple(np.shape(x)), np.dtype(x.dtype).name
+
+
+class Stepper:
+    """A traced function run as a delta program. Create with ``deltajax.delta``.
+
+    ``out, state = stepper.init(*args)`` runs the first frame densely;
+    ``out, state = stepper(state, *args)`` runs one delta frame (pure: jit it
+    with ``donate_argnums=0``). ``*args`` are ``fn``'s arguments; the one at
+    ``frame_argnum`` is the frame ``[N, H, W, C]``, the others stay the same.
+    """
+
+    def __init__(self, fn: Callable, frame_argnum: int, config: DeltaConfig):
+        self.fn, self.frame_argnum, self.config = fn, frame_argnum, config
+        self._cache: dict = {}
+
+    def __repr__(self) -> str:
+        return f"deltajax.delta({getattr(self.fn, '__qualname__', self.fn)!r}, frame_argnum={self.frame_argnum})"
+
+    # -- tracing ---------------------------------------------------------------------------------------------------
+    def _frame_pos(self, args: tuple) -> int:
+        pos = self.frame_argnum if self.frame_argnum >= 0 else len(args) + self.frame_argnum
+        if not 0 <= pos < len(args):
+            raise ValueError(
+                f"deltajax.delta: frame_argnum={self.frame_argnum} names no argument of a call with {len(args)}"
+            )
+        return pos
+
+    def _frame(self, op: str, args: tuple):
+        pos = self._frame_pos(args)
+        frame = args[pos]
+        if not hasattr(frame, "shape") or np.ndim(frame) != 4:
+            raise ValueError(
+                f"{op}: argument args[{pos}] (the frame) must be an NHWC array [N, H, W, C], "
+                f"got {type(frame).__name__} of shape {tuple(np.shape(frame))}"
+            )
+        if np.dtype(frame.dtype) not in SUPPORTED_DTYPES:
+            raise ValueError(
+                f"{op}: argument args[{pos}] (the frame) has dtype {np.dtype(frame.dtype).name}, expected one of "
+                f"{[d.name for d in SUPPORTED_DTYPES]}; convert it first, e.g. frame.astype(jnp.float32)"
+            )
+        return pos, frame
+
+    def _program(self, args: tuple):
+        pos = self._frame_pos(args)
+        leaves, treedef = jax.tree_util.tree_flatten(args)
+        key = (treedef, tuple(_spec(x) for x in leaves))
+        if key not in self._cache:
+            abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), args)
+            frame_index = len(jax.tree_util.tree_leaves(args[:pos]))
+            self._cache[key] = (*trace(self.fn, abstract, frame_index), frame_index)
+        return self._cache[key]
+
+    def _run(self, args: tuple, layers: dict | None):
+        program, analysis, out_tree, frame_index = self._program(args)
+        run = Run(program, analysis, self.config, layers)
+        try:
+            outs = run.run(jax.tree_util.tree_leaves(args), frame_index)
+        except StateMismatch as e:
+            raise ValueError(
+                f"deltajax.delta step: argument 'state' has no layer {e.args[0]!r}; it was not made by "
+                f"stepper.init of this model and these argument shapes; start the stream with stepper.init(*args)"
+            ) from None
+        if layers is not None and set(layers) != set(run.states):
+            extra = sorted(set(layers) - set(run.states))
+            raise ValueError(
+                f"deltajax.delta step: argument 'state' holds layers {extra} this model does not have; "
+                "start the stream with stepper.init(*args)"
+            )
+        self.config.check_names(run.kinds)
+        return jax.tree_util.tree_unflatten(out_tree, outs), run
+
+    # -- public ----------------------------------------------------------------------------------------------------
+    def init_with_stats(self, *args) -> tuple[Any, StreamState, dict]:
+        """Like ``init``, also returning the per-layer stats of the dense frame."""
+        _, frame = self._frame("deltajax.delta init", args)
+        out, run = self._run(args, None)
+        return out, StreamState(run.states, *_spec(frame)), run.stats
+
+    def init(self, *args) -> tuple[Any, StreamState]:
+        """Starts (or restarts) a stream: runs ``fn(*args)`` densely and returns ``(output, state)``."""
+        out, state, _ = self.init_with_stats(*args)
+        return out, state
+
+    def step_with_stats(self, state: StreamState, *args) -> tuple[Any, StreamState, dict]:
+        """Like ``__call__``, also returning ``{layer name: deltajax.stats.LayerStats}`` of this frame."""
+        pos, frame = self._frame("deltajax.delta step", args)
+        if not isinstance(state, StreamState):
+            raise TypeError(
+                f"deltajax.delta step: argument 'state' must be the StreamState returned by stepper.init, "
+                f"got {type(state).__name__}; start the stream with stepper.init(*args)"
+            )
+        got, want = _spec(frame), (state.frame_shape, state.frame_dtype)
+        if got != want:
+            raise ValueError(
+                f"deltajax.delta step: argument args[{pos}] (the frame) has shape {got[0]} and dtype {got[1]}, "
+                f"expected shape {want[0]} and dtype {want[1]} as the stream was started with; for a new "
+                "resolution, a scene cut or another dtype start again with stepper.init(*args)"
+            )
+        out, run = self._run(args, state.layers)
+        return out, StreamState(run.states, *want), run.stats
+
+    def __call__(self, state: StreamState, *args) -> tuple[Any, StreamState]:
+        """One delta frame: ``(output, new state)``; pure, jit-able with the state donated."""
+        out, state, _ = self.step_with_stats(state, *args)
+        return out, state
+
+    def layers(self, *args) -> dict[str, str]:
+        """Layer name -> kind ('act', 'conv', 'sparsify', 'fallback:sort', ...) for arguments like ``args``.
+
+        The names of 'act' and 'sparsify' layers are what ``DeltaConfig.layers`` takes.
+        """
+        self._frame("deltajax.delta layers", args)
+        kinds = {}
+
+        def probe(*a):
+            _, run = self._run(a, None)
+            kinds.update(run.kinds)
+            return 0
+
+        jax.eval_shape(probe, *args)
+        return kinds
+
+
+def delta(fn: Callable, *, frame_argnum: int = -1, config: DeltaConfig = DeltaConfig()) -> Stepper:
+    """Turns ``fn`` (a Flax ``model.apply``, any CNN function of params and a frame) into a delta model.
+
+    Args:
+      fn: a JAX-traceable function; one argument is the frame ``[N, H, W, C]``.
+      frame_argnum: which positional argument is the frame (default: the last).
+      config: thresholds (``DeltaConfig``); all 0 makes the model exact.
+
+    Returns:
+      A ``Stepper``: ``out, state = stepper.init(*args)`` on the first frame,
+      ``out, state = stepper(state, *args)`` on each later frame.
+
+    Example:
+      >>> model = flax.linen.Conv(4, (3, 3))
+      >>> variables = model.init(jax.random.key(0), frames[0])
+      >>> stepper = deltajax.delta(model.apply)
+      >>> y, state = stepper.init(variables, frames[0])
+      >>> step = jax.jit(stepper, donate_argnums=0)
+      >>> y, state = step(state, variables, frames[1])
+    """
+    if not callable(fn):
+        raise TypeError(f"deltajax.delta: argument 'fn' must be callable, got {type(fn).__name__}")
+    if not isinstance(frame_argnum, int):
+        raise TypeError(f"deltajax.delta: argument 'frame_argnum' must be an int, got {frame_argnum!r}")
+    if not isinstance(config, DeltaConfig):
+        raise TypeError(f"deltajax.delta: argument 'config' must be a DeltaConfig, got {type(config).__name__}")
+    return Stepper(fn, frame_argnum, config)
