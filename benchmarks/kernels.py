@@ -61,6 +61,10 @@ PRESETS = {
         True,
     ),
 }
+# What scripts/gpu_check.sh runs by default (a few minutes); the full "gpu" preset takes much longer.
+PRESETS["gpu-check"] = Preset(
+    ((1, 1080, 1920), (8, 432, 768)), (64,), (0.0, 0.01, 0.05, 0.25, 1.0), tuple(PRECISIONS), True
+)
 QUICK = {
     "cpu": Preset(((1, 216, 384),), (32,), (0.0, 0.05, 1.0), ("f32_highest",), False),
     "gpu": Preset(((1, 540, 960),), (64,), (0.0, 0.05, 1.0), tuple(PRECISIONS), True),

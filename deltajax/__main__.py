@@ -1,14 +1,34 @@
-"""Command-line entry point: ``deltajax demo`` / ``python -m deltajax demo``."""
+"""Command line: ``deltajax demo | tune | benchmark`` (also ``python -m deltajax ...``)."""
 
 from __future__ import annotations
 
 import sys
 
+USAGE = """usage: deltajax {demo,tune,benchmark} [options]
+
+  demo       a pretrained CNN on a video, dense and delta side by side (the default)
+  tune       per-layer thresholds for a model and a clip within an accuracy budget
+  benchmark  the end-to-end benchmark (pass --help for its options)
+"""
+
 
 def main(argv: list[str] | None = None) -> int:
-    from deltajax import demo
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv.pop(0) if argv and not argv[0].startswith("-") else "demo"
+    if command == "demo":
+        from deltajax import demo
 
-    return demo.main(argv if argv is not None else sys.argv[1:])
+        return demo.main(argv)
+    if command == "tune":
+        from deltajax import tune_cli
+
+        return tune_cli.main(argv)
+    if command == "benchmark":
+        from deltajax import benchmark
+
+        return benchmark.main(argv)
+    print(USAGE, file=sys.stderr)
+    return 0 if command in ("-h", "--help", "help") else 2
 
 
 if __name__ == "__main__":

@@ -22,39 +22,71 @@ def bundled_clip() -> str:
 def read_clip(
     path: str | os.PathLike | None = None,
     *,
+    start: int = 0,
     max_frames: int | None = None,
     size: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Decodes a video file into RGB frames.
 
     Args:
-      path: a video file PyAV can open; None for the bundled clip.
+      path: a video file PyAV (or, without PyAV, OpenCV) can open; None for the bundled clip.
+      start: skip this many frames first.
       max_frames: stop after this many frames.
-      size: ``(height, width)`` to resize to (bilinear, by FFmpeg), or None.
+      size: ``(height, width)`` to resize to (bilinear), or None.
 
     Returns:
       ``[T, H, W, 3]`` uint8, every decoded frame in presentation order
       (no frame-rate resampling, so no duplicated frames).
     """
-    import av  # imported lazily: decoding is optional for the library itself
-
     path = bundled_clip() if path is None else os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"read_clip: argument 'path' names no file: {path!r}")
     if size is not None and (len(size) != 2 or min(size) < 1):
         raise ValueError(f"read_clip: argument 'size' must be (height, width) of positive ints, got {size!r}")
+    try:
+        frames = _decode_pyav(path, start, max_frames, size)
+    except ImportError:  # PyAV missing (e.g. an offline GPU machine): OpenCV decodes too
+        frames = _decode_opencv(path, start, max_frames, size)
+    if not frames:
+        raise ValueError(f"read_clip: no video frames could be decoded from {path!r}")
+    return np.stack(frames)
+
+
+def _decode_pyav(path: str, start: int, max_frames: int | None, size) -> list[np.ndarray]:
+    import av  # imported lazily: decoding is optional for the library itself
+
     frames = []
     with av.open(path) as container:
-        stream = container.streams.video[0]
-        for frame in container.decode(stream):
+        for index, frame in enumerate(container.decode(container.streams.video[0])):
+            if index < start:
+                continue
             if size is not None:
                 frame = frame.reformat(width=size[1], height=size[0])
             frames.append(frame.to_ndarray(format="rgb24"))
             if max_frames is not None and len(frames) >= max_frames:
                 break
-    if not frames:
-        raise ValueError(f"read_clip: no video frames could be decoded from {path!r}")
-    return np.stack(frames)
+    return frames
+
+
+def _decode_opencv(path: str, start: int, max_frames: int | None, size) -> list[np.ndarray]:
+    try:
+        import cv2
+    except ImportError:
+        raise ImportError("read_clip: needs PyAV (pip install av) or OpenCV to decode video") from None
+    capture, frames, index = cv2.VideoCapture(path), [], 0
+    try:
+        while max_frames is None or len(frames) < max_frames:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            if index >= start:
+                if size is not None:
+                    bgr = cv2.resize(bgr, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+                frames.append(bgr[..., ::-1].copy())
+            index += 1
+    finally:
+        capture.release()
+    return frames
 
 
 # -- frame loops ---------------------------------------------------------------------------------------------------

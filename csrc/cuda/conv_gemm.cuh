@@ -1,0 +1,488 @@
+// Implicit GEMM over the active output pixel list, on tensor cores (mma.sync).
+//
+//   rows = active output pixels (list in device memory, count in device memory),
+//   K    = kh * kw * Cin, walked tap by tap in chunks of kBK channels (64 bytes of one tap),
+//   N    = Cout, in tiles of kBN.
+// A (the gathered input) and B (the HWIO kernel, already K x N row-major) are staged in shared memory by
+// cp.async (16-byte copies with zero fill for inactive / out-of-bounds pixels and the channel tails) in a
+// kStages-deep ring; warps each own a 32 x 32 piece of the kBM x 64 output tile. The grid is persistent:
+// blocks stride over row tiles up to the device-side count, so nothing waits on the host.
+//
+// Instruction per precision:
+//   bf16 / fp16     mma.m16n8k16 (fp32 accumulation), fragments by ldmatrix (B with .trans)
+//   fp32, mode 0    mma.m16n8k8 TF32, inputs rounded to TF32 (cvt.rna)
+//   fp32, mode 1    3xTF32: a = a_hi + a_lo, b = b_hi + b_lo, acc += a_lo b_hi + a_hi b_lo + a_hi b_hi
+//                   (about 22 mantissa bits per product: float32-level error on tensor cores)
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "common/conv_geometry.h"
+#include "cuda/dtype.cuh"
+
+namespace deltajax::cuda::gemm {
+
+constexpr int kBN = 64;
+constexpr int kMaxTaps = 64;  // the tap table lives in shared memory: kBM * taps int32
+
+// A tile configuration: kBM rows per tile, K chunks of kBKBytes (of one tap), a kStages-deep cp.async ring.
+// 2 * kBM threads: warps in a (kBM / 32) x 2 grid, each owning 32 x 32 outputs.
+template <int BM, int BKBytes, int Stages>
+struct Config {
+  static constexpr int kBM = BM, kBKBytes = BKBytes, kStages = Stages;
+};
+
+template <typename T, class C>
+struct Tile {
+  static constexpr int kBM = C::kBM, kStages = C::kStages;
+  static constexpr int kThreads = 2 * kBM;
+  static constexpr int kVec = 16 / int(sizeof(T));   // elements per 16-byte copy
+  static constexpr int kBK = C::kBKBytes / int(sizeof(T));  // channels per chunk
+  static constexpr int kAStride = kBK + kVec;        // A row: +16 bytes breaks bank conflicts (ldmatrix, lds)
+  static constexpr int kBStride = kBN + 8;           // B row: 8 elements of pad (conflict-free fragments)
+  static constexpr int kCStride = kBN + 8;           // epilogue staging row
+  static constexpr int kAElems = kBM * kAStride;
+  static constexpr int kBElems = kBK * kBStride;
+  static constexpr int kStageBytes = (kAElems + kBElems) * int(sizeof(T));
+  static constexpr int kCBytes = kBM * kCStride * int(sizeof(T));
+  static constexpr int kPipeBytes = kStages * kStageBytes > kCBytes ? kStages * kStageBytes : kCBytes;
+};
+
+// Pipeline ring (or epilogue staging), then per row: output pixel, input-pixel base, input row/column origin,
+// then the tap table.
+template <typename T, class C>
+inline size_t smem_bytes(int taps) {
+  return size_t(Tile<T, C>::kPipeBytes) + size_t(C::kBM) * (4 + taps) * sizeof(int32_t);
+}
+
+// ---- PTX wrappers ------------------------------------------------------------------------------------------------
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte async copy; when !valid nothing is read and the destination is zero-filled.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+
+template <typename T>
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+template <>
+__device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void mma_16816<__half>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+__device__ __forceinline__ uint32_t to_tf32(float f) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(f));
+  return r;
+}
+
+// hi = tf32(f), lo = tf32(f - hi): f == hi + lo to about 22 mantissa bits.
+__device__ __forceinline__ void split_tf32(float f, uint32_t& hi, uint32_t& lo) {
+  hi = to_tf32(f);
+  lo = to_tf32(f - __uint_as_float(hi));
+}
+
+__device__ __forceinline__ void store_pair(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = {a, b}; }
+__device__ __forceinline__ void store_pair(__nv_bfloat16* p, float a, float b) {
+  *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
+}
+__device__ __forceinline__ void store_pair(__half* p, float a, float b) {
+  *reinterpret_cast<__half2*>(p) = __floats2half2_rn(a, b);
+}
+
+// ---- the kernel --------------------------------------------------------------------------------------------------
+
+// kMode (float32 only): 0 = TF32, 1 = 3xTF32. kAligned: Cin and Cout are multiples of 16 bytes, so every
+// operand row is copied in 16-byte pieces; otherwise element loads (first layers with C = 3 and the like).
+template <typename T, int kMode, bool kAligned, class C>
+__global__ void __launch_bounds__(2 * C::kBM) conv_gemm_kernel(ConvParams p, const int32_t* __restrict__ list,
+                                                               const int32_t* __restrict__ count_ptr) {
+  using L = Tile<T, C>;
+  constexpr int kThreads = L::kThreads, kBM = L::kBM, kStages = L::kStages;
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* pipe = reinterpret_cast<T*>(smem);
+  int32_t* rows = reinterpret_cast<int32_t*>(smem + L::kPipeBytes);  // [kBM] output pixel, -1 past the count
+  int32_t* row_base = rows + kBM;      // [kBM] first input pixel of the row's image, -1 past the count
+  int32_t* row_y = row_base + kBM;     // [kBM] oy * stride - pad (in the dilated input when lhs_dil > 1)
+  int32_t* row_x = row_y + kBM;        // [kBM] ox * stride - pad
+  int32_t* taps = row_x + kBM;         // [kBM][ntaps] source pixel, -1 where the tap reads zero
+
+  const int count = *count_ptr;
+  const int ntaps = p.kh * p.kw;
+  const int cin = int(p.cin), cout = int(p.cout);
+  const int chunks_per_tap = (cin + L::kBK - 1) / L::kBK;
+  const int nk = ntaps * chunks_per_tap;
+  const int n0 = blockIdx.y * kBN;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int wm = (warp >> 1) * 32, wn = (warp & 1) * 32;  // this warp's 32 x 32 piece of the tile
+  const int g = lane >> 2, t4 = lane & 3;                 // mma fragment coordinates
+  const T* __restrict__ x = static_cast<const T*>(p.x);
+  const T* __restrict__ w = static_cast<const T*>(p.kernel);
+  T* __restrict__ out = static_cast<T*>(p.out);
+  const int howo = int(p.ho * p.wo), wo = int(p.wo), in_h = int(p.h), in_w = int(p.w);
+  const int num_tiles = (count + kBM - 1) / kBM;
+
+  auto load_chunk = [&](int kc, int stage) {
+    const int tap = kc / chunks_per_tap;
+    const int c0 = (kc - tap * chunks_per_tap) * L::kBK;
+    T* As = pipe + stage * (L::kAElems + L::kBElems);
+    T* Bs = As + L::kAElems;
+    if constexpr (kAligned) {
+      constexpr int kSegA = L::kBK / L::kVec;  // 16-byte pieces per A row
+#pragma unroll
+      for (int i = 0; i < kBM * kSegA / kThreads; ++i) {
+        const int s = tid + i * kThreads, r = s / kSegA, seg = s % kSegA;
+        const int c = c0 + seg * L::kVec;
+        const int src = taps[r * ntaps + tap];
+        const bool ok = src >= 0 && c < cin;
+        cp_async16(As + r * L::kAStride + seg * L::kVec, ok ? x + int64_t(src) * cin + c : x, ok);
+      }
+      constexpr int kSegB = kBN / L::kVec;  // 16-byte pieces per B row
+#pragma unroll
+      for (int i = 0; i < L::kBK * kSegB / kThreads; ++i) {
+        const int s = tid + i * kThreads, k = s / kSegB, seg = s % kSegB;
+        const int c = c0 + k, n = n0 + seg * L::kVec;
+        const bool ok = c < cin && n < cout;
+        cp_async16(Bs + k * L::kBStride + seg * L::kVec, ok ? w + (int64_t(tap) * cin + c) * cout + n : w, ok);
+      }
+    } else {
+      const T zero = from_float<T>(0.f);
+      for (int e = tid; e < kBM * L::kBK; e += kThreads) {
+        const int r = e / L::kBK, k = e % L::kBK, c = c0 + k;
+        const int src = taps[r * ntaps + tap];
+        As[r * L::kAStride + k] = (src >= 0 && c < cin) ? x[int64_t(src) * cin + c] : zero;
+      }
+      for (int e = tid; e < L::kBK * kBN; e += kThreads) {
+        const int k = e / kBN, nn = e % kBN, c = c0 + k, n = n0 + nn;
+        Bs[k * L::kBStride + nn] = (c < cin && n < cout) ? w[(int64_t(tap) * cin + c) * cout + n] : zero;
+      }
+    }
+  };
+
+  auto compute_chunk = [&](int stage, float (&acc)[2][4][4]) {
+    const T* As = pipe + stage * (L::kAElems + L::kBElems);
+    const T* Bs = As + L::kAElems;
+    if constexpr (sizeof(T) == 2) {
+#pragma unroll
+      for (int kk = 0; kk < L::kBK; kk += 16) {
+        uint32_t a[2][4], b[4][2];
+#pragma unroll
+        for (int mi = 0; mi < 2; ++mi)
+          ldmatrix_x4(a[mi], As + (wm + mi * 16 + (lane & 15)) * L::kAStride + kk + (lane >> 4) * 8);
+#pragma unroll
+        for (int nj = 0; nj < 2; ++nj) {
+          uint32_t r[4];
+          ldmatrix_x4_trans(r, Bs + (kk + (lane & 15)) * L::kBStride + wn + nj * 16 + (lane >> 4) * 8);
+          b[2 * nj][0] = r[0];
+          b[2 * nj][1] = r[1];
+          b[2 * nj + 1][0] = r[2];
+          b[2 * nj + 1][1] = r[3];
+        }
+#pragma unroll
+        for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+          for (int ni = 0; ni < 4; ++ni) mma_16816<T>(acc[mi][ni], a[mi], b[ni][0], b[ni][1]);
+      }
+    } else {
+#pragma unroll
+      for (int kk = 0; kk < L::kBK; kk += 8) {
+        float af[2][4], bf[4][2];
+#pragma unroll
+        for (int mi = 0; mi < 2; ++mi) {
+          const float* a0 = As + (wm + mi * 16 + g) * L::kAStride + kk + t4;
+          af[mi][0] = a0[0];
+          af[mi][1] = a0[8 * L::kAStride];
+          af[mi][2] = a0[4];
+          af[mi][3] = a0[8 * L::kAStride + 4];
+        }
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni) {
+          const float* b0 = Bs + (kk + t4) * L::kBStride + wn + ni * 8 + g;
+          bf[ni][0] = b0[0];
+          bf[ni][1] = b0[4 * L::kBStride];
+        }
+        if constexpr (kMode == 0) {
+          uint32_t a[2][4], b[4][2];
+#pragma unroll
+          for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) a[mi][j] = to_tf32(af[mi][j]);
+#pragma unroll
+          for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+            for (int j = 0; j < 2; ++j) b[ni][j] = to_tf32(bf[ni][j]);
+#pragma unroll
+          for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+            for (int ni = 0; ni < 4; ++ni) mma_tf32(acc[mi][ni], a[mi], b[ni]);
+        } else {
+          uint32_t ah[2][4], al[2][4], bh[4][2], bl[4][2];
+#pragma unroll
+          for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) split_tf32(af[mi][j], ah[mi][j], al[mi][j]);
+#pragma unroll
+          for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+            for (int j = 0; j < 2; ++j) split_tf32(bf[ni][j], bh[ni][j], bl[ni][j]);
+#pragma unroll
+          for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+            for (int ni = 0; ni < 4; ++ni) {
+              mma_tf32(acc[mi][ni], al[mi], bh[ni]);
+              mma_tf32(acc[mi][ni], ah[mi], bl[ni]);
+              mma_tf32(acc[mi][ni], ah[mi], bh[ni]);
+            }
+        }
+      }
+    }
+  };
+
+  for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
+    // 32-bit index arithmetic throughout (pixel counts < 2^31 are checked by the launcher): 64-bit division
+    // costs dozens of instructions and dominated the first version.
+    for (int r = tid; r < kBM; r += kThreads) {
+      const int i = tile * kBM + r;
+      const int o = i < count ? list[i] : -1;
+      rows[r] = o;
+      if (o >= 0) {
+        const int b = o / howo, rem = o - b * howo, oy = rem / wo, ox = rem - oy * wo;
+        row_base[r] = b * in_h * in_w;
+        row_y[r] = oy * p.stride_h - p.pad_top;
+        row_x[r] = ox * p.stride_w - p.pad_left;
+      } else {
+        row_base[r] = -1;
+      }
+    }
+    __syncthreads();
+    // Source pixel of every (row, tap), or -1 where the tap reads zero (padding, dilation hole, inactive input).
+    // Four entries per thread per round, their mask loads issued together (one latency per round, not four).
+    for (int e0 = 0; e0 < kBM * ntaps; e0 += 4 * kThreads) {
+      int pix[4];
+      uint8_t on[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int e = e0 + j * kThreads + tid;
+        pix[j] = -1;
+        if (e < kBM * ntaps) {
+          const int r = e / ntaps, tap = e - r * ntaps;
+          const int base = row_base[r];
+          if (base >= 0) {
+            const int ky = tap / p.kw, kx = tap - ky * p.kw;
+            int iy = row_y[r] + ky * p.rhs_dil_h, ix = row_x[r] + kx * p.rhs_dil_w;
+            if (p.lhs_dil_h != 1) iy = (iy >= 0 && iy % p.lhs_dil_h == 0) ? iy / p.lhs_dil_h : -1;
+            if (p.lhs_dil_w != 1) ix = (ix >= 0 && ix % p.lhs_dil_w == 0) ? ix / p.lhs_dil_w : -1;
+            if (iy >= 0 && iy < in_h && ix >= 0 && ix < in_w) pix[j] = base + iy * in_w + ix;
+          }
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) on[j] = pix[j] >= 0 ? __ldg(p.in_mask + pix[j]) : 0;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int e = e0 + j * kThreads + tid;
+        if (e < kBM * ntaps) taps[e] = on[j] ? pix[j] : -1;
+      }
+    }
+    __syncthreads();
+
+    float acc[2][4][4];
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+      for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[mi][ni][j] = 0.f;
+
+#pragma unroll
+    for (int s = 0; s < kStages - 1; ++s) {
+      if (s < nk) load_chunk(s, s);
+      cp_async_commit();
+    }
+    for (int kc = 0; kc < nk; ++kc) {
+      cp_async_wait<kStages - 2>();
+      __syncthreads();  // chunk kc landed for every thread; every warp is done with the stage refilled below
+      const int next = kc + kStages - 1;
+      if (next < nk) load_chunk(next, next % kStages);
+      cp_async_commit();
+      compute_chunk(kc % kStages, acc);
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+
+    // Epilogue: fragments -> shared staging (as T) -> whole 16-byte pieces of each output row.
+    T* Cs = pipe;
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+      for (int ni = 0; ni < 4; ++ni) {
+        const int r = wm + mi * 16 + g, c = wn + ni * 8 + 2 * t4;
+        store_pair(Cs + r * L::kCStride + c, acc[mi][ni][0], acc[mi][ni][1]);
+        store_pair(Cs + (r + 8) * L::kCStride + c, acc[mi][ni][2], acc[mi][ni][3]);
+      }
+    __syncthreads();
+    if constexpr (kAligned) {
+      constexpr int kSegC = kBN / L::kVec;
+      for (int s = tid; s < kBM * kSegC; s += kThreads) {
+        const int r = s / kSegC, seg = s % kSegC, n = n0 + seg * L::kVec;
+        const int o = rows[r];
+        if (o >= 0 && n < cout)
+          *reinterpret_cast<uint4*>(out + int64_t(o) * cout + n) =
+              *reinterpret_cast<const uint4*>(Cs + r * L::kCStride + seg * L::kVec);
+      }
+    } else {
+      for (int e = tid; e < kBM * kBN; e += kThreads) {
+        const int r = e / kBN, nn = e % kBN, n = n0 + nn;
+        const int o = rows[r];
+        if (o >= 0 && n < cout) out[int64_t(o) * cout + n] = Cs[r * L::kCStride + nn];
+      }
+    }
+    __syncthreads();  // staging and row list are rewritten by the next tile
+  }
+}
+
+// Per-device launch facts, computed once: the handler runs on every frame, and occupancy queries cost
+// host time that, at small update fractions, is the whole budget of a layer.
+struct LaunchCache {
+  std::atomic<int> sms{0};
+  std::atomic<bool> smem_opt_in{false};
+  std::atomic<int> blocks_per_sm[kMaxTaps + 1];  // by tap count (the tap table's size); 0 = not yet known
+};
+constexpr int kMaxDevices = 64;
+
+// Persistent launch: enough blocks to fill the device, never more than the worst-case number of tiles.
+template <typename T, int kMode, bool kAligned, class C>
+cudaError_t launch_conv_gemm_cfg(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
+                                 cudaStream_t stream) {
+  static LaunchCache cache[kMaxDevices];
+  auto kernel = conv_gemm_kernel<T, kMode, kAligned, C>;
+  constexpr int kThreads = Tile<T, C>::kThreads;
+  const int taps = p.kh * p.kw;
+  const size_t smem = smem_bytes<T, C>(taps);
+  int device = 0;
+  if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
+  LaunchCache& c = cache[device < kMaxDevices ? device : 0];
+  int sms = c.sms.load(std::memory_order_relaxed);
+  if (sms == 0) {
+    if (cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); e != cudaSuccess)
+      return e;
+    c.sms.store(sms, std::memory_order_relaxed);
+  }
+  if (!c.smem_opt_in.load(std::memory_order_acquire)) {  // allow the largest tap table once
+    const size_t most = smem_bytes<T, C>(kMaxTaps);
+    if (most > 48 * 1024) {
+      if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(most));
+          e != cudaSuccess)
+        return e;
+    }
+    c.smem_opt_in.store(true, std::memory_order_release);
+  }
+  int per_sm = c.blocks_per_sm[taps].load(std::memory_order_relaxed);
+  if (per_sm == 0) {
+    if (cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
+        e != cudaSuccess)
+      return e;
+    if (per_sm < 1) per_sm = 1;
+    c.blocks_per_sm[taps].store(per_sm, std::memory_order_relaxed);
+  }
+  const int ny = int((p.cout + kBN - 1) / kBN);
+  const int64_t max_tiles = (max_rows + C::kBM - 1) / C::kBM;
+  int64_t nx = (int64_t(sms) * per_sm + ny - 1) / ny;
+  if (nx > max_tiles) nx = max_tiles;
+  if (nx < 1) nx = 1;
+  kernel<<<dim3(unsigned(nx), unsigned(ny)), kThreads, smem, stream>>>(p, list, count);
+  return cudaGetLastError();
+}
+
+// Tile configurations. Defaults chosen by a sweep on an H100 (benchmarks/NOTES_cuda.md): float32 (TF32,
+// 3xTF32) takes Cfg2 (128-byte K chunks halve the barriers per tile), 16-bit types Cfg4 (a 4-deep ring).
+// DELTAJAX_CONV_VARIANT=<index> selects another for measurement; -1 (unset) = the default.
+using Cfg0 = Config<128, 64, 3>;
+using Cfg1 = Config<64, 64, 3>;
+using Cfg2 = Config<128, 128, 3>;
+using Cfg3 = Config<64, 128, 3>;
+using Cfg4 = Config<128, 64, 4>;
+using Cfg5 = Config<64, 128, 4>;
+constexpr int kVariants = 6;
+int variant();
+
+template <typename T, int kMode, bool kAligned>
+cudaError_t launch_conv_gemm(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
+                             cudaStream_t stream) {
+  if constexpr (!kAligned) {  // element loads: odd channel counts are small layers; one configuration
+    return launch_conv_gemm_cfg<T, kMode, false, Cfg1>(p, list, count, max_rows, stream);
+  } else {
+    int v = variant();
+    if (v < 0) v = sizeof(T) == 4 ? 2 : 4;
+    switch (v) {
+      case 1:
+        return launch_conv_gemm_cfg<T, kMode, true, Cfg1>(p, list, count, max_rows, stream);
+      case 2:
+        return launch_conv_gemm_cfg<T, kMode, true, Cfg2>(p, list, count, max_rows, stream);
+      case 3:
+        return launch_conv_gemm_cfg<T, kMode, true, Cfg3>(p, list, count, max_rows, stream);
+      case 4:
+        return launch_conv_gemm_cfg<T, kMode, true, Cfg4>(p, list, count, max_rows, stream);
+      case 5:
+        return launch_conv_gemm_cfg<T, kMode, true, Cfg5>(p, list, count, max_rows, stream);
+      default:
+        return launch_conv_gemm_cfg<T, kMode, true, Cfg0>(p, list, count, max_rows, stream);
+    }
+  }
+}
+
+// Instantiations, one file each so that they compile in parallel.
+cudaError_t conv_gemm_tf32(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
+                           cudaStream_t stream);
+cudaError_t conv_gemm_3xtf32(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
+                             cudaStream_t stream);
+cudaError_t conv_gemm_bf16(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
+                           cudaStream_t stream);
+cudaError_t conv_gemm_f16(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
+                          cudaStream_t stream);
+
+}  // namespace deltajax::cuda::gemm

@@ -1,0 +1,220 @@
+"""End-to-end benchmark: pretrained CNNs on real clips, dense XLA vs delta, in one run on one device.
+
+For each model, clip, case (1 stream at 768x432, 8 streams at 768x432, 1
+stream upscaled to 1920x1080) and precision (float32 HIGHEST, float32
+default = TF32 on tensor-core GPUs, bfloat16), it reports frames per second
+of dense XLA and of the delta model (each over the whole clip in one jit),
+the speedup, the active-pixel fractions, top-1 agreement and logit error
+against dense, the cost of a frame with no change, and compile times.
+
+Usage: deltajax benchmark [--preset cpu|gpu] [--video FILE ...] [--out FILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+PRECISIONS = ("f32_highest", "f32_default", "bf16")
+# Where a clip's action begins: one-by-one-person-detection shows an empty scene for its first ~75 frames.
+CLIP_START = {"one-by-one-person-detection.mp4": 75}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    streams: int
+    size: tuple[int, int]  # (H, W)
+
+
+CASES = {
+    "1x768x432": Case("1x768x432", 1, (432, 768)),
+    "8x768x432": Case("8x768x432", 8, (432, 768)),
+    "1x1920x1080": Case("1x1920x1080 (upscaled)", 1, (1080, 1920)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    models: tuple[str, ...]
+    cases: tuple[str, ...]
+    precisions: tuple[str, ...]
+    frames: int
+
+
+PRESETS = {
+    "gpu": Preset(("efficientnet_lite0", "mobilenet_v2"), tuple(CASES), PRECISIONS, 60),
+    "cpu": Preset(("efficientnet_lite0", "mobilenet_v2"), ("1x768x432",), ("f32_highest",), 16),
+    "smoke": Preset(("efficientnet_lite0",), ("1x768x432",), ("f32_highest",), 3),
+}
+
+
+def _default_videos() -> list[str]:
+    from deltajax.video import bundled_clip
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    person = os.path.join(os.path.dirname(here), "benchmarks", "data", "one-by-one-person-detection.mp4")
+    return ([person] if os.path.exists(person) else []) + [bundled_clip()]
+
+
+def _seconds(fn, *args, runs: int = 3) -> tuple[float, float, object]:
+    """(first-call seconds incl. compile, median seconds of ``runs`` more calls, last result)."""
+    import jax
+
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    first = time.perf_counter() - t0
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(fn(*args))
+        samples.append(time.perf_counter() - t0)
+    return first, float(np.median(samples)), out
+
+
+def _precision_scope(precision: str):
+    import jax
+
+    return jax.default_matmul_precision("highest") if precision == "f32_highest" else contextlib.nullcontext()
+
+
+def run_one(model: str, video: str, case: Case, precision: str, frames: int, config) -> dict:
+    """One row: dense vs delta for a model, clip, case and precision."""
+    import jax
+    import jax.numpy as jnp
+
+    import deltajax
+    from deltajax import models
+    from deltajax.video import read_clip
+
+    module, variables, preprocess = models.load(model)
+    rgb = read_clip(video, start=CLIP_START.get(os.path.basename(video), 0), max_frames=frames, size=case.size)
+    clip = np.asarray(preprocess(jnp.asarray(rgb)))
+    clip = np.stack([np.roll(clip, -(s * len(clip) // case.streams), axis=0) for s in range(case.streams)], 1)
+    dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32
+    clip = jnp.asarray(clip, dtype)
+    variables = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), variables)
+
+    with _precision_scope(precision):
+        dense = jax.jit(lambda c, v: jax.lax.map(lambda f: module.apply(v, f), c))
+        dense_first, dense_s, dense_out = _seconds(dense, clip, variables)
+        stepper = deltajax.delta(module.apply, config=config)
+        delta_first, delta_s, (delta_out, stats) = _seconds(
+            lambda c, v: deltajax.run_clip(stepper, c, v, with_stats=True), clip, variables
+        )
+        # A clip with no change after its first frame: the same compiled program, every delta frame empty.
+        still_clip = jnp.broadcast_to(clip[:1], clip.shape)
+        _, still_s, _ = _seconds(lambda c, v: deltajax.run_clip(stepper, c, v, with_stats=True), still_clip, variables)
+
+    d, r = np.asarray(delta_out, np.float64), np.asarray(dense_out, np.float64)
+    err = np.linalg.norm(d - r, axis=-1) / np.linalg.norm(r, axis=-1)
+    active = {name: float(np.mean(s.active[1:])) for name, s in stats.items()}
+    convs = [v for k, v in active.items() if k.endswith("/conv")]
+    n_frames = clip.shape[0] * clip.shape[1]
+    return {
+        "model": model,
+        "video": os.path.basename(video),
+        "case": case.name,
+        "precision": precision,
+        "frames": int(clip.shape[0]),
+        "streams": case.streams,
+        "size": list(case.size),
+        "dense_fps": n_frames / dense_s,
+        "delta_fps": n_frames / delta_s,
+        "speedup": dense_s / delta_s,
+        "still_frame_ms": max(still_s - dense_s / clip.shape[0], 0.0) / (clip.shape[0] - 1) * 1e3,
+        "dense_frame_ms": dense_s / clip.shape[0] * 1e3,
+        "top1_agreement": float(np.mean(d.argmax(-1) == r.argmax(-1))),
+        "logit_rel_error_max": float(err.max()),
+        "logit_rel_error_mean": float(err.mean()),
+        "active_input": active.get("input", float("nan")),
+        "active_conv_mean": float(np.mean(convs)),
+        "mac_ratio": deltajax.stats.mac_ratio(jax.tree_util.tree_map(lambda a: a[1:], stats)),
+        "compile_s": {"dense": dense_first - dense_s, "delta": delta_first - delta_s},
+        "fallback_layers": deltajax.stats.fallback_layers(stats),
+    }
+
+
+def add_vs_fastest(rows: list[dict]) -> None:
+    """Speedup of each delta row against the fastest dense precision of the same model, clip and case."""
+    best: dict = {}
+    for r in rows:
+        key = (r["model"], r["video"], r["case"])
+        best[key] = max(best.get(key, 0.0), r["dense_fps"])
+    for r in rows:
+        r["speedup_vs_fastest_dense"] = r["delta_fps"] / best[(r["model"], r["video"], r["case"])]
+
+
+def table(rows: list[dict]) -> str:
+    head = (
+        f"{'model':18} {'clip':32} {'case':22} {'prec':11} {'dense fps':>9} {'delta fps':>9} {'x':>6} "
+        f"{'x fastest':>9} {'top-1':>6} {'logit err':>9} {'act in':>6} {'act conv':>8} {'MACs':>5} "
+        f"{'still ms':>8}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['model']:18} {r['video'][:32]:32} {r['case']:22} {r['precision']:11} {r['dense_fps']:9.1f} "
+            f"{r['delta_fps']:9.1f} {r['speedup']:6.2f} {r.get('speedup_vs_fastest_dense', float('nan')):9.2f} "
+            f"{r['top1_agreement']:6.3f} {r['logit_rel_error_max']:9.2e} {r['active_input']:6.3f} "
+            f"{r['active_conv_mean']:8.3f} {r['mac_ratio']:5.2f} {r['still_frame_ms']:8.2f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import jax
+
+    p = argparse.ArgumentParser(prog="deltajax benchmark", description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", choices=sorted(PRESETS), default="gpu" if jax.default_backend() == "gpu" else "cpu")
+    p.add_argument("--video", action="append", help="clip(s) (default: one-by-one-person-detection + bundled)")
+    p.add_argument("--models", help="comma-separated subset of the preset's models")
+    p.add_argument("--cases", help="comma-separated subset of " + ",".join(CASES))
+    p.add_argument("--frames", type=int, help="frames per clip (default: the preset's)")
+    p.add_argument("--thresholds", help="thresholds JSON for every model (default: the shipped tuned ones)")
+    p.add_argument("--out", help="write the rows as JSON here")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+
+    from deltajax import tune
+
+    preset = PRESETS[args.preset]
+    videos = args.video or _default_videos()
+    models = args.models.split(",") if args.models else preset.models
+    cases = args.cases.split(",") if args.cases else preset.cases
+    frames = args.frames or preset.frames
+    device = jax.devices()[0].device_kind
+    print(f"device: {device} ({jax.default_backend()}), jax {jax.__version__}", flush=True)
+    rows = []
+    for model in models:
+        config = tune.load_thresholds(args.thresholds) if args.thresholds else tune.shipped_thresholds(model)
+        for video in videos:
+            for case in cases:
+                group = [run_one(model, video, CASES[case], prec, frames, config) for prec in preset.precisions]
+                add_vs_fastest(group)
+                print(table(group).split("\n", 2)[2], flush=True)
+                rows += group
+    print(table(rows))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(
+                {
+                    "meta": {
+                        "device": device,
+                        "backend": jax.default_backend(),
+                        "jax": jax.__version__,
+                        "preset": args.preset,
+                        "frames": frames,
+                    },
+                    "rows": rows,
+                },
+                f,
+                indent=1,
+            )
+    return 0

@@ -1,0 +1,245 @@
+"""Threshold tuning: per-layer thresholds, front to back, within an accuracy budget.
+
+Each configurable layer (the input's sparsify and every activation) gets the
+largest candidate threshold that keeps the model's outputs on a short clip
+within the budget against dense, taken front to back (earlier layers first,
+each decision kept for the later ones). Thresholds are saved and loaded as
+JSON keyed by the stable layer names of ``Stepper.layers``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from importlib import resources
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from deltajax import stats as stats_lib
+from deltajax.ops.config import SparsifyConfig, Truncation
+from deltajax.transform import DeltaConfig, delta
+from deltajax.video import run_clip
+
+DEFAULT_CANDIDATES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """What the delta model must keep against dense on the tuning clip.
+
+    Attributes:
+      min_top1_agreement: fraction of frames x streams whose arg-max agrees (e.g. 0.99), or None.
+      max_logit_error: largest relative error ``||delta - dense|| / ||dense||`` of the output, or None.
+    """
+
+    min_top1_agreement: float | None = 0.99
+    max_logit_error: float | None = None
+
+    def __post_init__(self):
+        if self.min_top1_agreement is None and self.max_logit_error is None:
+            raise ValueError("Budget: give min_top1_agreement, max_logit_error or both, got neither")
+
+    def holds(self, agreement: float, error: float) -> bool:
+        return (self.min_top1_agreement is None or agreement >= self.min_top1_agreement) and (
+            self.max_logit_error is None or error <= self.max_logit_error
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    """One evaluated configuration: which group got which threshold, and what it gave."""
+
+    group: str
+    threshold: float
+    accepted: bool
+    mac_ratio: float
+    top1_agreement: float
+    logit_error: float
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneResult:
+    config: DeltaConfig
+    trials: tuple[Trial, ...]
+
+    def table(self) -> str:
+        lines = [f"{'group':<40} {'threshold':>9} {'MACs/dense':>10} {'top-1 agr.':>10} {'logit err':>10}  kept"]
+        for t in self.trials:
+            lines.append(
+                f"{t.group:<40} {t.threshold:9.3g} {t.mac_ratio:10.3f} {t.top1_agreement:10.3f} "
+                f"{t.logit_error:10.2e}  {'yes' if t.accepted else 'no'}"
+            )
+        return "\n".join(lines)
+
+
+def block_groups(name: str) -> str:
+    """Groups layers by their block: ``Net/block3/expand/relu6/act`` -> ``Net/block3``."""
+    match = re.match(r"(.*?/(?:block|layer|stage)\d+)/", name)
+    return match.group(1) if match else name.rsplit("/", 2)[0] if "/" in name else name
+
+
+def _outputs_error(outs, dense) -> tuple[float, float]:
+    outs, dense = np.asarray(outs, np.float64), np.asarray(dense, np.float64)
+    axes = tuple(range(2, outs.ndim))
+    err = np.sqrt(np.sum((outs - dense) ** 2, axis=axes)) / np.maximum(np.sqrt(np.sum(dense**2, axis=axes)), 1e-30)
+    agreement = float(np.mean(outs.argmax(-1) == dense.argmax(-1)))
+    return agreement, float(err.max())
+
+
+def _with_layers(config: DeltaConfig, layers: dict) -> DeltaConfig:
+    settings = dict(config.layers)
+    settings.update(layers)
+    threshold = settings.pop("input", config.threshold)
+    if isinstance(threshold, SparsifyConfig):
+        threshold = threshold.threshold
+    return DeltaConfig(float(threshold), config.dilation, config.truncation, settings)
+
+
+def tune_thresholds(
+    fn: Callable,
+    clip: jax.Array,
+    *args,
+    budget: Budget = Budget(),
+    candidates: Sequence[float] = DEFAULT_CANDIDATES,
+    group: Callable[[str], str] = block_groups,
+    base: DeltaConfig = DeltaConfig(),
+    frame_argnum: int = -1,
+    verbose: bool = False,
+) -> TuneResult:
+    """Finds per-layer thresholds front to back within ``budget``.
+
+    Args:
+      fn: the model function (e.g. ``module.apply``), as for ``deltajax.delta``.
+      clip: ``[T, N, H, W, C]`` frames to tune on (a short clip of the target video).
+      *args: ``fn``'s other arguments (params), as for ``deltajax.video.run_clip``.
+      budget: what must hold against dense on ``clip``.
+      candidates: thresholds tried for each group: the largest first, kept if it
+        holds; otherwise ascending, keeping the largest that holds (stopping at
+        the first that fails).
+      group: maps a layer name to the group tuned together (default: per block,
+        which keeps the number of compilations small); ``lambda n: n`` tunes
+        every layer on its own.
+      base: the starting configuration (kept where no candidate holds).
+
+    Returns:
+      The tuned ``DeltaConfig`` and every trial (for the trade-off curve).
+    """
+    clip = jnp.asarray(clip)
+    pos = frame_argnum if frame_argnum >= 0 else len(args) + 1 + frame_argnum
+    call = (*args[:pos], clip[0], *args[pos:])
+    kinds = delta(fn, frame_argnum=frame_argnum, config=base).layers(*call)
+    names = [n for n, kind in kinds.items() if kind in ("act", "sparsify")]
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(group(name), []).append(name)
+
+    dense_fn = jax.jit(jax.vmap(lambda frame: fn(*args[:pos], frame, *args[pos:])))
+    dense = dense_fn(clip)
+
+    def evaluate(config):
+        stepper = delta(fn, frame_argnum=frame_argnum, config=config)
+        outs, stats = run_clip(stepper, clip, *args, with_stats=True)
+        return (*_outputs_error(outs, dense), stats_lib.mac_ratio(stats))
+
+    config, trials = base, []
+
+    def attempt(key, members, threshold) -> bool:
+        nonlocal config
+        trial_config = _with_layers(config, {m: float(threshold) for m in members})
+        agreement, error, macs = evaluate(trial_config)
+        ok = budget.holds(agreement, error)
+        trials.append(Trial(key, float(threshold), ok, macs, agreement, error))
+        if verbose:
+            print(trials[-1], flush=True)
+        if ok:
+            config = trial_config
+        return ok
+
+    ordered = sorted(candidates)
+    for key, members in groups.items():
+        # The largest candidate first: when it holds (common for late layers) one evaluation settles the group.
+        if len(ordered) > 1 and attempt(key, members, ordered[-1]):
+            continue
+        for threshold in ordered[:-1] if len(ordered) > 1 else ordered:
+            if not attempt(key, members, threshold):
+                break
+    return TuneResult(config, tuple(trials))
+
+
+def config_to_json(config: DeltaConfig) -> dict:
+    """A JSON-ready dict of a DeltaConfig (floats, Truncations and SparsifyConfigs by value)."""
+
+    def value(v):
+        if isinstance(v, Truncation):
+            return {"mode": v.mode, "threshold": v.threshold}
+        if isinstance(v, SparsifyConfig):
+            return {"threshold": v.threshold, "dilation": v.dilation}
+        return float(v)
+
+    return {
+        "threshold": config.threshold,
+        "dilation": config.dilation,
+        "truncation": value(config.truncation),
+        "layers": {name: value(v) for name, v in config.layers},
+    }
+
+
+def config_from_json(data: dict) -> DeltaConfig:
+    """Inverse of :func:`config_to_json`; unknown keys are refused."""
+    known = {"threshold", "dilation", "truncation", "layers"}
+    if not isinstance(data, dict) or set(data) - known:
+        raise ValueError(f"thresholds JSON: expected an object with keys {sorted(known)}, got {data!r:.200}")
+
+    def value(v):
+        if isinstance(v, dict) and "mode" in v:
+            return Truncation(v["mode"], float(v["threshold"]))
+        if isinstance(v, dict):
+            return SparsifyConfig(float(v["threshold"]), int(v.get("dilation", 0)))
+        return float(v)
+
+    truncation = value(data.get("truncation", {"mode": "max", "threshold": 0.0}))
+    return DeltaConfig(
+        float(data.get("threshold", 0.0)),
+        int(data.get("dilation", 0)),
+        truncation,
+        {name: value(v) for name, v in data.get("layers", {}).items()},
+    )
+
+
+def save_thresholds(path: str | os.PathLike, config: DeltaConfig) -> None:
+    with open(path, "w") as f:
+        json.dump(config_to_json(config), f, indent=1, sort_keys=True)
+
+
+def load_thresholds(path: str | os.PathLike) -> DeltaConfig:
+    with open(path) as f:
+        return config_from_json(json.load(f))
+
+
+def shipped_thresholds(model: str) -> DeltaConfig:
+    """Thresholds tuned for a bundled model (deltajax/data/<model>_thresholds.json), else all 0 (exact)."""
+    path = resources.files("deltajax") / "data" / f"{model}_thresholds.json"
+    return load_thresholds(str(path)) if path.is_file() else DeltaConfig()
+
+
+def plot_tradeoff(path: str | os.PathLike, result: TuneResult) -> None:
+    """PNG: multiply-adds vs logit error of every accepted trial, front to back."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kept = [t for t in result.trials if t.accepted]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot([t.mac_ratio for t in kept], [t.logit_error for t in kept], "o-")
+    ax.set_xlabel("multiply-adds done / dense")
+    ax.set_ylabel("max relative logit error")
+    ax.set_title("threshold tuning, front to back")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

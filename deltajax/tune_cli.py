@@ -1,0 +1,47 @@
+"""``deltajax tune``: per-layer thresholds for a bundled model on a clip, saved as JSON, with the trade-off."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="deltajax tune", description=__doc__)
+    p.add_argument("--model", default="efficientnet_lite0", choices=["efficientnet_lite0", "mobilenet_v2"])
+    p.add_argument("--video", help="the clip to tune on (default: the bundled clip)")
+    p.add_argument("--size", default="216x384", help="HxW to resize frames to")
+    p.add_argument("--start", type=int, default=0, help="first frame of the clip to tune on")
+    p.add_argument("--frames", type=int, default=40, help="frames of the clip to tune on")
+    p.add_argument("--min-top1", type=float, default=0.99, help="minimum top-1 agreement with dense")
+    p.add_argument("--max-error", type=float, default=None, help="maximum relative logit error against dense")
+    p.add_argument("--candidates", default="0.01,0.02,0.05,0.1,0.2,0.4", help="comma-separated thresholds")
+    p.add_argument("--out", default="deltajax_tune", help="folder for thresholds.json, tradeoff.png, table")
+    args = p.parse_args(argv)
+
+    import jax.numpy as jnp
+
+    from deltajax import models, tune
+    from deltajax.video import read_clip
+
+    h, w = (int(v) for v in args.size.lower().split("x"))
+    module, variables, preprocess = models.load(args.model)
+    clip = preprocess(jnp.asarray(read_clip(args.video, start=args.start, max_frames=args.frames, size=(h, w))))[
+        :, None
+    ]
+    result = tune.tune_thresholds(
+        module.apply,
+        clip,
+        variables,
+        budget=tune.Budget(args.min_top1, args.max_error),
+        candidates=[float(c) for c in args.candidates.split(",")],
+        verbose=True,
+    )
+    os.makedirs(args.out, exist_ok=True)
+    tune.save_thresholds(os.path.join(args.out, "thresholds.json"), result.config)
+    tune.plot_tradeoff(os.path.join(args.out, "tradeoff.png"), result)
+    with open(os.path.join(args.out, "tradeoff.txt"), "w") as f:
+        f.write(result.table() + "\n")
+    print(result.table())
+    print(f"wrote {args.out}/thresholds.json, tradeoff.png, tradeoff.txt")
+    return 0

@@ -1,0 +1,6 @@
+"""The demo from Python: EfficientNet-Lite0 on the bundled clip, dense vs delta (same as `deltajax demo`)."""
+
+from deltajax import demo
+
+report = demo.run(demo.parse_args(["--frames", "30", "--out", "deltajax_demo"]))
+print(demo.format_report(report))

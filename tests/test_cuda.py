@@ -1,0 +1,215 @@
+"""CUDA kernels against the pure-JAX reference, on the GPU (marker ``gpu``; small cases also ``sanitize``).
+
+Every check draws fresh random inputs, poisons the inactive input values with NaN, and compares only the
+active output pixels (elsewhere the values are unspecified), after checking that the output masks agree
+exactly. The oracle is the reference path in float32 at precision HIGHEST on the same (possibly 16-bit)
+inputs, so the tolerances below measure the kernels' arithmetic alone:
+
+  float32, precision HIGHEST (3xTF32 on tensor cores, or FFMA)  rel <= 1e-5
+  float32, default precision (TF32 tensor cores)                 rel <= 2e-3
+  bfloat16 (fp32 accumulation, output rounded to bf16)           rel <= 1e-2
+  float16                                                        rel <= 2e-3
+with rel = max |got - want| / max |want| over the active output pixels.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from deltajax import _native, ops
+from deltajax.backend import use_reference
+from tests.harness import moving_blobs, rel_error, run_dense, run_video
+from tests.nets import ParamMaker
+
+pytestmark = pytest.mark.gpu
+
+HIGHEST = lax.Precision.HIGHEST
+DEFAULT = lax.Precision.DEFAULT  # float32 -> TF32 on the tensor cores
+TOL = {
+    ("float32", "highest"): 1e-5,
+    ("float32", "default"): 2e-3,
+    ("bfloat16", "highest"): 1e-2,
+    ("bfloat16", "default"): 1e-2,
+    ("float16", "highest"): 2e-3,
+    ("float16", "default"): 2e-3,
+}
+
+
+def _gpu():
+    return next(d for d in jax.devices() if d.platform == "gpu")
+
+
+def test_cuda_module_is_registered():
+    assert "cuda" in _native.native_platforms(), _native.describe()
+    assert "deltajax_conv" in _native.targets("cuda")
+
+
+def _blob_mask(rng, n, h, w, p):
+    """Per-stream masks: a few rectangles plus scattered pixels, about ``p`` of the pixels."""
+    if p >= 1.0:
+        return np.ones((n, h, w), bool)
+    mask = rng.random((n, h, w)) < p / 2
+    for s in range(n):
+        for _ in range(2):
+            bh, bw = max(1, int(h * np.sqrt(p / 4))), max(1, int(w * np.sqrt(p / 4)))
+            y, x = rng.integers(0, max(h - bh, 1)), rng.integers(0, max(w - bw, 1))
+            mask[s, y : y + bh, x : x + bw] = True
+    return mask if p > 0 else np.zeros((n, h, w), bool)
+
+
+def _conv_case(seed, *, n, h, w, cin, cout, k, dtype, p=0.3, groups=1, transpose=False, **kw):
+    rng = np.random.default_rng(seed)
+    kh, kw_ = (k, k) if isinstance(k, int) else k
+    values = rng.normal(0, 1, (n, h, w, cin)).astype(np.float32)
+    mask = _blob_mask(rng, n, h, w, p)
+    kernel = rng.normal(0, 1 / np.sqrt(kh * kw_ * cin / groups), (kh, kw_, cin // groups, cout)).astype(np.float32)
+    values = jnp.asarray(values).astype(dtype)
+    kernel = jnp.asarray(kernel).astype(dtype)
+    poisoned = jnp.where(jnp.asarray(mask)[..., None], values, jnp.nan).astype(dtype)
+    return poisoned, jnp.asarray(mask), kernel, dict(groups=groups, transpose=transpose, **kw)
+
+
+def _apply(values, mask, kernel, *, precision, groups, transpose, **kw):
+    x = ops.Delta(values, mask)
+    if transpose:
+        return ops.conv_transpose(x, kernel, precision=precision, **kw)
+    return ops.conv(x, kernel, groups=groups, precision=precision, **kw)
+
+
+def _check_conv(values, mask, kernel, geometry, precision, tol):
+    dev = _gpu()
+    values, mask, kernel = (jax.device_put(a, dev) for a in (values, mask, kernel))
+    got = jax.jit(lambda v, m, k: _apply(v, m, k, precision=precision, **geometry))(values, mask, kernel)
+    with use_reference():
+        want = jax.jit(lambda v, m, k: _apply(v, m, k, precision=HIGHEST, **geometry))(
+            values.astype(jnp.float32), mask, kernel.astype(jnp.float32)
+        )
+    assert got.values.dtype == values.dtype
+    np.testing.assert_array_equal(np.asarray(got.mask), np.asarray(want.mask))
+    m = np.asarray(want.mask)
+    g = np.asarray(got.values.astype(jnp.float32))[m]
+    r = np.asarray(want.values)[m]
+    if m.any():
+        assert np.all(np.isfinite(g)), "NaN/inf at an active output pixel: an inactive input was read"
+        err = rel_error(g, r)
+        assert err <= tol, f"rel err {err:.2e} > {tol:.0e}"
+    return got
+
+
+SHAPES = {
+    # name: (n, h, w, cin, cout, k, extra geometry)
+    "3x3_c64": (2, 13, 17, 64, 64, 3, {}),
+    "1x1_c64": (2, 11, 9, 64, 64, 1, {}),
+    "3x3_c3_first_layer_s2": (1, 19, 23, 3, 16, 3, {"strides": 2}),
+    "1x1_c24_to_40": (1, 10, 14, 24, 40, 1, {}),
+    "3x3_c20_to_12_unaligned": (2, 9, 11, 20, 12, 3, {}),
+    "3x3_c96_to_160_dil2": (1, 15, 12, 96, 160, 3, {"dilation": 2}),
+    "5x5_c64_to_32_s2_valid": (1, 21, 18, 64, 32, 5, {"strides": 2, "padding": "VALID"}),
+    "1x7_c32": (1, 9, 20, 32, 32, (1, 7), {}),
+    "3x3_c40_odd_channels": (1, 12, 12, 40, 72, 3, {}),
+    "depthwise_3x3_c32": (2, 12, 15, 32, 32, 3, {"groups": 32}),
+    "depthwise_5x5_s2_c24": (1, 17, 13, 24, 24, 5, {"groups": 24, "strides": 2}),
+    "grouped_3x3_c32_g4": (1, 10, 10, 32, 64, 3, {"groups": 4}),
+    "transposed_3x3_s2_c16": (1, 7, 9, 16, 8, 3, {"transpose": True, "strides": 2}),
+    "transposed_4x4_s2_c64": (2, 6, 5, 64, 64, 4, {"transpose": True, "strides": 2}),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("precision", ["highest", "default"])
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_conv_matches_reference(shape, precision, dtype):
+    n, h, w, cin, cout, k, geo = SHAPES[shape]
+    geo = dict(geo)
+    groups = geo.pop("groups", 1)
+    transpose = geo.pop("transpose", False)
+    seed = zlib.crc32(f"{shape}/{precision}/{dtype}".encode())
+    values, mask, kernel, geometry = _conv_case(
+        seed, n=n, h=h, w=w, cin=cin, cout=cout, k=k, dtype=dtype, groups=groups, transpose=transpose, **geo
+    )
+    _check_conv(values, mask, kernel, geometry, HIGHEST if precision == "highest" else DEFAULT, TOL[(dtype, precision)])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("p", [0.0, 0.02, 0.5, 1.0])
+def test_conv_mask_fractions(p, dtype):
+    """Empty and full masks, sparse and half-full, on a frame larger than one tile in every direction."""
+    values, mask, kernel, geometry = _conv_case(7, n=2, h=37, w=45, cin=64, cout=96, k=3, dtype=dtype, p=p)
+    got = _check_conv(values, mask, kernel, geometry, HIGHEST, TOL[(dtype, "highest")])
+    if p == 0.0:
+        assert not bool(got.mask.any())
+    if p == 1.0:
+        assert bool(got.mask.all())
+
+
+@pytest.mark.parametrize("precision", ["highest", "default"])
+def test_conv_large_channels(precision):
+    """Several output-channel tiles and many row tiles (persistent blocks stride over the list)."""
+    values, mask, kernel, geometry = _conv_case(11, n=1, h=64, w=96, cin=128, cout=256, k=3, dtype="float32", p=0.6)
+    _check_conv(
+        values, mask, kernel, geometry, HIGHEST if precision == "highest" else DEFAULT, TOL[("float32", precision)]
+    )
+
+
+def test_conv_is_deterministic_across_runs():
+    """Active pixels are compacted by atomics in any order; each pixel's result must not depend on it."""
+    values, mask, kernel, geometry = _conv_case(3, n=2, h=40, w=40, cin=64, cout=64, k=3, dtype="float32", p=0.4)
+    f = jax.jit(lambda v, m, k: _apply(v, m, k, precision=HIGHEST, **geometry))
+    a, b = f(values, mask, kernel), f(values, mask, kernel)
+    m = np.asarray(a.mask)
+    np.testing.assert_array_equal(np.asarray(a.values)[m], np.asarray(b.values)[m])
+
+
+def _stack(width, seed=0):
+    """Sparsify -> conv3x3 -> relu -> conv3x3 -> relu -> conv1x1 -> densify, at a width that uses the GEMM."""
+    m = ParamMaker(seed)
+    params = {"w0": m.conv(3, 3, 3, width), "w1": m.conv(3, 3, width, width), "w2": m.conv(1, 1, width, width)}
+
+    def net(ctx, p, x):
+        h = ctx.act(ctx.conv(x, p["w0"]), "relu")
+        h = ctx.act(ctx.conv(h, p["w1"]), "relu")
+        return ctx.conv(h, p["w2"])
+
+    return net, params
+
+
+def test_threshold_zero_exact_over_100_frames_on_gpu():
+    frames = 101
+    video = moving_blobs(frames, 2, 24, 40, 3, seed=5)
+    net, params = _stack(32)
+    got, masks = run_video(net, params, video)
+    want = run_dense(net, params, video)
+    errors = [rel_error(got[t], want[t]) for t in range(frames)]
+    assert max(errors) <= 1e-5, f"worst frame {int(np.argmax(errors))}: {max(errors):.2e}"
+    assert 0.0 < float(jnp.mean(masks)) < 0.3
+
+
+def test_poisoned_stack_is_unchanged():
+    video = moving_blobs(10, 2, 24, 40, 3, seed=6)
+    net, params = _stack(32, seed=1)
+    clean, _ = run_video(net, params, video)
+    poisoned, _ = run_video(net, params, video, poison=True)
+    np.testing.assert_array_equal(np.asarray(clean), np.asarray(poisoned))
+
+
+@pytest.mark.sanitize
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("case", ["gemm", "unaligned", "depthwise", "transposed", "empty", "full"])
+def test_sanitize_small(case, dtype):
+    """Small cases for compute-sanitizer (memcheck / racecheck): every kernel path once."""
+    kw = {
+        "gemm": dict(n=2, h=9, w=11, cin=32, cout=72, k=3),
+        "unaligned": dict(n=1, h=7, w=9, cin=12, cout=10, k=3),
+        "depthwise": dict(n=2, h=8, w=8, cin=16, cout=16, k=3, groups=16),
+        "transposed": dict(n=1, h=5, w=6, cin=16, cout=16, k=3, transpose=True, strides=2),
+        "empty": dict(n=1, h=9, w=9, cin=32, cout=32, k=3, p=0.0),
+        "full": dict(n=1, h=9, w=9, cin=32, cout=32, k=3, p=1.0),
+    }[case]
+    values, mask, kernel, geometry = _conv_case(1, dtype=dtype, **kw)
+    _check_conv(values, mask, kernel, geometry, HIGHEST, TOL[(dtype, "highest")])

@@ -1,0 +1,60 @@
+"""Threshold tuning meets its budget on the clip, and thresholds round-trip through JSON."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import deltajax
+from deltajax import tune
+from tests.flax_nets import MobileNetish
+from tests.harness import moving_blobs
+
+
+@pytest.fixture(scope="module")
+def model_and_clip():
+    model = MobileNetish()
+    clip = jnp.asarray(moving_blobs(12, 1, 16, 24, 3, seed=3))
+    clip = clip + 0.01 * jax.random.normal(jax.random.key(0), clip.shape)  # sensor noise worth suppressing
+    variables = model.init(jax.random.key(1), clip[0])
+    return model, variables, clip
+
+
+def test_tuned_thresholds_meet_the_budget_and_save_work(model_and_clip, tmp_path):
+    model, variables, clip = model_and_clip
+    budget = tune.Budget(min_top1_agreement=None, max_logit_error=0.05)
+    result = tune.tune_thresholds(model.apply, clip, variables, budget=budget, candidates=(0.02, 0.1))
+    assert result.trials and any(t.accepted for t in result.trials)
+    assert result.config != deltajax.DeltaConfig()
+    outs = deltajax.run_clip(deltajax.delta(model.apply, config=result.config), clip, variables)
+    dense = jax.vmap(lambda f: model.apply(variables, f))(clip)
+    err = np.linalg.norm(np.asarray(outs - dense), axis=-1) / np.linalg.norm(np.asarray(dense), axis=-1)
+    assert err.max() <= 0.05
+    kept = [t for t in result.trials if t.accepted]
+    assert kept[-1].mac_ratio < 1.0
+    assert "kept" in result.table()
+
+    path = tmp_path / "thresholds.json"
+    tune.save_thresholds(path, result.config)
+    assert tune.load_thresholds(path) == result.config
+    tune.plot_tradeoff(tmp_path / "tradeoff.png", result)
+    assert (tmp_path / "tradeoff.png").stat().st_size > 0
+
+
+def test_json_round_trip_of_every_setting_kind():
+    config = deltajax.DeltaConfig(
+        0.1, 1, deltajax.Truncation("l2", 0.2), {"a/act": deltajax.Truncation("rms", 0.3), "b/act": 0.05}
+    )
+    assert tune.config_from_json(tune.config_to_json(config)) == config
+
+
+def test_bad_thresholds_json_is_refused():
+    with pytest.raises(ValueError, match="thresholds JSON: expected an object with keys"):
+        tune.config_from_json({"threshold": 0.1, "oops": 1})
+
+
+def test_budget_needs_a_criterion():
+    with pytest.raises(ValueError, match="Budget: give min_top1_agreement, max_logit_error or both"):
+        tune.Budget(None, None)
