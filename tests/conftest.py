@@ -28,8 +28,8 @@ def path(request):
     reuses the other's traces. Without native kernels for the default backend the native run skips.
     """
     native = request.param == "native"
-    if native and jax.default_backend() not in _native.native_platforms():
-        pytest.skip(f"no native kernels for {jax.default_backend()}: {_native.describe()}")
+    if native and _native.default_platform() not in _native.native_platforms():
+        pytest.skip(f"no native kernels for {_native.default_platform()}: {_native.describe()}")
     jax.clear_caches()
     with backend.use_reference(not native):
         yield request.param
