@@ -69,6 +69,12 @@ def native_platforms() -> tuple[str, ...]:
     return tuple(_LOADED)
 
 
+def default_platform() -> str:
+    """The lax.platform_dependent name of JAX's default backend ('cpu', 'cuda', ...)."""
+    backend = jax.default_backend()
+    return "cuda" if backend == "gpu" and "cuda" in jax.devices()[0].client.platform_version.lower() else backend
+
+
 def targets(platform: str) -> frozenset[str]:
     """FFI target names the native module of ``platform`` ('cpu' or 'cuda') registered."""
     module = _LOADED.get(platform)

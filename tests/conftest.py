@@ -7,6 +7,8 @@ import os
 import jax
 import pytest
 
+from deltajax import _native, backend
+
 jax.config.update("jax_numpy_rank_promotion", "raise")
 # Oracles in float32 arithmetic: on GPUs the default would be TF32 for plain matmuls in test networks.
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -15,10 +17,33 @@ jax.config.update("jax_default_matmul_precision", "highest")
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a GPU and the CUDA module")
     config.addinivalue_line("markers", "sanitize: small CUDA cases run under compute-sanitizer")
+    config.addinivalue_line("markers", "wheel: builds wheels into fresh virtualenvs (slow; run with -m wheel)")
+
+
+@pytest.fixture(params=["native", "reference"])
+def path(request):
+    """Runs the test once with the native kernels of this platform and once with the pure-JAX reference.
+
+    The choice is made when a function is traced: jit caches are cleared on entry and exit so neither run
+    reuses the other's traces. Without native kernels for the default backend the native run skips.
+    """
+    native = request.param == "native"
+    if native and _native.default_platform() not in _native.native_platforms():
+        pytest.skip(f"no native kernels for {_native.default_platform()}: {_native.describe()}")
+    jax.clear_caches()
+    with backend.use_reference(not native):
+        yield request.param
+    jax.clear_caches()
 
 
 def pytest_collection_modifyitems(config, items):
-    """GPU tests skip without a GPU, unless DELTAJAX_REQUIRE_GPU=1 turns that into a failure."""
+    """Wheel tests run only when selected with -m; GPU tests skip without a GPU, unless
+    DELTAJAX_REQUIRE_GPU=1 turns that into a failure."""
+    if "wheel" not in (config.option.markexpr or ""):
+        skip_wheel = pytest.mark.skip(reason="slow wheel build: select with -m wheel (.ci/run does)")
+        for item in items:
+            if "wheel" in item.keywords:
+                item.add_marker(skip_wheel)
     has_gpu = any(d.platform == "gpu" for d in jax.devices())
     if has_gpu:
         return

@@ -9,6 +9,9 @@ import pytest
 from tests.harness import moving_blobs, rel_error, run_dense, run_video
 from tests.nets import NETWORKS
 
+# Every test runs on the native kernels and on the pure-JAX reference (conftest.path).
+pytestmark = pytest.mark.usefixtures("path")
+
 FRAMES = 101
 
 

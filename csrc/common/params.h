@@ -52,3 +52,140 @@ struct ConvParams {
 };
 
 }  // namespace deltajax
+
+namespace deltajax {
+
+// Named element-wise functions of ops.elementwise (the int32 attribute 'act' of the FFI targets).
+// Values are an ABI shared with deltajax/ops/elementwise.py: append, never renumber.
+enum class ActKind : int {
+  kIdentity = 0,
+  kRelu = 1,
+  kRelu6 = 2,
+  kLeakyRelu = 3,
+  kSigmoid = 4,
+  kSilu = 5,
+  kHardSwish = 6,
+  kHardSigmoid = 7,
+  kGelu = 8,
+  kGeluTanh = 9,
+  kTanh = 10,
+};
+constexpr int kActKindCount = 11;
+
+// Truncation test of an output update (the int32 attribute 'truncation').
+enum class TruncMode : int { kMax = 0, kL2 = 1, kRms = 2, kNone = 3 };
+
+// Element-wise non-linearity on a delta with truncation; acc/res updated in place:
+// a = res + d, y = f(acc + a) - f(acc); kept pixels emit y, acc += a, res = 0; dropped ones keep res = a.
+// With y != nullptr the input delta is the add of two deltas (x + y, union of masks, rounded to dtype):
+// the residual add fused with the activation that follows it.
+struct ActivationParams {
+  int64_t n = 0, h = 0, w = 0, c = 0;
+  ActKind act = ActKind::kRelu;
+  float negative_slope = 0.01f;  // leaky_relu
+  TruncMode truncation = TruncMode::kMax;
+  float threshold = 0.f;
+  DType dtype = DType::kF32;
+  const void* x = nullptr;          // [N, H, W, C] dtype
+  const uint8_t* x_mask = nullptr;  // [N, H, W]
+  const void* y = nullptr;          // optional second addend [N, H, W, C] dtype
+  const uint8_t* y_mask = nullptr;  // [N, H, W] when y is given
+  float* acc = nullptr;             // [N, H, W, C] float32, in place
+  float* res = nullptr;             // [N, H, W, C] float32, in place
+  void* out = nullptr;              // [N, H, W, C] dtype, written at kept pixels only
+  uint8_t* out_mask = nullptr;      // [N, H, W]
+};
+
+// Add of two deltas: out = x + y on the union of the masks (an absent side reads zero).
+struct AddParams {
+  int64_t n = 0, h = 0, w = 0, c = 0;
+  DType dtype = DType::kF32;
+  const void* x = nullptr;
+  const uint8_t* x_mask = nullptr;
+  const void* y = nullptr;
+  const uint8_t* y_mask = nullptr;
+  void* out = nullptr;          // written on the union only
+  uint8_t* out_mask = nullptr;  // [N, H, W]
+};
+
+// Densify: out += values at active pixels, in place.
+struct DensifyParams {
+  int64_t n = 0, h = 0, w = 0, c = 0;
+  DType dtype = DType::kF32;
+  const void* x = nullptr;        // [N, H, W, C] dtype
+  const uint8_t* mask = nullptr;  // [N, H, W]
+  float* out = nullptr;           // [N, H, W, C] float32, in place
+};
+
+// Per-channel scale of a delta (batch norm / affine on later frames): out = x * mul at active pixels.
+struct AffineParams {
+  int64_t n = 0, h = 0, w = 0, c = 0;
+  DType dtype = DType::kF32;
+  const void* x = nullptr;
+  const uint8_t* mask = nullptr;
+  const float* mul = nullptr;  // [C] float32
+  void* out = nullptr;         // written at active pixels only (the mask passes through)
+};
+
+// Binary non-linear rule: out = f(acc_x + dx, acc_y + dy) - f(acc_x, acc_y) on the union of the masks.
+// y is [N, H, W, C] like x, or [N, 1, 1, C] (y_broadcast: one gate per stream, e.g. squeeze-excite).
+enum class BinaryOp : int { kMultiply = 0, kMaximum = 1 };
+struct BinaryParams {
+  int64_t n = 0, h = 0, w = 0, c = 0;
+  bool y_broadcast = false;
+  BinaryOp op = BinaryOp::kMultiply;
+  DType dtype = DType::kF32;
+  const void* x = nullptr;
+  const uint8_t* x_mask = nullptr;  // [N, H, W]
+  const void* y = nullptr;
+  const uint8_t* y_mask = nullptr;  // [N, H, W], or [N] when y_broadcast
+  float* acc_x = nullptr;           // in place, shape of x
+  float* acc_y = nullptr;           // in place, shape of y
+  void* out = nullptr;              // [N, H, W, C] dtype, written on the union only
+  uint8_t* out_mask = nullptr;      // [N, H, W]
+};
+
+// Max pool (acc != nullptr: out = max(window(acc + d)) - max(window(acc)), then acc += d in place) or
+// average pool (acc == nullptr: out = sum(window(d)) / divisor). Windows like ConvParams with no dilation;
+// padding reads -inf (max) or zero (average). Output mask by the receptive-field rule.
+struct PoolParams {
+  int64_t n = 0, h = 0, w = 0, c = 0;  // input [N, H, W, C]
+  int64_t ho = 0, wo = 0;              // output [N, Ho, Wo, C]
+  int kh = 1, kw = 1;
+  int stride_h = 1, stride_w = 1;
+  int pad_top = 0, pad_left = 0;
+  bool count_include_pad = true;  // average pool: divide by kh*kw, else by the in-bounds taps
+  DType dtype = DType::kF32;
+  const void* x = nullptr;
+  const uint8_t* in_mask = nullptr;
+  float* acc = nullptr;  // max pool state [N, H, W, C] float32, in place; nullptr for the average pool
+  void* out = nullptr;   // written at active output pixels only
+  uint8_t* out_mask = nullptr;
+};
+
+// Separable resampling with at most two taps per output row and column (nearest: one tap of weight 1;
+// bilinear: the two weights jax.image.resize uses). A tap with weight 0 is absent (not read, not in the mask).
+struct ResampleParams {
+  int64_t n = 0, h = 0, w = 0, c = 0;  // input
+  int64_t ho = 0, wo = 0;              // output
+  DType dtype = DType::kF32;
+  const void* x = nullptr;
+  const uint8_t* in_mask = nullptr;
+  const int32_t* taps_h = nullptr;   // [Ho, 2] input rows
+  const float* weights_h = nullptr;  // [Ho, 2]
+  const int32_t* taps_w = nullptr;   // [Wo, 2] input columns
+  const float* weights_w = nullptr;  // [Wo, 2]
+  void* out = nullptr;               // [N, Ho, Wo, C], written at active output pixels only
+  uint8_t* out_mask = nullptr;       // [N, Ho, Wo]
+};
+
+// Global average pool of a delta: acc[n, c] += sum over active pixels of x / (H * W), in place.
+struct GlobalPoolParams {
+  int64_t n = 0, h = 0, w = 0, c = 0;
+  DType dtype = DType::kF32;
+  const void* x = nullptr;
+  const uint8_t* mask = nullptr;
+  float* acc = nullptr;  // [N, C] float32
+};
+
+}  // namespace deltajax

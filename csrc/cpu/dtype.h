@@ -1,10 +1,20 @@
 // Scalar conversions between the activation dtypes and float32 (round to nearest even).
+// Everything here lives in an inline namespace named after the instruction set the including file is
+// compiled for (DELTAJAX_CPU_ISA_NS, set by CMake for the files of csrc/cpu/isa/): inline functions
+// compiled with AVX2 must never be merged by the linker with the baseline copies.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 
+#include "common/params.h"
+
+#ifndef DELTAJAX_CPU_ISA_NS
+#define DELTAJAX_CPU_ISA_NS base
+#endif
+
 namespace deltajax::cpu {
+inline namespace DELTAJAX_CPU_ISA_NS {
 
 struct bf16 {
   uint16_t bits;
@@ -20,7 +30,11 @@ inline float to_float(bf16 x) {
   std::memcpy(&f, &u, 4);
   return f;
 }
-inline float to_float(f16 x) { return static_cast<float>(*reinterpret_cast<const _Float16*>(&x.bits)); }
+inline float to_float(f16 x) {
+  _Float16 h;
+  std::memcpy(&h, &x.bits, 2);
+  return static_cast<float>(h);
+}
 
 template <typename T>
 inline T from_float(float f);
@@ -60,4 +74,5 @@ inline void dispatch_dtype(DType dtype, Fn&& fn) {
   }
 }
 
+}  // namespace DELTAJAX_CPU_ISA_NS
 }  // namespace deltajax::cpu

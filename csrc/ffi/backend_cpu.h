@@ -3,7 +3,15 @@
 
 #include <cstring>
 
+#include "cpu/activation.h"
+#include "cpu/add.h"
+#include "cpu/affine.h"
+#include "cpu/binary.h"
 #include "cpu/conv.h"
+#include "cpu/densify.h"
+#include "cpu/global_pool.h"
+#include "cpu/pool.h"
+#include "cpu/resample.h"
 #include "cpu/sparsify.h"
 #include "ffi/common.h"
 
@@ -22,6 +30,14 @@ struct Cpu {
   }
   static xla::ffi::Error sparsify(const SparsifyParams& p, Stream) { return run(cpu::sparsify, p); }
   static xla::ffi::Error conv(const ConvParams& p, Stream) { return run(cpu::conv, p); }
+  static xla::ffi::Error activation(const ActivationParams& p, Stream) { return run(cpu::activation, p); }
+  static xla::ffi::Error add(const AddParams& p, Stream) { return run(cpu::add, p); }
+  static xla::ffi::Error densify(const DensifyParams& p, Stream) { return run(cpu::densify, p); }
+  static xla::ffi::Error affine(const AffineParams& p, Stream) { return run(cpu::affine, p); }
+  static xla::ffi::Error binary(const BinaryParams& p, Stream) { return run(cpu::binary, p); }
+  static xla::ffi::Error pool(const PoolParams& p, Stream) { return run(cpu::pool, p); }
+  static xla::ffi::Error resample(const ResampleParams& p, Stream) { return run(cpu::resample, p); }
+  static xla::ffi::Error global_pool(const GlobalPoolParams& p, Stream) { return run(cpu::global_pool, p); }
 };
 
 // Adapts a handler template instance taking a leading Stream to the stream-less CPU calling convention.

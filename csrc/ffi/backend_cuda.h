@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cuda/conv.h"
+#include "cuda/pixelwise.h"
 #include "cuda/sparsify.h"
 #include "ffi/common.h"
 
@@ -26,6 +27,18 @@ struct Cuda {
   }
   static xla::ffi::Error sparsify(const SparsifyParams& p, Stream s) { return check("sparsify", cuda::sparsify(p, s)); }
   static xla::ffi::Error conv(const ConvParams& p, Stream s) { return check("conv", cuda::conv(p, s)); }
+  static xla::ffi::Error activation(const ActivationParams& p, Stream s) {
+    return check("activation", cuda::activation(p, s));
+  }
+  static xla::ffi::Error add(const AddParams& p, Stream s) { return check("add", cuda::add(p, s)); }
+  static xla::ffi::Error densify(const DensifyParams& p, Stream s) { return check("densify", cuda::densify(p, s)); }
+  static xla::ffi::Error affine(const AffineParams& p, Stream s) { return check("affine", cuda::affine(p, s)); }
+  static xla::ffi::Error binary(const BinaryParams& p, Stream s) { return check("binary", cuda::binary(p, s)); }
+  static xla::ffi::Error pool(const PoolParams& p, Stream s) { return check("pool", cuda::pool(p, s)); }
+  static xla::ffi::Error resample(const ResampleParams& p, Stream s) { return check("resample", cuda::resample(p, s)); }
+  static xla::ffi::Error global_pool(const GlobalPoolParams& p, Stream s) {
+    return check("global_avg_pool", cuda::global_pool(p, s));
+  }
 };
 
 }  // namespace deltajax::ffi_ops

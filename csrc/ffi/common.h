@@ -96,6 +96,59 @@ inline std::vector<int64_t> dims_of(const ffi::AnyBuffer& b) {
   return std::vector<int64_t>(dims.begin(), dims.end());
 }
 
+// A delta argument: values NHWC of an activation dtype, mask bool of its shape without channels.
+inline ffi::Error delta_arg(const std::string& op, const char* name, const char* mask_name, const ffi::AnyBuffer& x,
+                            const ffi::AnyBuffer& mask, int64_t* n, int64_t* h, int64_t* w, int64_t* c, DType* dtype) {
+  ffi::Error err = activation_dtype(op, name, x, dtype);
+  if (err.failure()) return err;
+  err = nhwc(op, name, x, n, h, w, c);
+  if (err.failure()) return err;
+  err = expect_type(op, mask_name, mask, ffi::DataType::PRED, "bool");
+  if (err.failure()) return err;
+  return expect_dims(op, mask_name, mask, without_channels(x));
+}
+
+// An activation-dtype result of the given shape and the element type of `like`.
+inline ffi::Error values_result(const std::string& op, const char* name, const ffi::AnyBuffer& out,
+                                const ffi::AnyBuffer& like, const std::vector<int64_t>& dims) {
+  ffi::Error err = expect_same_type(op, name, out, like, "x");
+  if (err.failure()) return err;
+  return expect_dims(op, name, out, dims);
+}
+
+// A bool mask result of the given shape.
+inline ffi::Error mask_result(const std::string& op, const char* name, const ffi::AnyBuffer& out,
+                              const std::vector<int64_t>& dims) {
+  ffi::Error err = expect_type(op, name, out, ffi::DataType::PRED, "bool");
+  if (err.failure()) return err;
+  return expect_dims(op, name, out, dims);
+}
+
+// A float32 state updated in place: the argument `in` and the result `out` (aliased through
+// input_output_aliases) must both have `dims`; when XLA did not alias them (state not donated) the input is
+// copied to the result first. *ptr receives the result's data.
+template <class B>
+ffi::Error state_in_place(const std::string& op, const char* name, const ffi::AnyBuffer& in, ffi::AnyBuffer& out,
+                          const std::vector<int64_t>& dims, typename B::Stream stream, float** ptr) {
+  ffi::Error err = expect_type(op, name, in, ffi::DataType::F32, "float32");
+  if (err.failure()) return err;
+  err = expect_dims(op, name, in, dims);
+  if (err.failure()) return err;
+  err = expect_type(op, name, out, ffi::DataType::F32, "float32");
+  if (err.failure()) return err;
+  err = expect_dims(op, name, out, dims);
+  if (err.failure()) return err;
+  *ptr = static_cast<float*>(out.untyped_data());
+  if (out.untyped_data() != in.untyped_data()) B::copy(*ptr, in.untyped_data(), in.size_bytes(), stream);
+  return ffi::Error::Success();
+}
+
+// int32 list indices: the pixel count of one call must fit.
+inline ffi::Error fits_int32(const std::string& op, int64_t pixels) {
+  if (pixels < (int64_t(1) << 31) - 1) return ffi::Error::Success();
+  return invalid(op, "too many pixels in one call (" + std::to_string(pixels) + "), at most 2^31 - 2");
+}
+
 #define DELTAJAX_RETURN_IF_ERROR(expr) \
   do {                                 \
     ::xla::ffi::Error _err = (expr);   \

@@ -37,6 +37,7 @@ ffi::Error Conv(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer mask
   DELTAJAX_RETURN_IF_ERROR(expect_dims(op, "out_mask", *out_mask, without_channels(*out)));
   DELTAJAX_RETURN_IF_ERROR(expect_type(op, "workspace", *workspace, ffi::DataType::S32, "int32"));
   DELTAJAX_RETURN_IF_ERROR(expect_dims(op, "workspace", *workspace, {p.n * p.ho * p.wo + 1}));
+  DELTAJAX_RETURN_IF_ERROR(fits_int32(op, p.n * p.ho * p.wo));
   if (stride_h < 1 || stride_w < 1 || lhs_dil_h < 1 || lhs_dil_w < 1 || rhs_dil_h < 1 || rhs_dil_w < 1)
     return invalid(op, "strides and dilations must be >= 1");
   if (precision != 0 && precision != 1)

@@ -1,6 +1,7 @@
 // pybind11 module deltajax._cpu: the CPU handlers as a dict of capsules.
 #include <pybind11/pybind11.h>
 
+#include "cpu/isa/kernels.h"
 #include "ffi/all_ops.h"
 #include "ffi/backend_cpu.h"
 
@@ -25,4 +26,5 @@ PYBIND11_MODULE(_cpu, m) {
   });
   m.attr("ffi_api_version") = pybind11::make_tuple(XLA_FFI_API_MAJOR, XLA_FFI_API_MINOR);
   m.attr("built_with_jaxlib") = DELTAJAX_JAXLIB_VERSION;
+  m.attr("cpu_isa") = deltajax::cpu::cpu_isa();  // instruction set of the compute kernels chosen at load time
 }

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from deltajax.backend import dispatch
 from deltajax.ops._delta import STATE_DTYPE, Delta, check_delta, check_dtype, check_nhwc, check_state
 from deltajax.ops.config import Truncation
-from deltajax.ops.elementwise import ActivationState, activation, activation_init
+from deltajax.ops.elementwise import ActivationState, activation_dispatch, activation_init, as_activation
 
 
 def _same_kind(op: str, xs) -> bool:
@@ -31,8 +34,22 @@ def add(x: jax.Array | Delta, y: jax.Array | Delta) -> jax.Array | Delta:
     check_delta("add", "y", y)
     if x.shape != y.shape:
         raise ValueError(f"add: arguments 'x' and 'y' must have the same shape, got {x.shape} and {y.shape}")
-    values = x.masked_values(jnp.float32) + y.masked_values(jnp.float32)
-    return Delta(values.astype(x.dtype), x.mask | y.mask)
+    if x.dtype != y.dtype:
+        raise TypeError(f"add: arguments 'x' and 'y' must have the same dtype, got {x.dtype} and {y.dtype}")
+    return Delta(*dispatch("deltajax_add", _add_reference, _add_native, x.values, x.mask, y.values, y.mask))
+
+
+def _add_reference(xv, xm, yv, ym):
+    values = Delta(xv, xm).masked_values(jnp.float32) + Delta(yv, ym).masked_values(jnp.float32)
+    return values.astype(xv.dtype), xm | ym
+
+
+def _add_native(xv, xm, yv, ym):
+    return jax.ffi.ffi_call(
+        "deltajax_add",
+        (jax.ShapeDtypeStruct(xv.shape, xv.dtype), jax.ShapeDtypeStruct(xm.shape, jnp.bool_)),
+        vmap_method="broadcast_all",
+    )(xv, xm, yv, ym)
 
 
 def add_activation_init(x: jax.Array, y: jax.Array, activation_fn="relu") -> tuple[jax.Array, ActivationState]:
@@ -43,8 +60,25 @@ def add_activation_init(x: jax.Array, y: jax.Array, activation_fn="relu") -> tup
 def add_activation(
     state: ActivationState, x: Delta, y: Delta, activation_fn="relu", truncation: Truncation = Truncation()
 ) -> tuple[Delta, ActivationState]:
-    """``f(x + y)`` on Deltas: the add, then the activation rule with its state."""
-    return activation(state, add(x, y), activation_fn, truncation)
+    """``f(x + y)`` on Deltas: the add, then the activation rule with its state, in one kernel.
+
+    Equals ``activation(state, add(x, y), activation_fn, truncation)`` (the sum is rounded to the
+    values' dtype before the activation reads it, as there).
+    """
+    act = as_activation("add_activation", activation_fn)
+    check_delta("add_activation", "x", x)
+    check_delta("add_activation", "y", y)
+    if x.shape != y.shape or x.dtype != y.dtype:
+        raise ValueError(
+            f"add_activation: arguments 'x' and 'y' must have the same shape and dtype, got {x.shape} {x.dtype} "
+            f"and {y.shape} {y.dtype}"
+        )
+    check_state("add_activation", "state.acc", state.acc, x.shape, "add_activation_init")
+    check_state("add_activation", "state.res", state.res, x.shape, "add_activation_init")
+    values, keep, acc, res = activation_dispatch(
+        "deltajax_add_activation", act, truncation, (x.values, x.mask, y.values, y.mask), (state.acc, state.res)
+    )
+    return Delta(values, keep), ActivationState(acc, res)
 
 
 def concat(xs: Sequence[jax.Array | Delta]) -> jax.Array | Delta:
@@ -112,11 +146,42 @@ def binary(state: BinaryState, x: Delta, y: Delta, fn: Callable) -> tuple[Delta,
         raise ValueError(f"binary: argument 'y' {y.shape} must broadcast to 'x' {x.shape}, not enlarge it")
     check_state("binary", "state.acc_x", state.acc_x, x.shape, "binary_init")
     check_state("binary", "state.acc_y", state.acc_y, y.shape, "binary_init")
-    ax = state.acc_x + x.masked_values(STATE_DTYPE)
-    ay = state.acc_y + y.masked_values(STATE_DTYPE)
-    out = fn(ax, ay) - fn(state.acc_x, state.acc_y)
-    mask = jnp.broadcast_to(x.mask | y.mask, x.mask.shape)
-    return Delta(out.astype(x.dtype), mask), BinaryState(ax, ay)
+    reference = functools.partial(_binary_reference, fn=fn)
+    args = (x.values, x.mask, y.values, y.mask, state.acc_x, state.acc_y)
+    op = _BINARY_OPS.get(fn)
+    n, h, w, c = x.shape
+    native_shape = y.shape in (x.shape, (n, 1, 1, c))
+    if op is None or not native_shape or x.dtype != y.dtype:  # other functions and broadcasts: the reference
+        out, mask, ax, ay = reference(*args)
+    else:
+        out, mask, ax, ay = dispatch("deltajax_binary", reference, functools.partial(_binary_native, op=op), *args)
+    return Delta(out, mask), BinaryState(ax, ay)
+
+
+# Functions with a native kernel: the BinaryOp of csrc/common/params.h.
+_BINARY_OPS = {jnp.multiply: 0, jnp.maximum: 1}
+
+
+def _binary_reference(xv, xm, yv, ym, acc_x, acc_y, *, fn):
+    ax = acc_x + Delta(xv, xm).masked_values(STATE_DTYPE)
+    ay = acc_y + Delta(yv, ym).masked_values(STATE_DTYPE)
+    out = fn(ax, ay) - fn(acc_x, acc_y)
+    mask = jnp.broadcast_to(xm | ym, xm.shape)
+    return out.astype(xv.dtype), mask, ax, ay
+
+
+def _binary_native(xv, xm, yv, ym, acc_x, acc_y, *, op):
+    return jax.ffi.ffi_call(
+        "deltajax_binary",
+        (
+            jax.ShapeDtypeStruct(xv.shape, xv.dtype),
+            jax.ShapeDtypeStruct(xm.shape, jnp.bool_),
+            jax.ShapeDtypeStruct(acc_x.shape, STATE_DTYPE),
+            jax.ShapeDtypeStruct(acc_y.shape, STATE_DTYPE),
+        ),
+        input_output_aliases={4: 2, 5: 3},
+        vmap_method="broadcast_all",
+    )(xv, xm, yv, ym, acc_x, acc_y, op=np.int32(op))
 
 
 def multiply_init(x, y):

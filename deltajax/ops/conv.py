@@ -157,6 +157,13 @@ def _delta_conv_native(values, mask, kernel, *, geometry, precision):
     return out, out_mask
 
 
+def conv_1x1_native(values, mask, kernel, *, precision):
+    """The native delta conv with a ``[C_in, C_out]`` matrix as 1x1 kernel; returns the values only."""
+    geometry = dict(strides=(1, 1), pads=((0, 0), (0, 0)), lhs_dilation=(1, 1), rhs_dilation=(1, 1), groups=1)
+    out, _ = _delta_conv_native(values, mask, kernel[None, None], geometry=geometry, precision=precision)
+    return out
+
+
 def conv(
     x: jax.Array | Delta,
     kernel: jax.Array,

@@ -15,7 +15,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from deltajax.backend import dispatch
 from deltajax.ops._delta import STATE_DTYPE, Delta, check_delta, check_nhwc, check_state, zeros_state
 from deltajax.ops.config import Truncation
 
@@ -38,6 +40,24 @@ _NAMED: dict[str, Callable] = {
     "identity": lambda x: x,
 }
 ACTIVATION_NAMES = tuple(sorted([*_NAMED, "leaky_relu"]))
+
+# The native kernels' ActKind (csrc/common/params.h): an ABI, append only.
+_ACT_KIND = {
+    "identity": 0,
+    "relu": 1,
+    "relu6": 2,
+    "leaky_relu": 3,
+    "sigmoid": 4,
+    "silu": 5,
+    "swish": 5,
+    "hard_swish": 6,
+    "hard_sigmoid": 7,
+    "gelu": 8,
+    "gelu_tanh": 9,
+    "tanh": 10,
+}
+# TruncMode of the native kernels.
+_TRUNC_MODE = {"max": 0, "l2": 1, "rms": 2, "none": 3}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,11 +150,57 @@ def activation(
     check_delta("activation", "x", x)
     check_state("activation", "state.acc", state.acc, x.shape, "activation_init")
     check_state("activation", "state.res", state.res, x.shape, "activation_init")
-    a = state.res + x.masked_values(STATE_DTYPE)
-    y = act(state.acc + a) - act(state.acc)
+    values, keep, acc, res = activation_dispatch(
+        "deltajax_activation", act, truncation, (x.values, x.mask), (state.acc, state.res)
+    )
+    return Delta(values, keep), ActivationState(acc, res)
+
+
+def activation_dispatch(target: str, act: Activation, truncation: Truncation, inputs, state):
+    """The activation rule on ``inputs`` (``(values, mask)``, or two pairs added first for
+    ``deltajax_add_activation``): native for named activations, the reference for callables."""
+    reference = functools.partial(_activation_reference, act=act, truncation=truncation)
+    if not isinstance(act.fn, str):
+        return reference(*inputs, *state)
+    native = functools.partial(_activation_native, target=target, act=act, truncation=truncation)
+    return dispatch(target, reference, native, *inputs, *state)
+
+
+def _activation_reference(*args, act: Activation, truncation: Truncation):
+    *inputs, acc, res = args
+    if len(inputs) == 4:  # add fused with the activation: add first, rounded to the values' dtype
+        xv, xm, yv, ym = inputs
+        summed = Delta(xv, xm).masked_values(jnp.float32) + Delta(yv, ym).masked_values(jnp.float32)
+        x = Delta(summed.astype(xv.dtype), xm | ym)
+    else:
+        x = Delta(*inputs)
+    a = res + x.masked_values(STATE_DTYPE)
+    y = act(acc + a) - act(acc)
     keep = x.mask & passes_truncation(y, truncation)
     k = keep[..., None]
     values = jnp.where(k, y, 0.0).astype(x.dtype)
-    acc = jnp.where(k, state.acc + a, state.acc)
-    res = jnp.where(k, 0.0, jnp.where(x.mask[..., None], a, state.res))
-    return Delta(values, keep), ActivationState(acc, res)
+    new_acc = jnp.where(k, acc + a, acc)
+    new_res = jnp.where(k, 0.0, jnp.where(x.mask[..., None], a, res))
+    return values, keep, new_acc, new_res
+
+
+def _activation_native(*args, target: str, act: Activation, truncation: Truncation):
+    values = args[0]
+    n_in = len(args)
+    return jax.ffi.ffi_call(
+        target,
+        (
+            jax.ShapeDtypeStruct(values.shape, values.dtype),
+            jax.ShapeDtypeStruct(values.shape[:-1], jnp.bool_),
+            jax.ShapeDtypeStruct(values.shape, STATE_DTYPE),
+            jax.ShapeDtypeStruct(values.shape, STATE_DTYPE),
+        ),
+        input_output_aliases={n_in - 2: 2, n_in - 1: 3},
+        vmap_method="broadcast_all",
+    )(
+        *args,
+        act=np.int32(_ACT_KIND[act.fn]),
+        negative_slope=np.float32(act.negative_slope),
+        truncation=np.int32(_TRUNC_MODE[truncation.mode]),
+        threshold=np.float32(truncation.threshold),
+    )

@@ -10,7 +10,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from deltajax.backend import dispatch
 from deltajax.ops._delta import Delta, check_channels, check_delta, check_dtype, per_channel
+from deltajax.ops.conv import conv_1x1_native
 
 
 def fold_batch_norm(scale, offset, mean, var, eps: float = 1e-5) -> tuple[jax.Array, jax.Array]:
@@ -42,13 +44,24 @@ def affine(x: jax.Array | Delta, mul: jax.Array, add: jax.Array | None = None) -
         check_dtype("affine", "x", x)
     _check_vector("affine", "mul", mul, values.shape[-1])
     _check_vector("affine", "add", add, values.shape[-1])
-    mul = per_channel(mul.astype(jnp.float32), values.ndim)
     if isinstance(x, Delta):
-        return Delta((x.values.astype(jnp.float32) * mul).astype(x.dtype), x.mask)
+        out = dispatch("deltajax_affine", _affine_reference, _affine_native, x.values, x.mask, mul.astype(jnp.float32))
+        return Delta(out, x.mask)
+    mul = per_channel(mul.astype(jnp.float32), values.ndim)
     y = x.astype(jnp.float32) * mul
     if add is not None:
         y = y + per_channel(add.astype(jnp.float32), y.ndim)
     return y.astype(x.dtype)
+
+
+def _affine_reference(values, mask, mul):
+    return (values.astype(jnp.float32) * per_channel(mul, values.ndim)).astype(values.dtype)
+
+
+def _affine_native(values, mask, mul):
+    return jax.ffi.ffi_call(
+        "deltajax_affine", jax.ShapeDtypeStruct(values.shape, values.dtype), vmap_method="sequential"
+    )(values, mask, mul)
 
 
 def batch_norm(x, scale, offset, mean, var, eps: float = 1e-5):
@@ -74,10 +87,18 @@ def dense(x: jax.Array | Delta, kernel: jax.Array, bias: jax.Array | None = None
         raise ValueError(f"dense: argument 'kernel' must be [C_in, C_out], got shape {tuple(kernel.shape)}")
     check_channels("dense", "x", values.shape, kernel.shape[0], "kernel rows")
     _check_vector("dense", "bias", bias, kernel.shape[1])
-    src = x.masked_values() if isinstance(x, Delta) else x
-    y = jnp.matmul(src, kernel.astype(src.dtype), precision=precision, preferred_element_type=jnp.float32)
     if isinstance(x, Delta):
-        return Delta(y.astype(x.dtype), x.mask)
+        # Per pixel a matmul is a 1x1 convolution: the native conv computes it at active pixels only.
+        def reference(values, mask, kernel):
+            src = Delta(values, mask).masked_values()
+            return jnp.matmul(src, kernel, precision=precision, preferred_element_type=jnp.float32).astype(x.dtype)
+
+        def native(values, mask, kernel):
+            return conv_1x1_native(values, mask, kernel, precision=precision)
+
+        return Delta(dispatch("deltajax_conv", reference, native, x.values, x.mask, kernel.astype(x.dtype)), x.mask)
+    src = x
+    y = jnp.matmul(src, kernel.astype(src.dtype), precision=precision, preferred_element_type=jnp.float32)
     if bias is not None:
         y = y + per_channel(bias.astype(jnp.float32), y.ndim)
     return y.astype(x.dtype)

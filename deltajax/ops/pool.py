@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
+from deltajax.backend import dispatch
 from deltajax.ops import _geometry as geo
 from deltajax.ops._delta import STATE_DTYPE, Delta, check_delta, check_nhwc, check_state
 
@@ -48,10 +51,57 @@ def max_pool(state: MaxPoolState, x: Delta, window, strides=None, padding="VALID
     check_delta("max_pool", "x", x)
     check_state("max_pool", "state.acc", state.acc, x.shape, "max_pool_init")
     window, strides, pads = _window_args("max_pool", x.shape[1:3], window, strides, padding)
-    new = state.acc + x.masked_values(STATE_DTYPE)
-    out = _max_window(new, window, strides, pads) - _max_window(state.acc, window, strides, pads)
-    mask = geo.receptive_field_mask(x.mask, window, strides, pads)
-    return Delta(out.astype(x.dtype), mask), MaxPoolState(new)
+    geometry = dict(window=window, strides=strides, pads=pads)
+    reference = functools.partial(_max_pool_reference, **geometry)
+    args = (x.values, x.mask, state.acc)
+    if _native_pads(window, pads):
+        out, mask, acc = dispatch(
+            "deltajax_max_pool", reference, functools.partial(_max_pool_native, **geometry), *args
+        )
+    else:  # windows that can lie entirely in the padding: the reference
+        out, mask, acc = reference(*args)
+    return Delta(out, mask), MaxPoolState(acc)
+
+
+def _native_pads(window, pads) -> bool:
+    return all(0 <= lo < k and 0 <= hi < k for k, (lo, hi) in zip(window, pads, strict=True))
+
+
+def _max_pool_reference(values, mask, acc, *, window, strides, pads):
+    new = acc + Delta(values, mask).masked_values(STATE_DTYPE)
+    out = _max_window(new, window, strides, pads) - _max_window(acc, window, strides, pads)
+    return out.astype(values.dtype), geo.receptive_field_mask(mask, window, strides, pads), new
+
+
+def _pool_out_shape(values, window, strides, pads):
+    n, h, w, c = values.shape
+    ho, wo = ((size + lo + hi - k) // s + 1 for size, k, s, (lo, hi) in zip((h, w), window, strides, pads, strict=True))
+    return (n, ho, wo, c)
+
+
+def _pool_attrs(window, strides, pads):
+    return dict(
+        kh=np.int32(window[0]),
+        kw=np.int32(window[1]),
+        stride_h=np.int32(strides[0]),
+        stride_w=np.int32(strides[1]),
+        pad_top=np.int32(pads[0][0]),
+        pad_left=np.int32(pads[1][0]),
+    )
+
+
+def _max_pool_native(values, mask, acc, *, window, strides, pads):
+    shape = _pool_out_shape(values, window, strides, pads)
+    return jax.ffi.ffi_call(
+        "deltajax_max_pool",
+        (
+            jax.ShapeDtypeStruct(shape, values.dtype),
+            jax.ShapeDtypeStruct(shape[:-1], jnp.bool_),
+            jax.ShapeDtypeStruct(acc.shape, STATE_DTYPE),
+        ),
+        input_output_aliases={2: 2},
+        vmap_method="broadcast_all",
+    )(values, mask, acc, **_pool_attrs(window, strides, pads))
 
 
 def avg_pool(x: jax.Array | Delta, window, strides=None, padding="VALID", count_include_pad: bool = True):
@@ -65,8 +115,32 @@ def avg_pool(x: jax.Array | Delta, window, strides=None, padding="VALID", count_
         check_delta("avg_pool", "x", x)
     else:
         check_nhwc("avg_pool", "x", x)
-    src = x.masked_values(jnp.float32) if is_delta else x.astype(jnp.float32)
-    window, strides, pads = _window_args("avg_pool", src.shape[1:3], window, strides, padding)
+    window, strides, pads = _window_args("avg_pool", x.shape[1:3], window, strides, padding)
+    geometry = dict(window=window, strides=strides, pads=pads, count_include_pad=count_include_pad)
+    if not is_delta:
+        return _avg_pool_dense(x.astype(jnp.float32), **geometry).astype(x.dtype)
+    reference = functools.partial(_avg_pool_reference, **geometry)
+    if _native_pads(window, pads):
+        native = functools.partial(_avg_pool_native, **geometry)
+        return Delta(*dispatch("deltajax_avg_pool", reference, native, x.values, x.mask))
+    return Delta(*reference(x.values, x.mask))
+
+
+def _avg_pool_reference(values, mask, *, window, strides, pads, count_include_pad):
+    out = _avg_pool_dense(Delta(values, mask).masked_values(jnp.float32), window, strides, pads, count_include_pad)
+    return out.astype(values.dtype), geo.receptive_field_mask(mask, window, strides, pads)
+
+
+def _avg_pool_native(values, mask, *, window, strides, pads, count_include_pad):
+    shape = _pool_out_shape(values, window, strides, pads)
+    return jax.ffi.ffi_call(
+        "deltajax_avg_pool",
+        (jax.ShapeDtypeStruct(shape, values.dtype), jax.ShapeDtypeStruct(shape[:-1], jnp.bool_)),
+        vmap_method="broadcast_all",
+    )(values, mask, **_pool_attrs(window, strides, pads), count_include_pad=np.int32(count_include_pad))
+
+
+def _avg_pool_dense(src, window, strides, pads, count_include_pad):
     dims, steps, full_pads = (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0))
     total = lax.reduce_window(src, 0.0, lax.add, dims, steps, full_pads)
     if count_include_pad:
@@ -74,10 +148,7 @@ def avg_pool(x: jax.Array | Delta, window, strides=None, padding="VALID", count_
     else:
         ones = jnp.ones((1, *src.shape[1:3], 1), jnp.float32)
         out = total / lax.reduce_window(ones, 0.0, lax.add, dims, steps, full_pads)
-    if not is_delta:
-        return out.astype(x.dtype)
-    mask = geo.receptive_field_mask(x.mask, window, strides, pads)
-    return Delta(out.astype(x.dtype), mask)
+    return out
 
 
 def global_avg_pool_init(x: jax.Array) -> tuple[jax.Array, GlobalPoolState]:
@@ -95,5 +166,19 @@ def global_avg_pool(state: GlobalPoolState, x: Delta) -> tuple[jax.Array, Global
     check_delta("global_avg_pool", "x", x)
     n, h, w, c = x.shape
     check_state("global_avg_pool", "state.acc", state.acc, (n, c), "global_avg_pool_init")
-    acc = state.acc + jnp.sum(x.masked_values(STATE_DTYPE), axis=(1, 2)) / (h * w)
+    acc = dispatch("deltajax_global_avg_pool", _global_pool_reference, _global_pool_native, x.values, x.mask, state.acc)
     return acc.astype(x.dtype), GlobalPoolState(acc)
+
+
+def _global_pool_reference(values, mask, acc):
+    h, w = values.shape[1:3]
+    return acc + jnp.sum(Delta(values, mask).masked_values(STATE_DTYPE), axis=(1, 2)) / (h * w)
+
+
+def _global_pool_native(values, mask, acc):
+    return jax.ffi.ffi_call(
+        "deltajax_global_avg_pool",
+        jax.ShapeDtypeStruct(acc.shape, STATE_DTYPE),
+        input_output_aliases={2: 0},
+        vmap_method="broadcast_all",
+    )(values, mask, acc)

@@ -117,5 +117,18 @@ def densify(state: DensifyState, x: Delta) -> tuple[jax.Array, DensifyState]:
     """Adds the active updates of ``x`` to the accumulated output; returns it ``[N, H, W, C]``."""
     check_delta("densify", "x", x)
     check_state("densify", "state.out", state.out, x.shape, "densify_init")
-    out = state.out + x.masked_values(STATE_DTYPE)
+    out = dispatch("deltajax_densify", _densify_reference, _densify_native, x.values, x.mask, state.out)
     return out.astype(x.dtype), DensifyState(out)
+
+
+def _densify_reference(values, mask, out):
+    return out + Delta(values, mask).masked_values(STATE_DTYPE)
+
+
+def _densify_native(values, mask, out):
+    return jax.ffi.ffi_call(
+        "deltajax_densify",
+        jax.ShapeDtypeStruct(out.shape, STATE_DTYPE),
+        input_output_aliases={2: 0},
+        vmap_method="broadcast_all",
+    )(values, mask, out)

@@ -1,0 +1,77 @@
+// The element-wise functions of ops.elementwise (jax.nn's formulas) in float32, for host and device code.
+#pragma once
+
+#include <math.h>
+
+#include "common/params.h"
+
+#if defined(__CUDACC__)
+#define DELTAJAX_AHD __host__ __device__ __forceinline__
+#else
+#define DELTAJAX_AHD inline
+#endif
+
+namespace deltajax {
+
+template <ActKind K>
+struct ActFn {
+  float slope;  // leaky_relu only
+  DELTAJAX_AHD float operator()(float x) const {
+    if constexpr (K == ActKind::kIdentity) {
+      return x;
+    } else if constexpr (K == ActKind::kRelu) {
+      return fmaxf(x, 0.f);
+    } else if constexpr (K == ActKind::kRelu6) {
+      return fminf(fmaxf(x, 0.f), 6.f);
+    } else if constexpr (K == ActKind::kLeakyRelu) {
+      return x >= 0.f ? x : slope * x;
+    } else if constexpr (K == ActKind::kSigmoid) {
+      return 1.f / (1.f + expf(-x));
+    } else if constexpr (K == ActKind::kSilu) {
+      return x / (1.f + expf(-x));
+    } else if constexpr (K == ActKind::kHardSwish) {
+      return x * (fminf(fmaxf(x + 3.f, 0.f), 6.f) / 6.f);
+    } else if constexpr (K == ActKind::kHardSigmoid) {
+      return fminf(fmaxf(x + 3.f, 0.f), 6.f) / 6.f;
+    } else if constexpr (K == ActKind::kGelu) {
+      return x * (erfcf(-x * 0.70710678118654752f) / 2.f);
+    } else if constexpr (K == ActKind::kGeluTanh) {
+      return x * (0.5f * (1.f + tanhf(0.79788456080286536f * (x + 0.044715f * (x * x * x)))));
+    } else {
+      static_assert(K == ActKind::kTanh);
+      return tanhf(x);
+    }
+  }
+};
+
+// Calls fn(ActFn<K>{slope}) for the run-time kind (one switch; the loops inside fn are specialised per K).
+template <typename Fn>
+DELTAJAX_AHD auto with_activation(ActKind act, float slope, Fn&& fn) {
+  switch (act) {
+    case ActKind::kRelu:
+      return fn(ActFn<ActKind::kRelu>{slope});
+    case ActKind::kRelu6:
+      return fn(ActFn<ActKind::kRelu6>{slope});
+    case ActKind::kLeakyRelu:
+      return fn(ActFn<ActKind::kLeakyRelu>{slope});
+    case ActKind::kSigmoid:
+      return fn(ActFn<ActKind::kSigmoid>{slope});
+    case ActKind::kSilu:
+      return fn(ActFn<ActKind::kSilu>{slope});
+    case ActKind::kHardSwish:
+      return fn(ActFn<ActKind::kHardSwish>{slope});
+    case ActKind::kHardSigmoid:
+      return fn(ActFn<ActKind::kHardSigmoid>{slope});
+    case ActKind::kGelu:
+      return fn(ActFn<ActKind::kGelu>{slope});
+    case ActKind::kGeluTanh:
+      return fn(ActFn<ActKind::kGeluTanh>{slope});
+    case ActKind::kTanh:
+      return fn(ActFn<ActKind::kTanh>{slope});
+    case ActKind::kIdentity:
+      break;
+  }
+  return fn(ActFn<ActKind::kIdentity>{slope});
+}
+
+}  // namespace deltajax

@@ -1,0 +1,91 @@
+#include "cpu/activation.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "common/activation_fn.h"
+#include "cpu/dtype.h"
+#include "cpu/window.h"
+
+namespace deltajax::cpu {
+namespace {
+
+template <typename T, class F>
+void run(const ActivationParams& p, F f) {
+  const int64_t pixels = p.n * p.h * p.w, c = p.c;
+  const T* x = static_cast<const T*>(p.x);
+  const T* y = static_cast<const T*>(p.y);
+  T* out = static_cast<T*>(p.out);
+  const int threads = threads_for(pixels * (1 + c));
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> a_buf(c), y_buf(c);
+    float* __restrict a = a_buf.data();
+    float* __restrict dy = y_buf.data();
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < pixels; ++i) {
+      const bool xm = p.x_mask[i], ym = y != nullptr && p.y_mask[i];
+      if (!xm && !ym) {
+        p.out_mask[i] = 0;
+        continue;
+      }
+      float* __restrict acc = p.acc + i * c;
+      float* __restrict res = p.res + i * c;
+      const T* xi = x + i * c;
+      if (y == nullptr) {
+        for (int64_t k = 0; k < c; ++k) a[k] = res[k] + to_float(xi[k]);
+      } else {
+        // The add rounds to the activation dtype before the activation reads it (as the unfused ops do).
+        const T* yi = y + i * c;
+        for (int64_t k = 0; k < c; ++k) {
+          const float d = (xm ? to_float(xi[k]) : 0.f) + (ym ? to_float(yi[k]) : 0.f);
+          a[k] = res[k] + to_float(from_float<T>(d));
+        }
+      }
+      float score = 0.f;
+      for (int64_t k = 0; k < c; ++k) {
+        dy[k] = f(acc[k] + a[k]) - f(acc[k]);
+        switch (p.truncation) {
+          case TruncMode::kMax:
+            score = std::max(score, std::fabs(dy[k]));
+            break;
+          case TruncMode::kL2:
+          case TruncMode::kRms:
+            score += dy[k] * dy[k];
+            break;
+          case TruncMode::kNone:
+            break;
+        }
+      }
+      bool keep = true;
+      if (p.truncation == TruncMode::kL2) score = std::sqrt(score);
+      if (p.truncation == TruncMode::kRms) score = std::sqrt(score / static_cast<float>(c));
+      if (p.truncation != TruncMode::kNone) keep = score > p.threshold;
+      p.out_mask[i] = keep;
+      if (keep) {
+        T* oi = out + i * c;
+        for (int64_t k = 0; k < c; ++k) {
+          oi[k] = from_float<T>(dy[k]);
+          acc[k] += a[k];
+          res[k] = 0.f;
+        }
+      } else {
+        for (int64_t k = 0; k < c; ++k) res[k] = a[k];
+      }
+    }
+  }
+}
+
+template <typename T>
+void run_typed(const ActivationParams& p) {
+  with_activation(p.act, p.negative_slope, [&](auto f) { run<T>(p, f); });
+}
+
+}  // namespace
+
+void activation(const ActivationParams& p) {
+  dispatch_dtype(p.dtype, [&](auto tag) { run_typed<decltype(tag)>(p); });
+}
+
+}  // namespace deltajax::cpu

@@ -1,0 +1,204 @@
+// The arithmetic of the delta convolution at active output pixels, compiled once per instruction set.
+//
+// General path: an implicit GEMM over the active pixel list. A tile of kRows output pixels times a block of
+// 8 or 16 output channels is accumulated in registers over (live taps x input channels); a tap that reads
+// zero for every pixel of the tile (padding, inactive input, transposed-conv hole) is skipped, and a tap that
+// reads zero for some pixels points them at a row of zeros. Depthwise (groups == C_in == C_out): per pixel,
+// vectorised over channels.
+#include <algorithm>
+
+#include "common/conv_geometry.h"
+#include "cpu/dtype.h"
+#include "cpu/isa/isa.h"
+#include "cpu/isa/kernels.h"
+#include "cpu/window.h"
+
+namespace deltajax::cpu {
+inline namespace DELTAJAX_CPU_ISA_NS {
+namespace {
+
+typedef float vf __attribute__((vector_size(32)));  // 8 lanes: one AVX register, two SSE registers
+constexpr int kLanes = 8;
+#if defined(__AVX2__)
+constexpr int kRows = 6;  // 6 pixels x 2 vectors = 12 accumulators of 16 registers
+#else
+constexpr int kRows = 3;  // SSE: each vf takes two of the 16 registers
+#endif
+
+inline vf load(const float* p) {
+  vf v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
+
+// new[] / delete[] only: no standard-library templates in these files (their weak copies would carry AVX2).
+template <class T>
+struct Scratch {
+  T* data;
+  explicit Scratch(int64_t n) : data(new T[n > 0 ? n : 1]) {}
+  ~Scratch() { delete[] data; }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+};
+
+// HWIO [taps, C_in/g, C_out] -> [g][block][tap][C_in/g][nr] float32; columns past C_out/g are zero.
+template <typename T>
+void pack_kernel(const ConvParams& p, int nr, float* dst) {
+  const int64_t taps = int64_t(p.kh) * p.kw, cin_g = p.cin / p.groups, cout_g = p.cout / p.groups;
+  const int64_t blocks = (cout_g + nr - 1) / nr;
+  const T* w = static_cast<const T*>(p.kernel);
+  for (int64_t g = 0; g < p.groups; ++g)
+    for (int64_t b = 0; b < blocks; ++b)
+      for (int64_t t = 0; t < taps; ++t)
+        for (int64_t ci = 0; ci < cin_g; ++ci, dst += nr)
+          for (int j = 0; j < nr; ++j) {
+            const int64_t co = b * nr + j;
+            dst[j] = co < cout_g ? to_float(w[(t * cin_g + ci) * p.cout + g * cout_g + co]) : 0.f;
+          }
+}
+
+// acc[m][:] = sum over live taps t and channels ci of src[t][m][ci] * w[t][ci][:], NV vectors per pixel.
+template <typename T, int NV>
+inline void tile_block(const T* const* src, const int32_t* live, int64_t n_live, int64_t cin_g, int64_t goff,
+                       const float* w, float* out_acc) {
+  constexpr int nr = NV * kLanes;
+  vf acc[kRows][NV];
+  for (int m = 0; m < kRows; ++m)
+    for (int v = 0; v < NV; ++v) acc[m][v] = vf{};
+  for (int64_t l = 0; l < n_live; ++l) {
+    const T* const* s = src + l * kRows;
+    const T* row[kRows];
+    for (int m = 0; m < kRows; ++m) row[m] = s[m] + goff;
+    const float* wt = w + int64_t(live[l]) * cin_g * nr;
+    for (int64_t ci = 0; ci < cin_g; ++ci, wt += nr) {
+      vf wv[NV];
+      for (int v = 0; v < NV; ++v) wv[v] = load(wt + v * kLanes);
+#pragma GCC unroll 8
+      for (int m = 0; m < kRows; ++m) {
+        const float xs = to_float(row[m][ci]);
+        for (int v = 0; v < NV; ++v) acc[m][v] += wv[v] * xs;
+      }
+    }
+  }
+  for (int m = 0; m < kRows; ++m)
+    for (int v = 0; v < NV; ++v) store(out_acc + m * nr + v * kLanes, acc[m][v]);
+}
+
+template <typename T, int NV>
+void general(const ConvParams& p, const int32_t* list, int64_t count) {
+  constexpr int nr = NV * kLanes;
+  const int64_t taps = int64_t(p.kh) * p.kw, cin_g = p.cin / p.groups, cout_g = p.cout / p.groups;
+  const int64_t blocks = (cout_g + nr - 1) / nr;
+  Scratch<float> packed(p.groups * blocks * taps * cin_g * nr);
+  pack_kernel<T>(p, nr, packed.data);
+  Scratch<T> zeros(p.cin);
+  for (int64_t i = 0; i < p.cin; ++i) zeros.data[i] = from_float<T>(0.f);
+  const T* x = static_cast<const T*>(p.x);
+  T* out = static_cast<T*>(p.out);
+  const int64_t tiles = (count + kRows - 1) / kRows;
+  const int threads = threads_for(count * taps * cin_g * cout_g / 8);
+#pragma omp parallel num_threads(threads)
+  {
+    Scratch<const T*> src(taps * kRows);
+    Scratch<int32_t> live(taps);
+    alignas(32) float acc[kRows * nr];
+#pragma omp for schedule(dynamic, 8)
+    for (int64_t tile = 0; tile < tiles; ++tile) {
+      const int64_t first = tile * kRows, rows = std::min<int64_t>(kRows, count - first);
+      int64_t b[kRows], oy[kRows], ox[kRows];
+      for (int m = 0; m < kRows; ++m) {
+        const int64_t o = list[first + std::min<int64_t>(m, rows - 1)];
+        b[m] = o / (p.ho * p.wo);
+        oy[m] = (o / p.wo) % p.ho;
+        ox[m] = o % p.wo;
+      }
+      // Live taps of this tile and, per pixel, the input row each reads (zeros where it reads nothing).
+      int64_t n_live = 0;
+      for (int ky = 0; ky < p.kh; ++ky)
+        for (int kx = 0; kx < p.kw; ++kx) {
+          bool any = false;
+          const T** s = src.data + n_live * kRows;
+          for (int m = 0; m < kRows; ++m) {
+            s[m] = zeros.data;
+            if (m >= rows) continue;
+            const int64_t iy = conv_source(oy[m], ky, p.stride_h, p.rhs_dil_h, p.pad_top, p.lhs_dil_h, p.h);
+            if (iy < 0) continue;
+            const int64_t ix = conv_source(ox[m], kx, p.stride_w, p.rhs_dil_w, p.pad_left, p.lhs_dil_w, p.w);
+            if (ix < 0) continue;
+            const int64_t pix = (b[m] * p.h + iy) * p.w + ix;
+            if (!p.in_mask[pix]) continue;  // inactive inputs read as zero, never loaded
+            s[m] = x + pix * p.cin;
+            any = true;
+          }
+          if (any) live.data[n_live++] = ky * p.kw + kx;
+        }
+      for (int64_t g = 0; g < p.groups; ++g)
+        for (int64_t blk = 0; blk < blocks; ++blk) {
+          const float* w = packed.data + (g * blocks + blk) * taps * cin_g * nr;
+          tile_block<T, NV>(src.data, live.data, n_live, cin_g, g * cin_g, w, acc);
+          const int64_t co0 = g * cout_g + blk * nr, cols = std::min<int64_t>(nr, cout_g - blk * nr);
+          for (int64_t m = 0; m < rows; ++m) {
+            T* o = out + int64_t(list[first + m]) * p.cout + co0;
+            const float* a = acc + m * nr;
+            for (int64_t j = 0; j < cols; ++j) o[j] = from_float<T>(a[j]);
+          }
+        }
+    }
+  }
+}
+
+// groups == C_in == C_out: out[c] = sum over taps of x[tap][c] * w[tap][c].
+template <typename T>
+void depthwise(const ConvParams& p, const int32_t* list, int64_t count) {
+  const int64_t c = p.cout, taps = int64_t(p.kh) * p.kw;
+  Scratch<float> w(taps * c);
+  const T* wt = static_cast<const T*>(p.kernel);
+  for (int64_t i = 0; i < taps * c; ++i) w.data[i] = to_float(wt[i]);
+  const T* x = static_cast<const T*>(p.x);
+  T* out = static_cast<T*>(p.out);
+  const int threads = threads_for(count * taps * c);
+#pragma omp parallel num_threads(threads)
+  {
+    Scratch<float> acc(c);
+    float* __restrict a = acc.data;
+#pragma omp for schedule(dynamic, 64)
+    for (int64_t k = 0; k < count; ++k) {
+      const int64_t o = list[k];
+      const int64_t b = o / (p.ho * p.wo), oy = (o / p.wo) % p.ho, ox = o % p.wo;
+      for (int64_t ch = 0; ch < c; ++ch) a[ch] = 0.f;
+      for (int ky = 0; ky < p.kh; ++ky) {
+        const int64_t iy = conv_source(oy, ky, p.stride_h, p.rhs_dil_h, p.pad_top, p.lhs_dil_h, p.h);
+        if (iy < 0) continue;
+        for (int kx = 0; kx < p.kw; ++kx) {
+          const int64_t ix = conv_source(ox, kx, p.stride_w, p.rhs_dil_w, p.pad_left, p.lhs_dil_w, p.w);
+          if (ix < 0) continue;
+          const int64_t pix = (b * p.h + iy) * p.w + ix;
+          if (!p.in_mask[pix]) continue;
+          const T* __restrict xi = x + pix * c;
+          const float* __restrict wk = w.data + (int64_t(ky) * p.kw + kx) * c;
+          for (int64_t ch = 0; ch < c; ++ch) a[ch] += to_float(xi[ch]) * wk[ch];
+        }
+      }
+      T* __restrict oi = out + o * c;
+      for (int64_t ch = 0; ch < c; ++ch) oi[ch] = from_float<T>(a[ch]);
+    }
+  }
+}
+
+template <typename T>
+void compute(const ConvParams& p, const int32_t* list, int64_t count) {
+  if (p.groups == p.cin && p.cout == p.cin) return depthwise<T>(p, list, count);
+  if (p.cout / p.groups <= kLanes) return general<T, 1>(p, list, count);
+  general<T, 2>(p, list, count);
+}
+
+}  // namespace
+}  // namespace DELTAJAX_CPU_ISA_NS
+
+void DELTAJAX_ISA_FN(conv_compute)(const ConvParams& p, const int32_t* list, int64_t count) {
+  if (count == 0) return;
+  dispatch_dtype(p.dtype, [&](auto tag) { compute<decltype(tag)>(p, list, count); });
+}
+
+}  // namespace deltajax::cpu

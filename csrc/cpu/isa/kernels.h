@@ -1,0 +1,22 @@
+// Kernels compiled once per instruction set (the files of csrc/cpu/isa/; CMake sets DELTAJAX_CPU_ISA_NS and
+// the compiler flags) and the run-time choice between them. Callers use the dispatching functions only.
+#pragma once
+
+#include <cstdint>
+
+#include "common/params.h"
+
+namespace deltajax::cpu {
+
+#define DELTAJAX_CPU_ISA_KERNELS(isa) void conv_compute_##isa(const ConvParams& p, const int32_t* list, int64_t count);
+
+DELTAJAX_CPU_ISA_KERNELS(base)
+DELTAJAX_CPU_ISA_KERNELS(avx2)
+
+// The instruction set the dispatching functions use on this machine ("avx2" or "base").
+const char* cpu_isa();
+
+// out at the `count` active output pixels of `list` (flat indices over N*Ho*Wo); the best ISA available.
+void conv_compute(const ConvParams& p, const int32_t* list, int64_t count);
+
+}  // namespace deltajax::cpu
