@@ -105,21 +105,21 @@ def run_case(layer: str, shape, c: int, precision: str, fractions, sparse_baseli
     kernel = jnp.asarray(rng.normal(0, 0.1, (k, k, c // groups, c)), dtype)
     frame = jnp.asarray(rng.normal(0, 1, (n, h, w, c)), dtype)
 
-    def dense(x):
+    def dense(x, kernel):
         return lax.conv_general_dilated(
             x, kernel, (1, 1), "SAME", dimension_numbers=DIMS, feature_group_count=groups, precision=lax_precision
         )
 
-    def delta(values, mask):
+    def delta(values, mask, kernel):
         return ops.conv(ops.Delta(values, mask), kernel, groups=groups, precision=lax_precision)
 
-    dense_s = median_time(dense, frame)
+    dense_s = median_time(dense, frame, kernel)
     rows = []
     for p in fractions:
         mask = jnp.asarray(blob_mask(n, h, w, p, seed=seed + 1))
-        out_mask = jax.jit(delta)(frame, mask).mask
+        out_mask = jax.jit(delta)(frame, mask, kernel).mask
         active_out = float(jnp.sum(out_mask))
-        delta_s = median_time(delta, frame, mask)
+        delta_s = median_time(delta, frame, mask, kernel)
         row = {
             "layer": layer,
             "n": n,
@@ -138,11 +138,11 @@ def run_case(layer: str, shape, c: int, precision: str, fractions, sparse_baseli
         if sparse_baseline and 0 < p < 1:
             count = int(active_out)
             sparse = jax.jit(
-                lambda v, m, count=count: sparse_jax_conv(
-                    v, m, kernel, count=count, groups=groups, precision=lax_precision
+                lambda v, m, k, count=count: sparse_jax_conv(
+                    v, m, k, count=count, groups=groups, precision=lax_precision
                 )
             )
-            row["sparse_jax_ms"] = median_time(sparse, frame, mask) * 1e3
+            row["sparse_jax_ms"] = median_time(sparse, frame, mask, kernel) * 1e3
         rows.append(row)
     return rows
 

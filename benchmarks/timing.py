@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+_SMALL = 1 << 20  # elements: arguments up to this size (weights) are perturbed per repetition
+
 
 def _first_scalar(tree) -> jax.Array:
     leaf = jax.tree_util.tree_leaves(tree)[0]
@@ -19,16 +21,23 @@ def _first_scalar(tree) -> jax.Array:
 def repeated(fn: Callable, reps: int) -> Callable:
     """A jitted function running ``fn(*args)`` ``reps`` times back to back in one program.
 
-    Each repetition's inputs pass through an optimization barrier together
-    with a scalar of the previous output, so XLA can neither merge nor hoist
-    the repetitions, and nothing else is added to the work.
+    XLA merges identical calls, even across optimization barriers, so each
+    repetition gets its own operands: every small floating argument (weights)
+    has ``0 * token`` added, ``token`` being a scalar of the previous output.
+    That chains the repetitions, costs a few elements of work, and leaves the
+    large arguments (frames) untouched.
     """
+
+    def perturbed(x, token):
+        if jnp.issubdtype(x.dtype, jnp.floating) and x.size <= _SMALL:
+            return x + (token * 0).astype(x.dtype)
+        return x
 
     def run(*args):
         token = jnp.zeros((), jnp.float32)
         for _ in range(reps):
             barred, token = lax.optimization_barrier((args, token))
-            token = _first_scalar(fn(*barred))
+            token = _first_scalar(fn(*jax.tree_util.tree_map(lambda x, t=token: perturbed(x, t), barred)))
         return token
 
     return jax.jit(run)
