@@ -25,7 +25,7 @@ from jax import lax
 from deltajax import _native, ops
 from deltajax.backend import use_reference
 from tests.harness import moving_blobs, rel_error, run_dense, run_video
-from tests.nets import ParamMaker
+from tests.nets import ParamMaker, depthwise_separable
 
 pytestmark = pytest.mark.gpu
 
@@ -115,6 +115,22 @@ SHAPES = {
     "3x3_c40_odd_channels": (1, 12, 12, 40, 72, 3, {}),
     "depthwise_3x3_c32": (2, 12, 15, 32, 32, 3, {"groups": 32}),
     "depthwise_5x5_s2_c24": (1, 17, 13, 24, 24, 5, {"groups": 24, "strides": 2}),
+    # Depthwise kernel (conv_depthwise.cu): 16-byte channel vectors when C is a multiple of 8 (16-bit) or 4
+    # (float32), element loads otherwise; C > 32 vectors is split over several blocks (gridDim.z).
+    "depthwise_3x3_c64": (2, 13, 17, 64, 64, 3, {"groups": 64}),
+    "depthwise_5x5_c48": (2, 12, 14, 48, 48, 5, {"groups": 48}),
+    "depthwise_7x7_c32": (1, 15, 16, 32, 32, 7, {"groups": 32}),
+    "depthwise_1x7_c16": (1, 9, 20, 16, 16, (1, 7), {"groups": 16}),
+    "depthwise_5x3_c40": (1, 11, 9, 40, 40, (5, 3), {"groups": 40}),
+    "depthwise_3x3_s2_c64": (2, 15, 18, 64, 64, 3, {"groups": 64, "strides": 2}),
+    "depthwise_3x3_dil2_c32": (1, 14, 13, 32, 32, 3, {"groups": 32, "dilation": 2}),
+    "depthwise_3x3_s3_valid_c24": (1, 20, 17, 24, 24, 3, {"groups": 24, "strides": 3, "padding": "VALID"}),
+    "depthwise_3x3_c3": (2, 10, 12, 3, 3, 3, {"groups": 3}),
+    "depthwise_3x3_c13": (2, 11, 10, 13, 13, 3, {"groups": 13}),
+    "depthwise_5x5_c13_s2": (1, 13, 15, 13, 13, 5, {"groups": 13, "strides": 2}),
+    "depthwise_3x3_c256": (1, 9, 11, 256, 256, 3, {"groups": 256}),
+    "depthwise_3x3_c520": (1, 6, 7, 520, 520, 3, {"groups": 520}),
+    "depthwise_3x3_c1": (1, 8, 9, 1, 1, 3, {"groups": 1}),
     "grouped_3x3_c32_g4": (1, 10, 10, 32, 64, 3, {"groups": 4}),
     "transposed_3x3_s2_c16": (1, 7, 9, 16, 8, 3, {"transpose": True, "strides": 2}),
     "transposed_4x4_s2_c64": (2, 6, 5, 64, 64, 4, {"transpose": True, "strides": 2}),
@@ -166,6 +182,72 @@ def test_conv_is_deterministic_across_runs():
     np.testing.assert_array_equal(np.asarray(a.values)[m], np.asarray(b.values)[m])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("c", [64, 13])
+@pytest.mark.parametrize("p", [0.0, 0.02, 0.5, 1.0])
+def test_depthwise_mask_fractions(p, c, dtype):
+    """Depthwise: empty and full masks, sparse and half-full, two streams with different masks."""
+    values, mask, kernel, geometry = _conv_case(17, n=2, h=37, w=45, cin=c, cout=c, k=3, dtype=dtype, p=p, groups=c)
+    got = _check_conv(values, mask, kernel, geometry, HIGHEST, TOL[(dtype, "highest")])
+    if p == 0.0:
+        assert not bool(got.mask.any())
+    if p == 1.0:
+        assert bool(got.mask.all())
+    if 0.0 < p < 1.0:
+        assert not np.array_equal(np.asarray(mask[0]), np.asarray(mask[1]))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        # (n, h, w, c, k, geometry): frames with enough rows that the kernel keeps 1024-column segments (two
+        # per row, the second partial), so every output row stages its mask rows in one batch (3x3) or two
+        # (5x5 stride 2: 2051 columns x 5 rows > 8192 bytes).
+        (2, 270, 1100, 16, 3, {}),
+        (1, 1060, 2100, 8, 5, {"strides": 2}),
+        (1, 600, 1030, 24, 7, {}),
+    ],
+    ids=["3x3_c16", "5x5_s2_c8", "7x7_c24"],
+)
+def test_depthwise_large_frames(case, dtype):
+    n, h, w, c, k, geo = case
+    values, mask, kernel, geometry = _conv_case(
+        23, n=n, h=h, w=w, cin=c, cout=c, k=k, dtype=dtype, p=0.3, groups=c, **geo
+    )
+    _check_conv(values, mask, kernel, geometry, HIGHEST, TOL[(dtype, "highest")])
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        # Mask + compaction kernel: a segment of 1024 outputs at stride 9 spans 9210 input columns, more than
+        # the 8192 bytes staged in shared memory (read from global memory instead); stride 2 with 5 rows of
+        # 2051 columns stages in two batches. Depthwise with a channel multiplier takes the direct kernel.
+        dict(n=1, h=3, w=9300, cin=8, cout=8, k=3, strides=9),
+        dict(n=1, h=12, w=2100, cin=8, cout=16, k=5, strides=2),
+        dict(n=1, h=5, w=2100, cin=8, cout=16, k=3, groups=8),
+    ],
+    ids=["gemm_s9_unstaged", "gemm_5x5_s2_batches", "direct_channel_multiplier"],
+)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_conv_wide_rows(case, dtype):
+    values, mask, kernel, geometry = _conv_case(29, dtype=dtype, p=0.3, **case)
+    _check_conv(values, mask, kernel, geometry, HIGHEST, TOL[(dtype, "highest")])
+
+
+def test_depthwise_is_deterministic_and_poison_free():
+    """No atomics in the depthwise kernel; results do not depend on the values at inactive inputs."""
+    values, mask, kernel, geometry = _conv_case(31, n=2, h=30, w=33, cin=64, cout=64, k=3, dtype="float32", groups=64)
+    f = jax.jit(lambda v, m, k: _apply(v, m, k, precision=HIGHEST, **geometry))
+    a, b = f(values, mask, kernel), f(values, mask, kernel)
+    other = jnp.where(mask[..., None], values, 1e30)  # different junk at the inactive pixels
+    c = f(other, mask, kernel)
+    m = np.asarray(a.mask)
+    np.testing.assert_array_equal(np.asarray(a.values)[m], np.asarray(b.values)[m])
+    np.testing.assert_array_equal(np.asarray(a.values)[m], np.asarray(c.values)[m])
+
+
 def _stack(width, seed=0):
     """Sparsify -> conv3x3 -> relu -> conv3x3 -> relu -> conv1x1 -> densify, at a width that uses the GEMM."""
     m = ParamMaker(seed)
@@ -198,15 +280,35 @@ def test_poisoned_stack_is_unchanged():
     np.testing.assert_array_equal(np.asarray(clean), np.asarray(poisoned))
 
 
+def test_depthwise_separable_exact_over_60_frames_on_gpu():
+    """Stem, strided 3x3 depthwise, 1x1, 5x5 depthwise (tests/nets.py) at threshold 0: equals dense every frame."""
+    frames = 61
+    video = moving_blobs(frames, 2, 24, 40, 3, seed=7)
+    net, params = depthwise_separable(c_in=3, width=16)
+    got, masks = run_video(net, params, video)
+    want = run_dense(net, params, video)
+    errors = [rel_error(got[t], want[t]) for t in range(frames)]
+    assert max(errors) <= 1e-5, f"worst frame {int(np.argmax(errors))}: {max(errors):.2e}"
+    assert 0.0 < float(jnp.mean(masks)) < 0.3
+    poisoned, _ = run_video(net, params, video[:10], poison=True)
+    clean, _ = run_video(net, params, video[:10])
+    np.testing.assert_array_equal(np.asarray(clean), np.asarray(poisoned))
+
+
 @pytest.mark.sanitize
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("case", ["gemm", "unaligned", "depthwise", "transposed", "empty", "full"])
+@pytest.mark.parametrize(
+    "case",
+    ["gemm", "unaligned", "depthwise", "depthwise_c13_s2", "depthwise_c272_split", "transposed", "empty", "full"],
+)
 def test_sanitize_small(case, dtype):
     """Small cases for compute-sanitizer (memcheck / racecheck): every kernel path once."""
     kw = {
         "gemm": dict(n=2, h=9, w=11, cin=32, cout=72, k=3),
         "unaligned": dict(n=1, h=7, w=9, cin=12, cout=10, k=3),
         "depthwise": dict(n=2, h=8, w=8, cin=16, cout=16, k=3, groups=16),
+        "depthwise_c13_s2": dict(n=2, h=9, w=10, cin=13, cout=13, k=5, groups=13, strides=2),
+        "depthwise_c272_split": dict(n=1, h=6, w=7, cin=272, cout=272, k=3, groups=272),
         "transposed": dict(n=1, h=5, w=6, cin=16, cout=16, k=3, transpose=True, strides=2),
         "empty": dict(n=1, h=9, w=9, cin=32, cout=32, k=3, p=0.0),
         "full": dict(n=1, h=9, w=9, cin=32, cout=32, k=3, p=1.0),

@@ -1,17 +1,27 @@
-// Delta convolution on the GPU, in three launches on XLA's stream and no host synchronisation:
-//   1. zero the active-pixel count (workspace[N*Ho*Wo]);
+// Delta convolution on the GPU, on XLA's stream, with no host synchronisation.
+//
+// Depthwise (groups == Cin == Cout, not transposed, <= 64 taps): one launch, conv_depthwise.cu (each block
+// computes the output mask of a row segment, compacts its active pixels in shared memory and computes them with
+// 16-byte channel vectors; no global list, no count).
+//
+// Everything else, three operations:
+//   1. zero the active-pixel count (workspace[N*Ho*Wo]) with cudaMemsetAsync: the compaction below adds to it
+//      from many blocks, and XLA hands us a fresh, uninitialised workspace every call, so something ordered
+//      before the mask kernel must zero it (a flag or ticket inside the mask kernel would need zeroing too);
 //   2. output mask (receptive-field OR of the input mask) and compaction of the active output pixels into
 //      workspace[0..count) (warp ballots, a block-level scan, one atomicAdd per block);
 //   3. the arithmetic over that list, with the grid sized for the worst case and blocks striding up to the
 //      device-side count: an implicit GEMM on tensor cores (conv_gemm.cuh) for dense channel mixing, or a
-//      direct kernel (one thread per active pixel and output channel) for depthwise / grouped convolutions
-//      and very narrow layers, which are memory-bound.
+//      direct kernel (one thread per active pixel and output channel) for grouped convolutions, transposed
+//      depthwise ones and very narrow layers, which are memory-bound.
 #include <atomic>
 #include <cstdlib>
 
 #include "common/conv_geometry.h"
 #include "cuda/conv.h"
+#include "cuda/conv_depthwise.h"
 #include "cuda/conv_gemm.cuh"
+#include "cuda/conv_mask.cuh"
 #include "cuda/dtype.cuh"
 
 namespace deltajax::cuda {
@@ -19,59 +29,22 @@ namespace {
 
 constexpr int kMaskBlock = 256, kMaskItems = 4;  // output pixels per block: 1024 of one row, one atomicAdd
 
-// Input index along one axis for position `pos` = o * stride + k * rhs_dil - pad, or -1 (32-bit: 64-bit
-// division costs dozens of instructions and dominated the first version).
-__device__ __forceinline__ int source_index(int pos, int lhs_dil, int size) {
-  if (lhs_dil != 1) pos = (pos >= 0 && pos % lhs_dil == 0) ? pos / lhs_dil : -1;
-  return pos < size ? pos : -1;
-}
-
-constexpr int kMaskSpan = 8192;  // bytes of one input mask row staged in shared memory
-
 // Grid: x = output row (b * Ho + oy), y = segment of kMaskBlock * kMaskItems output columns.
-// For each kernel row the block stages the span of the input mask row its outputs read (one coalesced pass),
-// then every output ORs its taps from shared memory; spans too wide to stage (huge strides) read global memory.
-__global__ void __launch_bounds__(kMaskBlock) mask_compact_kernel(ConvParams p, int32_t* list, int32_t* count) {
+// The receptive-field OR comes from receptive_field (conv_mask.cuh); then a block-level compaction.
+__global__ void __launch_bounds__(kMaskBlock, 8) mask_compact_kernel(ConvParams p, int32_t* list, int32_t* count) {
   __shared__ uint8_t span[kMaskSpan];
   __shared__ int warp_offset[kMaskItems][kMaskBlock / 32];
   __shared__ int block_offset;
-  const int ho = int(p.ho), wo = int(p.wo), in_h = int(p.h), in_w = int(p.w);
+  const int ho = int(p.ho), wo = int(p.wo);
   const int row = blockIdx.x, b = row / ho, oy = row - b * ho;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int x0 = blockIdx.y * (kMaskBlock * kMaskItems);
   const int n_out = min(kMaskBlock * kMaskItems, wo - x0);
-  const uint8_t* m = p.in_mask + int64_t(b) * in_h * in_w;
-  // Input columns [lo, hi] that this segment's outputs can read.
-  const int pos_lo = x0 * p.stride_w - p.pad_left;
-  const int pos_hi = (x0 + n_out - 1) * p.stride_w + (p.kw - 1) * p.rhs_dil_w - p.pad_left;
-  const int lo = pos_lo <= 0 ? 0 : (pos_lo + p.lhs_dil_w - 1) / p.lhs_dil_w;
-  const int hi = pos_hi < 0 ? -1 : min(in_w - 1, pos_hi / p.lhs_dil_w);
-  const bool staged = hi - lo + 1 <= kMaskSpan;  // uniform over the block
+  uint32_t taps[kMaskItems];
+  receptive_field<kMaskBlock, kMaskItems, false>(p, b, oy, x0, n_out, span, taps);
   bool active[kMaskItems];
 #pragma unroll
-  for (int i = 0; i < kMaskItems; ++i) active[i] = false;
-  for (int ky = 0; ky < p.kh; ++ky) {
-    const int iy = source_index(oy * p.stride_h + ky * p.rhs_dil_h - p.pad_top, p.lhs_dil_h, in_h);
-    if (iy < 0 || hi < lo) continue;  // uniform
-    const uint8_t* mrow = m + int64_t(iy) * in_w;
-    if (staged) {
-      __syncthreads();  // the previous kernel row's reads are done
-      for (int j = tid; j <= hi - lo; j += kMaskBlock) span[j] = mrow[lo + j];
-      __syncthreads();
-    }
-#pragma unroll
-    for (int i = 0; i < kMaskItems; ++i) {
-      const int ox = x0 + i * kMaskBlock + tid;
-      if (ox >= wo || active[i]) continue;
-      for (int kx = 0; kx < p.kw; ++kx) {
-        const int ix = source_index(ox * p.stride_w + kx * p.rhs_dil_w - p.pad_left, p.lhs_dil_w, in_w);
-        if (ix >= 0 && (staged ? span[ix - lo] : mrow[ix])) {
-          active[i] = true;
-          break;
-        }
-      }
-    }
-  }
+  for (int i = 0; i < kMaskItems; ++i) active[i] = taps[i] != 0;
   unsigned ballot[kMaskItems];
 #pragma unroll
   for (int i = 0; i < kMaskItems; ++i) {
@@ -99,20 +72,29 @@ __global__ void __launch_bounds__(kMaskBlock) mask_compact_kernel(ConvParams p, 
       list[block_offset + warp_offset[i][warp] + __popc(ballot[i] & below)] = row * wo + x0 + i * kMaskBlock + tid;
 }
 
-// One thread per (active output pixel, output channel): consecutive threads take consecutive channels of a
-// pixel, so loads of x (depthwise) and of the kernel and the store are coalesced. Plain float32 FMAs.
+// Grouped convolutions (and narrow or many-tap layers): one thread per (active output pixel, output channel);
+// consecutive threads take consecutive channels of a pixel, so loads of the kernel and the store are coalesced.
+// Plain float32 FMAs. The grid-stride walk over (pixel, channel) carries the pair as two 32-bit counters (no
+// division in the loop; 64-bit division costs dozens of instructions).
 template <typename T>
-__global__ void __launch_bounds__(256) conv_direct_kernel(ConvParams p, const int32_t* __restrict__ list,
-                                                          const int32_t* __restrict__ count_ptr) {
+__global__ void __launch_bounds__(256, 4)
+    conv_direct_kernel(ConvParams p, const int32_t* __restrict__ list, const int32_t* __restrict__ count_ptr) {
   const int cin = int(p.cin), cout = int(p.cout), cin_g = cin / p.groups, cout_g = cout / p.groups;
   const int howo = int(p.ho * p.wo), wo = int(p.wo), in_h = int(p.h), in_w = int(p.w);
-  const int64_t total = int64_t(*count_ptr) * cout;
+  const unsigned count = unsigned(*count_ptr);
   const T* __restrict__ x = static_cast<const T*>(p.x);
   const T* __restrict__ wt = static_cast<const T*>(p.kernel);
   T* __restrict__ out = static_cast<T*>(p.out);
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    const int r = int(i / cout);
-    const int co = int(i - int64_t(r) * cout), g = co / cout_g;
+  const unsigned stride = gridDim.x * blockDim.x, first = blockIdx.x * blockDim.x + threadIdx.x;  // < 2^31
+  const unsigned step_r = stride / unsigned(cout), step_c = stride % unsigned(cout);
+  unsigned r = first / unsigned(cout), co = first % unsigned(cout);  // item r * cout + co; r < 2^31 + 2^31
+  for (; r < count; r += step_r, co += step_c) {
+    if (co >= unsigned(cout)) {  // co + step_c < 2 * cout
+      co -= unsigned(cout);
+      ++r;
+      if (r >= count) break;
+    }
+    const int g = int(co) / cout_g;
     const int o = list[r];
     const int b = o / howo, rem = o - b * howo, oy = rem / wo, ox = rem - oy * wo;
     const int y0 = oy * p.stride_h - p.pad_top, x0 = ox * p.stride_w - p.pad_left;
@@ -128,7 +110,7 @@ __global__ void __launch_bounds__(256) conv_direct_kernel(ConvParams p, const in
         if (!p.in_mask[pix]) continue;  // inactive inputs read as zero and are never loaded
         const T* xi = x + int64_t(pix) * cin + g * cin_g;
         const T* wk = wt + int64_t(ky * p.kw + kx) * cin_g * cout + co;
-        for (int ci = 0; ci < cin_g; ++ci) acc = fmaf(to_float(xi[ci]), to_float(wk[int64_t(ci) * cout]), acc);
+        for (int ci = 0; ci < cin_g; ++ci, wk += cout) acc = fmaf(to_float(xi[ci]), to_float(*wk), acc);
       }
     }
     out[int64_t(o) * cout + co] = from_float<T>(acc);
@@ -154,11 +136,14 @@ bool use_gemm(const ConvParams& p) {
 }  // namespace
 
 namespace gemm {
-int variant() {
-  const char* env = std::getenv("DELTAJAX_CONV_VARIANT");
-  if (!env || !*env) return -1;
-  const int v = std::atoi(env);
-  return v >= 0 && v < kVariants ? v : -1;
+int variant() {  // read once per process (benchmarks set it before the first call)
+  static const int cached = [] {
+    const char* env = std::getenv("DELTAJAX_CONV_VARIANT");
+    if (!env || !*env) return -1;
+    const int v = std::atoi(env);
+    return v >= 0 && v < kVariants ? v : -1;
+  }();
+  return cached;
 }
 }  // namespace gemm
 
@@ -167,6 +152,8 @@ cudaError_t conv(const ConvParams& p, cudaStream_t stream) {
   // Kernels index pixels with int32 (the workspace list is int32 too).
   if (outputs >= (int64_t(1) << 31) || p.n * p.h * p.w >= (int64_t(1) << 31) || p.n * p.ho >= (int64_t(1) << 31))
     return cudaErrorInvalidValue;
+  // Depthwise: one fused launch (mask + arithmetic per block), no list, no count to zero.
+  if (depthwise_eligible(p)) return outputs == 0 ? cudaSuccess : conv_depthwise(p, device_sms(), stream);
   int32_t* list = p.workspace;
   int32_t* count = p.workspace + outputs;
   if (cudaError_t e = cudaMemsetAsync(count, 0, sizeof(int32_t), stream); e != cudaSuccess) return e;
@@ -177,8 +164,7 @@ cudaError_t conv(const ConvParams& p, cudaStream_t stream) {
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
   if (p.cout == 0) return cudaSuccess;
 
-  if (use_gemm(p))
-    switch (p.dtype) {
+  if (use_gemm(p)) switch (p.dtype) {
       case DType::kF32:
         return p.precision == 0 ? gemm::conv_gemm_tf32(p, list, count, outputs, stream)
                                 : gemm::conv_gemm_3xtf32(p, list, count, outputs, stream);

@@ -1,0 +1,262 @@
+// Depthwise delta convolution, one launch, no global pixel list, no count, no memset.
+//
+// Grid: x = output row (b * Ho + oy), y = segment of `seg` (<= 1024) output columns, z = slice of the channels.
+// Each block of 256 threads
+//   1. computes the receptive-field rule for its segment (conv_mask.cuh) as a 64-bit set of active taps per
+//      output pixel, writes out_mask (z == 0 only) and compacts the active pixels, in column order, into shared
+//      memory (warp ballots + a block scan): no cross-block communication, so nothing needs zeroing first;
+//   2. computes them: thread = (pixel lane, channel vector of 16 bytes: 8 x bf16/fp16 or 4 x float32).
+//      Consecutive threads take consecutive vectors of one pixel, so a warp's loads of an NHWC input pixel, of
+//      the HWIO weights and its stores are whole 16-byte pieces of contiguous rows. A thread walks the block's
+//      pixels kPix at a time (one weight load per tap serves kPix pixels), taps that read an inactive or
+//      out-of-bounds input are skipped by their bit (never loaded: their values are unspecified), float32
+//      accumulation, output rounded to the activation dtype. Index math is 32-bit; only the final pixel *
+//      channels offset is widened to 64 bits (one IMAD.WIDE).
+// Channel counts that are not a multiple of the vector width (C = 3, 13, ...) or unaligned buffers take element
+// loads and stores of the same kernel (kVector = false).
+//
+// Bytes moved (p = active fraction): each active input pixel row is read by the 3 (kh) output rows that use it:
+// the first from DRAM, the others mostly from L2; taps of one output row hit L1. Output written once.
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "cuda/conv_depthwise.h"
+#include "cuda/conv_mask.cuh"
+#include "cuda/dtype.cuh"
+
+namespace deltajax::cuda {
+namespace {
+
+constexpr int kThreads = 256, kItems = 4, kMaxSeg = kThreads * kItems;
+constexpr int kMaxSlots = 32;  // 16-byte channel vectors per block; wider layers are split over gridDim.z
+constexpr int kPix = 2;        // pixels per thread per round, sharing each weight load
+
+template <typename T>
+constexpr int kVecOf = 16 / int(sizeof(T));
+
+// Two 16-bit values packed in a 32-bit word (element 0 in the low half) <-> two floats.
+__device__ __forceinline__ void unpack2(uint32_t w, float& a, float& b, __nv_bfloat16) {
+  a = __uint_as_float(w << 16);
+  b = __uint_as_float(w & 0xffff0000u);
+}
+__device__ __forceinline__ void unpack2(uint32_t w, float& a, float& b, __half) {
+  __half2 h;
+  memcpy(&h, &w, sizeof(h));
+  const float2 f = __half22float2(h);
+  a = f.x;
+  b = f.y;
+}
+__device__ __forceinline__ uint32_t pack2(float a, float b, __nv_bfloat16) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+  uint32_t w;
+  memcpy(&w, &h, sizeof(w));
+  return w;
+}
+__device__ __forceinline__ uint32_t pack2(float a, float b, __half) {
+  const __half2 h = __floats2half2_rn(a, b);
+  uint32_t w;
+  memcpy(&w, &h, sizeof(w));
+  return w;
+}
+
+// f = the kVecOf<T> values at p as floats, or zeros when !use (then nothing is read). kVector: one 16-byte load
+// (p 16-byte aligned); otherwise the first n (1..kVecOf<T>) by element loads, the rest 0. The load is predicated,
+// not branched around, so a caller's independent loads issue back to back before their FMAs.
+template <typename T, bool kVector>
+__device__ __forceinline__ void load_vec(const T* p, int n, bool use, float (&f)[kVecOf<T>]) {
+  if constexpr (kVector) {
+    uint4 u = make_uint4(0u, 0u, 0u, 0u);
+    if (use) u = __ldg(reinterpret_cast<const uint4*>(p));
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if constexpr (sizeof(T) == 4) {
+        f[j] = __uint_as_float(w[j]);
+      } else {
+        unpack2(w[j], f[2 * j], f[2 * j + 1], T{});
+      }
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < kVecOf<T>; ++j) f[j] = use && j < n ? to_float(p[j]) : 0.f;
+  }
+}
+
+template <typename T, bool kVector>
+__device__ __forceinline__ void store_vec(T* p, int n, const float (&f)[kVecOf<T>]) {
+  if constexpr (kVector) {
+    uint32_t w[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if constexpr (sizeof(T) == 4) {
+        w[j] = __float_as_uint(f[j]);
+      } else {
+        w[j] = pack2(f[2 * j], f[2 * j + 1], T{});
+      }
+    }
+    *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < kVecOf<T>; ++j)
+      if (j < n) p[j] = from_float<T>(f[j]);
+  }
+}
+
+// seg: output columns per block (<= kMaxSeg); slots_per_block: channel vectors per block (<= kMaxSlots).
+template <typename T, bool kVector>
+__global__ void __launch_bounds__(kThreads, 4) depthwise_kernel(ConvParams p, int seg, int slots_per_block) {
+  constexpr int V = kVecOf<T>;
+  __shared__ uint8_t span[kMaskSpan];
+  __shared__ uint64_t tap_bits[kMaxSeg];  // active taps of each compacted output pixel
+  __shared__ uint16_t column[kMaxSeg];    // its column within the segment
+  __shared__ int warp_offset[kItems][kThreads / 32];
+  __shared__ int active_count;
+  const int ho = int(p.ho), wo = int(p.wo), in_h = int(p.h), in_w = int(p.w), c = int(p.cin);
+  const int row = blockIdx.x, b = row / ho, oy = row - b * ho;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int x0 = blockIdx.y * seg, n_out = min(seg, wo - x0);
+
+  // 1. Active taps of the segment's output pixels, out_mask, compaction into shared memory.
+  uint64_t taps[kItems];
+  receptive_field<kThreads, kItems, true>(p, b, oy, x0, n_out, span, taps);  // 0 past n_out
+  unsigned ballot[kItems];
+#pragma unroll
+  for (int i = 0; i < kItems; ++i) {
+    const int j = i * kThreads + tid;  // column within the segment
+    const bool active = taps[i] != 0;
+    if (blockIdx.z == 0 && j < n_out) p.out_mask[int64_t(row) * wo + x0 + j] = active;
+    ballot[i] = __ballot_sync(0xffffffffu, active);
+    if (lane == 0) warp_offset[i][warp] = __popc(ballot[i]);
+  }
+  __syncthreads();
+  if (tid == 0) {  // exclusive scan in (item, warp) order = column order
+    int sum = 0;
+    for (int i = 0; i < kItems; ++i)
+      for (int w = 0; w < kThreads / 32; ++w) {
+        const int n = warp_offset[i][w];
+        warp_offset[i][w] = sum;
+        sum += n;
+      }
+    active_count = sum;
+  }
+  __syncthreads();
+  const unsigned below = (1u << lane) - 1u;
+#pragma unroll
+  for (int i = 0; i < kItems; ++i)
+    if (taps[i]) {
+      const int k = warp_offset[i][warp] + __popc(ballot[i] & below);
+      tap_bits[k] = taps[i];
+      column[k] = uint16_t(i * kThreads + tid);
+    }
+  __syncthreads();
+  const int count = active_count;
+  if (count == 0) return;  // uniform; no barrier below
+
+  // 2. Thread = (pixel lane, channel vector): nslots consecutive threads cover this block's channels of a pixel.
+  const int slots = (c + V - 1) / V;
+  const int s0 = blockIdx.z * slots_per_block;
+  const int nslots = min(slots_per_block, slots - s0);  // >= 1 (the launcher sizes gridDim.z so)
+  const int lanes = kThreads / nslots;                  // pixels per round
+  const int lane_px = tid / nslots;
+  if (lane_px >= lanes) return;  // the last kThreads % nslots threads idle
+  const int c0 = (s0 + tid - lane_px * nslots) * V;
+  const int nch = min(V, c - c0);  // V unless this is the last, partial vector (element path only)
+  const T* __restrict__ xb = static_cast<const T*>(p.x) + int64_t(b) * in_h * in_w * c + c0;  // image b
+  const T* __restrict__ wb = static_cast<const T*>(p.kernel) + c0;                            // [kh, kw, 1, C]
+  T* __restrict__ ob = static_cast<T*>(p.out) + (int64_t(row) * wo + x0) * c + c0;
+  // Element (pixel / tap / column) k of those rows: in 16-byte units with a 32-bit unsigned offset for the vector
+  // path (one IMAD.WIDE.U32; the launcher checks that an image has < 2^32 vectors), 64-bit otherwise.
+  auto at = [slots, c](auto* base, int k) {
+    if constexpr (kVector) {
+      using U = std::conditional_t<std::is_const_v<std::remove_pointer_t<decltype(base)>>, const uint4, uint4>;
+      return reinterpret_cast<decltype(base)>(reinterpret_cast<U*>(base) + unsigned(k) * unsigned(slots));
+    } else {
+      return base + int64_t(k) * c;
+    }
+  };
+  const int y0 = oy * p.stride_h - p.pad_top;
+  for (int j = lane_px; j < count; j += kPix * lanes) {
+    uint64_t tb[kPix];
+    int col[kPix], xs[kPix];
+    uint64_t any = 0;
+#pragma unroll
+    for (int q = 0; q < kPix; ++q) {
+      const int jq = j + q * lanes;
+      const bool ok = jq < count;
+      tb[q] = ok ? tap_bits[jq] : 0;
+      col[q] = ok ? int(column[jq]) : 0;
+      xs[q] = (x0 + col[q]) * p.stride_w - p.pad_left;
+      any |= tb[q];
+    }
+    float acc[kPix][V];
+#pragma unroll
+    for (int q = 0; q < kPix; ++q)
+#pragma unroll
+      for (int e = 0; e < V; ++e) acc[q][e] = 0.f;
+    int t = 0;
+    for (int ky = 0; ky < p.kh; ++ky) {
+      const int iy = y0 + ky * p.rhs_dil_h;
+      const int row_px = (iy >= 0 && iy < in_h) ? iy * in_w : 0;  // a set bit implies 0 <= iy < in_h
+      for (int kx = 0; kx < p.kw; ++kx, ++t) {
+        if (!((any >> t) & 1)) continue;
+        // The weight vector and every pixel's input vector are loaded first (independent, in flight together),
+        // then the FMAs. A skipped pixel's vector reads as zero without a load: its FMAs add 0 * w.
+        float wf[V], xv[kPix][V];
+        load_vec<T, kVector>(at(wb, t), nch, true, wf);
+#pragma unroll
+        for (int q = 0; q < kPix; ++q) {
+          const bool use = (tb[q] >> t) & 1;
+          const int px = use ? row_px + xs[q] + kx * p.rhs_dil_w : 0;  // use implies 0 <= iy < in_h, 0 <= ix < in_w
+          load_vec<T, kVector>(at(xb, px), nch, use, xv[q]);
+        }
+#pragma unroll
+        for (int q = 0; q < kPix; ++q)
+#pragma unroll
+          for (int e = 0; e < V; ++e) acc[q][e] = fmaf(xv[q][e], wf[e], acc[q][e]);
+      }
+    }
+#pragma unroll
+    for (int q = 0; q < kPix; ++q)
+      if (j + q * lanes < count) store_vec<T, kVector>(at(ob, col[q]), nch, acc[q]);
+  }
+}
+
+template <typename T>
+cudaError_t launch(const ConvParams& p, int sms, cudaStream_t stream) {
+  constexpr int V = kVecOf<T>;
+  const int64_t slots = (p.cin + V - 1) / V;
+  int64_t z = (slots + kMaxSlots - 1) / kMaxSlots;
+  const int64_t per_block = (slots + z - 1) / z;  // <= kMaxSlots, balanced over the z slices
+  z = (slots + per_block - 1) / per_block;        // every slice gets >= 1 vector
+  const int64_t rows = p.n * p.ho;
+  // Small frames: shorter segments (more blocks) until the grid covers the device a few times over.
+  int seg = kMaxSeg;
+  while (seg > 32 && rows * ((p.wo + seg - 1) / seg) * z < int64_t(4) * sms) seg /= 2;
+  const int64_t segs = (p.wo + seg - 1) / seg;
+  if (rows >= (int64_t(1) << 31) || segs > 65535 || z > 65535) return cudaErrorInvalidValue;
+  const bool vector =
+      p.cin % V == 0 && p.h * p.w * slots < (int64_t(1) << 32) &&
+      (reinterpret_cast<uintptr_t>(p.x) | reinterpret_cast<uintptr_t>(p.kernel) | reinterpret_cast<uintptr_t>(p.out)) %
+              16 ==
+          0;
+  const dim3 grid{unsigned(rows), unsigned(segs), unsigned(z)};
+  if (vector)
+    depthwise_kernel<T, true><<<grid, kThreads, 0, stream>>>(p, seg, int(per_block));
+  else
+    depthwise_kernel<T, false><<<grid, kThreads, 0, stream>>>(p, seg, int(per_block));
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+bool depthwise_eligible(const ConvParams& p) {
+  return p.groups == p.cin && p.cout == p.cin && p.cin >= 1 && p.lhs_dil_h == 1 && p.lhs_dil_w == 1 && p.kh >= 1 &&
+         p.kw >= 1 && p.kh * p.kw <= 64;
+}
+
+cudaError_t conv_depthwise(const ConvParams& p, int sms, cudaStream_t stream) {
+  return dispatch_dtype(p.dtype, [&](auto tag) -> cudaError_t { return launch<decltype(tag)>(p, sms, stream); });
+}
+
+}  // namespace deltajax::cuda
