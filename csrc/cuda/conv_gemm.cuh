@@ -39,16 +39,16 @@ template <typename T, class C>
 struct Tile {
   static constexpr int kBM = C::kBM, kStages = C::kStages;
   static constexpr int kThreads = 2 * kBM;
-  static constexpr int kVec = 16 / int(sizeof(T));   // elements per 16-byte copy
+  static constexpr int kVec = 16 / int(sizeof(T));          // elements per 16-byte copy
   static constexpr int kBK = C::kBKBytes / int(sizeof(T));  // channels per chunk
-  static constexpr int kAStride = kBK + kVec;        // A row: +16 bytes breaks bank conflicts (ldmatrix, lds)
-  static constexpr int kBStride = kBN + 8;           // B row: 8 elements of pad (conflict-free fragments)
-  static constexpr int kCStride = kBN + 8;           // epilogue staging row
+  static constexpr int kAStride = kBK + kVec;               // A row: +16 bytes breaks bank conflicts (ldmatrix, lds)
+  static constexpr int kBStride = kBN + 8;                  // B row: 8 elements of pad (conflict-free fragments)
+  static constexpr int kCStride = kBN + 8;                  // epilogue staging row
   static constexpr int kAElems = kBM * kAStride;
   static constexpr int kBElems = kBK * kBStride;
   static constexpr int kStageBytes = (kAElems + kBElems) * int(sizeof(T));
   static constexpr int kCBytes = kBM * kCStride * int(sizeof(T));
-  static constexpr int kPipeBytes = kStages * kStageBytes > kCBytes ? kStages * kStageBytes : kCBytes;
+  static constexpr int kPipeBytes = kStages * kStageBytes > kCBytes ? kStages* kStageBytes : kCBytes;
 };
 
 // Pipeline ring (or epilogue staging), then per row: output pixel, input-pixel base, input row/column origin,
@@ -66,8 +66,7 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
 
 // 16-byte async copy; when !valid nothing is read and the destination is zero-filled.
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
-               "r"(valid ? 16 : 0));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
@@ -139,17 +138,17 @@ __device__ __forceinline__ void store_pair(__half* p, float a, float b) {
 // kMode (float32 only): 0 = TF32, 1 = 3xTF32. kAligned: Cin and Cout are multiples of 16 bytes, so every
 // operand row is copied in 16-byte pieces; otherwise element loads (first layers with C = 3 and the like).
 template <typename T, int kMode, bool kAligned, class C>
-__global__ void __launch_bounds__(2 * C::kBM) conv_gemm_kernel(ConvParams p, const int32_t* __restrict__ list,
-                                                               const int32_t* __restrict__ count_ptr) {
+__global__ void __launch_bounds__(2 * C::kBM)
+    conv_gemm_kernel(ConvParams p, const int32_t* __restrict__ list, const int32_t* __restrict__ count_ptr) {
   using L = Tile<T, C>;
   constexpr int kThreads = L::kThreads, kBM = L::kBM, kStages = L::kStages;
   extern __shared__ __align__(16) unsigned char smem[];
   T* pipe = reinterpret_cast<T*>(smem);
   int32_t* rows = reinterpret_cast<int32_t*>(smem + L::kPipeBytes);  // [kBM] output pixel, -1 past the count
-  int32_t* row_base = rows + kBM;      // [kBM] first input pixel of the row's image, -1 past the count
-  int32_t* row_y = row_base + kBM;     // [kBM] oy * stride - pad (in the dilated input when lhs_dil > 1)
-  int32_t* row_x = row_y + kBM;        // [kBM] ox * stride - pad
-  int32_t* taps = row_x + kBM;         // [kBM][ntaps] source pixel, -1 where the tap reads zero
+  int32_t* row_base = rows + kBM;   // [kBM] first input pixel of the row's image, -1 past the count
+  int32_t* row_y = row_base + kBM;  // [kBM] oy * stride - pad (in the dilated input when lhs_dil > 1)
+  int32_t* row_x = row_y + kBM;     // [kBM] ox * stride - pad
+  int32_t* taps = row_x + kBM;      // [kBM][ntaps] source pixel, -1 where the tap reads zero
 
   const int count = *count_ptr;
   const int ntaps = p.kh * p.kw;
@@ -203,7 +202,7 @@ __global__ void __launch_bounds__(2 * C::kBM) conv_gemm_kernel(ConvParams p, con
     }
   };
 
-  auto compute_chunk = [&](int stage, float (&acc)[2][4][4]) {
+  auto compute_chunk = [&](int stage, float(&acc)[2][4][4]) {
     const T* As = pipe + stage * (L::kAElems + L::kBElems);
     const T* Bs = As + L::kAElems;
     if constexpr (sizeof(T) == 2) {
