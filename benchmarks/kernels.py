@@ -194,7 +194,12 @@ def main(argv=None) -> int:
                 add_cross_precision(case_rows)
                 print(table(case_rows).split("\n", 2)[2], flush=True)
                 rows += case_rows
+                _write(args, device, rows)  # after every case: partial runs count
     print(table(rows))
+    return 0
+
+
+def _write(args, device, rows) -> None:
     if args.out:
         meta = {
             "device": device.device_kind,
@@ -207,7 +212,6 @@ def main(argv=None) -> int:
         }
         with open(args.out, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    return 0
 
 
 if __name__ == "__main__":

@@ -200,16 +200,23 @@ def main(argv: list[str] | None = None) -> int:
                 add_vs_fastest(group)
                 print(table(group).split("\n", 2)[2], flush=True)
                 rows += group
+                _write(args.out, device, args.preset, frames, rows)  # after every group: partial runs count
     print(table(rows))
-    if args.out:
-        with open(args.out, "w") as f:
+    return 0
+
+
+def _write(path, device, preset, frames, rows) -> None:
+    if path:
+        import jax
+
+        with open(path, "w") as f:
             json.dump(
                 {
                     "meta": {
                         "device": device,
                         "backend": jax.default_backend(),
                         "jax": jax.__version__,
-                        "preset": args.preset,
+                        "preset": preset,
                         "frames": frames,
                     },
                     "rows": rows,
@@ -217,4 +224,3 @@ def main(argv: list[str] | None = None) -> int:
                 f,
                 indent=1,
             )
-    return 0

@@ -8,8 +8,10 @@ falls back: densify the inputs, run densely, re-sparsify the output exactly.
 
 from __future__ import annotations
 
+import functools
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -280,6 +282,47 @@ def _group_fn(run, eqn: Eqn, root: Var):
     return fn
 
 
+_PROBE = np.concatenate([np.linspace(-9.0, 9.0, 3601), [-1e3, -1e-3, 0.0, 1e-3, 1e3]]).astype(np.float32)
+
+
+def named_activation(fn, shape, dtype) -> ops.Activation | None:
+    """The named activation that ``fn`` computes element-wise, recognised numerically, or None.
+
+    A named activation runs on the native kernels (a Python callable runs on the
+    reference). ``fn`` is evaluated once on a probe of the layer's shape: it must
+    give the same values as the name on every probe value, the same in every
+    channel and pixel, else (constants that vary per channel, traced parameters,
+    anything else) the callable is kept.
+    """
+    size = int(np.prod(shape))
+    tolerance = {"float32": 1e-6, "bfloat16": 2.0**-7, "float16": 2.0**-10}.get(np.dtype(dtype).name)
+    if size < _PROBE.size or tolerance is None:
+        return None
+    probe = np.resize(_PROBE, shape)
+    try:
+        with jax.ensure_compile_time_eval():
+            got = fn(jnp.asarray(probe))
+        got = np.asarray(got, np.float32).reshape(-1)
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError, TypeError, ValueError):
+        return None
+    if not np.array_equal(got, np.resize(got[: _PROBE.size], size), equal_nan=True):
+        return None  # depends on the position, not only on the value
+    got = got[: _PROBE.size]
+    slope = float(got[_PROBE.size - 4]) / -1e-3  # value at -1e-3 gives a leaky ReLU's slope
+    candidates = [ops.Activation(n) for n in ops.ACTIVATION_NAMES if n != "leaky_relu"]
+    candidates.append(ops.Activation("leaky_relu", negative_slope=round(slope, 6)))
+    for act in candidates:
+        if np.allclose(got, _probe_values(act), rtol=tolerance, atol=tolerance / 10):
+            return act
+    return None
+
+
+@functools.cache
+def _probe_values(act: ops.Activation) -> np.ndarray:
+    with jax.ensure_compile_time_eval():  # concrete even while a jit is tracing
+        return np.asarray(act(jnp.asarray(_PROBE)), np.float32)
+
+
 def _group_member(run, eqn: Eqn, root: Var) -> None:
     """An element-wise equation inside a group: affine values now, activations where values leave the group."""
     (out,) = eqn.outputs
@@ -298,7 +341,7 @@ def _group_member(run, eqn: Eqn, root: Var) -> None:
     if not (len(root.shape) == 4 and is_float(out.dtype) and out.shape == root.shape):
         run.set(out, fn(run.need_dense(root)), "dense")
         return
-    act = ops.Activation(fn)
+    act = named_activation(fn, root.shape, root.dtype) or ops.Activation(fn)
     name = run.node(eqn.scope, "act")
     if run.init:
         value, run.states[name] = ops.activation_init(run.read(root), act)
