@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", help="comma-separated subset of the preset's models")
     p.add_argument("--cases", help="comma-separated subset of " + ",".join(CASES))
     p.add_argument("--frames", type=int, help="frames per clip (default: the preset's)")
+    p.add_argument("--precisions", help="comma-separated subset of " + ",".join(PRECISIONS))
     p.add_argument("--thresholds", help="thresholds JSON for every model (default: the shipped tuned ones)")
     p.add_argument("--out", help="write the rows as JSON here")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     models = args.models.split(",") if args.models else preset.models
     cases = args.cases.split(",") if args.cases else preset.cases
     frames = args.frames or preset.frames
+    precisions = args.precisions.split(",") if args.precisions else preset.precisions
     device = jax.devices()[0].device_kind
     print(f"device: {device} ({jax.default_backend()}), jax {jax.__version__}", flush=True)
     rows = []
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         config = tune.load_thresholds(args.thresholds) if args.thresholds else tune.shipped_thresholds(model)
         for video in videos:
             for case in cases:
-                group = [run_one(model, video, CASES[case], prec, frames, config) for prec in preset.precisions]
+                group = [run_one(model, video, CASES[case], prec, frames, config) for prec in precisions]
                 add_vs_fastest(group)
                 print(table(group).split("\n", 2)[2], flush=True)
                 rows += group

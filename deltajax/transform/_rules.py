@@ -254,12 +254,12 @@ def _reduce_sum(run, eqn: Eqn, frame) -> None:
     else:
         mean, run.states[name] = ops.global_avg_pool(run.state(name), to_delta(run.read(x)))
     run.record(name, None)
-    run.set(eqn.outputs[0], (mean * (x.shape[1] * x.shape[2])).astype(mean.dtype), "dense")
+    run.set(eqn.outputs[0], (mean * (x.shape[1] * x.shape[2])).astype(eqn.outputs[0].dtype), "dense")
 
 
 # -- element-wise rules ----------------------------------------------------------------------------------------
 def _group_fn(run, eqn: Eqn, root: Var):
-    """The function root -> ``eqn``'s output through the group's equations, constants bound now."""
+    """The function root -> ``eqn``'s output through the group's equations (constants bound now), and its scope."""
     needed, todo = [], [eqn]
     while todo:
         e = todo.pop()
@@ -279,7 +279,10 @@ def _group_fn(run, eqn: Eqn, root: Var):
             (local[e.outputs[0]],) = _bind(e, [local[v] if v in local else consts[v] for v in e.inputs])
         return local[eqn.outputs[0]]
 
-    return fn
+    # Named after its first non-affine equation (the non-linearity itself), not after where the value leaves
+    # the group (a dtype conversion added by a later mean, say), so names do not depend on the dtype.
+    scope = next((e.scope for e in needed if e.outputs[0] not in run.analysis.affine), eqn.scope)
+    return fn, scope
 
 
 _PROBE = np.concatenate([np.linspace(-9.0, 9.0, 3601), [-1e3, -1e-3, 0.0, 1e-3, 1e3]]).astype(np.float32)
@@ -337,12 +340,12 @@ def _group_member(run, eqn: Eqn, root: Var) -> None:
     run.set(out, value, "delta")
     if affine or out not in run.analysis.escapes:
         return
-    fn = _group_fn(run, eqn, root)
+    fn, scope = _group_fn(run, eqn, root)
     if not (len(root.shape) == 4 and is_float(out.dtype) and out.shape == root.shape):
         run.set(out, fn(run.need_dense(root)), "dense")
         return
     act = named_activation(fn, root.shape, root.dtype) or ops.Activation(fn)
-    name = run.node(eqn.scope, "act")
+    name = run.node(scope, "act")
     if run.init:
         value, run.states[name] = ops.activation_init(run.read(root), act)
     else:
