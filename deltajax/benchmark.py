@@ -23,8 +23,6 @@ import time
 import numpy as np
 
 PRECISIONS = ("f32_highest", "f32_default", "bf16")
-# Where a clip's action begins: one-by-one-person-detection shows an empty scene for its first ~75 frames.
-CLIP_START = {"one-by-one-person-detection.mp4": 75}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,9 +57,7 @@ PRESETS = {
 def _default_videos() -> list[str]:
     from deltajax.video import bundled_clip
 
-    here = os.path.dirname(os.path.abspath(__file__))
-    person = os.path.join(os.path.dirname(here), "benchmarks", "data", "one-by-one-person-detection.mp4")
-    return ([person] if os.path.exists(person) else []) + [bundled_clip()]
+    return [bundled_clip("people"), bundled_clip("asl")]
 
 
 def _seconds(fn, *args, runs: int = 3) -> tuple[float, float, object]:
@@ -92,10 +88,10 @@ def run_one(model: str, video: str, case: Case, precision: str, frames: int, con
 
     import deltajax
     from deltajax import models
-    from deltajax.video import read_clip
+    from deltajax.video import ACTION_START, read_clip
 
     module, variables, preprocess = models.load(model)
-    rgb = read_clip(video, start=CLIP_START.get(os.path.basename(video), 0), max_frames=frames, size=case.size)
+    rgb = read_clip(video, start=ACTION_START.get(os.path.basename(video), 0), max_frames=frames, size=case.size)
     clip = np.asarray(preprocess(jnp.asarray(rgb)))
     clip = np.stack([np.roll(clip, -(s * len(clip) // case.streams), axis=0) for s in range(case.streams)], 1)
     dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32

@@ -20,7 +20,8 @@ import numpy as np
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="deltajax demo", description=__doc__.split("\n\n")[0])
-    p.add_argument("--video", help="a video file (default: the bundled clip)")
+    p.add_argument("--video", help="a video file (default: the bundled person-detection clip from frame 75)")
+    p.add_argument("--start", type=int, help="first frame to use (default: where a bundled clip's action begins)")
     p.add_argument("--model", default="efficientnet_lite0", choices=["efficientnet_lite0", "mobilenet_v2"])
     p.add_argument(
         "--thresholds",
@@ -79,10 +80,12 @@ def run(args: argparse.Namespace) -> dict:
 
     import deltajax
     from deltajax import models, pictures, tune
-    from deltajax.video import read_clip
+    from deltajax.video import ACTION_START, bundled_clip, read_clip
 
     os.makedirs(args.out, exist_ok=True)
-    clip = read_clip(args.video, max_frames=args.frames, size=_size(args.size))
+    video = args.video or bundled_clip("people")
+    start = args.start if args.start is not None else ACTION_START.get(os.path.basename(video), 0)
+    clip = read_clip(video, start=start, max_frames=args.frames, size=_size(args.size))
     if len(clip) < 2:
         raise SystemExit("deltajax demo: the video needs at least 2 frames")
     module, variables, preprocess = models.load(args.model)
@@ -133,7 +136,7 @@ def run(args: argparse.Namespace) -> dict:
     stats = jax.tree_util.tree_map(lambda *a: np.stack(a), *layer_stats[1:])  # delta frames only
     report = {
         "model": args.model,
-        "video": args.video or "bundled clip (asl_gestures_book.mkv)",
+        "video": os.path.basename(video) + (f" from frame {start}" if start else ""),
         "device": jax.devices()[0].device_kind,
         "backend": jax.default_backend(),
         "frames": int(len(frames)),

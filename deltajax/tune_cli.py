@@ -9,7 +9,7 @@ import os
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="deltajax tune", description=__doc__)
     p.add_argument("--model", default="efficientnet_lite0", choices=["efficientnet_lite0", "mobilenet_v2"])
-    p.add_argument("--video", help="the clip to tune on (default: the bundled clip)")
+    p.add_argument("--video", help="the clip to tune on (default: the bundled ASL clip)")
     p.add_argument("--size", default="216x384", help="HxW to resize frames to")
     p.add_argument("--start", type=int, default=0, help="first frame of the clip to tune on")
     p.add_argument("--frames", type=int, default=40, help="frames of the clip to tune on")

@@ -13,10 +13,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+BUNDLED_CLIPS = {
+    "asl": "asl_gestures_book.mkv",  # 640x480, 109 frames, a webcam (small: the tests use it)
+    "people": "one-by-one-person-detection.mp4",  # 768x432, 1394 frames, a static camera (the demo's)
+}
+# Where a bundled clip's action begins: the person clip shows an empty scene for its first 75 frames.
+ACTION_START = {"one-by-one-person-detection.mp4": 75}
 
-def bundled_clip() -> str:
-    """Path of the clip shipped with deltajax (640x480, 109 frames, CC-BY-4.0 Intel)."""
-    return str(resources.files("deltajax") / "data" / "asl_gestures_book.mkv")
+
+def bundled_clip(name: str = "asl") -> str:
+    """Path of a clip shipped with deltajax (see ``BUNDLED_CLIPS``; both CC-BY-4.0, Intel IoT devkit)."""
+    if name not in BUNDLED_CLIPS:
+        raise ValueError(f"bundled_clip: argument 'name' must be one of {sorted(BUNDLED_CLIPS)}, got {name!r}")
+    return str(resources.files("deltajax") / "data" / BUNDLED_CLIPS[name])
 
 
 def read_clip(
@@ -29,7 +38,7 @@ def read_clip(
     """Decodes a video file into RGB frames.
 
     Args:
-      path: a video file PyAV (or, without PyAV, OpenCV) can open; None for the bundled clip.
+      path: a video file PyAV (or, without PyAV, OpenCV) can open; None for the bundled ASL clip.
       start: skip this many frames first.
       max_frames: stop after this many frames.
       size: ``(height, width)`` to resize to (bilinear), or None.

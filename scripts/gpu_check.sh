@@ -46,7 +46,7 @@ if [ "${GPU_CHECK_FULL_BENCH:-0}" = 1 ]; then
   kernels=(--preset gpu) e2e=(--preset gpu) limit=1800
 else  # a subset that keeps the whole check under 9 minutes on an H100
   kernels=(--preset gpu-check)
-  e2e=(--preset gpu --frames 30 --models efficientnet_lite0 --video benchmarks/data/one-by-one-person-detection.mp4)
+  e2e=(--preset gpu --frames 30 --models efficientnet_lite0 --video deltajax/data/one-by-one-person-detection.mp4)
   limit=150
 fi
 step bench_kernels "$limit" $PY -m benchmarks.kernels "${kernels[@]}" --out "$OUTDIR/kernels.json"

@@ -31,3 +31,9 @@ def test_opencv_fallback_decodes_the_same_frames():
     by_cv = np.stack(video._decode_opencv(path, 1, 3, None))
     assert by_cv.shape == by_av.shape
     assert np.mean(np.abs(by_cv.astype(int) - by_av.astype(int))) < 3  # colour conversion may differ slightly
+
+
+def test_bundled_clips_by_name():
+    assert video.bundled_clip("people").endswith("one-by-one-person-detection.mp4")
+    with pytest.raises(ValueError, match="bundled_clip: argument 'name' must be one of"):
+        video.bundled_clip("cats")
