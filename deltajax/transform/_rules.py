@@ -132,6 +132,35 @@ def _linear_values(eqn: Eqn, roles, operands) -> Sparse:
     return Sparse(values, activity > 0)
 
 
+def _fast_linear(eqn: Eqn, roles, operands):
+    """The linear rule without full-frame passes where it is per pixel, else None.
+
+    On a Delta whose shape the output keeps: an additive constant (conv bias,
+    batch-norm offset, mean subtraction) drops out, so the delta passes
+    through; a per-channel factor (batch-norm scale) is ``ops.affine``, which
+    touches only active pixels on the native kernels.
+    """
+    frame_pos = [i for i, r in enumerate(roles) if r == "frame"]
+    if len(frame_pos) != 1 or len(operands) != 2:
+        return None
+    i = frame_pos[0]
+    x, out = operands[i], eqn.outputs[0]
+    if not isinstance(x, ops.Delta) or tuple(out.shape) != x.shape or np.dtype(out.dtype) != np.dtype(x.dtype):
+        return None
+    if eqn.name in ("add", "add_any") or (eqn.name == "sub" and i == 0):
+        return x
+    if eqn.name == "mul" or (eqn.name == "div" and i == 0):
+        factor = jnp.asarray(operands[1 - i])
+        channels = out.shape[-1]
+        if factor.ndim and (factor.shape[-1] not in (1, channels) or any(d != 1 for d in factor.shape[:-1])):
+            return None
+        vector = jnp.broadcast_to(
+            jnp.reshape(factor, (-1,))[-1:] if factor.size == 1 else factor.reshape(-1), (channels,)
+        ).astype(jnp.float32)
+        return ops.affine(x, 1.0 / vector if eqn.name == "div" else vector)
+    return None
+
+
 def _linear(run, eqn: Eqn, roles) -> None:
     """The linear rule on any primitive linear in its frame-dependent operands."""
     (out,) = eqn.outputs
@@ -139,7 +168,8 @@ def _linear(run, eqn: Eqn, roles) -> None:
     if run.init:
         (value,) = _bind(eqn, operands)
     else:
-        value = _linear_values(eqn, roles, operands)
+        value = _fast_linear(eqn, roles, operands)
+        value = _linear_values(eqn, roles, operands) if value is None else value
     if eqn.name in ("conv_general_dilated", "dot_general"):
         run.record(run.node(eqn.scope, eqn.name.split("_")[0], f"linear:{eqn.name}"), value, _macs(eqn))
     run.set(out, value, "delta")
@@ -334,7 +364,9 @@ def _group_member(run, eqn: Eqn, root: Var) -> None:
     if run.init:
         (value,) = _bind(eqn, [run.read(v) for v in eqn.inputs])
     elif affine:
-        value = _linear_values(eqn, linear_roles(eqn, frame), [run.read(v) for v in eqn.inputs])
+        roles, operands = linear_roles(eqn, frame), [run.read(v) for v in eqn.inputs]
+        value = _fast_linear(eqn, roles, operands)
+        value = _linear_values(eqn, roles, operands) if value is None else value
     else:
         value = None
     run.set(out, value, "delta")
