@@ -191,9 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {device} ({jax.default_backend()}), jax {jax.__version__}", flush=True)
     rows = []
     for model in models:
-        config = tune.load_thresholds(args.thresholds) if args.thresholds else tune.shipped_thresholds(model)
         for video in videos:
             for case in cases:
+                size = CASES[case].size
+                config = (
+                    tune.load_thresholds(args.thresholds) if args.thresholds else tune.shipped_thresholds(model, size)
+                )
                 group = [run_one(model, video, CASES[case], prec, frames, config) for prec in precisions]
                 add_vs_fastest(group)
                 print(table(group).split("\n", 2)[2], flush=True)

@@ -95,7 +95,11 @@ def run(args: argparse.Namespace) -> dict:
     if args.threshold is not None:
         config = deltajax.DeltaConfig(threshold=args.threshold, truncation=deltajax.Truncation("max", args.threshold))
     else:
-        config = tune.load_thresholds(args.thresholds) if args.thresholds else tune.shipped_thresholds(args.model)
+        config = (
+            tune.load_thresholds(args.thresholds)
+            if args.thresholds
+            else tune.shipped_thresholds(args.model, tuple(frames.shape[2:4]))
+        )
     stepper = deltajax.delta(module.apply, config=config)
 
     dense_fn = jax.jit(lambda f: module.apply(variables, f))

@@ -221,10 +221,19 @@ def load_thresholds(path: str | os.PathLike) -> DeltaConfig:
         return config_from_json(json.load(f))
 
 
-def shipped_thresholds(model: str) -> DeltaConfig:
-    """Thresholds tuned for a bundled model (deltajax/data/<model>_thresholds.json), else all 0 (exact)."""
-    path = resources.files("deltajax") / "data" / f"{model}_thresholds.json"
-    return load_thresholds(str(path)) if path.is_file() else DeltaConfig()
+def shipped_thresholds(model: str, size: tuple[int, int] | None = None) -> DeltaConfig:
+    """Thresholds tuned for a bundled model, else all 0 (exact).
+
+    Looks for ``deltajax/data/<model>_thresholds_<H>x<W>.json`` (tuned at that
+    frame size: thresholds do not carry over between resolutions well), then
+    ``<model>_thresholds.json``.
+    """
+    data = resources.files("deltajax") / "data"
+    names = ([f"{model}_thresholds_{size[0]}x{size[1]}.json"] if size else []) + [f"{model}_thresholds.json"]
+    for name in names:
+        if (data / name).is_file():
+            return load_thresholds(str(data / name))
+    return DeltaConfig()
 
 
 def plot_tradeoff(path: str | os.PathLike, result: TuneResult) -> None:

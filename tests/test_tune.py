@@ -58,3 +58,9 @@ def test_bad_thresholds_json_is_refused():
 def test_budget_needs_a_criterion():
     with pytest.raises(ValueError, match="Budget: give min_top1_agreement, max_logit_error or both"):
         tune.Budget(None, None)
+
+
+def test_shipped_thresholds_are_per_frame_size():
+    tuned = tune.shipped_thresholds("efficientnet_lite0", (216, 384))
+    assert tuned.threshold > 0 and tuned.layers
+    assert tune.shipped_thresholds("efficientnet_lite0", (17, 19)) == deltajax.DeltaConfig()  # none: exact
