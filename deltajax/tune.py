@@ -144,7 +144,11 @@ def tune_thresholds(
     def evaluate(config):
         stepper = delta(fn, frame_argnum=frame_argnum, config=config)
         outs, stats = run_clip(stepper, clip, *args, with_stats=True)
-        return (*_outputs_error(outs, dense), stats_lib.mac_ratio(stats))
+        result = (*_outputs_error(outs, dense), stats_lib.mac_ratio(stats))
+        # Every trial compiles a new program; without this, a long tuning run exhausts the memory XLA:CPU
+        # maps for compiled code ("LLVM ERROR: Unable to allocate section memory").
+        jax.clear_caches()
+        return result
 
     config, trials = base, []
 
