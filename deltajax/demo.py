@@ -60,7 +60,7 @@ def _streams(frames: np.ndarray, n: int) -> np.ndarray:
 
 
 def _timed_loop(fn, frames, desc, disable):
-    """Runs ``fn(t, frame)`` over frames; returns per-frame seconds (after a compile-only first call)."""
+    """Runs ``fn(t, frame)`` over frames (compiled beforehand); returns the seconds of each frame."""
     seconds = []
     for t in _progress(range(len(frames)), desc, disable):
         t0 = time.perf_counter()
