@@ -88,12 +88,12 @@ def run_one(model: str, video: str, case: Case, precision: str, frames: int, con
 
     import deltajax
     from deltajax import models
-    from deltajax.video import ACTION_START, read_clip
+    from deltajax.video import ACTION_START, read_clip, time_shifted_streams
 
     module, variables, preprocess = models.load(model)
     rgb = read_clip(video, start=ACTION_START.get(os.path.basename(video), 0), max_frames=frames, size=case.size)
     clip = np.asarray(preprocess(jnp.asarray(rgb)))
-    clip = np.stack([np.roll(clip, -(s * len(clip) // case.streams), axis=0) for s in range(case.streams)], 1)
+    clip = time_shifted_streams(clip, case.streams)
     dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32
     clip = jnp.asarray(clip, dtype)
     variables = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), variables)
@@ -109,8 +109,7 @@ def run_one(model: str, video: str, case: Case, precision: str, frames: int, con
         still_clip = jnp.broadcast_to(clip[:1], clip.shape)
         _, still_s, _ = _seconds(lambda c, v: deltajax.run_clip(stepper, c, v, with_stats=True), still_clip, variables)
 
-    d, r = np.asarray(delta_out, np.float64), np.asarray(dense_out, np.float64)
-    err = np.linalg.norm(d - r, axis=-1) / np.linalg.norm(r, axis=-1)
+    agreement, err = deltajax.stats.compare_outputs(delta_out, dense_out)
     active = {name: float(np.mean(s.active[1:])) for name, s in stats.items()}
     convs = [v for k, v in active.items() if k.endswith("/conv")]
     n_frames = clip.shape[0] * clip.shape[1]
@@ -127,7 +126,7 @@ def run_one(model: str, video: str, case: Case, precision: str, frames: int, con
         "speedup": dense_s / delta_s,
         "still_frame_ms": max(still_s - dense_s / clip.shape[0], 0.0) / (clip.shape[0] - 1) * 1e3,
         "dense_frame_ms": dense_s / clip.shape[0] * 1e3,
-        "top1_agreement": float(np.mean(d.argmax(-1) == r.argmax(-1))),
+        "top1_agreement": agreement,
         "logit_rel_error_max": float(err.max()),
         "logit_rel_error_mean": float(err.mean()),
         "active_input": active.get("input", float("nan")),

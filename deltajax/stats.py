@@ -63,3 +63,19 @@ def summary(stats: Mapping[str, LayerStats]) -> str:
         )
     lines.append(f"multiply-adds done / dense: {mac_ratio(stats):.3f}")
     return "\n".join(lines)
+
+
+def compare_outputs(outs, dense) -> tuple[float, np.ndarray]:
+    """Top-1 agreement and relative error of delta outputs against dense ones.
+
+    Args:
+      outs, dense: ``[T, N, ..., K]`` outputs per frame and stream (e.g. logits).
+
+    Returns:
+      The fraction of frames x streams whose arg-max over the last axis agrees,
+      and ``||outs - dense|| / ||dense||`` per frame and stream, ``[T, N]``.
+    """
+    outs, dense = np.asarray(outs, np.float64), np.asarray(dense, np.float64)
+    axes = tuple(range(2, outs.ndim))
+    err = np.sqrt(np.sum((outs - dense) ** 2, axis=axes)) / np.maximum(np.sqrt(np.sum(dense**2, axis=axes)), 1e-30)
+    return float(np.mean(outs.argmax(-1) == dense.argmax(-1))), err

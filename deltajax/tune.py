@@ -18,7 +18,6 @@ from importlib import resources
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from deltajax import stats as stats_lib
 from deltajax.ops.config import SparsifyConfig, Truncation
@@ -83,14 +82,6 @@ def block_groups(name: str) -> str:
     return match.group(1) if match else name.rsplit("/", 2)[0] if "/" in name else name
 
 
-def _outputs_error(outs, dense) -> tuple[float, float]:
-    outs, dense = np.asarray(outs, np.float64), np.asarray(dense, np.float64)
-    axes = tuple(range(2, outs.ndim))
-    err = np.sqrt(np.sum((outs - dense) ** 2, axis=axes)) / np.maximum(np.sqrt(np.sum(dense**2, axis=axes)), 1e-30)
-    agreement = float(np.mean(outs.argmax(-1) == dense.argmax(-1)))
-    return agreement, float(err.max())
-
-
 def _with_layers(config: DeltaConfig, layers: dict) -> DeltaConfig:
     settings = dict(config.layers)
     settings.update(layers)
@@ -144,7 +135,8 @@ def tune_thresholds(
     def evaluate(config):
         stepper = delta(fn, frame_argnum=frame_argnum, config=config)
         outs, stats = run_clip(stepper, clip, *args, with_stats=True)
-        result = (*_outputs_error(outs, dense), stats_lib.mac_ratio(stats))
+        agreement, errors = stats_lib.compare_outputs(outs, dense)
+        result = (agreement, float(errors.max()), stats_lib.mac_ratio(stats))
         # Every trial compiles a new program; without this, a long tuning run exhausts the memory XLA:CPU
         # maps for compiled code ("LLVM ERROR: Unable to allocate section memory").
         jax.clear_caches()

@@ -61,6 +61,13 @@ def read_clip(
     return np.stack(frames)
 
 
+def time_shifted_streams(frames: np.ndarray, n: int) -> np.ndarray:
+    """``[T, ...]`` frames as ``n`` camera streams ``[T, n, ...]``: stream ``s`` starts ``s * T // n`` frames
+    later, wrapping around, so the streams differ while showing the same scene."""
+    t = len(frames)
+    return np.stack([np.roll(frames, -(s * t // n), axis=0) for s in range(n)], axis=1)
+
+
 def _decode_pyav(path: str, start: int, max_frames: int | None, size) -> list[np.ndarray]:
     import av  # imported lazily: decoding is optional for the library itself
 
