@@ -196,13 +196,28 @@ def main(argv: list[str] | None = None) -> int:
                 config = (
                     tune.load_thresholds(args.thresholds) if args.thresholds else tune.shipped_thresholds(model, size)
                 )
-                group = [run_one(model, video, CASES[case], prec, frames, config) for prec in precisions]
+                group = []
+                for prec in precisions:
+                    t0 = time.perf_counter()
+                    group.append(run_one(model, video, CASES[case], prec, frames, config))
+                    print(_progress(group[-1], time.perf_counter() - t0), file=sys.stderr, flush=True)
+                    _write(args.out, device, args.preset, frames, rows + group)
                 add_vs_fastest(group)
                 print(table(group).split("\n", 2)[2], flush=True)
                 rows += group
                 _write(args.out, device, args.preset, frames, rows)  # after every group: partial runs count
     print(table(rows))
     return 0
+
+
+def _progress(row: dict, seconds: float) -> str:
+    """One line per finished row, while the group's table waits for its other precisions."""
+    return (
+        f"[{seconds:.0f} s] {row['model']} {row['video']} {row['case']} {row['precision']}: "
+        f"dense {row['dense_fps']:.1f} fps (compile {row['compile_s']['dense']:.1f} s), "
+        f"delta {row['delta_fps']:.1f} fps (compile {row['compile_s']['delta']:.1f} s), "
+        f"top-1 {row['top1_agreement']:.3f}"
+    )
 
 
 def _write(path, device, preset, frames, rows) -> None:

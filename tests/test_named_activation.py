@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import pytest
+from jax import lax
 
 from deltajax.transform._rules import named_activation
 
@@ -52,3 +53,32 @@ def test_other_functions_stay_callables():
         return named_activation(lambda x: jax.nn.relu(x) * s, SHAPE, jnp.float32) is None
 
     assert traced(1.0)
+
+
+@pytest.mark.parametrize("act", [jax.nn.relu6, jax.nn.hard_swish, jax.nn.silu])
+def test_activation_after_batch_norm_is_named_and_exact(act):
+    """conv -> per-channel scale and offset -> activation: the activation starts after the affine part."""
+    import numpy as np
+
+    import deltajax
+    from deltajax import _native
+    from tests.harness import moving_blobs, rel_error
+
+    rng = np.random.default_rng(0)
+    kernel = jnp.asarray(rng.normal(0, 0.3, (3, 3, 3, 16)), jnp.float32)
+    scale, offset = (jnp.asarray(rng.normal(1, 0.3, (1, 1, 1, 16)), jnp.float32) for _ in range(2))
+
+    def net(params, x):
+        y = lax.conv_general_dilated(x, params[0], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return act(y * params[1] + params[2])
+
+    video = jnp.asarray(moving_blobs(6, 1, 16, 24, 3, seed=2))  # frames >= the probe of named_activation
+    params = (kernel, scale, offset)
+    stepper = deltajax.delta(net)
+    _, state = stepper.init(params, video[0])
+    if "cpu" in _native.native_platforms():
+        hlo = jax.jit(stepper).lower(state, params, video[1]).as_text()
+        assert "deltajax_activation" in hlo
+    outs = deltajax.run_clip(stepper, video, params)
+    for t in range(video.shape[0]):
+        assert rel_error(outs[t], net(params, video[t])) <= 1e-5

@@ -315,6 +315,62 @@ def _group_fn(run, eqn: Eqn, root: Var):
     return fn, scope
 
 
+def _activation_input(run, eqn: Eqn, root: Var) -> Var:
+    """The group value ``eqn``'s non-linearity starts from: the last affine one, or ``root``.
+
+    In conv -> batch norm -> relu6 the group's root is the conv output and the
+    batch-norm output is affine in it. Starting the activation there (its delta is
+    the scaled conv delta, ``ops.affine``) leaves a function that is a named
+    activation (relu6) with no per-channel constants, so it runs on the native
+    kernels. The value chosen is the deepest one that every non-affine equation
+    leading to ``eqn`` derives from through affine equations alone; ``root`` when
+    there is none.
+    """
+    affine, producer = run.analysis.affine, run.analysis.producer
+
+    def inputs(e):
+        return [v for v in e.inputs if isinstance(v, Var) and run.kind_of(v) != "const"]
+
+    frontier, todo, seen = set(), [eqn], set()
+    while todo:  # affine values (or the root) read by the non-affine equations feeding eqn
+        e = todo.pop()
+        if e in seen:
+            continue
+        seen.add(e)
+        for v in inputs(e):
+            if v is root or v in affine:
+                frontier.add(v)
+            else:
+                todo.append(producer[v])
+
+    def ancestors(v):  # v and the group values it derives from, up to the root
+        found, todo = set(), [v]
+        while todo:
+            u = todo.pop()
+            if u not in found:
+                found.add(u)
+                if u is not root:
+                    todo.extend(inputs(producer[u]))
+        return found
+
+    common = set.intersection(*(ancestors(v) for v in frontier)) if frontier else {root}
+    start = max(common, key=lambda v: len(ancestors(v)))
+    # Every path back from eqn must stop at `start`: a frontier value that also reads the root some other way
+    # (x_bn + x, say) keeps the root.
+    todo, seen = [eqn], set()
+    while todo:
+        e = todo.pop()
+        if e in seen:
+            continue
+        seen.add(e)
+        for v in inputs(e):
+            if v is root and start is not root:
+                return root
+            if v is not start:
+                todo.append(producer[v])
+    return start
+
+
 _PROBE = np.concatenate([np.linspace(-9.0, 9.0, 3601), [-1e3, -1e-3, 0.0, 1e-3, 1e3]]).astype(np.float32)
 
 
@@ -376,13 +432,16 @@ def _group_member(run, eqn: Eqn, root: Var) -> None:
     if not (len(root.shape) == 4 and is_float(out.dtype) and out.shape == root.shape):
         run.set(out, fn(run.need_dense(root)), "dense")
         return
-    act = named_activation(fn, root.shape, root.dtype) or ops.Activation(fn)
+    start = _activation_input(run, eqn, root)
+    if start is not root:
+        fn, _ = _group_fn(run, eqn, start)
+    act = named_activation(fn, start.shape, start.dtype) or ops.Activation(fn)
     name = run.node(scope, "act")
     if run.init:
-        value, run.states[name] = ops.activation_init(run.read(root), act)
+        value, run.states[name] = ops.activation_init(run.read(start), act)
     else:
         trunc = run.config.truncation_for(name)
-        value, run.states[name] = ops.activation(run.state(name), to_delta(run.read(root)), act, trunc)
+        value, run.states[name] = ops.activation(run.state(name), to_delta(run.read(start)), act, trunc)
     run.record(name, value)
     run.set(out, value, "delta")
 
