@@ -8,11 +8,17 @@ Either may be missing: deltajax then runs the pure-JAX reference there.
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import warnings
 
 import jax
 import jaxlib.version
+
+# The CPU kernels' OpenMP threads sleep between calls rather than spin (unless the user chose otherwise): a
+# delta network makes dozens of short kernel calls per frame with XLA's own thread pool working in between, and
+# threads spinning after each call take its cores. libgomp reads this when it loads, with deltajax._cpu below.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # platform name in jax.ffi.register_ffi_target -> (module, platform name in lax.platform_dependent)
 _BACKENDS = {"cpu": ("deltajax._cpu", "cpu"), "CUDA": ("deltajax._cuda", "cuda")}

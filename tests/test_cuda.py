@@ -131,6 +131,16 @@ SHAPES = {
     "depthwise_3x3_c256": (1, 9, 11, 256, 256, 3, {"groups": 256}),
     "depthwise_3x3_c520": (1, 6, 7, 520, 520, 3, {"groups": 520}),
     "depthwise_3x3_c1": (1, 8, 9, 1, 1, 3, {"groups": 1}),
+    # Output masks by 32-bit words (conv.cu, mask_words_kernel): W and Wo multiples of 4, stride 1 and no
+    # dilation along rows, kw <= 5; every byte offset of a tap window (pad_left 0..3), row strides and dilations.
+    "words_3x3_c64": (2, 13, 16, 64, 64, 3, {}),
+    "words_5x5_c32": (1, 9, 20, 32, 32, 5, {}),
+    "words_1x1_c32_to_48": (2, 7, 8, 32, 48, 1, {}),
+    "words_5x5_pad_0_4": (1, 10, 12, 32, 32, 5, {"padding": ((2, 2), (0, 4))}),
+    "words_3x3_pad_3_3": (1, 9, 12, 32, 40, 3, {"padding": ((1, 1), (3, 3))}),
+    "words_3x3_row_stride2": (1, 17, 24, 32, 32, 3, {"strides": (2, 1)}),
+    "words_3x3_row_dil2": (1, 15, 20, 32, 32, 3, {"dilation": (2, 1)}),
+    "words_3x1_c24": (2, 11, 8, 24, 24, (3, 1), {}),
     "grouped_3x3_c32_g4": (1, 10, 10, 32, 64, 3, {"groups": 4}),
     "transposed_3x3_s2_c16": (1, 7, 9, 16, 8, 3, {"transpose": True, "strides": 2}),
     "transposed_4x4_s2_c64": (2, 6, 5, 64, 64, 4, {"transpose": True, "strides": 2}),
@@ -154,9 +164,10 @@ def test_conv_matches_reference(shape, precision, dtype):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("p", [0.0, 0.02, 0.5, 1.0])
-def test_conv_mask_fractions(p, dtype):
+@pytest.mark.parametrize("w", [45, 48])  # byte-wise and word-wise output masks
+def test_conv_mask_fractions(p, dtype, w):
     """Empty and full masks, sparse and half-full, on a frame larger than one tile in every direction."""
-    values, mask, kernel, geometry = _conv_case(7, n=2, h=37, w=45, cin=64, cout=96, k=3, dtype=dtype, p=p)
+    values, mask, kernel, geometry = _conv_case(7, n=2, h=37, w=w, cin=64, cout=96, k=3, dtype=dtype, p=p)
     got = _check_conv(values, mask, kernel, geometry, HIGHEST, TOL[(dtype, "highest")])
     if p == 0.0:
         assert not bool(got.mask.any())
@@ -299,12 +310,23 @@ def test_depthwise_separable_exact_over_60_frames_on_gpu():
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize(
     "case",
-    ["gemm", "unaligned", "depthwise", "depthwise_c13_s2", "depthwise_c272_split", "transposed", "empty", "full"],
+    [
+        "gemm",
+        "gemm_words",
+        "unaligned",
+        "depthwise",
+        "depthwise_c13_s2",
+        "depthwise_c272_split",
+        "transposed",
+        "empty",
+        "full",
+    ],
 )
 def test_sanitize_small(case, dtype):
     """Small cases for compute-sanitizer (memcheck / racecheck): every kernel path once."""
     kw = {
         "gemm": dict(n=2, h=9, w=11, cin=32, cout=72, k=3),
+        "gemm_words": dict(n=2, h=9, w=12, cin=32, cout=72, k=3),
         "unaligned": dict(n=1, h=7, w=9, cin=12, cout=10, k=3),
         "depthwise": dict(n=2, h=8, w=8, cin=16, cout=16, k=3, groups=16),
         "depthwise_c13_s2": dict(n=2, h=9, w=10, cin=13, cout=13, k=5, groups=13, strides=2),

@@ -79,6 +79,36 @@ def test_activation(name, truncation):
     assert_tree_close(s_n, s_r)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_activation_with_fused_scale(dtype):
+    """A batch-norm scale fused into the activation: native = reference = affine then activation (float32)."""
+    scale = jnp.asarray(np.random.default_rng(4).normal(1, 0.5, SHAPE[-1]), jnp.float32)
+    x, state = rand_delta(5, dtype=dtype), ops.ActivationState(rand_state(6, scale=2), rand_state(7, scale=0.1))
+    trunc = ops.Truncation("max", 0.2)
+    (d_n, s_n), (d_r, s_r) = both(lambda s, x: ops.activation(s, x, "relu6", trunc, scale=scale), state, x)
+    tol = 2e-6 if dtype == jnp.float32 else 1e-2
+    assert_delta_close(d_n, d_r, tol)
+    assert_tree_close(s_n, s_r, tol)
+    if dtype == jnp.float32:
+        d_u, s_u = jax.jit(lambda s, x: ops.activation(s, ops.affine(x, scale), "relu6", trunc))(state, x)
+        assert_delta_close(d_n, d_u)
+        assert_tree_close(s_n, s_u)
+    with pytest.raises(ValueError, match=r"activation: argument 'scale' must have shape \(6,\), got \(2,\)"):
+        ops.activation(state, x, "relu6", trunc, scale=jnp.ones(2))
+
+
+def test_vmap_with_fused_scale():
+    """Under vmap every stream has its own scale row (the kernel reads row i / scale_group)."""
+    xs = jax.tree_util.tree_map(lambda *a: jnp.stack(a), rand_delta(40), rand_delta(41))
+    states = ops.ActivationState(jnp.stack([rand_state(42)] * 2), jnp.zeros((2, *SHAPE)))
+    scales = jnp.asarray([[0.5, 1.0, 2.0, 1.5, -2.0, 0.1], [3.0, -1.0, 0.25, 1.0, 0.5, 2.0]], jnp.float32)
+    fn = jax.vmap(lambda s, x, k: ops.activation(s, x, "silu", scale=k))
+    (d_n, s_n), (d_r, s_r) = both(fn, states, xs, scales)
+    for i in range(2):
+        assert_delta_close(ops.Delta(d_n.values[i], d_n.mask[i]), ops.Delta(d_r.values[i], d_r.mask[i]))
+    assert_tree_close(s_n, s_r)
+
+
 def test_activation_by_hand():
     acc = jnp.asarray([-1.0, 2.0]).reshape(1, 1, 1, 2)
     state = ops.ActivationState(acc, jnp.zeros_like(acc))

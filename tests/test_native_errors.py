@@ -35,16 +35,27 @@ POOL_RESULTS = (sds((1, 2, 2, 3), F32), sds((1, 2, 2), BOOL), sds(S, F32))
 
 CASES = {
     "state dtype": (
-        lambda: ffi("deltajax_activation", ACT_RESULTS, z(), z(S[:3], BOOL), z(S, jnp.float16), z(), **ACT_ATTRS),
+        lambda: ffi(
+            "deltajax_activation", ACT_RESULTS, z(), z(S[:3], BOOL), z((3,)), z(S, jnp.float16), z(), **ACT_ATTRS
+        ),
         r"deltajax_activation: argument 'acc' must be float32",
     ),
     "state shape": (
-        lambda: ffi("deltajax_activation", ACT_RESULTS, z(), z(S[:3], BOOL), z(), z((1, 4, 5, 2)), **ACT_ATTRS),
+        lambda: ffi(
+            "deltajax_activation", ACT_RESULTS, z(), z(S[:3], BOOL), z((3,)), z(), z((1, 4, 5, 2)), **ACT_ATTRS
+        ),
         r"deltajax_activation: argument 'res' must have shape \(1, 4, 5, 3\), got \(1, 4, 5, 2\)",
     ),
     "activation kind": (
         lambda: ffi(
-            "deltajax_activation", ACT_RESULTS, z(), z(S[:3], BOOL), z(), z(), **{**ACT_ATTRS, "act": np.int32(99)}
+            "deltajax_activation",
+            ACT_RESULTS,
+            z(),
+            z(S[:3], BOOL),
+            z((3,)),
+            z(),
+            z(),
+            **{**ACT_ATTRS, "act": np.int32(99)},
         ),
         r"deltajax_activation: attribute 'act' must be an ActKind in \[0, 11\), got 99",
     ),
@@ -54,11 +65,16 @@ CASES = {
             ACT_RESULTS,
             z(),
             z(S[:3], BOOL),
+            z((3,)),
             z(),
             z(),
             **{**ACT_ATTRS, "truncation": np.int32(7)},
         ),
         r"deltajax_activation: attribute 'truncation' must be 0 \(max\)",
+    ),
+    "activation scale shape": (
+        lambda: ffi("deltajax_activation", ACT_RESULTS, z(), z(S[:3], BOOL), z((4,)), z(), z(), **ACT_ATTRS),
+        r"deltajax_activation: argument 'scale' must have shape \(3,\), got \(4,\)",
     ),
     "values dtype": (
         lambda: ffi("deltajax_densify", sds(S, F32), z(S, jnp.int32), z(S[:3], BOOL), z()),

@@ -13,6 +13,11 @@
 
 namespace deltajax {
 
+// max(x, lo) and min(x, hi) as comparisons: they vectorise on the host (maxps / minps), where fmaxf / fminf do
+// not without -ffast-math, and they give the same results (a NaN x gives the bound, like fmaxf / fminf).
+DELTAJAX_AHD float at_least(float x, float lo) { return x > lo ? x : lo; }
+DELTAJAX_AHD float at_most(float x, float hi) { return x < hi ? x : hi; }
+
 template <ActKind K>
 struct ActFn {
   float slope;  // leaky_relu only
@@ -20,9 +25,9 @@ struct ActFn {
     if constexpr (K == ActKind::kIdentity) {
       return x;
     } else if constexpr (K == ActKind::kRelu) {
-      return fmaxf(x, 0.f);
+      return at_least(x, 0.f);
     } else if constexpr (K == ActKind::kRelu6) {
-      return fminf(fmaxf(x, 0.f), 6.f);
+      return at_most(at_least(x, 0.f), 6.f);
     } else if constexpr (K == ActKind::kLeakyRelu) {
       return x >= 0.f ? x : slope * x;
     } else if constexpr (K == ActKind::kSigmoid) {
@@ -30,9 +35,9 @@ struct ActFn {
     } else if constexpr (K == ActKind::kSilu) {
       return x / (1.f + expf(-x));
     } else if constexpr (K == ActKind::kHardSwish) {
-      return x * (fminf(fmaxf(x + 3.f, 0.f), 6.f) / 6.f);
+      return x * (at_most(at_least(x + 3.f, 0.f), 6.f) / 6.f);
     } else if constexpr (K == ActKind::kHardSigmoid) {
-      return fminf(fmaxf(x + 3.f, 0.f), 6.f) / 6.f;
+      return at_most(at_least(x + 3.f, 0.f), 6.f) / 6.f;
     } else if constexpr (K == ActKind::kGelu) {
       return x * (erfcf(-x * 0.70710678118654752f) / 2.f);
     } else if constexpr (K == ActKind::kGeluTanh) {

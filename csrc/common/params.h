@@ -90,6 +90,8 @@ struct ActivationParams {
   const uint8_t* x_mask = nullptr;  // [N, H, W]
   const void* y = nullptr;          // optional second addend [N, H, W, C] dtype
   const uint8_t* y_mask = nullptr;  // [N, H, W] when y is given
+  const float* scale = nullptr;     // optional [C] float32: x's update is x * scale (a fused batch-norm scale),
+  int64_t scale_group = 0;          // or [B, C] under vmap: row i / scale_group for pixel i (0: one row)
   float* acc = nullptr;             // [N, H, W, C] float32, in place
   float* res = nullptr;             // [N, H, W, C] float32, in place
   void* out = nullptr;              // [N, H, W, C] dtype, written at kept pixels only

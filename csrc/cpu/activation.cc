@@ -33,7 +33,10 @@ void run(const ActivationParams& p, F f) {
       float* __restrict acc = p.acc + i * c;
       float* __restrict res = p.res + i * c;
       const T* xi = x + i * c;
-      if (y == nullptr) {
+      if (y == nullptr && p.scale != nullptr) {
+        const float* scale = p.scale + (p.scale_group ? i / p.scale_group * c : 0);
+        for (int64_t k = 0; k < c; ++k) a[k] = res[k] + to_float(xi[k]) * scale[k];
+      } else if (y == nullptr) {
         for (int64_t k = 0; k < c; ++k) a[k] = res[k] + to_float(xi[k]);
       } else {
         // The add rounds to the activation dtype before the activation reads it (as the unfused ops do).
@@ -43,20 +46,18 @@ void run(const ActivationParams& p, F f) {
           a[k] = res[k] + to_float(from_float<T>(d));
         }
       }
+      for (int64_t k = 0; k < c; ++k) dy[k] = f(acc[k] + a[k]) - f(acc[k]);  // vectorised: no branch inside
       float score = 0.f;
-      for (int64_t k = 0; k < c; ++k) {
-        dy[k] = f(acc[k] + a[k]) - f(acc[k]);
-        switch (p.truncation) {
-          case TruncMode::kMax:
-            score = std::max(score, std::fabs(dy[k]));
-            break;
-          case TruncMode::kL2:
-          case TruncMode::kRms:
-            score += dy[k] * dy[k];
-            break;
-          case TruncMode::kNone:
-            break;
-        }
+      switch (p.truncation) {
+        case TruncMode::kMax:
+          for (int64_t k = 0; k < c; ++k) score = std::max(score, std::fabs(dy[k]));
+          break;
+        case TruncMode::kL2:
+        case TruncMode::kRms:
+          for (int64_t k = 0; k < c; ++k) score += dy[k] * dy[k];
+          break;
+        case TruncMode::kNone:
+          break;
       }
       bool keep = true;
       if (p.truncation == TruncMode::kL2) score = std::sqrt(score);

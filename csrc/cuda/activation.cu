@@ -1,4 +1,5 @@
 #include "common/activation_fn.h"
+#include "cuda/active_pixels.cuh"
 #include "cuda/dtype.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/pixelwise.h"
@@ -6,51 +7,62 @@
 namespace deltajax::cuda {
 namespace {
 
-// One thread per pixel: the input update, the truncation score, then the kept or residual update.
+// Lanes of a pixel: the input update, the truncation score (reduced across the pixel's lanes), then the kept or
+// residual update. Pixels with no input update only get out_mask = 0.
 template <typename T, class F>
-__global__ void activation_kernel(ActivationParams p, F f) {
+__global__ void __launch_bounds__(kBlock) activation_kernel(ActivationParams p, F f) {
   const T* x = static_cast<const T*>(p.x);
   const T* y = static_cast<const T*>(p.y);
   T* out = static_cast<T*>(p.out);
-  DELTAJAX_GRID_STRIDE(i, p.n * p.h * p.w) {
-    const bool xm = p.x_mask[i], ym = y != nullptr && p.y_mask[i];
-    if (!xm && !ym) {
-      p.out_mask[i] = 0;
-      continue;
-    }
-    float* acc = p.acc + i * p.c;
-    float* res = p.res + i * p.c;
+  const int64_t c = p.c;
+  const auto active = [&](int64_t i) { return p.x_mask[i] || (y != nullptr && p.y_mask[i]); };
+  const auto inactive = [&](int64_t i) { p.out_mask[i] = 0; };
+  for_active_pixels(p.n * p.h * p.w, c, active, inactive, [&](PixelLanes l) {
+    const int64_t i = l.pixel, row = (i >= 0 ? i : 0) * c;  // a spare lane indexes pixel 0 and loads nothing
+    const bool xm = i >= 0 && p.x_mask[i], ym = i >= 0 && y != nullptr && p.y_mask[i];
+    float* acc = p.acc + row;
+    float* res = p.res + row;
+    const float* scale =
+        p.scale == nullptr ? nullptr : p.scale + (p.scale_group ? (i >= 0 ? i : 0) / p.scale_group * c : 0);
     auto update = [&](int64_t k) {
       float d;
       if (y == nullptr) {
-        d = to_float(x[i * p.c + k]);
+        d = to_float(x[row + k]);
+        if (scale != nullptr) d *= scale[k];
       } else {
-        d = to_float(from_float<T>((xm ? to_float(x[i * p.c + k]) : 0.f) + (ym ? to_float(y[i * p.c + k]) : 0.f)));
+        d = to_float(from_float<T>((xm ? to_float(x[row + k]) : 0.f) + (ym ? to_float(y[row + k]) : 0.f)));
       }
       return res[k] + d;
     };
     float score = 0.f;
-    for (int64_t k = 0; k < p.c; ++k) {
-      const float a = update(k);
-      const float dy = f(acc[k] + a) - f(acc[k]);
-      if (p.truncation == TruncMode::kMax) score = fmaxf(score, fabsf(dy));
-      if (p.truncation == TruncMode::kL2 || p.truncation == TruncMode::kRms) score += dy * dy;
+    if (p.truncation != TruncMode::kNone) {
+#pragma unroll 4
+      for (int64_t k = l.sub; i >= 0 && k < c; k += l.group) {
+        const float dy = f(acc[k] + update(k)) - f(acc[k]);
+        score = p.truncation == TruncMode::kMax ? fmaxf(score, fabsf(dy)) : score + dy * dy;
+      }
+      for (int o = l.group >> 1; o > 0; o >>= 1) {
+        const float other = __shfl_xor_sync(0xffffffffu, score, o);
+        score = p.truncation == TruncMode::kMax ? fmaxf(score, other) : score + other;
+      }
+      if (p.truncation == TruncMode::kL2) score = sqrtf(score);
+      if (p.truncation == TruncMode::kRms) score = sqrtf(score / float(c));
     }
-    if (p.truncation == TruncMode::kL2) score = sqrtf(score);
-    if (p.truncation == TruncMode::kRms) score = sqrtf(score / float(p.c));
+    if (i < 0) return;
     const bool keep = p.truncation == TruncMode::kNone || score > p.threshold;
-    p.out_mask[i] = keep;
-    for (int64_t k = 0; k < p.c; ++k) {
+    if (l.sub == 0) p.out_mask[i] = keep;
+#pragma unroll 4
+    for (int64_t k = l.sub; k < c; k += l.group) {
       const float a = update(k);
       if (keep) {
-        out[i * p.c + k] = from_float<T>(f(acc[k] + a) - f(acc[k]));
+        out[row + k] = from_float<T>(f(acc[k] + a) - f(acc[k]));
         acc[k] += a;
         res[k] = 0.f;
       } else {
         res[k] = a;
       }
     }
-  }
+  });
 }
 
 }  // namespace

@@ -1,3 +1,4 @@
+#include "cuda/active_pixels.cuh"
 #include "cuda/dtype.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/pixelwise.h"
@@ -5,18 +6,24 @@
 namespace deltajax::cuda {
 namespace {
 
+// out = x + y on the union of the masks, lanes across the channels of each active pixel.
 template <typename T>
-__global__ void add_kernel(AddParams p) {
+__global__ void __launch_bounds__(kBlock) add_kernel(AddParams p) {
   const T* x = static_cast<const T*>(p.x);
   const T* y = static_cast<const T*>(p.y);
   T* out = static_cast<T*>(p.out);
-  DELTAJAX_GRID_STRIDE(i, p.n * p.h * p.w) {
+  const int64_t c = p.c;
+  const auto active = [&](int64_t i) { return p.x_mask[i] || p.y_mask[i]; };
+  const auto inactive = [&](int64_t i) { p.out_mask[i] = 0; };
+  for_active_pixels(p.n * p.h * p.w, c, active, inactive, [&](PixelLanes l) {
+    if (l.pixel < 0) return;
+    const int64_t i = l.pixel, row = i * c;
     const bool xm = p.x_mask[i], ym = p.y_mask[i];
-    p.out_mask[i] = xm || ym;
-    if (!xm && !ym) continue;
-    for (int64_t k = 0; k < p.c; ++k)
-      out[i * p.c + k] = from_float<T>((xm ? to_float(x[i * p.c + k]) : 0.f) + (ym ? to_float(y[i * p.c + k]) : 0.f));
-  }
+    if (l.sub == 0) p.out_mask[i] = 1;
+#pragma unroll 4
+    for (int64_t k = l.sub; k < c; k += l.group)
+      out[row + k] = from_float<T>((xm ? to_float(x[row + k]) : 0.f) + (ym ? to_float(y[row + k]) : 0.f));
+  });
 }
 
 }  // namespace

@@ -1,3 +1,4 @@
+#include "cuda/active_pixels.cuh"
 #include "cuda/dtype.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/pixelwise.h"
@@ -5,20 +6,28 @@
 namespace deltajax::cuda {
 namespace {
 
+// out = x * mul (per channel) at active pixels, lanes across the channels of each active pixel.
 template <typename T>
-__global__ void affine_kernel(AffineParams p) {
+__global__ void __launch_bounds__(kBlock) affine_kernel(AffineParams p) {
   const T* x = static_cast<const T*>(p.x);
   T* out = static_cast<T*>(p.out);
-  DELTAJAX_GRID_STRIDE(t, p.n * p.h * p.w * p.c) {
-    if (p.mask[t / p.c]) out[t] = from_float<T>(to_float(x[t]) * p.mul[t % p.c]);
-  }
+  const int64_t c = p.c;
+  const auto active = [&](int64_t i) { return p.mask[i] != 0; };
+  for_active_pixels(
+      p.n * p.h * p.w, c, active, [](int64_t) {},
+      [&](PixelLanes l) {
+        if (l.pixel < 0) return;
+        const int64_t row = l.pixel * c;
+#pragma unroll 4
+        for (int64_t k = l.sub; k < c; k += l.group) out[row + k] = from_float<T>(to_float(x[row + k]) * p.mul[k]);
+      });
 }
 
 }  // namespace
 
 cudaError_t affine(const AffineParams& p, cudaStream_t stream) {
   return dispatch_dtype(p.dtype, [&](auto tag) -> cudaError_t {
-    affine_kernel<decltype(tag)><<<grid_for(p.n * p.h * p.w * p.c), kBlock, 0, stream>>>(p);
+    affine_kernel<decltype(tag)><<<grid_for(p.n * p.h * p.w), kBlock, 0, stream>>>(p);
     return cudaGetLastError();
   });
 }

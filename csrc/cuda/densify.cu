@@ -1,3 +1,4 @@
+#include "cuda/active_pixels.cuh"
 #include "cuda/dtype.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/pixelwise.h"
@@ -5,20 +6,27 @@
 namespace deltajax::cuda {
 namespace {
 
-// One thread per value: out += x at active pixels.
+// out += x at active pixels, lanes across the channels of each active pixel.
 template <typename T>
-__global__ void densify_kernel(DensifyParams p) {
+__global__ void __launch_bounds__(kBlock) densify_kernel(DensifyParams p) {
   const T* x = static_cast<const T*>(p.x);
-  DELTAJAX_GRID_STRIDE(t, p.n * p.h * p.w * p.c) {
-    if (p.mask[t / p.c]) p.out[t] += to_float(x[t]);
-  }
+  const int64_t c = p.c;
+  const auto active = [&](int64_t i) { return p.mask[i] != 0; };
+  for_active_pixels(
+      p.n * p.h * p.w, c, active, [](int64_t) {},
+      [&](PixelLanes l) {
+        if (l.pixel < 0) return;
+        const int64_t row = l.pixel * c;
+#pragma unroll 4
+        for (int64_t k = l.sub; k < c; k += l.group) p.out[row + k] += to_float(x[row + k]);
+      });
 }
 
 }  // namespace
 
 cudaError_t densify(const DensifyParams& p, cudaStream_t stream) {
   return dispatch_dtype(p.dtype, [&](auto tag) -> cudaError_t {
-    densify_kernel<decltype(tag)><<<grid_for(p.n * p.h * p.w * p.c), kBlock, 0, stream>>>(p);
+    densify_kernel<decltype(tag)><<<grid_for(p.n * p.h * p.w), kBlock, 0, stream>>>(p);
     return cudaGetLastError();
   });
 }

@@ -1,5 +1,5 @@
-// Launchers of the per-pixel delta ops (first, straightforward versions: grid-stride loops, one thread per
-// pixel). Each takes its params struct and the stream and returns the launch status.
+// Launchers of the per-pixel delta ops (activation, add, affine, densify walk active pixels warp by warp,
+// active_pixels.cuh). Each takes its params struct and the stream and returns the launch status.
 #pragma once
 
 #include <cuda_runtime_api.h>

@@ -1,8 +1,11 @@
-// deltajax_activation: x [N,H,W,C], x_mask [N,H,W] bool, acc, res [N,H,W,C] f32 (aliased to their results)
-//   -> out [N,H,W,C] (x's dtype), out_mask [N,H,W] bool, acc, res.
-// deltajax_add_activation: the same with a second addend y, y_mask after x_mask (f(x + y), fused).
+// deltajax_activation: x [N,H,W,C], x_mask [N,H,W] bool, scale [C] f32 (x's update is x * scale),
+//   acc, res [N,H,W,C] f32 (aliased to their results) -> out [N,H,W,C] (x's dtype), out_mask [N,H,W] bool, acc, res.
+// deltajax_add_activation: x, x_mask, y, y_mask (f of the update x + y, fused; no scale), acc, res -> the same.
 // Attributes: act (ActKind), negative_slope, truncation (TruncMode), threshold.
 #pragma once
+
+#include <utility>
+#include <vector>
 
 #include "ffi/common.h"
 
@@ -39,14 +42,27 @@ ffi::Error ActivationCommon(const std::string& op, typename B::Stream stream, Ac
 }
 
 template <class B>
-ffi::Error Activation(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer x_mask, ffi::AnyBuffer acc,
-                      ffi::AnyBuffer res, ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> out_mask,
-                      ffi::Result<ffi::AnyBuffer> acc_out, ffi::Result<ffi::AnyBuffer> res_out, int32_t act,
-                      float negative_slope, int32_t truncation, float threshold) {
+ffi::Error Activation(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer x_mask, ffi::AnyBuffer scale,
+                      ffi::AnyBuffer acc, ffi::AnyBuffer res, ffi::Result<ffi::AnyBuffer> out,
+                      ffi::Result<ffi::AnyBuffer> out_mask, ffi::Result<ffi::AnyBuffer> acc_out,
+                      ffi::Result<ffi::AnyBuffer> res_out, int32_t act, float negative_slope, int32_t truncation,
+                      float threshold) {
   const std::string op = "activation";
   ActivationParams p;
   DELTAJAX_RETURN_IF_ERROR(delta_arg(op, "x", "x_mask", x, x_mask, &p.n, &p.h, &p.w, &p.c, &p.dtype));
+  DELTAJAX_RETURN_IF_ERROR(expect_type(op, "scale", scale, ffi::DataType::F32, "float32"));
+  // [C], or under vmap (batch dims ahead of NHWC, folded into N) one row per batch element: [B..., C].
+  auto x_dims = x.dimensions();
+  std::vector<int64_t> batched(x_dims.begin(), x_dims.end() - 4);
+  batched.push_back(p.c);
+  if (scale.dimensions().size() > 1) {
+    DELTAJAX_RETURN_IF_ERROR(expect_dims(op, "scale", scale, batched));
+    p.scale_group = x_dims[x_dims.size() - 4] * p.h * p.w;
+  } else {
+    DELTAJAX_RETURN_IF_ERROR(expect_dims(op, "scale", scale, {p.c}));
+  }
   p.x_mask = static_cast<const uint8_t*>(x_mask.untyped_data());
+  p.scale = static_cast<const float*>(scale.untyped_data());
   return ActivationCommon<B>(op, stream, p, x, acc, res, *out, *out_mask, *acc_out, *res_out, act, negative_slope,
                              truncation, threshold);
 }
@@ -71,13 +87,10 @@ ffi::Error AddActivation(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBu
                              truncation, threshold);
 }
 
-template <class B>
-auto ActivationBinding() {
-  return B::Bind()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
+// The results and attributes both activation targets share, after their arguments.
+template <class Binding>
+auto WithActivationResults(Binding binding) {  // Binding's methods take *this as an rvalue
+  return std::move(binding)
       .template Ret<ffi::AnyBuffer>()
       .template Ret<ffi::AnyBuffer>()
       .template Ret<ffi::AnyBuffer>()
@@ -89,22 +102,24 @@ auto ActivationBinding() {
 }
 
 template <class B>
-auto AddActivationBinding() {
-  return B::Bind()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Attr<int32_t>("act")
-      .template Attr<float>("negative_slope")
-      .template Attr<int32_t>("truncation")
-      .template Attr<float>("threshold");
+auto ActivationBinding() {  // x, x_mask, scale, acc, res
+  return WithActivationResults(B::Bind()
+                                   .template Arg<ffi::AnyBuffer>()
+                                   .template Arg<ffi::AnyBuffer>()
+                                   .template Arg<ffi::AnyBuffer>()
+                                   .template Arg<ffi::AnyBuffer>()
+                                   .template Arg<ffi::AnyBuffer>());
+}
+
+template <class B>
+auto AddActivationBinding() {  // x, x_mask, y, y_mask, acc, res
+  return WithActivationResults(B::Bind()
+                                   .template Arg<ffi::AnyBuffer>()
+                                   .template Arg<ffi::AnyBuffer>()
+                                   .template Arg<ffi::AnyBuffer>()
+                                   .template Arg<ffi::AnyBuffer>()
+                                   .template Arg<ffi::AnyBuffer>()
+                                   .template Arg<ffi::AnyBuffer>());
 }
 
 }  // namespace deltajax::ffi_ops

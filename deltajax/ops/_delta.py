@@ -103,6 +103,12 @@ def check_state(op: str, name: str, leaf, shape: tuple[int, ...], init_name: str
         )
 
 
+def check_vector(op: str, name: str, v, channels: int) -> None:
+    """Raises unless ``v`` (when given) is a per-channel vector ``[channels]``."""
+    if v is not None and tuple(jnp.shape(v)) != (channels,):
+        raise ValueError(f"{op}: argument '{name}' must have shape ({channels},), got {tuple(jnp.shape(v))}")
+
+
 def check_channels(op: str, name: str, x_shape, expected: int, what: str) -> None:
     """Raises unless the last (channel) axis has ``expected`` entries; hints at NCHW."""
     got = x_shape[-1]

@@ -18,7 +18,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from deltajax.backend import dispatch
-from deltajax.ops._delta import STATE_DTYPE, Delta, check_delta, check_nhwc, check_state, zeros_state
+from deltajax.ops._delta import (
+    STATE_DTYPE,
+    Delta,
+    check_delta,
+    check_nhwc,
+    check_state,
+    check_vector,
+    per_channel,
+    zeros_state,
+)
 from deltajax.ops.config import Truncation
 
 
@@ -133,6 +142,7 @@ def activation(
     x: Delta,
     activation="relu",
     truncation: Truncation = Truncation(),
+    scale: jax.Array | None = None,
 ) -> tuple[Delta, ActivationState]:
     """Applies an element-wise non-linearity to a Delta.
 
@@ -141,6 +151,10 @@ def activation(
       x: the input Delta ``[N, H, W, C]``.
       activation: an Activation, a name (``'relu6'``) or a callable.
       truncation: which output updates are dropped into the residual.
+      scale: optional ``[C]`` factor the input update is multiplied by first
+        (a batch-norm scale between a convolution and its activation, fused:
+        the same as ``activation(state, affine(x, scale), ...)`` without the
+        pass over the scaled values and their rounding to ``x``'s dtype).
 
     Returns:
       The output Delta (mask: active input pixels that passed truncation)
@@ -150,15 +164,17 @@ def activation(
     check_delta("activation", "x", x)
     check_state("activation", "state.acc", state.acc, x.shape, "activation_init")
     check_state("activation", "state.res", state.res, x.shape, "activation_init")
+    check_vector("activation", "scale", scale, x.shape[-1])
+    scale = jnp.ones(x.shape[-1:], jnp.float32) if scale is None else jnp.asarray(scale, jnp.float32)
     values, keep, acc, res = activation_dispatch(
-        "deltajax_activation", act, truncation, (x.values, x.mask), (state.acc, state.res)
+        "deltajax_activation", act, truncation, (x.values, x.mask, scale), (state.acc, state.res)
     )
     return Delta(values, keep), ActivationState(acc, res)
 
 
 def activation_dispatch(target: str, act: Activation, truncation: Truncation, inputs, state):
-    """The activation rule on ``inputs`` (``(values, mask)``, or two pairs added first for
-    ``deltajax_add_activation``): native for named activations, the reference for callables."""
+    """The activation rule on ``inputs``: ``(values, mask, scale)``, or for ``deltajax_add_activation`` two
+    ``(values, mask)`` pairs added first. Native for named activations, the reference for callables."""
     reference = functools.partial(_activation_reference, act=act, truncation=truncation)
     if not isinstance(act.fn, str):
         return reference(*inputs, *state)
@@ -171,10 +187,12 @@ def _activation_reference(*args, act: Activation, truncation: Truncation):
     if len(inputs) == 4:  # add fused with the activation: add first, rounded to the values' dtype
         xv, xm, yv, ym = inputs
         summed = Delta(xv, xm).masked_values(jnp.float32) + Delta(yv, ym).masked_values(jnp.float32)
-        x = Delta(summed.astype(xv.dtype), xm | ym)
+        x, scale = Delta(summed.astype(xv.dtype), xm | ym), None
     else:
-        x = Delta(*inputs)
-    a = res + x.masked_values(STATE_DTYPE)
+        xv, xm, scale = inputs
+        x = Delta(xv, xm)
+    update = x.masked_values(STATE_DTYPE)
+    a = res + (update if scale is None else update * per_channel(scale, update.ndim))
     y = act(acc + a) - act(acc)
     keep = x.mask & passes_truncation(y, truncation)
     k = keep[..., None]

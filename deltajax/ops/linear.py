@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from deltajax.backend import dispatch
-from deltajax.ops._delta import Delta, check_channels, check_delta, check_dtype, per_channel
+from deltajax.ops._delta import Delta, check_channels, check_delta, check_dtype, check_vector, per_channel
 from deltajax.ops.conv import conv_1x1_native
 
 
@@ -23,11 +23,6 @@ def fold_batch_norm(scale, offset, mean, var, eps: float = 1e-5) -> tuple[jax.Ar
     mul = scale.astype(jnp.float32) * lax.rsqrt(var.astype(jnp.float32) + eps)
     add = offset.astype(jnp.float32) - mean.astype(jnp.float32) * mul
     return mul, add
-
-
-def _check_vector(op: str, name: str, v, channels: int) -> None:
-    if v is not None and tuple(jnp.shape(v)) != (channels,):
-        raise ValueError(f"{op}: argument '{name}' must have shape ({channels},), got {tuple(jnp.shape(v))}")
 
 
 def affine(x: jax.Array | Delta, mul: jax.Array, add: jax.Array | None = None) -> jax.Array | Delta:
@@ -42,8 +37,8 @@ def affine(x: jax.Array | Delta, mul: jax.Array, add: jax.Array | None = None) -
         check_delta("affine", "x", x)
     else:
         check_dtype("affine", "x", x)
-    _check_vector("affine", "mul", mul, values.shape[-1])
-    _check_vector("affine", "add", add, values.shape[-1])
+    check_vector("affine", "mul", mul, values.shape[-1])
+    check_vector("affine", "add", add, values.shape[-1])
     if isinstance(x, Delta):
         out = dispatch("deltajax_affine", _affine_reference, _affine_native, x.values, x.mask, mul.astype(jnp.float32))
         return Delta(out, x.mask)
@@ -86,7 +81,7 @@ def dense(x: jax.Array | Delta, kernel: jax.Array, bias: jax.Array | None = None
     if kernel.ndim != 2:
         raise ValueError(f"dense: argument 'kernel' must be [C_in, C_out], got shape {tuple(kernel.shape)}")
     check_channels("dense", "x", values.shape, kernel.shape[0], "kernel rows")
-    _check_vector("dense", "bias", bias, kernel.shape[1])
+    check_vector("dense", "bias", bias, kernel.shape[1])
     if isinstance(x, Delta):
         # Per pixel a matmul is a 1x1 convolution: the native conv computes it at active pixels only.
         def reference(values, mask, kernel):

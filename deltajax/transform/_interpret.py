@@ -36,6 +36,8 @@ class Run:
       states: name -> state pytree produced by this pass.
       stats: name -> LayerStats of this pass.
       kinds: name -> node kind ('act', 'sparsify', 'conv', 'fallback:sort', ...).
+      scaled: Var -> (Delta, [C] factor) when the Var's delta is that Delta times a per-channel factor
+        (a batch-norm scale), so that an activation reading it can take the factor fused.
     """
 
     def __init__(self, program: Program, analysis: Analysis, config: DeltaConfig, states_in: dict | None):
@@ -47,6 +49,7 @@ class Run:
         self.states: dict = {}
         self.stats: dict = {}
         self.kinds: dict = {}
+        self.scaled: dict = {}
         self._dense_memo: dict = {}
         self._delta_memo: dict = {}
 

@@ -132,14 +132,33 @@ def _linear_values(eqn: Eqn, roles, operands) -> Sparse:
     return Sparse(values, activity > 0)
 
 
-def _fast_linear(eqn: Eqn, roles, operands):
-    """The linear rule without full-frame passes where it is per pixel, else None.
+def _channel_factor(eqn: Eqn, roles, operands):
+    """``(frame operand index, [C] float32 factor)`` when ``eqn`` multiplies (or divides) a Delta by a constant
+    per channel (a batch-norm scale) and keeps its shape and dtype, else None."""
+    frame_pos = [i for i, r in enumerate(roles) if r == "frame"]
+    if (
+        len(frame_pos) != 1
+        or len(operands) != 2
+        or not (eqn.name == "mul" or (eqn.name == "div" and frame_pos[0] == 0))
+    ):
+        return None
+    i = frame_pos[0]
+    x, out = operands[i], eqn.outputs[0]
+    if not isinstance(x, ops.Delta) or tuple(out.shape) != x.shape or np.dtype(out.dtype) != np.dtype(x.dtype):
+        return None
+    factor = jnp.asarray(operands[1 - i])
+    channels = out.shape[-1]
+    if factor.ndim and (factor.shape[-1] not in (1, channels) or any(d != 1 for d in factor.shape[:-1])):
+        return None
+    vector = jnp.broadcast_to(
+        jnp.reshape(factor, (-1,))[-1:] if factor.size == 1 else factor.reshape(-1), (channels,)
+    ).astype(jnp.float32)
+    return i, (1.0 / vector if eqn.name == "div" else vector)
 
-    On a Delta whose shape the output keeps: an additive constant (conv bias,
-    batch-norm offset, mean subtraction) drops out, so the delta passes
-    through; a per-channel factor (batch-norm scale) is ``ops.affine``, which
-    touches only active pixels on the native kernels.
-    """
+
+def _passes_through(eqn: Eqn, roles, operands) -> int | None:
+    """The index of the Delta operand that ``eqn`` passes through unchanged (an additive constant: conv bias,
+    batch-norm offset, mean subtraction), else None."""
     frame_pos = [i for i, r in enumerate(roles) if r == "frame"]
     if len(frame_pos) != 1 or len(operands) != 2:
         return None
@@ -147,18 +166,41 @@ def _fast_linear(eqn: Eqn, roles, operands):
     x, out = operands[i], eqn.outputs[0]
     if not isinstance(x, ops.Delta) or tuple(out.shape) != x.shape or np.dtype(out.dtype) != np.dtype(x.dtype):
         return None
-    if eqn.name in ("add", "add_any") or (eqn.name == "sub" and i == 0):
-        return x
-    if eqn.name == "mul" or (eqn.name == "div" and i == 0):
-        factor = jnp.asarray(operands[1 - i])
-        channels = out.shape[-1]
-        if factor.ndim and (factor.shape[-1] not in (1, channels) or any(d != 1 for d in factor.shape[:-1])):
-            return None
-        vector = jnp.broadcast_to(
-            jnp.reshape(factor, (-1,))[-1:] if factor.size == 1 else factor.reshape(-1), (channels,)
-        ).astype(jnp.float32)
-        return ops.affine(x, 1.0 / vector if eqn.name == "div" else vector)
+    return i if eqn.name in ("add", "add_any") or (eqn.name == "sub" and i == 0) else None
+
+
+def _fast_linear(eqn: Eqn, roles, operands):
+    """The linear rule without full-frame passes where it is per pixel, else None.
+
+    On a Delta whose shape the output keeps: an additive constant drops out,
+    so the delta passes through; a per-channel factor is ``ops.affine``, which
+    touches only active pixels on the native kernels.
+    """
+    through = _passes_through(eqn, roles, operands)
+    if through is not None:
+        return operands[through]
+    factor = _channel_factor(eqn, roles, operands)
+    if factor is not None:
+        i, vector = factor
+        return ops.affine(operands[i], vector)
     return None
+
+
+def _track_scaled(run, eqn: Eqn, roles, operands) -> None:
+    """Records in ``run.scaled`` that ``eqn``'s delta is an earlier Delta times a per-channel factor."""
+    frame_vars = [v for v, r in zip(eqn.inputs, roles, strict=True) if r == "frame"]
+    if len(frame_vars) != 1:
+        return
+    before = run.scaled.get(frame_vars[0])
+    out = eqn.outputs[0]
+    if _passes_through(eqn, roles, operands) is not None:
+        if before is not None:
+            run.scaled[out] = before
+        return
+    factor = _channel_factor(eqn, roles, operands)
+    if factor is not None:
+        i, vector = factor
+        run.scaled[out] = (operands[i], vector) if before is None else (before[0], before[1] * vector)
 
 
 def _linear(run, eqn: Eqn, roles) -> None:
@@ -423,6 +465,7 @@ def _group_member(run, eqn: Eqn, root: Var) -> None:
         roles, operands = linear_roles(eqn, frame), [run.read(v) for v in eqn.inputs]
         value = _fast_linear(eqn, roles, operands)
         value = _linear_values(eqn, roles, operands) if value is None else value
+        _track_scaled(run, eqn, roles, operands)
     else:
         value = None
     run.set(out, value, "delta")
@@ -441,7 +484,8 @@ def _group_member(run, eqn: Eqn, root: Var) -> None:
         value, run.states[name] = ops.activation_init(run.read(start), act)
     else:
         trunc = run.config.truncation_for(name)
-        value, run.states[name] = ops.activation(run.state(name), to_delta(run.read(start)), act, trunc)
+        x, scale = run.scaled.get(start, (to_delta(run.read(start)), None))  # batch-norm scale fused if any
+        value, run.states[name] = ops.activation(run.state(name), x, act, trunc, scale=scale)
     run.record(name, value)
     run.set(out, value, "delta")
 
