@@ -82,3 +82,27 @@ def test_activation_after_batch_norm_is_named_and_exact(act):
     outs = deltajax.run_clip(stepper, video, params)
     for t in range(video.shape[0]):
         assert rel_error(outs[t], net(params, video[t])) <= 1e-5
+
+
+def test_activation_reading_the_conv_output_another_way_is_exact():
+    """relu6(bn) * relu6(bn + y): one non-linearity reads the conv output y besides its batch-norm output, so the
+    activation starts at y (a callable) and stays exact."""
+    import numpy as np
+
+    import deltajax
+    from tests.harness import moving_blobs, rel_error
+
+    rng = np.random.default_rng(1)
+    kernel = jnp.asarray(rng.normal(0, 0.3, (3, 3, 3, 8)), jnp.float32)
+    scale, offset = (jnp.asarray(rng.normal(1, 0.3, (1, 1, 1, 8)), jnp.float32) for _ in range(2))
+
+    def net(params, x):
+        y = lax.conv_general_dilated(x, params[0], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        bn = y * params[1] + params[2]
+        return jax.nn.relu6(bn) * jax.nn.relu6(bn + y)
+
+    video = jnp.asarray(moving_blobs(6, 1, 16, 24, 3, seed=3))
+    params = (kernel, scale, offset)
+    outs = deltajax.run_clip(deltajax.delta(net), video, params)
+    for t in range(video.shape[0]):
+        assert rel_error(outs[t], net(params, video[t])) <= 1e-5

@@ -1,10 +1,4 @@
+// The activation rule with truncation at active pixels: compiled per instruction set, csrc/cpu/isa/.
 #pragma once
 
-#include "common/params.h"
-
-namespace deltajax::cpu {
-
-// The activation rule with truncation at active pixels (plain, or fused with the add of p.y).
-void activation(const ActivationParams& p);
-
-}  // namespace deltajax::cpu
+#include "cpu/isa/kernels.h"

@@ -132,22 +132,26 @@ def _linear_values(eqn: Eqn, roles, operands) -> Sparse:
     return Sparse(values, activity > 0)
 
 
-def _channel_factor(eqn: Eqn, roles, operands):
-    """``(frame operand index, [C] float32 factor)`` when ``eqn`` multiplies (or divides) a Delta by a constant
-    per channel (a batch-norm scale) and keeps its shape and dtype, else None."""
+def _shape_keeping_delta(eqn: Eqn, roles, operands) -> int | None:
+    """The index of ``eqn``'s one frame operand when it is a Delta of the output's shape and dtype, else None."""
     frame_pos = [i for i, r in enumerate(roles) if r == "frame"]
-    if (
-        len(frame_pos) != 1
-        or len(operands) != 2
-        or not (eqn.name == "mul" or (eqn.name == "div" and frame_pos[0] == 0))
-    ):
+    if len(frame_pos) != 1 or len(operands) != 2:
         return None
     i = frame_pos[0]
     x, out = operands[i], eqn.outputs[0]
     if not isinstance(x, ops.Delta) or tuple(out.shape) != x.shape or np.dtype(out.dtype) != np.dtype(x.dtype):
         return None
+    return i
+
+
+def _channel_factor(eqn: Eqn, roles, operands):
+    """``(frame operand index, [C] float32 factor)`` when ``eqn`` multiplies (or divides) a Delta by a constant
+    per channel (a batch-norm scale) and keeps its shape and dtype, else None."""
+    i = _shape_keeping_delta(eqn, roles, operands)
+    if i is None or not (eqn.name == "mul" or (eqn.name == "div" and i == 0)):
+        return None
     factor = jnp.asarray(operands[1 - i])
-    channels = out.shape[-1]
+    channels = eqn.outputs[0].shape[-1]
     if factor.ndim and (factor.shape[-1] not in (1, channels) or any(d != 1 for d in factor.shape[:-1])):
         return None
     vector = jnp.broadcast_to(
@@ -159,14 +163,8 @@ def _channel_factor(eqn: Eqn, roles, operands):
 def _passes_through(eqn: Eqn, roles, operands) -> int | None:
     """The index of the Delta operand that ``eqn`` passes through unchanged (an additive constant: conv bias,
     batch-norm offset, mean subtraction), else None."""
-    frame_pos = [i for i, r in enumerate(roles) if r == "frame"]
-    if len(frame_pos) != 1 or len(operands) != 2:
-        return None
-    i = frame_pos[0]
-    x, out = operands[i], eqn.outputs[0]
-    if not isinstance(x, ops.Delta) or tuple(out.shape) != x.shape or np.dtype(out.dtype) != np.dtype(x.dtype):
-        return None
-    return i if eqn.name in ("add", "add_any") or (eqn.name == "sub" and i == 0) else None
+    i = _shape_keeping_delta(eqn, roles, operands)
+    return i if i is not None and (eqn.name in ("add", "add_any") or (eqn.name == "sub" and i == 0)) else None
 
 
 def _fast_linear(eqn: Eqn, roles, operands):
@@ -362,11 +360,11 @@ def _activation_input(run, eqn: Eqn, root: Var) -> Var:
 
     In conv -> batch norm -> relu6 the group's root is the conv output and the
     batch-norm output is affine in it. Starting the activation there (its delta is
-    the scaled conv delta, ``ops.affine``) leaves a function that is a named
-    activation (relu6) with no per-channel constants, so it runs on the native
-    kernels. The value chosen is the deepest one that every non-affine equation
-    leading to ``eqn`` derives from through affine equations alone; ``root`` when
-    there is none.
+    the conv delta times the batch-norm scale, which ``ops.activation`` takes
+    fused) leaves a function that is a named activation (relu6) with no
+    per-channel constants, so it runs on the native kernels. The value chosen is
+    the deepest one that every non-affine equation leading to ``eqn`` derives from
+    through affine equations alone; ``root`` when there is none.
     """
     affine, producer = run.analysis.affine, run.analysis.producer
 

@@ -32,4 +32,11 @@ void conv_compute(const ConvParams& p, const int32_t* list, int64_t count) {
   conv_compute_base(p, list, count);
 }
 
+void activation(const ActivationParams& p) {
+#ifdef DELTAJAX_HAVE_AVX2
+  if (kAvx2) return activation_compute_avx2(p);
+#endif
+  activation_compute_base(p);
+}
+
 }  // namespace deltajax::cpu

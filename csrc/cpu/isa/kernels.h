@@ -8,7 +8,9 @@
 
 namespace deltajax::cpu {
 
-#define DELTAJAX_CPU_ISA_KERNELS(isa) void conv_compute_##isa(const ConvParams& p, const int32_t* list, int64_t count);
+#define DELTAJAX_CPU_ISA_KERNELS(isa)                                               \
+  void conv_compute_##isa(const ConvParams& p, const int32_t* list, int64_t count); \
+  void activation_compute_##isa(const ActivationParams& p);
 
 DELTAJAX_CPU_ISA_KERNELS(base)
 DELTAJAX_CPU_ISA_KERNELS(avx2)
@@ -18,5 +20,8 @@ const char* cpu_isa();
 
 // out at the `count` active output pixels of `list` (flat indices over N*Ho*Wo); the best ISA available.
 void conv_compute(const ConvParams& p, const int32_t* list, int64_t count);
+
+// The activation rule with truncation at active pixels (plain, or fused with the add of p.y); the best ISA.
+void activation(const ActivationParams& p);
 
 }  // namespace deltajax::cpu

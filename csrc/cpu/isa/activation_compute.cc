@@ -1,14 +1,18 @@
-#include "cpu/activation.h"
-
+// The activation rule at active pixels, compiled once per instruction set (its per-channel loops are what
+// XLA's own fused loops, compiled for the host, compete with; the baseline build ran EfficientNet-Lite0's delta
+// step 60 % slower than XLA's fusion of the same rule).
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "common/activation_fn.h"
 #include "cpu/dtype.h"
+#include "cpu/isa/isa.h"
+#include "cpu/isa/kernels.h"
 #include "cpu/window.h"
 
 namespace deltajax::cpu {
+inline namespace DELTAJAX_CPU_ISA_NS {
 namespace {
 
 template <typename T, class F>
@@ -46,7 +50,8 @@ void run(const ActivationParams& p, F f) {
           a[k] = res[k] + to_float(from_float<T>(d));
         }
       }
-      for (int64_t k = 0; k < c; ++k) dy[k] = f(acc[k] + a[k]) - f(acc[k]);  // vectorised: no branch inside
+      // Vectorised (clamps as vector max / min: this file is compiled with -ffinite-math-only, CMakeLists.txt).
+      for (int64_t k = 0; k < c; ++k) dy[k] = f(acc[k] + a[k]) - f(acc[k]);
       float score = 0.f;
       switch (p.truncation) {
         case TruncMode::kMax:
@@ -84,8 +89,9 @@ void run_typed(const ActivationParams& p) {
 }
 
 }  // namespace
+}  // namespace DELTAJAX_CPU_ISA_NS
 
-void activation(const ActivationParams& p) {
+void DELTAJAX_ISA_FN(activation_compute)(const ActivationParams& p) {
   dispatch_dtype(p.dtype, [&](auto tag) { run_typed<decltype(tag)>(p); });
 }
 
