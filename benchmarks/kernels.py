@@ -1,13 +1,18 @@
 """Single-layer benchmark: the delta kernel against dense XLA on the same input, same run, same device.
 
-For each layer (3x3 conv, 1x1 conv, 3x3 and 5x5 depthwise), channel count,
+For each layer (3x3 conv, 1x1 conv, 3x3 and 5x5 depthwise; relu6 after a
+batch-norm scale, the activation rule with its state), channel count,
 frame shape, update fraction p (blob-shaped regions) and precision, it times
   - dense XLA (``lax.conv_general_dilated`` on the whole frame),
   - the delta op (``deltajax.ops.conv`` on a Delta whose mask covers p),
   - on GPU presets also the obvious pure-JAX sparse version (fixed-size
     ``jnp.nonzero``, gathered neighbourhoods, one matmul, scatter),
 and reports time, speedup against dense in the same precision and against
-the fastest dense mode, achieved TFLOP/s on the active work, and 1/p.
+the fastest dense mode, achieved TFLOP/s on the active work, and 1/p. For
+the activation, dense is XLA's fused ``relu6(x * scale + offset)`` on the
+whole frame, the pure-JAX column is deltajax's own reference of the rule
+(XLA's fusion of it), and GB/s is counted on the active values (x, state
+read; output, state written).
 
 Usage: python -m benchmarks.kernels --preset cpu|gpu [--out FILE.json] [--quick]
 """
@@ -25,8 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from benchmarks.timing import blob_mask, median_time
+from benchmarks.timing import blob_mask, median_time, stepped_time
 from deltajax import ops
+from deltajax.backend import use_reference
 
 DIMS = ("NHWC", "HWIO", "NHWC")
 LAYERS = {  # name: (kernel size, depthwise)
@@ -35,6 +41,7 @@ LAYERS = {  # name: (kernel size, depthwise)
     "dw3x3": (3, True),
     "dw5x5": (5, True),
 }
+ACTIVATIONS = ("relu6",)  # element-wise layers: the activation rule, batch-norm scale fused
 PRECISIONS = {  # name: (dtype, lax precision); "f32_default" is TF32 on tensor-core GPUs
     "f32_highest": (jnp.float32, lax.Precision.HIGHEST),
     "f32_default": (jnp.float32, lax.Precision.DEFAULT),
@@ -95,7 +102,56 @@ def sparse_jax_conv(values, mask, kernel, *, count: int, groups: int, precision)
     return jnp.zeros((n, h, w, kernel.shape[3]), values.dtype).at[b, y, x].set(out.astype(values.dtype))
 
 
+def run_activation_case(layer: str, shape, c: int, precision: str, fractions, baseline: bool, seed: int = 0):
+    """The activation rule (``ops.activation`` with a fused scale, state carried) against dense XLA."""
+    n, h, w = shape
+    dtype = PRECISIONS[precision][0]
+    rng = np.random.default_rng(seed)
+    frame = jnp.asarray(rng.normal(0, 1, (n, h, w, c)), dtype)
+    scale, offset = (jnp.asarray(rng.normal(1, 0.2, c), jnp.float32) for _ in range(2))
+
+    def dense(previous, x, scale, offset):  # the output is carried: written in full, as a network layer writes it
+        chain = 0 * previous[0, 0, 0, 0].astype(jnp.float32)
+        y = x.astype(jnp.float32) * scale.reshape(1, 1, 1, -1) + offset.reshape(1, 1, 1, -1) + chain
+        y = getattr(jax.nn, layer)(y).astype(x.dtype)
+        return y, y
+
+    def step(state, values, mask, scale):
+        return ops.activation(state, ops.Delta(values, mask), layer, scale=scale)
+
+    dense_s = stepped_time(dense, jnp.zeros_like(frame), frame, scale, offset)
+    rows = []
+    for p in fractions:
+        mask = jnp.asarray(blob_mask(n, h, w, p, seed=seed + 1))
+        fresh = jax.jit(lambda x: ops.activation_init(x.astype(jnp.float32) * 0.5, layer)[1])
+        delta_s = stepped_time(step, fresh(frame), frame, mask, scale)
+        active = float(jnp.sum(mask)) * c
+        row = {
+            "layer": layer,
+            "n": n,
+            "h": h,
+            "w": w,
+            "c": c,
+            "precision": precision,
+            "p": p,
+            "p_out": float(jnp.mean(mask)),
+            "dense_ms": dense_s * 1e3,
+            "delta_ms": delta_s * 1e3,
+            "speedup": dense_s / delta_s,
+            "ideal": (1 / p) if p > 0 else None,
+            "tflops_active": 0.0,
+            "gbps_active": active * (2 * jnp.dtype(dtype).itemsize + 16) / delta_s / 1e9,
+        }
+        if baseline and 0 < p < 1:
+            with use_reference():
+                row["sparse_jax_ms"] = stepped_time(step, fresh(frame), frame, mask, scale) * 1e3
+        rows.append(row)
+    return rows
+
+
 def run_case(layer: str, shape, c: int, precision: str, fractions, sparse_baseline: bool, seed: int = 0):
+    if layer in ACTIVATIONS:
+        return run_activation_case(layer, shape, c, precision, fractions, sparse_baseline, seed)
     k, depthwise = LAYERS[layer]
     n, h, w = shape
     dtype, lax_precision = PRECISIONS[precision]
@@ -160,16 +216,17 @@ def add_cross_precision(rows):
 def table(rows) -> str:
     head = (
         f"{'layer':8} {'NxHxW':>12} {'C':>4} {'prec':>11} {'p':>5} {'p_out':>6} {'dense ms':>9} "
-        f"{'delta ms':>9} {'x dense':>8} {'x fastest':>9} {'1/p':>6} {'TFLOP/s':>8} {'jax-sparse':>10}"
+        f"{'delta ms':>9} {'x dense':>8} {'x fastest':>9} {'1/p':>6} {'TFLOP/s':>8} {'jax-sparse':>10} {'GB/s':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         ideal = f"{r['ideal']:.0f}" if r["ideal"] else "-"
         sparse = f"{r['sparse_jax_ms']:.3f}" if "sparse_jax_ms" in r else "-"
+        gbps = f"{r['gbps_active']:.0f}" if "gbps_active" in r else "-"
         lines.append(
             f"{r['layer']:8} {r['n']}x{r['h']}x{r['w']:>4} {r['c']:>4} {r['precision']:>11} {r['p']:5.2f} "
             f"{r['p_out']:6.3f} {r['dense_ms']:9.3f} {r['delta_ms']:9.3f} {r['speedup']:8.2f} "
-            f"{r['speedup_vs_fastest_dense']:9.2f} {ideal:>6} {r['tflops_active']:8.3f} {sparse:>10}"
+            f"{r['speedup_vs_fastest_dense']:9.2f} {ideal:>6} {r['tflops_active']:8.3f} {sparse:>10} {gbps:>7}"
         )
     return "\n".join(lines)
 
@@ -178,7 +235,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="gpu" if jax.default_backend() == "gpu" else "cpu")
     parser.add_argument("--quick", action="store_true", help="one small shape, for smoke tests")
-    parser.add_argument("--layers", default=",".join(LAYERS), help="comma-separated subset of " + ",".join(LAYERS))
+    layers = ",".join([*LAYERS, *ACTIVATIONS])
+    parser.add_argument("--layers", default=layers, help="comma-separated subset of " + layers)
     parser.add_argument("--out", help="write the rows as JSON here")
     args = parser.parse_args(argv)
     preset = (QUICK if args.quick else PRESETS)[args.preset]

@@ -61,6 +61,33 @@ def median_time(fn: Callable, *args, target_s: float = 0.25, max_reps: int = 64,
     return float(np.median(samples))
 
 
+def stepped_time(step: Callable, state, *args, reps: int = 16, runs: int = 5) -> float:
+    """Median seconds of one ``step(state, *args) -> (out, state)`` with the state carried and donated.
+
+    For ops that update their state in place (aliased custom-call results):
+    :func:`repeated` would hand every repetition the same, undonated state, and
+    XLA would copy it before each in-place update.
+    """
+
+    def run(state, *args):
+        def body(st, _):
+            out, st = step(st, *args)
+            return st, _first_scalar(out)
+
+        return lax.scan(body, state, None, length=reps)
+
+    many = jax.jit(run, donate_argnums=0)
+    state, _ = many(state, *args)
+    jax.block_until_ready(state)
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        state, tokens = many(state, *args)
+        jax.block_until_ready(tokens)
+        samples.append((time.perf_counter() - t0) / reps)
+    return float(np.median(samples))
+
+
 def blob_mask(n: int, h: int, w: int, fraction: float, seed: int = 0) -> np.ndarray:
     """``[N, H, W]`` bool: round blobs at random places until ``fraction`` of the pixels are covered."""
     rng = np.random.default_rng(seed)

@@ -1,0 +1,24 @@
+"""The benchmarks run (tiny presets) and write the rows their tables and the README are made of."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks import kernels
+
+
+def test_kernel_benchmark_writes_rows(tmp_path):
+    out = tmp_path / "kernels.json"
+    assert kernels.main(["--preset", "cpu", "--quick", "--layers", "conv1x1,relu6", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["layer"] for r in rows} == {"conv1x1", "relu6"}
+    for r in rows:
+        assert r["dense_ms"] > 0 and r["delta_ms"] > 0 and r["speedup"] > 0
+    act = [r for r in rows if r["layer"] == "relu6" and r["p"] == 1.0]
+    assert act and act[0]["gbps_active"] > 0
+
+
+def test_activation_case_times_the_reference_too():
+    rows = kernels.run_activation_case("relu6", (1, 16, 24), 8, "bf16", (0.0, 0.3), baseline=True)
+    assert [r["p"] for r in rows] == [0.0, 0.3]
+    assert "sparse_jax_ms" not in rows[0] and rows[1]["sparse_jax_ms"] > 0
