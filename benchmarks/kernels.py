@@ -56,6 +56,7 @@ class Preset:
     fractions: tuple[float, ...]
     precisions: tuple[str, ...]
     sparse_baseline: bool
+    seconds: float = 0.25  # per timed sample (repetitions in one program are sized to fill it)
 
 
 PRESETS = {
@@ -69,7 +70,7 @@ PRESETS = {
     ),
 }
 # What scripts/gpu_check.sh runs by default (a few minutes); the full "gpu" preset takes much longer.
-PRESETS["gpu-check"] = Preset(((1, 1080, 1920),), (64,), (0.0, 0.05, 1.0), tuple(PRECISIONS), True)
+PRESETS["gpu-check"] = Preset(((1, 1080, 1920),), (64,), (0.0, 0.05, 1.0), tuple(PRECISIONS), True, seconds=0.1)
 PRESETS["gpu-mini"] = Preset(((1, 1080, 1920),), (64,), (0.0, 0.05, 1.0), ("f32_default", "bf16"), False)
 QUICK = {
     "cpu": Preset(((1, 216, 384),), (32,), (0.0, 0.05, 1.0), ("f32_highest",), False),
@@ -149,7 +150,9 @@ def run_activation_case(layer: str, shape, c: int, precision: str, fractions, ba
     return rows
 
 
-def run_case(layer: str, shape, c: int, precision: str, fractions, sparse_baseline: bool, seed: int = 0):
+def run_case(
+    layer: str, shape, c: int, precision: str, fractions, sparse_baseline: bool, seed: int = 0, seconds: float = 0.25
+):
     if layer in ACTIVATIONS:
         return run_activation_case(layer, shape, c, precision, fractions, sparse_baseline, seed)
     k, depthwise = LAYERS[layer]
@@ -168,13 +171,13 @@ def run_case(layer: str, shape, c: int, precision: str, fractions, sparse_baseli
     def delta(values, mask, kernel):
         return ops.conv(ops.Delta(values, mask), kernel, groups=groups, precision=lax_precision)
 
-    dense_s = median_time(dense, frame, kernel)
+    dense_s = median_time(dense, frame, kernel, target_s=seconds)
     rows = []
     for p in fractions:
         mask = jnp.asarray(blob_mask(n, h, w, p, seed=seed + 1))
         out_mask = jax.jit(delta)(frame, mask, kernel).mask
         active_out = float(jnp.sum(out_mask))
-        delta_s = median_time(delta, frame, mask, kernel)
+        delta_s = median_time(delta, frame, mask, kernel, target_s=seconds)
         row = {
             "layer": layer,
             "n": n,
@@ -198,7 +201,7 @@ def run_case(layer: str, shape, c: int, precision: str, fractions, sparse_baseli
                 )
             )
             # Few repetitions: each materialises a full-size output, which XLA may keep alive together.
-            row["sparse_jax_ms"] = median_time(sparse, frame, mask, kernel, max_reps=4) * 1e3
+            row["sparse_jax_ms"] = median_time(sparse, frame, mask, kernel, target_s=seconds, max_reps=4) * 1e3
         rows.append(row)
     return rows
 
@@ -248,7 +251,9 @@ def main(argv=None) -> int:
             for c in preset.channels:
                 case_rows = []
                 for precision in preset.precisions:
-                    case_rows += run_case(layer, shape, c, precision, preset.fractions, preset.sparse_baseline)
+                    case_rows += run_case(
+                        layer, shape, c, precision, preset.fractions, preset.sparse_baseline, seconds=preset.seconds
+                    )
                 add_cross_precision(case_rows)
                 print(table(case_rows).split("\n", 2)[2], flush=True)
                 rows += case_rows
