@@ -106,3 +106,33 @@ def test_activation_reading_the_conv_output_another_way_is_exact():
     outs = deltajax.run_clip(deltajax.delta(net), video, params)
     for t in range(video.shape[0]):
         assert rel_error(outs[t], net(params, video[t])) <= 1e-5
+
+
+def test_squeeze_excite_gate_runs_on_the_native_binary_kernel():
+    """x * sigmoid(mean(x) @ w) per stream: the product of two frame values is ops.multiply (native), exact."""
+    import numpy as np
+
+    import deltajax
+    from deltajax import _native
+    from tests.harness import moving_blobs, rel_error
+
+    rng = np.random.default_rng(2)
+    kernel = jnp.asarray(rng.normal(0, 0.3, (3, 3, 3, 8)), jnp.float32)
+    squeeze = jnp.asarray(rng.normal(0, 0.5, (8, 8)), jnp.float32)
+
+    def net(params, x):
+        y = jax.nn.relu(
+            lax.conv_general_dilated(x, params[0], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        )
+        gate = jax.nn.sigmoid(jnp.mean(y, axis=(1, 2), keepdims=True) @ params[1])
+        return y * gate
+
+    video = jnp.asarray(moving_blobs(6, 2, 16, 24, 3, seed=5))
+    params = (kernel, squeeze)
+    stepper = deltajax.delta(net)
+    _, state = stepper.init(params, video[0])
+    if "cpu" in _native.native_platforms():
+        assert "deltajax_binary" in jax.jit(stepper).lower(state, params, video[1]).as_text()
+    outs = deltajax.run_clip(stepper, video, params)
+    for t in range(video.shape[0]):
+        assert rel_error(outs[t], net(params, video[t])) <= 1e-5

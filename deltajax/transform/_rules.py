@@ -520,6 +520,10 @@ def _multi_root(run, eqn: Eqn, frame) -> None:
         (r,) = _bind(eqn, [local[v] if v in local else consts[v] for v in eqn.inputs])
         return r
 
+    # A plain product or maximum of the two values (a squeeze-excite gate, say) runs on the native kernels.
+    if not consts and x.dtype == y.dtype and eqn.name in _NAMED_BINARY:
+        fn = _NAMED_BINARY[eqn.name]
+
     name = run.node(eqn.scope, "binary")
     dx, dy = run.need_delta(x), run.need_delta(y)
     if run.init:
@@ -529,6 +533,8 @@ def _multi_root(run, eqn: Eqn, frame) -> None:
     run.record(name, value)
     run.set(out, value, "delta")
 
+
+_NAMED_BINARY = {"mul": jnp.multiply, "max": jnp.maximum}  # the functions ops.binary has native kernels for
 
 _RULES = {
     "conv_general_dilated": _conv,
