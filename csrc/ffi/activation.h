@@ -87,14 +87,10 @@ ffi::Error AddActivation(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBu
                              truncation, threshold);
 }
 
-// The results and attributes both activation targets share, after their arguments.
+// The attributes both activation targets share, after their buffers.
 template <class Binding>
-auto WithActivationResults(Binding binding) {  // Binding's methods take *this as an rvalue
+auto WithActivationAttrs(Binding binding) {  // Binding's methods take *this as an rvalue
   return std::move(binding)
-      .template Ret<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
       .template Attr<int32_t>("act")
       .template Attr<float>("negative_slope")
       .template Attr<int32_t>("truncation")
@@ -102,24 +98,13 @@ auto WithActivationResults(Binding binding) {  // Binding's methods take *this a
 }
 
 template <class B>
-auto ActivationBinding() {  // x, x_mask, scale, acc, res
-  return WithActivationResults(B::Bind()
-                                   .template Arg<ffi::AnyBuffer>()
-                                   .template Arg<ffi::AnyBuffer>()
-                                   .template Arg<ffi::AnyBuffer>()
-                                   .template Arg<ffi::AnyBuffer>()
-                                   .template Arg<ffi::AnyBuffer>());
+auto ActivationBinding() {  // x, x_mask, scale, acc, res -> out, out_mask, acc, res
+  return WithActivationAttrs(BindBuffers<B, 5, 4>());
 }
 
 template <class B>
-auto AddActivationBinding() {  // x, x_mask, y, y_mask, acc, res
-  return WithActivationResults(B::Bind()
-                                   .template Arg<ffi::AnyBuffer>()
-                                   .template Arg<ffi::AnyBuffer>()
-                                   .template Arg<ffi::AnyBuffer>()
-                                   .template Arg<ffi::AnyBuffer>()
-                                   .template Arg<ffi::AnyBuffer>()
-                                   .template Arg<ffi::AnyBuffer>());
+auto AddActivationBinding() {  // x, x_mask, y, y_mask, acc, res -> out, out_mask, acc, res
+  return WithActivationAttrs(BindBuffers<B, 6, 4>());
 }
 
 }  // namespace deltajax::ffi_ops

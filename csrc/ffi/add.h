@@ -31,13 +31,7 @@ ffi::Error Add(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer x_mas
 
 template <class B>
 auto AddBinding() {
-  return B::Bind()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>();
+  return BindBuffers<B, 4, 2>();
 }
 
 }  // namespace deltajax::ffi_ops

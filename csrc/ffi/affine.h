@@ -26,11 +26,7 @@ ffi::Error Affine(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer ma
 
 template <class B>
 auto AffineBinding() {
-  return B::Bind()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>();
+  return BindBuffers<B, 3, 1>();
 }
 
 }  // namespace deltajax::ffi_ops

@@ -46,18 +46,7 @@ ffi::Error Binary(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer x_
 
 template <class B>
 auto BinaryBinding() {
-  return B::Bind()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Attr<int32_t>("op");
+  return BindBuffers<B, 6, 4>().template Attr<int32_t>("op");
 }
 
 }  // namespace deltajax::ffi_ops

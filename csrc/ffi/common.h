@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/params.h"
@@ -154,5 +155,28 @@ inline ffi::Error fits_int32(const std::string& op, int64_t pixels) {
     ::xla::ffi::Error _err = (expr);   \
     if (_err.failure()) return _err;   \
   } while (0)
+
+// `binding` followed by kArgs AnyBuffer arguments, then kRets AnyBuffer results (every deltajax target takes
+// buffers first, then attributes): BindBuffers<B, 3, 2>() is B::Bind() with three .Arg and two .Ret.
+template <int kArgs, int kRets, class Binding>
+auto WithBuffers(Binding binding) {  // Binding's methods take *this as an rvalue; it can't be copied or moved here
+  static_assert(kArgs + kRets > 0, "a target takes at least one buffer");
+  if constexpr (kArgs > 0) {
+    if constexpr (kArgs == 1 && kRets == 0) {
+      return std::move(binding).template Arg<ffi::AnyBuffer>();
+    } else {
+      return WithBuffers<kArgs - 1, kRets>(std::move(binding).template Arg<ffi::AnyBuffer>());
+    }
+  } else if constexpr (kRets == 1) {
+    return std::move(binding).template Ret<ffi::AnyBuffer>();
+  } else {
+    return WithBuffers<0, kRets - 1>(std::move(binding).template Ret<ffi::AnyBuffer>());
+  }
+}
+
+template <class B, int kArgs, int kRets>
+auto BindBuffers() {
+  return WithBuffers<kArgs, kRets>(B::Bind());
+}
 
 }  // namespace deltajax::ffi_util

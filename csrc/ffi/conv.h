@@ -65,13 +65,7 @@ ffi::Error Conv(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer mask
 
 template <class B>
 auto ConvBinding() {
-  return B::Bind()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
+  return BindBuffers<B, 3, 3>()
       .template Attr<int32_t>("stride_h")
       .template Attr<int32_t>("stride_w")
       .template Attr<int32_t>("pad_top")

@@ -22,11 +22,7 @@ ffi::Error Densify(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer m
 
 template <class B>
 auto DensifyBinding() {
-  return B::Bind()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>();
+  return BindBuffers<B, 3, 1>();
 }
 
 }  // namespace deltajax::ffi_ops

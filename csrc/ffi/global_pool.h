@@ -24,11 +24,7 @@ ffi::Error GlobalAvgPool(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBu
 
 template <class B>
 auto GlobalAvgPoolBinding() {
-  return B::Bind()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>();
+  return BindBuffers<B, 3, 1>();
 }
 
 }  // namespace deltajax::ffi_ops

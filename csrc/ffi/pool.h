@@ -66,13 +66,7 @@ ffi::Error AvgPool(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer m
 
 template <class B>
 auto MaxPoolBinding() {
-  return B::Bind()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
+  return BindBuffers<B, 3, 3>()
       .template Attr<int32_t>("kh")
       .template Attr<int32_t>("kw")
       .template Attr<int32_t>("stride_h")
@@ -83,11 +77,7 @@ auto MaxPoolBinding() {
 
 template <class B>
 auto AvgPoolBinding() {
-  return B::Bind()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
+  return BindBuffers<B, 2, 2>()
       .template Attr<int32_t>("kh")
       .template Attr<int32_t>("kw")
       .template Attr<int32_t>("stride_h")

@@ -44,15 +44,7 @@ ffi::Error Resample(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer 
 
 template <class B>
 auto ResampleBinding() {
-  return B::Bind()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>();
+  return BindBuffers<B, 6, 2>();
 }
 
 }  // namespace deltajax::ffi_ops

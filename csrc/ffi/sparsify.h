@@ -41,15 +41,7 @@ ffi::Error Sparsify(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer 
 
 template <class B>
 auto SparsifyBinding() {
-  return B::Bind()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Attr<float>("threshold")
-      .template Attr<int32_t>("dilation");
+  return BindBuffers<B, 2, 4>().template Attr<float>("threshold").template Attr<int32_t>("dilation");
 }
 
 }  // namespace deltajax::ffi_ops
