@@ -328,17 +328,26 @@ def _reduce_sum(run, eqn: Eqn, frame) -> None:
 
 
 # -- element-wise rules ----------------------------------------------------------------------------------------
-def _group_fn(run, eqn: Eqn, root: Var):
-    """The function root -> ``eqn``'s output through the group's equations (constants bound now), and its scope."""
-    needed, todo = [], [eqn]
+def _read_back(run, eqn: Eqn, stop) -> tuple[list, set]:
+    """Walks back from ``eqn`` through the producers of the Vars it reads, not past Vars for which ``stop(v)``:
+    the equations visited (``eqn`` first) and the non-constant Vars read on the way."""
+    eqns, read, todo = [], set(), [eqn]
     while todo:
         e = todo.pop()
-        if e in needed:
+        if e in eqns:
             continue
-        needed.append(e)
+        eqns.append(e)
         for v in e.inputs:
-            if isinstance(v, Var) and v is not root and run.kind_of(v) != "const":
-                todo.append(run.analysis.producer[v])
+            if isinstance(v, Var) and run.kind_of(v) != "const":
+                read.add(v)
+                if not stop(v):
+                    todo.append(run.analysis.producer[v])
+    return eqns, read
+
+
+def _group_fn(run, eqn: Eqn, root: Var):
+    """The function root -> ``eqn``'s output through the group's equations (constants bound now), and its scope."""
+    needed, _ = _read_back(run, eqn, lambda v: v is root)
     order = {e: i for i, e in enumerate(run.program.eqns)}
     needed.sort(key=order.__getitem__)
     consts = {v: run.read(v) for e in needed for v in e.inputs if run.kind_of(v) == "const"}
@@ -368,47 +377,21 @@ def _activation_input(run, eqn: Eqn, root: Var) -> Var:
     """
     affine, producer = run.analysis.affine, run.analysis.producer
 
-    def inputs(e):
-        return [v for v in e.inputs if isinstance(v, Var) and run.kind_of(v) != "const"]
+    def edge(v):  # an affine value or the root: where the non-affine part of the group starts reading
+        return v is root or v in affine
 
-    frontier, todo, seen = set(), [eqn], set()
-    while todo:  # affine values (or the root) read by the non-affine equations feeding eqn
-        e = todo.pop()
-        if e in seen:
-            continue
-        seen.add(e)
-        for v in inputs(e):
-            if v is root or v in affine:
-                frontier.add(v)
-            else:
-                todo.append(producer[v])
+    _, read = _read_back(run, eqn, edge)
+    frontier = {v for v in read if edge(v)}
 
     def ancestors(v):  # v and the group values it derives from, up to the root
-        found, todo = set(), [v]
-        while todo:
-            u = todo.pop()
-            if u not in found:
-                found.add(u)
-                if u is not root:
-                    todo.extend(inputs(producer[u]))
-        return found
+        return {v} if v is root else {v} | _read_back(run, producer[v], lambda u: u is root)[1]
 
     common = set.intersection(*(ancestors(v) for v in frontier)) if frontier else {root}
     start = max(common, key=lambda v: len(ancestors(v)))
     # Every path back from eqn must stop at `start`: a frontier value that also reads the root some other way
     # (x_bn + x, say) keeps the root.
-    todo, seen = [eqn], set()
-    while todo:
-        e = todo.pop()
-        if e in seen:
-            continue
-        seen.add(e)
-        for v in inputs(e):
-            if v is root and start is not root:
-                return root
-            if v is not start:
-                todo.append(producer[v])
-    return start
+    _, read = _read_back(run, eqn, lambda v: v is start or v is root)
+    return root if start is not root and root in read else start
 
 
 _PROBE = np.concatenate([np.linspace(-9.0, 9.0, 3601), [-1e3, -1e-3, 0.0, 1e-3, 1e3]]).astype(np.float32)
