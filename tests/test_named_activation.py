@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from jax import lax
 
+import deltajax
+from deltajax import _native
 from deltajax.transform._rules import named_activation
+from tests.harness import moving_blobs, rel_error
 
 SHAPE = (1, 8, 16, 32)
 
@@ -55,84 +59,60 @@ def test_other_functions_stay_callables():
     assert traced(1.0)
 
 
-@pytest.mark.parametrize("act", [jax.nn.relu6, jax.nn.hard_swish, jax.nn.silu])
-def test_activation_after_batch_norm_is_named_and_exact(act):
-    """conv -> per-channel scale and offset -> activation: the activation starts after the affine part."""
-    import numpy as np
+# -- whole delta programs: conv -> (batch norm) -> non-linearity ---------------------------------------------------
+def _conv3x3(x, kernel):
+    return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-    import deltajax
-    from deltajax import _native
-    from tests.harness import moving_blobs, rel_error
 
-    rng = np.random.default_rng(0)
-    kernel = jnp.asarray(rng.normal(0, 0.3, (3, 3, 3, 16)), jnp.float32)
-    scale, offset = (jnp.asarray(rng.normal(1, 0.3, (1, 1, 1, 16)), jnp.float32) for _ in range(2))
+def _params(seed, channels, *shapes):
+    """A 3x3 kernel from 3 to ``channels`` channels, then one array per shape, from one generator."""
+    rng = np.random.default_rng(seed)
+    kernel = jnp.asarray(rng.normal(0, 0.3, (3, 3, 3, channels)), jnp.float32)
+    return (kernel, *(jnp.asarray(rng.normal(1, 0.3, shape), jnp.float32) for shape in shapes))
 
-    def net(params, x):
-        y = lax.conv_general_dilated(x, params[0], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return act(y * params[1] + params[2])
 
-    video = jnp.asarray(moving_blobs(6, 1, 16, 24, 3, seed=2))  # frames >= the probe of named_activation
-    params = (kernel, scale, offset)
+def _check_exact_and_native(net, params, video, target=None):
+    """Every frame of the delta program equals ``net`` (<= 1e-5); with ``target``, its step calls that kernel
+    where CPU kernels are built. Frames have >= the probe size of named_activation."""
     stepper = deltajax.delta(net)
-    _, state = stepper.init(params, video[0])
-    if "cpu" in _native.native_platforms():
-        hlo = jax.jit(stepper).lower(state, params, video[1]).as_text()
-        assert "deltajax_activation" in hlo
+    if target is not None and "cpu" in _native.native_platforms():
+        _, state = stepper.init(params, video[0])
+        assert target in jax.jit(stepper).lower(state, params, video[1]).as_text()
     outs = deltajax.run_clip(stepper, video, params)
     for t in range(video.shape[0]):
         assert rel_error(outs[t], net(params, video[t])) <= 1e-5
+
+
+@pytest.mark.parametrize("act", [jax.nn.relu6, jax.nn.hard_swish, jax.nn.silu])
+def test_activation_after_batch_norm_is_named_and_exact(act):
+    """conv -> per-channel scale and offset -> activation: the activation starts after the affine part."""
+
+    def net(params, x):
+        return act(_conv3x3(x, params[0]) * params[1] + params[2])
+
+    params = _params(0, 16, (1, 1, 1, 16), (1, 1, 1, 16))
+    _check_exact_and_native(net, params, jnp.asarray(moving_blobs(6, 1, 16, 24, 3, seed=2)), "deltajax_activation")
 
 
 def test_activation_reading_the_conv_output_another_way_is_exact():
     """relu6(bn) * relu6(bn + y): one non-linearity reads the conv output y besides its batch-norm output, so the
     activation starts at y (a callable) and stays exact."""
-    import numpy as np
-
-    import deltajax
-    from tests.harness import moving_blobs, rel_error
-
-    rng = np.random.default_rng(1)
-    kernel = jnp.asarray(rng.normal(0, 0.3, (3, 3, 3, 8)), jnp.float32)
-    scale, offset = (jnp.asarray(rng.normal(1, 0.3, (1, 1, 1, 8)), jnp.float32) for _ in range(2))
 
     def net(params, x):
-        y = lax.conv_general_dilated(x, params[0], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = _conv3x3(x, params[0])
         bn = y * params[1] + params[2]
         return jax.nn.relu6(bn) * jax.nn.relu6(bn + y)
 
-    video = jnp.asarray(moving_blobs(6, 1, 16, 24, 3, seed=3))
-    params = (kernel, scale, offset)
-    outs = deltajax.run_clip(deltajax.delta(net), video, params)
-    for t in range(video.shape[0]):
-        assert rel_error(outs[t], net(params, video[t])) <= 1e-5
+    params = _params(1, 8, (1, 1, 1, 8), (1, 1, 1, 8))
+    _check_exact_and_native(net, params, jnp.asarray(moving_blobs(6, 1, 16, 24, 3, seed=3)))
 
 
 def test_squeeze_excite_gate_runs_on_the_native_binary_kernel():
     """x * sigmoid(mean(x) @ w) per stream: the product of two frame values is ops.multiply (native), exact."""
-    import numpy as np
-
-    import deltajax
-    from deltajax import _native
-    from tests.harness import moving_blobs, rel_error
-
-    rng = np.random.default_rng(2)
-    kernel = jnp.asarray(rng.normal(0, 0.3, (3, 3, 3, 8)), jnp.float32)
-    squeeze = jnp.asarray(rng.normal(0, 0.5, (8, 8)), jnp.float32)
 
     def net(params, x):
-        y = jax.nn.relu(
-            lax.conv_general_dilated(x, params[0], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        )
-        gate = jax.nn.sigmoid(jnp.mean(y, axis=(1, 2), keepdims=True) @ params[1])
-        return y * gate
+        y = jax.nn.relu(_conv3x3(x, params[0]))
+        return y * jax.nn.sigmoid(jnp.mean(y, axis=(1, 2), keepdims=True) @ params[1])
 
-    video = jnp.asarray(moving_blobs(6, 2, 16, 24, 3, seed=5))
-    params = (kernel, squeeze)
-    stepper = deltajax.delta(net)
-    _, state = stepper.init(params, video[0])
-    if "cpu" in _native.native_platforms():
-        assert "deltajax_binary" in jax.jit(stepper).lower(state, params, video[1]).as_text()
-    outs = deltajax.run_clip(stepper, video, params)
-    for t in range(video.shape[0]):
-        assert rel_error(outs[t], net(params, video[t])) <= 1e-5
+    params = _params(2, 8, (8, 8))
+    _check_exact_and_native(net, params, jnp.asarray(moving_blobs(6, 2, 16, 24, 3, seed=5)), "deltajax_binary")
