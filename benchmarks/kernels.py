@@ -103,6 +103,26 @@ def sparse_jax_conv(values, mask, kernel, *, count: int, groups: int, precision)
     return jnp.zeros((n, h, w, kernel.shape[3]), values.dtype).at[b, y, x].set(out.astype(values.dtype))
 
 
+def _row(layer, shape, c, precision, p, p_out, dense_s, delta_s, **extra) -> dict:
+    """One benchmark row: the case, both times, the speedup and the ideal 1/p; ``extra`` fields after them."""
+    n, h, w = shape
+    return {
+        "layer": layer,
+        "n": n,
+        "h": h,
+        "w": w,
+        "c": c,
+        "precision": precision,
+        "p": p,
+        "p_out": p_out,
+        "dense_ms": dense_s * 1e3,
+        "delta_ms": delta_s * 1e3,
+        "speedup": dense_s / delta_s,
+        "ideal": (1 / p) if p > 0 else None,
+        **extra,
+    }
+
+
 def run_activation_case(layer: str, shape, c: int, precision: str, fractions, baseline: bool, seed: int = 0):
     """The activation rule (``ops.activation`` with a fused scale, state carried) against dense XLA."""
     n, h, w = shape
@@ -120,29 +140,17 @@ def run_activation_case(layer: str, shape, c: int, precision: str, fractions, ba
     def step(state, values, mask, scale):
         return ops.activation(state, ops.Delta(values, mask), layer, scale=scale)
 
+    fresh = jax.jit(lambda x: ops.activation_init(x.astype(jnp.float32) * 0.5, layer)[1])  # a new state each time
     dense_s = stepped_time(dense, jnp.zeros_like(frame), frame, scale, offset)
     rows = []
     for p in fractions:
         mask = jnp.asarray(blob_mask(n, h, w, p, seed=seed + 1))
-        fresh = jax.jit(lambda x: ops.activation_init(x.astype(jnp.float32) * 0.5, layer)[1])
         delta_s = stepped_time(step, fresh(frame), frame, mask, scale)
         active = float(jnp.sum(mask)) * c
-        row = {
-            "layer": layer,
-            "n": n,
-            "h": h,
-            "w": w,
-            "c": c,
-            "precision": precision,
-            "p": p,
-            "p_out": float(jnp.mean(mask)),
-            "dense_ms": dense_s * 1e3,
-            "delta_ms": delta_s * 1e3,
-            "speedup": dense_s / delta_s,
-            "ideal": (1 / p) if p > 0 else None,
-            "tflops_active": 0.0,
-            "gbps_active": active * (2 * jnp.dtype(dtype).itemsize + 16) / delta_s / 1e9,
-        }
+        gbps = active * (2 * jnp.dtype(dtype).itemsize + 16) / delta_s / 1e9
+        row = _row(
+            layer, shape, c, precision, p, float(jnp.mean(mask)), dense_s, delta_s, tflops_active=0.0, gbps_active=gbps
+        )
         if baseline and 0 < p < 1:
             with use_reference():
                 row["sparse_jax_ms"] = stepped_time(step, fresh(frame), frame, mask, scale) * 1e3
@@ -178,21 +186,8 @@ def run_case(
         out_mask = jax.jit(delta)(frame, mask, kernel).mask
         active_out = float(jnp.sum(out_mask))
         delta_s = median_time(delta, frame, mask, kernel, target_s=seconds)
-        row = {
-            "layer": layer,
-            "n": n,
-            "h": h,
-            "w": w,
-            "c": c,
-            "precision": precision,
-            "p": p,
-            "p_out": active_out / (n * h * w),
-            "dense_ms": dense_s * 1e3,
-            "delta_ms": delta_s * 1e3,
-            "speedup": dense_s / delta_s,
-            "ideal": (1 / p) if p > 0 else None,
-            "tflops_active": conv_flops(active_out, k, c // groups, c) / delta_s / 1e12,
-        }
+        tflops = conv_flops(active_out, k, c // groups, c) / delta_s / 1e12
+        row = _row(layer, shape, c, precision, p, active_out / (n * h * w), dense_s, delta_s, tflops_active=tflops)
         if sparse_baseline and 0 < p < 1:
             count = int(active_out)
             sparse = jax.jit(
