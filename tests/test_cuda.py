@@ -306,6 +306,58 @@ def test_depthwise_separable_exact_over_60_frames_on_gpu():
     np.testing.assert_array_equal(np.asarray(clean), np.asarray(poisoned))
 
 
+def _pixelwise_case(seed, n, h, w, c, dtype):
+    """Two poisoned deltas with different blob masks and update sizes, a dense state with non-zero residuals, and a
+    per-channel scale."""
+    rng = np.random.default_rng(seed)
+
+    def delta():
+        mask = jnp.asarray(_blob_mask(rng, n, h, w, 0.4))
+        size = rng.uniform(0, 1, (n, h, w, 1)) ** 3  # small updates at many pixels: truncation drops some
+        values = jnp.asarray(rng.normal(0, 1, (n, h, w, c)) * size, jnp.float32).astype(dtype)
+        return ops.Delta(jnp.where(mask[..., None], values, jnp.nan).astype(dtype), mask)
+
+    acc = jnp.asarray(rng.normal(0, 2, (n, h, w, c)), jnp.float32)
+    res = jnp.asarray(rng.normal(0, 0.2, (n, h, w, c)) * (rng.random((n, h, w, 1)) < 0.5), jnp.float32)
+    scale = jnp.asarray(rng.uniform(0.5, 1.5, c), jnp.float32)
+    return delta(), delta(), ops.ActivationState(acc, res), scale
+
+
+def _pixelwise_ops(x, y, state, scale):
+    """Every kernel that walks the active pixels: activation (scaled, truncated), add + activation, add, affine,
+    sparsify and densify; returns everything they produce."""
+    trunc = ops.Truncation("max", 0.4)
+    act, act_state = ops.activation(state, x, "relu6", trunc, scale=scale)
+    add_act, add_act_state = ops.add_activation(state, x, y, "hard_swish", ops.Truncation("l2", 0.8))
+    dense, _ = ops.densify(ops.DensifyState(state.acc), x)
+    ref = jnp.where(x.mask[..., None], state.acc, state.acc + state.res)  # some pixels unchanged, some not
+    delta, sparse_state = ops.sparsify(ops.SparsifyState(ref), state.acc.astype(x.dtype), ops.SparsifyConfig(0.1))
+    return act, act_state, add_act, add_act_state, ops.add(x, y), ops.affine(x, scale), dense, delta, sparse_state
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize(  # 4, 8, 8, 16, 32 and 32 lanes per pixel; two of them also under compute-sanitizer
+    "c", [pytest.param(3, marks=pytest.mark.sanitize), 8, 64, 144, pytest.param(480, marks=pytest.mark.sanitize), 1152]
+)
+def test_pixelwise_kernels_every_lane_layout(c, dtype):
+    """The per-pixel kernels against the reference for each lanes-per-pixel layout of their walk: 2 x 9 x 13
+    pixels (chunks of 32 with a ragged tail), different masks per operand, poisoned inactive values."""
+    x, y, state, scale = _pixelwise_case(c, 2, 9, 13, c, dtype)
+    got = jax.jit(_pixelwise_ops)(*jax.device_put((x, y, state, scale), _gpu()))
+    with use_reference():
+        want = jax.jit(_pixelwise_ops)(x, y, state, scale)
+    tol = 1e-5 if dtype == "float32" else 1e-2
+    for g, r in zip(got, want, strict=True):
+        if isinstance(g, ops.Delta):
+            np.testing.assert_array_equal(np.asarray(g.mask), np.asarray(r.mask))
+            m = np.asarray(r.mask)
+            g, r = np.asarray(g.values.astype(jnp.float32))[m], np.asarray(r.values.astype(jnp.float32))[m]
+            assert np.all(np.isfinite(g)), "NaN at an active output pixel: an inactive input was read"
+        for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(r), strict=True):
+            a, b = np.asarray(jnp.asarray(a, jnp.float32)), np.asarray(jnp.asarray(b, jnp.float32))
+            assert rel_error(a, b) <= tol, f"rel err {rel_error(a, b):.2e} > {tol:.0e}"
+
+
 @pytest.mark.sanitize
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize(

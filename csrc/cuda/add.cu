@@ -30,7 +30,7 @@ __global__ void __launch_bounds__(kBlock) add_kernel(AddParams p) {
 
 cudaError_t add(const AddParams& p, cudaStream_t stream) {
   return dispatch_dtype(p.dtype, [&](auto tag) -> cudaError_t {
-    add_kernel<decltype(tag)><<<grid_for(p.n * p.h * p.w), kBlock, 0, stream>>>(p);
+    add_kernel<decltype(tag)><<<pixel_walk_grid(p.n * p.h * p.w, p.c), kBlock, 0, stream>>>(p);
     return cudaGetLastError();
   });
 }

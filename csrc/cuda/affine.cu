@@ -27,7 +27,7 @@ __global__ void __launch_bounds__(kBlock) affine_kernel(AffineParams p) {
 
 cudaError_t affine(const AffineParams& p, cudaStream_t stream) {
   return dispatch_dtype(p.dtype, [&](auto tag) -> cudaError_t {
-    affine_kernel<decltype(tag)><<<grid_for(p.n * p.h * p.w), kBlock, 0, stream>>>(p);
+    affine_kernel<decltype(tag)><<<pixel_walk_grid(p.n * p.h * p.w, p.c), kBlock, 0, stream>>>(p);
     return cudaGetLastError();
   });
 }

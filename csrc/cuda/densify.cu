@@ -26,7 +26,7 @@ __global__ void __launch_bounds__(kBlock) densify_kernel(DensifyParams p) {
 
 cudaError_t densify(const DensifyParams& p, cudaStream_t stream) {
   return dispatch_dtype(p.dtype, [&](auto tag) -> cudaError_t {
-    densify_kernel<decltype(tag)><<<grid_for(p.n * p.h * p.w), kBlock, 0, stream>>>(p);
+    densify_kernel<decltype(tag)><<<pixel_walk_grid(p.n * p.h * p.w, p.c), kBlock, 0, stream>>>(p);
     return cudaGetLastError();
   });
 }

@@ -1,0 +1,143 @@
+"""Where one frame step of a bundled model spends its time on a GPU.
+
+    python -m benchmarks.profile_step [--model M] [--streams N] [--size HxW] [--precision P]
+        [--thresholds FILE] [--clip-stats] [--trace DIR] [--out FILE.json]
+
+It times, in one process: a dense frame, a delta step with no change ("still"), a delta step of the clip
+("moving": one frame forward or back), and with ``--clip-stats`` a whole ``run_clip`` of a still clip with and
+without per-layer stats. With ``--trace DIR`` it also records one still and one moving step with the JAX
+profiler and adds, for each, the device's kernels grouped by name (count and total time), longest first.
+(ncu crashed under this JAX program on the H100 machine, 2026-11-25; the profiler's trace needs no counters.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import deltajax
+from deltajax import models, tune
+from deltajax.benchmark import _precision_scope
+from deltajax.video import ACTION_START, read_clip, streaming, time_shifted_streams
+
+
+def kernel_table(trace_dir: str, top: int = 40, planes: str = "/device:") -> dict:
+    """The kernels in a JAX profiler trace (of the planes named ``planes``...): total, count and the ``top``
+    groups by (kernel, HLO op)."""
+    from jax.profiler import ProfileData
+
+    (path,) = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
+    groups: dict = collections.defaultdict(lambda: [0, 0.0])
+    for plane in ProfileData.from_file(path).planes:
+        if not plane.name.startswith(planes):
+            continue
+        for line in plane.lines:
+            for event in line.events:
+                stats = dict(event.stats)
+                key = f"{event.name[:90]} | {stats.get('hlo_op', '')}"
+                groups[key][0] += 1
+                groups[key][1] += event.duration_ns * 1e-6
+    ordered = sorted(groups.items(), key=lambda kv: -kv[1][1])
+    return {
+        "kernels": sum(n for n, _ in groups.values()),
+        "kernel_ms": sum(ms for _, ms in groups.values()),
+        "top": [{"kernel | hlo_op": k, "count": n, "ms": ms} for k, (n, ms) in ordered[:top]],
+    }
+
+
+def _per_call_ms(fn, runs: int) -> float:
+    """Median milliseconds of ``fn()`` (which blocks) over ``runs`` calls after one warm-up call."""
+    fn()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return float(np.median(samples)) * 1e3
+
+
+def load_clip(model: str, streams: int, size: tuple[int, int], frames: int, dtype):
+    """``(module, variables, clip [T, N, H, W, 3])`` of the person clip from its action start, in ``dtype``."""
+    module, variables, preprocess = models.load(model)
+    video = deltajax.video.bundled_clip("people")
+    rgb = read_clip(video, start=ACTION_START[os.path.basename(video)], max_frames=frames, size=size)
+    clip = time_shifted_streams(np.asarray(preprocess(jnp.asarray(rgb))), streams)
+    variables = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), variables)
+    return module, variables, jnp.asarray(clip, dtype)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="efficientnet_lite0")
+    p.add_argument("--streams", type=int, default=8)
+    p.add_argument("--size", default="432x768", help="HxW")
+    p.add_argument("--precision", default="bf16", choices=["f32_highest", "f32_default", "bf16"])
+    p.add_argument("--thresholds", help="thresholds JSON (default: the shipped ones for the size, else exact)")
+    p.add_argument("--frames", type=int, default=12)
+    p.add_argument("--trace", help="folder for JAX profiler traces of one still and one moving step")
+    p.add_argument("--clip-stats", action="store_true", help="also time run_clip with and without stats")
+    p.add_argument("--out", help="write the timings as JSON here")
+    args = p.parse_args()
+
+    size = tuple(int(v) for v in args.size.lower().split("x"))
+    dtype = jnp.bfloat16 if args.precision == "bf16" else jnp.float32
+    module, variables, clip = load_clip(args.model, args.streams, size, args.frames, dtype)
+    config = tune.load_thresholds(args.thresholds) if args.thresholds else tune.shipped_thresholds(args.model, size)
+    stepper = deltajax.delta(module.apply, config=config)
+    start, step = streaming(stepper, variables)
+    with _precision_scope(args.precision):
+        state = [start(clip[0])[1]]
+
+        def run_steps(frames):
+            for frame in frames:
+                out, state[0] = step(state[0], frame)
+            jax.block_until_ready(out)
+
+        run_steps(clip[1:-1])  # compiles; the state is now at the clip's last frame but one
+        traces = {}
+        if args.trace:
+            for kind, frame in (("still", clip[-2]), ("moving", clip[-1])):
+                folder = os.path.join(args.trace, kind)
+                with jax.profiler.trace(folder):
+                    run_steps([frame])
+                traces[kind] = kernel_table(folder)
+        else:
+            run_steps(clip[-1:])
+        # Back to the first frame and forward to the last again: every step is a one-frame change.
+        there_and_back = [*clip[-2::-1], *clip[1:]]
+        dense = jax.jit(module.apply)
+        row = {
+            "model": args.model,
+            "case": f"{args.streams}x{size[1]}x{size[0]}",
+            "precision": args.precision,
+            "device": jax.devices()[0].device_kind,
+            "thresholds": args.thresholds or "shipped",
+            "dense_frame_ms": _per_call_ms(lambda: jax.block_until_ready(dense(variables, clip[1])), 20),
+            "still_step_ms": _per_call_ms(lambda: run_steps([clip[-1]] * 10), 5) / 10,
+            "moving_step_ms": _per_call_ms(lambda: run_steps(there_and_back), 3) / len(there_and_back),
+        }
+        if args.clip_stats:
+            still = jnp.broadcast_to(clip[:1], clip.shape)
+            for stats in (False, True):
+                fn = jax.jit(lambda c, v, s=stats: deltajax.run_clip(stepper, c, v, with_stats=s))
+                row[f"run_clip_still_ms_per_frame_stats_{stats}"] = _per_call_ms(
+                    lambda f=fn: jax.block_until_ready(f(still, variables)), 5
+                ) / len(clip)
+        row["traces"] = traces
+    print(json.dumps(row, indent=1), flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(row, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

