@@ -42,6 +42,8 @@ def kernel_table(trace_dir: str, top: int = 40, planes: str = "/device:") -> dic
         for line in plane.lines:
             for event in line.events:
                 stats = dict(event.stats)
+                if not planes.startswith("/device:") and "hlo_op" not in stats:
+                    continue  # on the host plane, XLA's thunks carry their HLO op; Python frames do not
                 key = f"{event.name[:90]} | {stats.get('hlo_op', '')}"
                 groups[key][0] += 1
                 groups[key][1] += event.duration_ns * 1e-6
@@ -64,11 +66,10 @@ def _per_call_ms(fn, runs: int) -> float:
     return float(np.median(samples)) * 1e3
 
 
-def load_clip(model: str, streams: int, size: tuple[int, int], frames: int, dtype):
-    """``(module, variables, clip [T, N, H, W, 3])`` of the person clip from its action start, in ``dtype``."""
+def load_clip(model: str, video: str, streams: int, size: tuple[int, int], frames: int, dtype):
+    """``(module, variables, clip [T, N, H, W, 3])`` of ``video`` (from its action start), in ``dtype``."""
     module, variables, preprocess = models.load(model)
-    video = deltajax.video.bundled_clip("people")
-    rgb = read_clip(video, start=ACTION_START[os.path.basename(video)], max_frames=frames, size=size)
+    rgb = read_clip(video, start=ACTION_START.get(os.path.basename(video), 0), max_frames=frames, size=size)
     clip = time_shifted_streams(np.asarray(preprocess(jnp.asarray(rgb))), streams)
     variables = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), variables)
     return module, variables, jnp.asarray(clip, dtype)
@@ -77,6 +78,7 @@ def load_clip(model: str, streams: int, size: tuple[int, int], frames: int, dtyp
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="efficientnet_lite0")
+    p.add_argument("--video", help="the clip (default: the bundled person clip)")
     p.add_argument("--streams", type=int, default=8)
     p.add_argument("--size", default="432x768", help="HxW")
     p.add_argument("--precision", default="bf16", choices=["f32_highest", "f32_default", "bf16"])
@@ -89,7 +91,8 @@ def main() -> int:
 
     size = tuple(int(v) for v in args.size.lower().split("x"))
     dtype = jnp.bfloat16 if args.precision == "bf16" else jnp.float32
-    module, variables, clip = load_clip(args.model, args.streams, size, args.frames, dtype)
+    video = args.video or deltajax.video.bundled_clip("people")
+    module, variables, clip = load_clip(args.model, video, args.streams, size, args.frames, dtype)
     config = tune.load_thresholds(args.thresholds) if args.thresholds else tune.shipped_thresholds(args.model, size)
     stepper = deltajax.delta(module.apply, config=config)
     start, step = streaming(stepper, variables)
@@ -104,11 +107,12 @@ def main() -> int:
         run_steps(clip[1:-1])  # compiles; the state is now at the clip's last frame but one
         traces = {}
         if args.trace:
+            planes = "/device:" if jax.default_backend() == "gpu" else "/host:CPU"
             for kind, frame in (("still", clip[-2]), ("moving", clip[-1])):
                 folder = os.path.join(args.trace, kind)
                 with jax.profiler.trace(folder):
                     run_steps([frame])
-                traces[kind] = kernel_table(folder)
+                traces[kind] = kernel_table(folder, planes=planes)
         else:
             run_steps(clip[-1:])
         # Back to the first frame and forward to the last again: every step is a one-frame change.

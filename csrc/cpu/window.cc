@@ -29,6 +29,12 @@ int threads_for(int64_t work) {
 #endif
 }
 
+void source_table(int64_t outputs, int taps, int stride, int rhs_dil, int pad_lo, int lhs_dil, int64_t size,
+                  int64_t* table) {
+  for (int64_t o = 0; o < outputs; ++o)
+    for (int t = 0; t < taps; ++t) table[o * taps + t] = conv_source(o, t, stride, rhs_dil, pad_lo, lhs_dil, size);
+}
+
 void window_mask(const uint8_t* in, int64_t n, int64_t h, int64_t w, const Window& win, uint8_t* out, int64_t ho,
                  int64_t wo) {
   const bool identity = win.kh == 1 && win.kw == 1 && win.stride_h == 1 && win.stride_w == 1 && win.pad_top == 0 &&
@@ -39,12 +45,8 @@ void window_mask(const uint8_t* in, int64_t n, int64_t h, int64_t w, const Windo
   }
   // Input column of each (output column, tap), -1 for padding and holes; likewise rows.
   std::vector<int64_t> src_x(static_cast<size_t>(wo * win.kw)), src_y(static_cast<size_t>(ho * win.kh));
-  for (int64_t ox = 0; ox < wo; ++ox)
-    for (int k = 0; k < win.kw; ++k)
-      src_x[ox * win.kw + k] = conv_source(ox, k, win.stride_w, win.rhs_dil_w, win.pad_left, win.lhs_dil_w, w);
-  for (int64_t oy = 0; oy < ho; ++oy)
-    for (int k = 0; k < win.kh; ++k)
-      src_y[oy * win.kh + k] = conv_source(oy, k, win.stride_h, win.rhs_dil_h, win.pad_top, win.lhs_dil_h, h);
+  source_table(wo, win.kw, win.stride_w, win.rhs_dil_w, win.pad_left, win.lhs_dil_w, w, src_x.data());
+  source_table(ho, win.kh, win.stride_h, win.rhs_dil_h, win.pad_top, win.lhs_dil_h, h, src_y.data());
   // Row pass: rows[b, iy, ox] = OR over kx; row_any[b, iy] says whether that row has anything.
   std::vector<uint8_t> rows(static_cast<size_t>(n * h * wo)), row_any(static_cast<size_t>(n * h));
   const int threads = threads_for(n * h * (w + wo * win.kw));

@@ -19,6 +19,11 @@ struct Window {
 void window_mask(const uint8_t* in, int64_t n, int64_t h, int64_t w, const Window& win, uint8_t* out, int64_t ho,
                  int64_t wo);
 
+// table[o * taps + t] = the input index along one axis that output index o reads at tap t, or -1 where the tap
+// reads zero (conv_source for o < outputs): built once per call, so per-pixel loops need no divisions.
+void source_table(int64_t outputs, int taps, int stride, int rhs_dil, int pad_lo, int lhs_dil, int64_t size,
+                  int64_t* table);
+
 // Writes the flat indices of the non-zero entries of mask[0, count) to list, in order; returns how many.
 int64_t active_list(const uint8_t* mask, int64_t count, int32_t* list);
 

@@ -7,7 +7,6 @@
 // vectorised over channels.
 #include <algorithm>
 
-#include "common/conv_geometry.h"
 #include "cpu/dtype.h"
 #include "cpu/isa/isa.h"
 #include "cpu/isa/kernels.h"
@@ -40,6 +39,35 @@ struct Scratch {
   ~Scratch() { delete[] data; }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
+};
+
+// Where active output pixels read: the input row / column of each (output row / column, tap) from tables built
+// once per call, and a pixel's stream and coordinates by 32-bit divisions (the active lists are int32). With
+// conv_source's 64-bit divisions per pixel and tap, a 3x3 depthwise layer (32 channels, 216x384, 97 % active,
+// 2 cores) took 3.4 ms; now 2.8 (a 3x3 32 -> 32 conv at 108x192: 2.5 -> 2.2 ms; 1x1 layers unchanged).
+struct Sources {
+  Scratch<int64_t> y, x;  // [ho * kh], [wo * kw]: input row / column, -1 where the tap reads zero
+  int32_t hw, wo;
+  int kh, kw;
+  explicit Sources(const ConvParams& p)
+      : y(p.ho * p.kh),
+        x(p.wo * p.kw),
+        hw(static_cast<int32_t>(p.ho * p.wo)),
+        wo(static_cast<int32_t>(p.wo)),
+        kh(p.kh),
+        kw(p.kw) {
+    source_table(p.ho, p.kh, p.stride_h, p.rhs_dil_h, p.pad_top, p.lhs_dil_h, p.h, y.data);
+    source_table(p.wo, p.kw, p.stride_w, p.rhs_dil_w, p.pad_left, p.lhs_dil_w, p.w, x.data);
+  }
+  struct Pixel {
+    int32_t b, oy, ox;
+  };
+  Pixel pixel(int32_t o) const {
+    const int32_t b = o / hw, r = o - b * hw, oy = r / wo;
+    return {b, oy, r - oy * wo};
+  }
+  int64_t row(const Pixel& q, int ky) const { return y.data[int64_t(q.oy) * kh + ky]; }
+  int64_t col(const Pixel& q, int kx) const { return x.data[int64_t(q.ox) * kw + kx]; }
 };
 
 // HWIO [taps, C_in/g, C_out] -> [g][block][tap][C_in/g][nr] float32; columns past C_out/g are zero.
@@ -96,6 +124,7 @@ void general(const ConvParams& p, const int32_t* list, int64_t count) {
   for (int64_t i = 0; i < p.cin; ++i) zeros.data[i] = from_float<T>(0.f);
   const T* x = static_cast<const T*>(p.x);
   T* out = static_cast<T*>(p.out);
+  const Sources sources(p);
   const int64_t tiles = (count + kRows - 1) / kRows;
   const int threads = threads_for(count * taps * cin_g * cout_g / 8);
 #pragma omp parallel num_threads(threads)
@@ -106,13 +135,8 @@ void general(const ConvParams& p, const int32_t* list, int64_t count) {
 #pragma omp for schedule(dynamic, 8)
     for (int64_t tile = 0; tile < tiles; ++tile) {
       const int64_t first = tile * kRows, rows = std::min<int64_t>(kRows, count - first);
-      int64_t b[kRows], oy[kRows], ox[kRows];
-      for (int m = 0; m < kRows; ++m) {
-        const int64_t o = list[first + std::min<int64_t>(m, rows - 1)];
-        b[m] = o / (p.ho * p.wo);
-        oy[m] = (o / p.wo) % p.ho;
-        ox[m] = o % p.wo;
-      }
+      Sources::Pixel q[kRows];
+      for (int m = 0; m < kRows; ++m) q[m] = sources.pixel(list[first + std::min<int64_t>(m, rows - 1)]);
       // Live taps of this tile and, per pixel, the input row each reads (zeros where it reads nothing).
       int64_t n_live = 0;
       for (int ky = 0; ky < p.kh; ++ky)
@@ -122,11 +146,11 @@ void general(const ConvParams& p, const int32_t* list, int64_t count) {
           for (int m = 0; m < kRows; ++m) {
             s[m] = zeros.data;
             if (m >= rows) continue;
-            const int64_t iy = conv_source(oy[m], ky, p.stride_h, p.rhs_dil_h, p.pad_top, p.lhs_dil_h, p.h);
+            const int64_t iy = sources.row(q[m], ky);
             if (iy < 0) continue;
-            const int64_t ix = conv_source(ox[m], kx, p.stride_w, p.rhs_dil_w, p.pad_left, p.lhs_dil_w, p.w);
+            const int64_t ix = sources.col(q[m], kx);
             if (ix < 0) continue;
-            const int64_t pix = (b[m] * p.h + iy) * p.w + ix;
+            const int64_t pix = (q[m].b * p.h + iy) * p.w + ix;
             if (!p.in_mask[pix]) continue;  // inactive inputs read as zero, never loaded
             s[m] = x + pix * p.cin;
             any = true;
@@ -155,6 +179,7 @@ void depthwise(const ConvParams& p, const int32_t* list, int64_t count) {
   Scratch<float> w(taps * c);
   const T* wt = static_cast<const T*>(p.kernel);
   for (int64_t i = 0; i < taps * c; ++i) w.data[i] = to_float(wt[i]);
+  const Sources sources(p);
   const T* x = static_cast<const T*>(p.x);
   T* out = static_cast<T*>(p.out);
   const int threads = threads_for(count * taps * c);
@@ -164,16 +189,16 @@ void depthwise(const ConvParams& p, const int32_t* list, int64_t count) {
     float* __restrict a = acc.data;
 #pragma omp for schedule(dynamic, 64)
     for (int64_t k = 0; k < count; ++k) {
-      const int64_t o = list[k];
-      const int64_t b = o / (p.ho * p.wo), oy = (o / p.wo) % p.ho, ox = o % p.wo;
+      const int32_t o = list[k];
+      const Sources::Pixel q = sources.pixel(o);
       for (int64_t ch = 0; ch < c; ++ch) a[ch] = 0.f;
       for (int ky = 0; ky < p.kh; ++ky) {
-        const int64_t iy = conv_source(oy, ky, p.stride_h, p.rhs_dil_h, p.pad_top, p.lhs_dil_h, p.h);
+        const int64_t iy = sources.row(q, ky);
         if (iy < 0) continue;
         for (int kx = 0; kx < p.kw; ++kx) {
-          const int64_t ix = conv_source(ox, kx, p.stride_w, p.rhs_dil_w, p.pad_left, p.lhs_dil_w, p.w);
+          const int64_t ix = sources.col(q, kx);
           if (ix < 0) continue;
-          const int64_t pix = (b * p.h + iy) * p.w + ix;
+          const int64_t pix = (q.b * p.h + iy) * p.w + ix;
           if (!p.in_mask[pix]) continue;
           const T* __restrict xi = x + pix * c;
           const float* __restrict wk = w.data + (int64_t(ky) * p.kw + kx) * c;
