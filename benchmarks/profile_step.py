@@ -75,7 +75,7 @@ def load_clip(model: str, video: str, streams: int, size: tuple[int, int], frame
     return module, variables, jnp.asarray(clip, dtype)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="efficientnet_lite0")
     p.add_argument("--video", help="the clip (default: the bundled person clip)")
@@ -87,13 +87,15 @@ def main() -> int:
     p.add_argument("--trace", help="folder for JAX profiler traces of one still and one moving step")
     p.add_argument("--clip-stats", action="store_true", help="also time run_clip with and without stats")
     p.add_argument("--out", help="write the timings as JSON here")
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     size = tuple(int(v) for v in args.size.lower().split("x"))
     dtype = jnp.bfloat16 if args.precision == "bf16" else jnp.float32
     video = args.video or deltajax.video.bundled_clip("people")
     module, variables, clip = load_clip(args.model, video, args.streams, size, args.frames, dtype)
-    config = tune.load_thresholds(args.thresholds) if args.thresholds else tune.shipped_thresholds(args.model, size)
+    config = (
+        tune.load_thresholds(args.thresholds) if args.thresholds else tune.shipped_thresholds(args.model, size, video)
+    )
     stepper = deltajax.delta(module.apply, config=config)
     start, step = streaming(stepper, variables)
     with _precision_scope(args.precision):

@@ -174,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", help="comma-separated subset of " + ",".join(CASES))
     p.add_argument("--frames", type=int, help="frames per clip (default: the preset's)")
     p.add_argument("--precisions", help="comma-separated subset of " + ",".join(PRECISIONS))
-    p.add_argument("--thresholds", help="thresholds JSON for every model (default: the shipped tuned ones)")
+    p.add_argument(
+        "--thresholds", help="thresholds JSON for every model (default: the shipped ones tuned for the clip and size)"
+    )
     p.add_argument("--out", help="write the rows as JSON here")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
 
@@ -194,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             for case in cases:
                 size = CASES[case].size
                 config = (
-                    tune.load_thresholds(args.thresholds) if args.thresholds else tune.shipped_thresholds(model, size)
+                    tune.load_thresholds(args.thresholds)
+                    if args.thresholds
+                    else tune.shipped_thresholds(model, size, clip=video)
                 )
                 group = []
                 for prec in precisions:

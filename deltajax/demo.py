@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> dict:
         config = (
             tune.load_thresholds(args.thresholds)
             if args.thresholds
-            else tune.shipped_thresholds(args.model, tuple(frames.shape[2:4]))
+            else tune.shipped_thresholds(args.model, tuple(frames.shape[2:4]), video)
         )
     stepper = deltajax.delta(module.apply, config=config)
 

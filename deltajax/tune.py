@@ -217,15 +217,23 @@ def load_thresholds(path: str | os.PathLike) -> DeltaConfig:
         return config_from_json(json.load(f))
 
 
-def shipped_thresholds(model: str, size: tuple[int, int] | None = None) -> DeltaConfig:
+def shipped_thresholds(
+    model: str, size: tuple[int, int] | None = None, clip: str | os.PathLike | None = None
+) -> DeltaConfig:
     """Thresholds tuned for a bundled model, else all 0 (exact).
 
-    Looks for ``deltajax/data/<model>_thresholds_<H>x<W>.json`` (tuned at that
-    frame size: thresholds do not carry over between resolutions well), then
-    ``<model>_thresholds.json``.
+    Looks in ``deltajax/data/`` for ``<model>_thresholds_<H>x<W>_<clip>.json``
+    (tuned on that clip, named by its file name without extension, at that
+    frame size), then ``<model>_thresholds_<H>x<W>.json`` (thresholds do not
+    carry over between resolutions well), then ``<model>_thresholds.json``.
     """
     data = resources.files("deltajax") / "data"
-    names = ([f"{model}_thresholds_{size[0]}x{size[1]}.json"] if size else []) + [f"{model}_thresholds.json"]
+    sized = f"{model}_thresholds_{size[0]}x{size[1]}" if size else None
+    names = [
+        *([f"{sized}_{os.path.splitext(os.path.basename(clip))[0]}.json"] if sized and clip else []),
+        *([f"{sized}.json"] if sized else []),
+        f"{model}_thresholds.json",
+    ]
     for name in names:
         if (data / name).is_file():
             return load_thresholds(str(data / name))

@@ -22,3 +22,17 @@ def test_activation_case_times_the_reference_too():
     rows = kernels.run_activation_case("relu6", (1, 16, 24), 8, "bf16", (0.0, 0.3), baseline=True)
     assert [r["p"] for r in rows] == [0.0, 0.3]
     assert "sparse_jax_ms" not in rows[0] and rows[1]["sparse_jax_ms"] > 0
+
+
+def test_profile_step_times_and_lists_kernels(tmp_path):
+    from benchmarks import profile_step
+
+    out = tmp_path / "step.json"
+    argv = ["--streams", "1", "--size", "32x48", "--frames", "3", "--precision", "f32_highest"]
+    assert profile_step.main([*argv, "--trace", str(tmp_path / "trace"), "--out", str(out)]) == 0
+    row = json.loads(out.read_text())
+    assert row["dense_frame_ms"] > 0 and row["still_step_ms"] > 0 and row["moving_step_ms"] > 0
+    for kind in ("still", "moving"):
+        trace = row["traces"][kind]
+        assert trace["kernels"] > 0 and trace["kernel_ms"] > 0
+        assert any("ffi_call" in t["kernel | hlo_op"] for t in trace["top"])  # deltajax's custom calls

@@ -64,3 +64,5 @@ def test_shipped_thresholds_are_per_frame_size():
     tuned = tune.shipped_thresholds("efficientnet_lite0", (216, 384))
     assert tuned.threshold > 0 and tuned.layers
     assert tune.shipped_thresholds("efficientnet_lite0", (17, 19)) == deltajax.DeltaConfig()  # none: exact
+    # No file for this clip at this size: the size's file.
+    assert tune.shipped_thresholds("efficientnet_lite0", (216, 384), clip="/videos/mine.mp4") == tuned
