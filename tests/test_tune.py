@@ -9,6 +9,7 @@ import pytest
 
 import deltajax
 from deltajax import tune
+from deltajax.video import bundled_clip
 from tests.flax_nets import MobileNetish
 from tests.harness import moving_blobs
 
@@ -66,3 +67,8 @@ def test_shipped_thresholds_are_per_frame_size():
     assert tune.shipped_thresholds("efficientnet_lite0", (17, 19)) == deltajax.DeltaConfig()  # none: exact
     # No file for this clip at this size: the size's file.
     assert tune.shipped_thresholds("efficientnet_lite0", (216, 384), clip="/videos/mine.mp4") == tuned
+    # Per-clip files where they exist (and nothing for the size alone: exact).
+    person = tune.shipped_thresholds("efficientnet_lite0", (432, 768), clip=bundled_clip("people"))
+    asl = tune.shipped_thresholds("efficientnet_lite0", (432, 768), clip=bundled_clip("asl"))
+    assert person.layers and asl.layers and person != asl
+    assert tune.shipped_thresholds("efficientnet_lite0", (432, 768)) == deltajax.DeltaConfig()
