@@ -37,6 +37,18 @@ def test_streaming_equals_run_clip(setup):
         outs.append(out)
     np.testing.assert_allclose(np.asarray(jnp.stack(outs)), np.asarray(clip_out), rtol=0, atol=1e-6)
     assert max(rel_error(clip_out[t], dense[t]) for t in range(FRAMES)) <= 1e-4
+    # The per-frame stats run_clip returns (packed into one vector per frame inside its scan) are the stepper's.
+    _, state, frame_stats = stepper.init_with_stats(variables, video[0])
+    per_frame = [frame_stats]
+    step_with_stats = jax.jit(stepper.step_with_stats)
+    for frame in video[1:]:
+        _, state, frame_stats = step_with_stats(state, variables, frame)
+        per_frame.append(frame_stats)
+    want = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *per_frame)
+    assert jax.tree_util.tree_structure(want) == jax.tree_util.tree_structure(stats)
+    for w, g in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(stats), strict=True):
+        assert g.dtype == w.dtype
+        np.testing.assert_allclose(np.asarray(g, np.float64), np.asarray(w, np.float64), rtol=1e-6)
 
 
 def test_streaming_restart_at_scene_cut(setup):
