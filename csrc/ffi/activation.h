@@ -14,12 +14,13 @@ namespace deltajax::ffi_ops {
 namespace ffi = xla::ffi;
 using namespace deltajax::ffi_util;
 
+// Validates the activation's attributes, results and state (aliased in place) and fills p; launches nothing.
 template <class B>
-ffi::Error ActivationCommon(const std::string& op, typename B::Stream stream, ActivationParams& p,
-                            const ffi::AnyBuffer& x, const ffi::AnyBuffer& acc, const ffi::AnyBuffer& res,
-                            ffi::AnyBuffer& out, ffi::AnyBuffer& out_mask, ffi::AnyBuffer& acc_out,
-                            ffi::AnyBuffer& res_out, int32_t act, float negative_slope, int32_t truncation,
-                            float threshold) {
+ffi::Error ActivationSetup(const std::string& op, typename B::Stream stream, ActivationParams& p,
+                           const ffi::AnyBuffer& x, const ffi::AnyBuffer& acc, const ffi::AnyBuffer& res,
+                           ffi::AnyBuffer& out, ffi::AnyBuffer& out_mask, ffi::AnyBuffer& acc_out,
+                           ffi::AnyBuffer& res_out, int32_t act, float negative_slope, int32_t truncation,
+                           float threshold) {
   if (act < 0 || act >= kActKindCount)
     return invalid(op, "attribute 'act' must be an ActKind in [0, " + std::to_string(kActKindCount) + "), got " +
                            std::to_string(act));
@@ -38,7 +39,7 @@ ffi::Error ActivationCommon(const std::string& op, typename B::Stream stream, Ac
   p.x = x.untyped_data();
   p.out = out.untyped_data();
   p.out_mask = static_cast<uint8_t*>(out_mask.untyped_data());
-  return B::activation(p, stream);
+  return ffi::Error::Success();
 }
 
 template <class B>
@@ -63,8 +64,9 @@ ffi::Error Activation(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffe
   }
   p.x_mask = static_cast<const uint8_t*>(x_mask.untyped_data());
   p.scale = static_cast<const float*>(scale.untyped_data());
-  return ActivationCommon<B>(op, stream, p, x, acc, res, *out, *out_mask, *acc_out, *res_out, act, negative_slope,
-                             truncation, threshold);
+  DELTAJAX_RETURN_IF_ERROR(ActivationSetup<B>(op, stream, p, x, acc, res, *out, *out_mask, *acc_out, *res_out, act,
+                                              negative_slope, truncation, threshold));
+  return B::activation(p, stream);
 }
 
 template <class B>
@@ -83,8 +85,9 @@ ffi::Error AddActivation(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBu
   p.x_mask = static_cast<const uint8_t*>(x_mask.untyped_data());
   p.y = y.untyped_data();
   p.y_mask = static_cast<const uint8_t*>(y_mask.untyped_data());
-  return ActivationCommon<B>(op, stream, p, x, acc, res, *out, *out_mask, *acc_out, *res_out, act, negative_slope,
-                             truncation, threshold);
+  DELTAJAX_RETURN_IF_ERROR(ActivationSetup<B>(op, stream, p, x, acc, res, *out, *out_mask, *acc_out, *res_out, act,
+                                              negative_slope, truncation, threshold));
+  return B::activation(p, stream);
 }
 
 // The attributes both activation targets share, after their buffers.

@@ -6,6 +6,7 @@
 #include "ffi/affine.h"
 #include "ffi/binary.h"
 #include "ffi/conv.h"
+#include "ffi/conv_activation.h"
 #include "ffi/densify.h"
 #include "ffi/global_pool.h"
 #include "ffi/pool.h"

@@ -30,6 +30,10 @@ struct Cpu {
   }
   static xla::ffi::Error sparsify(const SparsifyParams& p, Stream) { return run(cpu::sparsify, p); }
   static xla::ffi::Error conv(const ConvParams& p, Stream) { return run(cpu::conv, p); }
+  static xla::ffi::Error conv_activation(const ConvParams& p, const ActivationParams& a, Stream) {
+    cpu::conv_activation(p, a);
+    return xla::ffi::Error::Success();
+  }
   static xla::ffi::Error activation(const ActivationParams& p, Stream) { return run(cpu::activation, p); }
   static xla::ffi::Error add(const AddParams& p, Stream) { return run(cpu::add, p); }
   static xla::ffi::Error densify(const DensifyParams& p, Stream) { return run(cpu::densify, p); }

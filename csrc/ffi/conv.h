@@ -9,14 +9,12 @@ namespace deltajax::ffi_ops {
 namespace ffi = xla::ffi;
 using namespace deltajax::ffi_util;
 
-template <class B>
-ffi::Error Conv(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer mask, ffi::AnyBuffer kernel,
-                ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> out_mask,
-                ffi::Result<ffi::AnyBuffer> workspace, int32_t stride_h, int32_t stride_w, int32_t pad_top,
-                int32_t pad_left, int32_t lhs_dil_h, int32_t lhs_dil_w, int32_t rhs_dil_h, int32_t rhs_dil_w,
-                int32_t groups, int32_t precision) {
-  const std::string op = "conv";
-  ConvParams p;
+// Validates a delta convolution's buffers and attributes and fills p.
+inline ffi::Error ConvSetup(const std::string& op, const ffi::AnyBuffer& x, const ffi::AnyBuffer& mask,
+                            const ffi::AnyBuffer& kernel, ffi::AnyBuffer* out, ffi::AnyBuffer* out_mask,
+                            ffi::AnyBuffer* workspace, int32_t stride_h, int32_t stride_w, int32_t pad_top,
+                            int32_t pad_left, int32_t lhs_dil_h, int32_t lhs_dil_w, int32_t rhs_dil_h,
+                            int32_t rhs_dil_w, int32_t groups, int32_t precision, ConvParams& p) {
   DELTAJAX_RETURN_IF_ERROR(activation_dtype(op, "x", x, &p.dtype));
   DELTAJAX_RETURN_IF_ERROR(nhwc(op, "x", x, &p.n, &p.h, &p.w, &p.cin));
   DELTAJAX_RETURN_IF_ERROR(expect_type(op, "mask", mask, ffi::DataType::PRED, "bool"));
@@ -60,12 +58,26 @@ ffi::Error Conv(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer mask
   p.out = out->untyped_data();
   p.out_mask = static_cast<uint8_t*>(out_mask->untyped_data());
   p.workspace = static_cast<int32_t*>(workspace->untyped_data());
-  return B::conv(p, stream);
+  return ffi::Error::Success();
 }
 
 template <class B>
-auto ConvBinding() {
-  return BindBuffers<B, 3, 3>()
+ffi::Error Conv(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer mask, ffi::AnyBuffer kernel,
+                ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> out_mask,
+                ffi::Result<ffi::AnyBuffer> workspace, int32_t stride_h, int32_t stride_w, int32_t pad_top,
+                int32_t pad_left, int32_t lhs_dil_h, int32_t lhs_dil_w, int32_t rhs_dil_h, int32_t rhs_dil_w,
+                int32_t groups, int32_t precision) {
+  ConvParams p;
+  DELTAJAX_RETURN_IF_ERROR(ConvSetup("conv", x, mask, kernel, &*out, &*out_mask, &*workspace, stride_h, stride_w,
+                                     pad_top, pad_left, lhs_dil_h, lhs_dil_w, rhs_dil_h, rhs_dil_w, groups, precision,
+                                     p));
+  return B::conv(p, stream);
+}
+
+// The convolution's attributes, after the buffers.
+template <class Binding>
+auto WithConvAttrs(Binding binding) {  // Binding's methods take *this as an rvalue
+  return std::move(binding)
       .template Attr<int32_t>("stride_h")
       .template Attr<int32_t>("stride_w")
       .template Attr<int32_t>("pad_top")
@@ -76,6 +88,11 @@ auto ConvBinding() {
       .template Attr<int32_t>("rhs_dil_w")
       .template Attr<int32_t>("groups")
       .template Attr<int32_t>("precision");
+}
+
+template <class B>
+auto ConvBinding() {
+  return WithConvAttrs(BindBuffers<B, 3, 3>());
 }
 
 }  // namespace deltajax::ffi_ops

@@ -31,6 +31,7 @@ from deltajax.ops.elementwise import (
     activation_init,
     passes_truncation,
 )
+from deltajax.ops.fused import conv_activation
 from deltajax.ops.linear import affine, batch_norm, dense, fold_batch_norm
 from deltajax.ops.pool import (
     GlobalPoolState,
@@ -77,6 +78,7 @@ __all__ = [
     "binary_init",
     "concat",
     "conv",
+    "conv_activation",
     "conv_transpose",
     "dense",
     "densify",

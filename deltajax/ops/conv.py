@@ -48,7 +48,7 @@ def _check_conv_args(op: str, x, kernel, bias, groups: int) -> None:
         raise ValueError(f"{op}: argument 'bias' must have shape ({kernel.shape[3]},), got {tuple(bias.shape)}")
 
 
-def _linear_conv(
+def linear_conv(
     x,
     kernel,
     bias,
@@ -118,9 +118,9 @@ def _output_size(size, k, stride, pads, lhs, rhs):
     return (dilated + pads[0] + pads[1] - geo.effective_size(k, rhs)) // stride + 1
 
 
-def _delta_conv_native(values, mask, kernel, *, geometry, precision):
-    n = values.shape[0]
-    ho, wo = (
+def output_size(values, kernel, geometry) -> tuple[int, int]:
+    """``(Ho, Wo)`` of a delta convolution of ``values`` ``[N, H, W, C]`` with ``geometry``."""
+    return tuple(
         _output_size(
             values.shape[1 + a],
             kernel.shape[a],
@@ -131,18 +131,11 @@ def _delta_conv_native(values, mask, kernel, *, geometry, precision):
         )
         for a in (0, 1)
     )
-    out, out_mask, _ = jax.ffi.ffi_call(
-        "deltajax_conv",
-        (
-            jax.ShapeDtypeStruct((n, ho, wo, kernel.shape[3]), values.dtype),
-            jax.ShapeDtypeStruct((n, ho, wo), jnp.bool_),
-            jax.ShapeDtypeStruct((n * ho * wo + 1,), jnp.int32),  # workspace: active output pixels + count
-        ),
-        vmap_method="sequential",
-    )(
-        values,
-        mask,
-        kernel,
+
+
+def native_conv_attrs(geometry, precision) -> dict:
+    """The FFI attributes of the native convolution targets."""
+    return dict(
         stride_h=np.int32(geometry["strides"][0]),
         stride_w=np.int32(geometry["strides"][1]),
         pad_top=np.int32(geometry["pads"][0][0]),
@@ -154,6 +147,19 @@ def _delta_conv_native(values, mask, kernel, *, geometry, precision):
         groups=np.int32(geometry["groups"]),
         precision=np.int32(1 if full_float32(precision) else 0),
     )
+
+
+def _delta_conv_native(values, mask, kernel, *, geometry, precision):
+    n, (ho, wo) = values.shape[0], output_size(values, kernel, geometry)
+    out, out_mask, _ = jax.ffi.ffi_call(
+        "deltajax_conv",
+        (
+            jax.ShapeDtypeStruct((n, ho, wo, kernel.shape[3]), values.dtype),
+            jax.ShapeDtypeStruct((n, ho, wo), jnp.bool_),
+            jax.ShapeDtypeStruct((n * ho * wo + 1,), jnp.int32),  # workspace: active output pixels + count
+        ),
+        vmap_method="sequential",
+    )(values, mask, kernel, **native_conv_attrs(geometry, precision))
     return out, out_mask
 
 
@@ -196,22 +202,20 @@ def conv(
       >>> conv(x, w).shape
       (1, 5, 5, 4)
     """
-    _check_conv_args("conv", x, kernel, bias, groups)
-    strides = geo.pair("conv", "strides", strides)
-    dilation = geo.pair("conv", "dilation", dilation)
-    spatial = (x.values if isinstance(x, Delta) else x).shape[1:3]
-    pads = geo.window_pads("conv", spatial, kernel.shape[:2], strides, dilation, padding)
-    return _linear_conv(
-        x,
-        kernel,
-        bias,
-        strides=strides,
-        pads=pads,
-        lhs_dilation=(1, 1),
-        rhs_dilation=dilation,
-        groups=groups,
-        precision=precision,
+    geometry = conv_geometry(
+        "conv", x, kernel, bias, strides=strides, padding=padding, dilation=dilation, groups=groups
     )
+    return linear_conv(x, kernel, bias, precision=precision, **geometry)
+
+
+def conv_geometry(op: str, x, kernel, bias, *, strides, padding, dilation, groups) -> dict:
+    """Checks a convolution's arguments (errors name ``op``); its strides, pads, dilations and groups."""
+    _check_conv_args(op, x, kernel, bias, groups)
+    strides = geo.pair(op, "strides", strides)
+    dilation = geo.pair(op, "dilation", dilation)
+    spatial = (x.values if isinstance(x, Delta) else x).shape[1:3]
+    pads = geo.window_pads(op, spatial, kernel.shape[:2], strides, dilation, padding)
+    return dict(strides=strides, pads=pads, lhs_dilation=(1, 1), rhs_dilation=dilation, groups=groups)
 
 
 def conv_transpose(
@@ -242,7 +246,7 @@ def conv_transpose(
     strides = geo.pair("conv_transpose", "strides", strides)
     dilation = geo.pair("conv_transpose", "dilation", dilation)
     pads = geo.transpose_pads(kernel.shape[:2], strides, dilation, padding)
-    return _linear_conv(
+    return linear_conv(
         x,
         kernel,
         bias,

@@ -215,8 +215,12 @@ def _activation_native(*args, target: str, act: Activation, truncation: Truncati
         ),
         input_output_aliases={n_in - 2: 2, n_in - 1: 3},
         vmap_method="broadcast_all",
-    )(
-        *args,
+    )(*args, **native_activation_attrs(act, truncation))
+
+
+def native_activation_attrs(act: Activation, truncation: Truncation) -> dict:
+    """The FFI attributes of the native activation targets (``act`` named)."""
+    return dict(
         act=np.int32(_ACT_KIND[act.fn]),
         negative_slope=np.float32(act.negative_slope),
         truncation=np.int32(_TRUNC_MODE[truncation.mode]),

@@ -154,12 +154,15 @@ class Analysis:
       affine: group Vars affine in their root (evaluated with the linear rule).
       escapes: group Vars read outside their group or returned.
       producer: Var -> the Eqn that makes it.
+      private_roots: group roots read only by their group's equations, whose group has one escaping value
+        (conv -> batch norm -> relu6, say: the conv output is needed by nothing but that activation).
     """
 
     group_root: dict
     affine: set
     escapes: set
     producer: dict
+    private_roots: set
 
 
 def _elementwise(eqn: Eqn, frame: tuple[bool, ...]) -> bool:
@@ -196,11 +199,20 @@ def analyse(program: Program, frame_index: int) -> Analysis:
             for v in eqn.outputs:
                 root[v] = v
     escapes = {v for v in program.outputs if isinstance(v, Var) and v in dep}
+    shared_roots = set(escapes)  # a root returned, or read by an equation outside its group
     for eqn in program.eqns:
         r = group_root.get(eqn)
         for v in eqn.inputs:
-            if isinstance(v, Const) or v not in dep or root[v] is v:
+            if isinstance(v, Const) or v not in dep:
                 continue
-            if r is None or root[v] is not r:
+            if root[v] is v:
+                if r is not v:
+                    shared_roots.add(v)
+            elif r is None or root[v] is not r:
                 escapes.add(v)
-    return Analysis(group_root, affine, escapes, producer)
+    escaping_per_root: dict = {}
+    for v in escapes:
+        if root.get(v) is not None and root[v] is not v:
+            escaping_per_root[root[v]] = escaping_per_root.get(root[v], 0) + 1
+    private_roots = {r for r, n in escaping_per_root.items() if n == 1 and r not in shared_roots}
+    return Analysis(group_root, affine, escapes, producer, private_roots)

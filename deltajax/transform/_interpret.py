@@ -38,6 +38,8 @@ class Run:
       kinds: name -> node kind ('act', 'sparsify', 'conv', 'fallback:sort', ...).
       scaled: Var -> (Delta, [C] factor) when the Var's delta is that Delta times a per-channel factor
         (a batch-norm scale), so that an activation reading it can take the factor fused.
+      convs: Var -> how a native delta conv made that Var's Delta (``_rules.ConvCall``), so that an
+        activation reading nothing else can redo it fused (``ops.conv_activation``).
     """
 
     def __init__(self, program: Program, analysis: Analysis, config: DeltaConfig, states_in: dict | None):
@@ -50,6 +52,7 @@ class Run:
         self.stats: dict = {}
         self.kinds: dict = {}
         self.scaled: dict = {}
+        self.convs: dict = {}
         self._dense_memo: dict = {}
         self._delta_memo: dict = {}
 

@@ -8,6 +8,7 @@ falls back: densify the inputs, run densely, re-sparsify the output exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -254,11 +255,41 @@ def _conv(run, eqn: Eqn, frame) -> None:
         d = to_delta(run.read(lhs))
         kwargs = dict(padding=pads, dilation=tuple(p["rhs_dilation"]), precision=p["precision"])
         if lhs_dil == (1, 1):
-            value = ops.conv(d, kernel_hwio, strides=strides, groups=p["feature_group_count"], **kwargs)
+            kwargs.update(strides=strides, groups=p["feature_group_count"])
+            value = ops.conv(d, kernel_hwio, **kwargs)
+            run.convs[out] = ConvCall(value, d, kernel_hwio, kwargs, name, _macs(eqn), kh * kw * cin_g * cout)
         else:
             value = ops.conv_transpose(d, kernel_hwio, strides=lhs_dil, groups=p["feature_group_count"], **kwargs)
     run.record(name, value, _macs(eqn), per_active=kh * kw * cin_g * cout)
     run.set(out, value, "delta")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvCall:
+    """A native delta conv of a step: its result, arguments, node name and multiply-adds (for its stats)."""
+
+    value: ops.Delta
+    x: ops.Delta
+    kernel: jax.Array
+    kwargs: dict
+    name: str
+    dense_macs: float
+    per_active: float
+
+
+def _activation_step(run, name: str, root: Var, start: Var, act: ops.Activation):
+    """The activation rule on a step, fused with the conv that made ``start``'s delta where nothing else reads
+    that conv's output (its own call is then dead, and XLA drops it)."""
+    trunc = run.config.truncation_for(name)
+    x, scale = run.scaled.get(start, (to_delta(run.read(start)), None))  # batch-norm scale fused if any
+    conv = run.convs.get(root)
+    if conv is None or conv.value is not x or root not in run.analysis.private_roots:
+        return ops.activation(run.state(name), x, act, trunc, scale=scale)
+    value, state, conv_mask = ops.conv_activation(
+        run.state(name), conv.x, conv.kernel, act, trunc, scale, **conv.kwargs
+    )
+    run.record(conv.name, ops.Delta(value.values, conv_mask), conv.dense_macs, per_active=conv.per_active)
+    return value, state
 
 
 def _dot_general(run, eqn: Eqn, frame) -> None:
@@ -464,9 +495,7 @@ def _group_member(run, eqn: Eqn, root: Var) -> None:
     if run.init:
         value, run.states[name] = ops.activation_init(run.read(start), act)
     else:
-        trunc = run.config.truncation_for(name)
-        x, scale = run.scaled.get(start, (to_delta(run.read(start)), None))  # batch-norm scale fused if any
-        value, run.states[name] = ops.activation(run.state(name), x, act, trunc, scale=scale)
+        value, run.states[name] = _activation_step(run, name, root, start, act)
     run.record(name, value)
     run.set(out, value, "delta")
 

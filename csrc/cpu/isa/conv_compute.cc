@@ -114,7 +114,7 @@ inline void tile_block(const T* const* src, const int32_t* live, int64_t n_live,
 }
 
 template <typename T, int NV>
-void general(const ConvParams& p, const int32_t* list, int64_t count) {
+void general(const ConvParams& p, const int32_t* list, int64_t count, const ActivationParams* then) {
   constexpr int nr = NV * kLanes;
   const int64_t taps = int64_t(p.kh) * p.kw, cin_g = p.cin / p.groups, cout_g = p.cout / p.groups;
   const int64_t blocks = (cout_g + nr - 1) / nr;
@@ -131,6 +131,7 @@ void general(const ConvParams& p, const int32_t* list, int64_t count) {
   {
     Scratch<const T*> src(taps * kRows);
     Scratch<int32_t> live(taps);
+    Scratch<float> rule_rows(then ? 2 * p.cout : 0);
     alignas(32) float acc[kRows * nr];
 #pragma omp for schedule(dynamic, 8)
     for (int64_t tile = 0; tile < tiles; ++tile) {
@@ -168,13 +169,14 @@ void general(const ConvParams& p, const int32_t* list, int64_t count) {
             for (int64_t j = 0; j < cols; ++j) o[j] = from_float<T>(a[j]);
           }
         }
+      if (then) DELTAJAX_ISA_FN(activation_at)(*then, list + first, rows, rule_rows.data);
     }
   }
 }
 
 // groups == C_in == C_out: out[c] = sum over taps of x[tap][c] * w[tap][c].
 template <typename T>
-void depthwise(const ConvParams& p, const int32_t* list, int64_t count) {
+void depthwise(const ConvParams& p, const int32_t* list, int64_t count, const ActivationParams* then) {
   const int64_t c = p.cout, taps = int64_t(p.kh) * p.kw;
   Scratch<float> w(taps * c);
   const T* wt = static_cast<const T*>(p.kernel);
@@ -185,7 +187,7 @@ void depthwise(const ConvParams& p, const int32_t* list, int64_t count) {
   const int threads = threads_for(count * taps * c);
 #pragma omp parallel num_threads(threads)
   {
-    Scratch<float> acc(c);
+    Scratch<float> acc(c), rule_rows(then ? 2 * c : 0);
     float* __restrict a = acc.data;
 #pragma omp for schedule(dynamic, 64)
     for (int64_t k = 0; k < count; ++k) {
@@ -207,23 +209,25 @@ void depthwise(const ConvParams& p, const int32_t* list, int64_t count) {
       }
       T* __restrict oi = out + o * c;
       for (int64_t ch = 0; ch < c; ++ch) oi[ch] = from_float<T>(a[ch]);
+      if (then) DELTAJAX_ISA_FN(activation_at)(*then, list + k, 1, rule_rows.data);
     }
   }
 }
 
 template <typename T>
-void compute(const ConvParams& p, const int32_t* list, int64_t count) {
-  if (p.groups == p.cin && p.cout == p.cin) return depthwise<T>(p, list, count);
-  if (p.cout / p.groups <= kLanes) return general<T, 1>(p, list, count);
-  general<T, 2>(p, list, count);
+void compute(const ConvParams& p, const int32_t* list, int64_t count, const ActivationParams* then) {
+  if (p.groups == p.cin && p.cout == p.cin) return depthwise<T>(p, list, count, then);
+  if (p.cout / p.groups <= kLanes) return general<T, 1>(p, list, count, then);
+  general<T, 2>(p, list, count, then);
 }
 
 }  // namespace
 }  // namespace DELTAJAX_CPU_ISA_NS
 
-void DELTAJAX_ISA_FN(conv_compute)(const ConvParams& p, const int32_t* list, int64_t count) {
+void DELTAJAX_ISA_FN(conv_compute)(const ConvParams& p, const int32_t* list, int64_t count,
+                                   const ActivationParams* then) {
   if (count == 0) return;
-  dispatch_dtype(p.dtype, [&](auto tag) { compute<decltype(tag)>(p, list, count); });
+  dispatch_dtype(p.dtype, [&](auto tag) { compute<decltype(tag)>(p, list, count, then); });
 }
 
 }  // namespace deltajax::cpu

@@ -25,11 +25,11 @@ const bool kAvx2 = has_avx2();
 
 const char* cpu_isa() { return kAvx2 ? "avx2" : "base"; }
 
-void conv_compute(const ConvParams& p, const int32_t* list, int64_t count) {
+void conv_compute(const ConvParams& p, const int32_t* list, int64_t count, const ActivationParams* then) {
 #ifdef DELTAJAX_HAVE_AVX2
-  if (kAvx2) return conv_compute_avx2(p, list, count);
+  if (kAvx2) return conv_compute_avx2(p, list, count, then);
 #endif
-  conv_compute_base(p, list, count);
+  conv_compute_base(p, list, count, then);
 }
 
 void activation(const ActivationParams& p) {

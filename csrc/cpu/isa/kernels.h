@@ -8,9 +8,10 @@
 
 namespace deltajax::cpu {
 
-#define DELTAJAX_CPU_ISA_KERNELS(isa)                                               \
-  void conv_compute_##isa(const ConvParams& p, const int32_t* list, int64_t count); \
-  void activation_compute_##isa(const ActivationParams& p);
+#define DELTAJAX_CPU_ISA_KERNELS(isa)                                                                             \
+  void conv_compute_##isa(const ConvParams& p, const int32_t* list, int64_t count, const ActivationParams* then); \
+  void activation_compute_##isa(const ActivationParams& p);                                                       \
+  void activation_at_##isa(const ActivationParams& p, const int32_t* pixels, int64_t count, float* scratch);
 
 DELTAJAX_CPU_ISA_KERNELS(base)
 DELTAJAX_CPU_ISA_KERNELS(avx2)
@@ -18,8 +19,9 @@ DELTAJAX_CPU_ISA_KERNELS(avx2)
 // The instruction set the dispatching functions use on this machine ("avx2" or "base").
 const char* cpu_isa();
 
-// out at the `count` active output pixels of `list` (flat indices over N*Ho*Wo); the best ISA available.
-void conv_compute(const ConvParams& p, const int32_t* list, int64_t count);
+// out at the `count` active output pixels of `list` (flat indices over N*Ho*Wo); the best ISA available. With
+// `then`, each tile of pixels goes through that activation rule while it is in cache (then->x is p.out).
+void conv_compute(const ConvParams& p, const int32_t* list, int64_t count, const ActivationParams* then = nullptr);
 
 // The activation rule with truncation at active pixels (plain, or fused with the add of p.y); the best ISA.
 void activation(const ActivationParams& p);

@@ -1,0 +1,145 @@
+"""ops.conv_activation: the fused kernel (CPU) against conv then activation, the composed path where a backend
+has no fused kernel, its errors, and the transform's use of it."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import deltajax
+from deltajax import _native, ops
+from deltajax.video import _run_clip
+from tests.flax_nets import MobileNetish
+from tests.harness import moving_blobs, rel_error
+from tests.test_native import TOL, assert_delta_close, assert_tree_close, both, rand_delta, rand_state
+
+native = pytest.mark.skipif(
+    _native.default_platform() not in _native.native_platforms(), reason="no native kernels for this backend"
+)
+
+CASES = {  # name: (N, H, W, C_in, C_out, k, groups, strides)
+    "3x3": (2, 9, 13, 8, 16, 3, 1, 1),
+    "1x1_wide": (1, 7, 11, 12, 40, 1, 1, 1),
+    "1x1_narrow": (2, 6, 5, 5, 3, 1, 1, 1),
+    "depthwise": (2, 10, 10, 24, 24, 3, 24, 1),
+    "depthwise_5x5_strided": (1, 11, 9, 13, 13, 5, 13, 2),
+    "stem_strided": (1, 12, 14, 3, 32, 3, 1, 2),
+    "grouped": (1, 8, 9, 8, 12, 3, 4, 1),
+}
+
+
+def _case(name, dtype, seed=0):
+    n, h, w, cin, cout, k, groups, strides = CASES[name]
+    rng = np.random.default_rng(seed)
+    x = rand_delta(seed, (n, h, w, cin), dtype, p=0.35)
+    size = jnp.asarray(rng.uniform(0, 1, (n, h, w, 1)) ** 2, dtype)  # small updates at many pixels
+    x = ops.Delta(x.values * size, x.mask)
+    kernel = jnp.asarray(rng.normal(size=(k, k, cin // groups, cout)) / np.sqrt(k * k * cin / groups), dtype)
+    out = (n, -(-h // strides), -(-w // strides), cout)
+    state = ops.ActivationState(rand_state(seed + 1, out, 2.0), rand_state(seed + 2, out, 0.1))
+    scale = jnp.asarray(rng.uniform(0.5, 1.5, cout), jnp.float32)
+    return x, kernel, state, scale, dict(strides=strides, groups=groups, precision=jax.lax.Precision.HIGHEST)
+
+
+def _unfused(x, kernel, state, scale, act, trunc, kw):
+    conv = ops.conv(x, kernel, **kw)
+    y, new = ops.activation(state, conv, act, trunc, scale=scale)
+    return y, new, conv.mask
+
+
+@native
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fused_equals_conv_then_activation(case, dtype):
+    x, kernel, state, scale, kw = _case(case, dtype)
+    trunc = ops.Truncation("max", 0.1)
+
+    def fused(x, kernel, state, scale):
+        return ops.conv_activation(state, x, kernel, "relu6", trunc, scale, **kw)
+
+    got, ref = both(fused, x, kernel, state, scale)
+    (want,) = both(lambda *a: _unfused(*a, "relu6", trunc, kw), x, kernel, state, scale)[1:]
+    for result in (got, ref):
+        assert_delta_close(result[0], want[0], TOL[jnp.dtype(dtype)])
+        assert_tree_close(result[1], want[1], TOL[jnp.dtype(dtype)])
+        np.testing.assert_array_equal(np.asarray(result[2]), np.asarray(want[2]))
+    kept, active = int(got[0].mask.sum()), int(got[2].sum())
+    assert 0 < kept <= active
+
+
+@native
+@pytest.mark.parametrize("act,trunc", [("hard_swish", ops.Truncation("l2", 0.5)), ("relu", ops.Truncation("none"))])
+def test_fused_other_activations_and_truncations(act, trunc):
+    x, kernel, state, _, kw = _case("depthwise", jnp.float32, seed=3)
+    got, ref = both(lambda x, k, s: ops.conv_activation(s, x, k, act, trunc, **kw), x, kernel, state)
+    assert_delta_close(got[0], ref[0])
+    assert_tree_close(got[1], ref[1])
+    kept, active = int(got[0].mask.sum()), int(got[2].sum())
+    assert 0 < kept <= active and (kept < active) == (trunc.mode != "none")
+
+
+def _targets(fn, *args) -> Counter:
+    """The deltajax custom calls left in ``fn``'s optimised program (dead ones are gone)."""
+    jax.clear_caches()  # trace afresh: the choice of kernels is made when tracing
+    text = jax.jit(fn).lower(*args).compile().as_text()
+    return Counter(re.findall(r'custom_call_target="(deltajax_\w+)"', text))
+
+
+@native
+def test_without_the_fused_kernel_the_native_conv_and_activation_run(monkeypatch):
+    """What a backend with no fused kernel (CUDA today) runs: the composed path, each op still native."""
+    x, kernel, state, scale, kw = _case("3x3", jnp.float32)
+
+    def fused(x, kernel, state, scale):
+        return ops.conv_activation(state, x, kernel, "relu6", ops.Truncation("max", 0.1), scale, **kw)
+
+    platform, original = _native.default_platform(), _native.targets
+    targets = original(platform)
+    if "deltajax_conv_activation" in targets:  # this backend fuses: hide its fused kernel
+        assert _targets(fused, x, kernel, state, scale) == {"deltajax_conv_activation": 1}
+        monkeypatch.setattr(
+            _native, "targets", lambda p: targets - {"deltajax_conv_activation"} if p == platform else original(p)
+        )
+    assert _targets(fused, x, kernel, state, scale) == {"deltajax_conv": 1, "deltajax_activation": 1}
+    composed, reference = both(fused, x, kernel, state, scale)
+    assert_delta_close(composed[0], reference[0])
+    assert_tree_close(composed[1], reference[1])
+
+
+def test_errors_name_the_op_and_the_argument():
+    x, kernel, state, scale, kw = _case("3x3", jnp.float32)
+    small = ops.ActivationState(state.acc[:, :-1], state.res[:, :-1])
+    with pytest.raises(ValueError, match=r"conv_activation: .*'state.acc'"):
+        ops.conv_activation(small, x, kernel, "relu6", **kw)
+    with pytest.raises(ValueError, match=r"conv_activation: .*'scale'"):
+        ops.conv_activation(state, x, kernel, "relu6", scale=scale[:-1], **kw)
+    with pytest.raises(ValueError, match=r"conv_activation: argument 'x' has 8 channels"):
+        ops.conv_activation(state, x, kernel[..., :5, :], "relu6", **kw)
+
+
+def test_transform_fuses_each_conv_with_the_activation_it_alone_feeds():
+    """Conv -> batch norm -> activation runs as one op; the conv's own call is dropped (also with stats); a conv
+    whose output is read elsewhere (a residual, say) or feeds no activation stays a conv. Exact at threshold 0."""
+    model = MobileNetish()
+    video = jnp.asarray(moving_blobs(6, 1, 64, 96, 3, seed=4))  # large enough for named activations
+    variables = model.init(jax.random.key(0), video[0])
+    stepper = deltajax.delta(model.apply)
+    outs, stats = deltajax.run_clip(stepper, video, variables, with_stats=True)
+    dense = jax.vmap(lambda f: model.apply(variables, f))(video)
+    assert max(rel_error(outs[t], dense[t]) for t in range(len(video))) <= 1e-5
+    calls = _targets(
+        lambda v, w: _run_clip(v, (w,), None, model=stepper, keyframe_every=None, with_stats=True), video, variables
+    )
+    kinds = stepper.layers(variables, video[0])
+    convs = sum(1 for k in kinds.values() if k == "conv")
+    acts = sum(1 for k in kinds.values() if k == "act")
+    if "deltajax_conv_activation" in _native.targets(_native.default_platform()):
+        assert 0 < calls["deltajax_conv_activation"] <= acts
+        assert calls["deltajax_conv_activation"] + calls["deltajax_conv"] == convs  # no conv computed twice
+    conv_stats = [s.active for name, s in stats.items() if kinds[name] == "conv"]
+    assert all(float(a[0]) == 1.0 and float(a[1:].max()) <= 1.0 for a in conv_stats)
