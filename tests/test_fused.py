@@ -16,12 +16,14 @@ from deltajax import _native, ops
 from deltajax.video import _run_clip
 from tests.flax_nets import MobileNetish
 from tests.harness import moving_blobs, rel_error
-from tests.test_native import TOL, assert_delta_close, assert_tree_close, both, rand_delta, rand_state
+from tests.test_native import assert_delta_close, assert_tree_close, both, rand_delta, rand_state
 
 native = pytest.mark.skipif(
     _native.default_platform() not in _native.native_platforms(), reason="no native kernels for this backend"
 )
 
+# float32: rel <= 1e-5, the GPU kernels' bound for float32 arithmetic (3xTF32 convs); the CPU ones do better.
+TOL = {jnp.dtype(jnp.float32): 1e-5, jnp.dtype(jnp.bfloat16): 2e-2}
 CASES = {  # name: (N, H, W, C_in, C_out, k, groups, strides)
     "3x3": (2, 9, 13, 8, 16, 3, 1, 1),
     "1x1_wide": (1, 7, 11, 12, 40, 1, 1, 1),
@@ -77,8 +79,8 @@ def test_fused_equals_conv_then_activation(case, dtype):
 def test_fused_other_activations_and_truncations(act, trunc):
     x, kernel, state, _, kw = _case("depthwise", jnp.float32, seed=3)
     got, ref = both(lambda x, k, s: ops.conv_activation(s, x, k, act, trunc, **kw), x, kernel, state)
-    assert_delta_close(got[0], ref[0])
-    assert_tree_close(got[1], ref[1])
+    assert_delta_close(got[0], ref[0], TOL[jnp.dtype(jnp.float32)])
+    assert_tree_close(got[1], ref[1], TOL[jnp.dtype(jnp.float32)])
     kept, active = int(got[0].mask.sum()), int(got[2].sum())
     assert 0 < kept <= active and (kept < active) == (trunc.mode != "none")
 
@@ -107,8 +109,8 @@ def test_without_the_fused_kernel_the_native_conv_and_activation_run(monkeypatch
         )
     assert _targets(fused, x, kernel, state, scale) == {"deltajax_conv": 1, "deltajax_activation": 1}
     composed, reference = both(fused, x, kernel, state, scale)
-    assert_delta_close(composed[0], reference[0])
-    assert_tree_close(composed[1], reference[1])
+    assert_delta_close(composed[0], reference[0], TOL[jnp.dtype(jnp.float32)])
+    assert_tree_close(composed[1], reference[1], TOL[jnp.dtype(jnp.float32)])
 
 
 def test_errors_name_the_op_and_the_argument():
