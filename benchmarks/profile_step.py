@@ -1,6 +1,6 @@
-"""Where one frame step of a bundled model spends its time on a GPU.
+"""Where one frame step of a bundled model spends its time: GPU kernels, or XLA:CPU's thunks on a CPU.
 
-    python -m benchmarks.profile_step [--model M] [--streams N] [--size HxW] [--precision P]
+    python -m benchmarks.profile_step [--model M] [--video FILE] [--streams N] [--size HxW] [--precision P]
         [--thresholds FILE] [--clip-stats] [--trace DIR] [--out FILE.json]
 
 It times, in one process: a dense frame, a delta step with no change ("still"), a delta step of the clip
@@ -30,8 +30,8 @@ from deltajax.video import ACTION_START, read_clip, streaming, time_shifted_stre
 
 
 def kernel_table(trace_dir: str, top: int = 40, planes: str = "/device:") -> dict:
-    """The kernels in a JAX profiler trace (of the planes named ``planes``...): total, count and the ``top``
-    groups by (kernel, HLO op)."""
+    """The kernels in a JAX profiler trace, on the planes whose names start with ``planes`` (on the host plane:
+    XLA's thunks only): their number, total milliseconds and the ``top`` groups by (kernel, HLO op)."""
     from jax.profiler import ProfileData
 
     (path,) = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
