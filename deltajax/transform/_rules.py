@@ -277,6 +277,24 @@ class ConvCall:
     per_active: float
 
 
+def _scale_folded_into_conv(run, eqn: Eqn, roles, operands, root: Var):
+    """A per-channel factor (a batch-norm scale) on the delta of a native conv that nothing else reads, as that
+    conv with the factor folded into its kernel's output channels: one conv instead of a conv and an affine pass
+    (a projection conv -> batch norm). Else None. Where an activation follows, it fuses with the original conv
+    and the factor instead (``_activation_step``), and this conv is dead code."""
+    factor = _channel_factor(eqn, roles, operands)
+    conv = run.convs.get(root)
+    if factor is None or conv is None or root not in run.analysis.private_roots:
+        return None
+    i, vector = factor
+    if operands[i] is not conv.value:
+        return None
+    kernel = (conv.kernel.astype(jnp.float32) * vector.reshape(1, 1, 1, -1)).astype(conv.kernel.dtype)
+    value = ops.conv(conv.x, kernel, **conv.kwargs)
+    run.record(conv.name, value, conv.dense_macs, per_active=conv.per_active)
+    return value
+
+
 def _activation_step(run, name: str, root: Var, start: Var, act: ops.Activation):
     """The activation rule on a step, fused with the conv that made ``start``'s delta where nothing else reads
     that conv's output (its own call is then dead, and XLA drops it)."""
@@ -475,7 +493,8 @@ def _group_member(run, eqn: Eqn, root: Var) -> None:
         (value,) = _bind(eqn, [run.read(v) for v in eqn.inputs])
     elif affine:
         roles, operands = linear_roles(eqn, frame), [run.read(v) for v in eqn.inputs]
-        value = _fast_linear(eqn, roles, operands)
+        value = _scale_folded_into_conv(run, eqn, roles, operands, root)
+        value = _fast_linear(eqn, roles, operands) if value is None else value
         value = _linear_values(eqn, roles, operands) if value is None else value
         _track_scaled(run, eqn, roles, operands)
     else:
