@@ -154,15 +154,15 @@ class Analysis:
       affine: group Vars affine in their root (evaluated with the linear rule).
       escapes: group Vars read outside their group or returned.
       producer: Var -> the Eqn that makes it.
-      private_roots: group roots read only by their group's equations, whose group has one escaping value
-        (conv -> batch norm -> relu6, say: the conv output is needed by nothing but that activation).
+      private_roots: group root -> its group's one escaping value, for roots read only by their group's
+        equations (conv -> batch norm -> relu6, say: the conv output is needed by nothing but that activation).
     """
 
     group_root: dict
     affine: set
     escapes: set
     producer: dict
-    private_roots: set
+    private_roots: dict
 
 
 def _elementwise(eqn: Eqn, frame: tuple[bool, ...]) -> bool:
@@ -213,6 +213,6 @@ def analyse(program: Program, frame_index: int) -> Analysis:
     escaping_per_root: dict = {}
     for v in escapes:
         if root.get(v) is not None and root[v] is not v:
-            escaping_per_root[root[v]] = escaping_per_root.get(root[v], 0) + 1
-    private_roots = {r for r, n in escaping_per_root.items() if n == 1 and r not in shared_roots}
+            escaping_per_root.setdefault(root[v], []).append(v)
+    private_roots = {r: vs[0] for r, vs in escaping_per_root.items() if len(vs) == 1 and r not in shared_roots}
     return Analysis(group_root, affine, escapes, producer, private_roots)

@@ -277,17 +277,26 @@ class ConvCall:
     per_active: float
 
 
-def _scale_folded_into_conv(run, eqn: Eqn, roles, operands, root: Var):
-    """A per-channel factor (a batch-norm scale) on the delta of a native conv that nothing else reads, as that
-    conv with the factor folded into its kernel's output channels: one conv instead of a conv and an affine pass
-    (a projection conv -> batch norm). Else None. Where an activation follows, it fuses with the original conv
-    and the factor instead (``_activation_step``), and this conv is dead code."""
-    factor = _channel_factor(eqn, roles, operands)
+def _private_conv(run, root: Var, delta) -> ConvCall | None:
+    """The native conv of this step whose result is ``delta``, the value of ``root``, when nothing but
+    ``root``'s group reads that result (so the conv may be redone differently); else None."""
     conv = run.convs.get(root)
-    if factor is None or conv is None or root not in run.analysis.private_roots:
+    if conv is None or conv.value is not delta or root not in run.analysis.private_roots:
+        return None
+    return conv
+
+
+def _scale_folded_into_conv(run, eqn: Eqn, roles, operands, root: Var):
+    """A per-channel factor (a batch-norm scale) on the delta of a native conv that nothing else reads, in a group
+    that ends without an activation (a projection conv -> batch norm), as that conv with the factor folded into
+    its kernel's output channels: one conv instead of a conv and an affine pass. Else None. (Where an activation
+    follows, it takes the conv and the factor fused instead: ``_activation_step``.)"""
+    factor = _channel_factor(eqn, roles, operands)
+    if factor is None or run.analysis.private_roots.get(root) not in run.analysis.affine:
         return None
     i, vector = factor
-    if operands[i] is not conv.value:
+    conv = _private_conv(run, root, operands[i])
+    if conv is None:
         return None
     kernel = (conv.kernel.astype(jnp.float32) * vector.reshape(1, 1, 1, -1)).astype(conv.kernel.dtype)
     value = ops.conv(conv.x, kernel, **conv.kwargs)
@@ -300,8 +309,8 @@ def _activation_step(run, name: str, root: Var, start: Var, act: ops.Activation)
     that conv's output (its own call is then dead, and XLA drops it)."""
     trunc = run.config.truncation_for(name)
     x, scale = run.scaled.get(start, (to_delta(run.read(start)), None))  # batch-norm scale fused if any
-    conv = run.convs.get(root)
-    if conv is None or conv.value is not x or root not in run.analysis.private_roots:
+    conv = _private_conv(run, root, x)
+    if conv is None:
         return ops.activation(run.state(name), x, act, trunc, scale=scale)
     value, state, conv_mask = ops.conv_activation(
         run.state(name), conv.x, conv.kernel, act, trunc, scale, **conv.kwargs
