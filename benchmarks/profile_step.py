@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import deltajax
-from deltajax import models, tune
-from deltajax.benchmark import _precision_scope
-from deltajax.video import ACTION_START, read_clip, streaming, time_shifted_streams
+from deltajax import tune
+from deltajax.benchmark import _precision_scope, load_clip
+from deltajax.video import streaming
 
 
 def kernel_table(trace_dir: str, top: int = 40, planes: str = "/device:") -> dict:
@@ -64,15 +64,6 @@ def _per_call_ms(fn, runs: int) -> float:
         fn()
         samples.append(time.perf_counter() - t0)
     return float(np.median(samples)) * 1e3
-
-
-def load_clip(model: str, video: str, streams: int, size: tuple[int, int], frames: int, dtype):
-    """``(module, variables, clip [T, N, H, W, 3])`` of ``video`` (from its action start), in ``dtype``."""
-    module, variables, preprocess = models.load(model)
-    rgb = read_clip(video, start=ACTION_START.get(os.path.basename(video), 0), max_frames=frames, size=size)
-    clip = time_shifted_streams(np.asarray(preprocess(jnp.asarray(rgb))), streams)
-    variables = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), variables)
-    return module, variables, jnp.asarray(clip, dtype)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,22 +81,31 @@ def _precision_scope(precision: str):
     return jax.default_matmul_precision("highest") if precision == "f32_highest" else contextlib.nullcontext()
 
 
+def load_clip(model: str, video: str, streams: int, size: tuple[int, int], frames: int, dtype):
+    """``(module, variables, clip [T, streams, H, W, 3])``: a bundled model and ``frames`` frames of ``video``
+    (from its action start), preprocessed, as ``streams`` time-shifted streams, all in ``dtype``."""
+    import jax
+    import jax.numpy as jnp
+
+    from deltajax import models
+    from deltajax.video import ACTION_START, read_clip, time_shifted_streams
+
+    module, variables, preprocess = models.load(model)
+    rgb = read_clip(video, start=ACTION_START.get(os.path.basename(video), 0), max_frames=frames, size=size)
+    clip = time_shifted_streams(np.asarray(preprocess(jnp.asarray(rgb))), streams)
+    variables = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), variables)
+    return module, variables, jnp.asarray(clip, dtype)
+
+
 def run_one(model: str, video: str, case: Case, precision: str, frames: int, config) -> dict:
     """One row: dense vs delta for a model, clip, case and precision."""
     import jax
     import jax.numpy as jnp
 
     import deltajax
-    from deltajax import models
-    from deltajax.video import ACTION_START, read_clip, time_shifted_streams
 
-    module, variables, preprocess = models.load(model)
-    rgb = read_clip(video, start=ACTION_START.get(os.path.basename(video), 0), max_frames=frames, size=case.size)
-    clip = np.asarray(preprocess(jnp.asarray(rgb)))
-    clip = time_shifted_streams(clip, case.streams)
     dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32
-    clip = jnp.asarray(clip, dtype)
-    variables = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), variables)
+    module, variables, clip = load_clip(model, video, case.streams, case.size, frames, dtype)
 
     with _precision_scope(precision):
         dense = jax.jit(lambda c, v: jax.lax.map(lambda f: module.apply(v, f), c))

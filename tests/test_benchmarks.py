@@ -36,3 +36,16 @@ def test_profile_step_times_and_lists_kernels(tmp_path):
         trace = row["traces"][kind]
         assert trace["kernels"] > 0 and trace["kernel_ms"] > 0
         assert any("ffi_call" in t["kernel | hlo_op"] for t in trace["top"])  # deltajax's custom calls
+
+
+def test_end_to_end_benchmark_writes_rows(tmp_path):
+    from deltajax import benchmark
+    from deltajax.video import bundled_clip
+
+    out = tmp_path / "e2e.json"
+    argv = ["--preset", "smoke", "--video", bundled_clip("asl"), "--frames", "3", "--out", str(out)]
+    assert benchmark.main(argv) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["model"] == "efficientnet_lite0" and row["frames"] == 3
+    assert row["dense_fps"] > 0 and row["delta_fps"] > 0 and 0 < row["mac_ratio"] <= 1
+    assert 0 <= row["top1_agreement"] <= 1 and 0 < row["active_conv_mean"] <= 1
