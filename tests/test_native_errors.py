@@ -30,50 +30,36 @@ def z(shape=S, dtype=F32):
 
 ACT_ATTRS = dict(act=np.int32(1), negative_slope=np.float32(0.1), truncation=np.int32(0), threshold=np.float32(0))
 ACT_RESULTS = (sds(S, F32), sds(S[:3], BOOL), sds(S, F32), sds(S, F32))
+
+
+def activation_call(scale=(3,), acc=None, res=None, **attrs):
+    """deltajax_activation on x = zeros S, all masks off, with one argument or attribute made bad."""
+    acc, res = (z() if a is None else a for a in (acc, res))
+    return ffi("deltajax_activation", ACT_RESULTS, z(), z(S[:3], BOOL), z(scale), acc, res, **{**ACT_ATTRS, **attrs})
+
+
 POOL_ATTRS = dict(kh=np.int32(2), kw=np.int32(2), stride_h=np.int32(2), stride_w=np.int32(2))
 POOL_RESULTS = (sds((1, 2, 2, 3), F32), sds((1, 2, 2), BOOL), sds(S, F32))
 
 CASES = {
     "state dtype": (
-        lambda: ffi(
-            "deltajax_activation", ACT_RESULTS, z(), z(S[:3], BOOL), z((3,)), z(S, jnp.float16), z(), **ACT_ATTRS
-        ),
+        lambda: activation_call(acc=z(S, jnp.float16)),
         r"deltajax_activation: argument 'acc' must be float32",
     ),
     "state shape": (
-        lambda: ffi(
-            "deltajax_activation", ACT_RESULTS, z(), z(S[:3], BOOL), z((3,)), z(), z((1, 4, 5, 2)), **ACT_ATTRS
-        ),
+        lambda: activation_call(res=z((1, 4, 5, 2))),
         r"deltajax_activation: argument 'res' must have shape \(1, 4, 5, 3\), got \(1, 4, 5, 2\)",
     ),
     "activation kind": (
-        lambda: ffi(
-            "deltajax_activation",
-            ACT_RESULTS,
-            z(),
-            z(S[:3], BOOL),
-            z((3,)),
-            z(),
-            z(),
-            **{**ACT_ATTRS, "act": np.int32(99)},
-        ),
+        lambda: activation_call(act=np.int32(99)),
         r"deltajax_activation: attribute 'act' must be an ActKind in \[0, 11\), got 99",
     ),
     "truncation mode": (
-        lambda: ffi(
-            "deltajax_activation",
-            ACT_RESULTS,
-            z(),
-            z(S[:3], BOOL),
-            z((3,)),
-            z(),
-            z(),
-            **{**ACT_ATTRS, "truncation": np.int32(7)},
-        ),
+        lambda: activation_call(truncation=np.int32(7)),
         r"deltajax_activation: attribute 'truncation' must be 0 \(max\)",
     ),
     "activation scale shape": (
-        lambda: ffi("deltajax_activation", ACT_RESULTS, z(), z(S[:3], BOOL), z((4,)), z(), z(), **ACT_ATTRS),
+        lambda: activation_call(scale=(4,)),
         r"deltajax_activation: argument 'scale' must have shape \(3,\), got \(4,\)",
     ),
     "values dtype": (
