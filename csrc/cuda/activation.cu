@@ -8,9 +8,10 @@ namespace deltajax::cuda {
 namespace {
 
 // Lanes of a pixel: the input update, the truncation score (reduced across the pixel's lanes), then the kept or
-// residual update. Pixels with no input update only get out_mask = 0. The residual a = res + d is formed the
-// same way in both passes, so the score tests exactly the update that is kept.
-template <typename T, class F>
+// residual update. A lane takes V consecutive channels per access (V = 4 where C allows: 16-byte float32 state
+// loads). Pixels with no input update only get out_mask = 0. The residual a = res + d is formed the same way in
+// both passes, so the score tests exactly the update that is kept.
+template <typename T, int V, class F>
 __global__ void __launch_bounds__(kBlock) activation_kernel(ActivationParams p, F f) {
   const T* x = static_cast<const T*>(p.x);
   const T* y = static_cast<const T*>(p.y);
@@ -18,25 +19,39 @@ __global__ void __launch_bounds__(kBlock) activation_kernel(ActivationParams p, 
   const int64_t c = p.c;
   const auto active = [&](int64_t i) { return p.x_mask[i] || (y != nullptr && p.y_mask[i]); };
   const auto inactive = [&](int64_t i) { p.out_mask[i] = 0; };
-  for_active_pixels(p.n * p.h * p.w, c, active, inactive, [&](PixelLanes l) {
+  for_active_pixels(p.n * p.h * p.w, c / V, active, inactive, [&](PixelLanes l) {
     const int64_t i = l.pixel, row = (i >= 0 ? i : 0) * c;  // a spare lane indexes pixel 0 and loads nothing
     const bool xm = i >= 0 && p.x_mask[i], ym = i >= 0 && y != nullptr && p.y_mask[i];
     float* acc = p.acc + row;
     float* res = p.res + row;
     const float* scale =
         p.scale == nullptr ? nullptr : p.scale + (p.scale_group ? (i >= 0 ? i : 0) / p.scale_group * c : 0);
-    auto input_delta = [&](int64_t k) {
-      if (y != nullptr)
-        return to_float(from_float<T>((xm ? to_float(x[row + k]) : 0.f) + (ym ? to_float(y[row + k]) : 0.f)));
-      const float d = to_float(x[row + k]);
-      return scale != nullptr ? d * scale[k] : d;
+    // The input update of channels k .. k + V - 1: x (times the scale), or x + y rounded to T.
+    auto input_delta = [&](int64_t k, float(&d)[V]) {
+      float other[V] = {};
+      if (y == nullptr || xm) load_floats<V>(x + row + k, d);
+      if (y == nullptr) {
+        if (scale != nullptr)
+          for (int j = 0; j < V; ++j) d[j] *= scale[k + j];
+        return;
+      }
+      if (!xm)
+        for (int j = 0; j < V; ++j) d[j] = 0.f;
+      if (ym) load_floats<V>(y + row + k, other);
+      for (int j = 0; j < V; ++j) d[j] = to_float(from_float<T>(d[j] + other[j]));
     };
     float score = 0.f;
     if (p.truncation != TruncMode::kNone) {
-#pragma unroll 4
-      for (int64_t k = l.sub; i >= 0 && k < c; k += l.group) {
-        const float dy = f(acc[k] + (res[k] + input_delta(k))) - f(acc[k]);
-        score = p.truncation == TruncMode::kMax ? fmaxf(score, fabsf(dy)) : score + dy * dy;
+#pragma unroll 2
+      for (int64_t k = l.sub * V; i >= 0 && k < c; k += l.group * V) {
+        float d[V], a[V], r[V];
+        input_delta(k, d);
+        load_floats<V>(acc + k, a);
+        load_floats<V>(res + k, r);
+        for (int j = 0; j < V; ++j) {
+          const float dy = f(a[j] + (r[j] + d[j])) - f(a[j]);
+          score = p.truncation == TruncMode::kMax ? fmaxf(score, fabsf(dy)) : score + dy * dy;
+        }
       }
       for (int o = l.group >> 1; o > 0; o >>= 1) {
         const float other = __shfl_xor_sync(0xffffffffu, score, o);
@@ -48,27 +63,48 @@ __global__ void __launch_bounds__(kBlock) activation_kernel(ActivationParams p, 
     if (i < 0) return;
     const bool keep = p.truncation == TruncMode::kNone || score > p.threshold;
     if (l.sub == 0) p.out_mask[i] = keep;
-#pragma unroll 4
-    for (int64_t k = l.sub; k < c; k += l.group) {
-      const float r = res[k], a = r + input_delta(k);
-      if (keep) {
-        out[row + k] = from_float<T>(f(acc[k] + a) - f(acc[k]));
-        acc[k] += a;
-        if (r != 0.f) res[k] = 0.f;  // usually already 0: no store
-      } else {
-        res[k] = a;
+#pragma unroll 2
+    for (int64_t k = l.sub * V; k < c; k += l.group * V) {
+      float d[V], r[V];
+      input_delta(k, d);
+      load_floats<V>(res + k, r);
+      if (!keep) {
+        for (int j = 0; j < V; ++j) r[j] += d[j];
+        store_floats<V>(res + k, r);
+        continue;
       }
+      float a[V], y_delta[V];
+      load_floats<V>(acc + k, a);
+      bool had_residual = false;
+      for (int j = 0; j < V; ++j) {
+        const float update = r[j] + d[j];
+        y_delta[j] = f(a[j] + update) - f(a[j]);
+        a[j] += update;
+        had_residual |= r[j] != 0.f;
+        r[j] = 0.f;
+      }
+      store_floats<V>(out + row + k, y_delta);
+      store_floats<V>(acc + k, a);
+      if (had_residual) store_floats<V>(res + k, r);  // usually already 0: no store
     }
   });
 }
+
+bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 }  // namespace
 
 cudaError_t activation(const ActivationParams& p, cudaStream_t stream) {
   return dispatch_dtype(p.dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
+    constexpr int kV = 4;  // 16-byte float32 accesses; the dtype's pointers need kV * sizeof(T)
+    const bool vector = p.c % kV == 0 && aligned(p.acc, 16) && aligned(p.res, 16) && aligned(p.x, kV * sizeof(T)) &&
+                        aligned(p.y, kV * sizeof(T)) && aligned(p.out, kV * sizeof(T));
     with_activation(p.act, p.negative_slope, [&](auto f) {
-      activation_kernel<T><<<pixel_walk_grid(p.n * p.h * p.w, p.c), kBlock, 0, stream>>>(p, f);
+      if (vector)
+        activation_kernel<T, kV><<<pixel_walk_grid(p.n * p.h * p.w, p.c / kV), kBlock, 0, stream>>>(p, f);
+      else
+        activation_kernel<T, 1><<<pixel_walk_grid(p.n * p.h * p.w, p.c), kBlock, 0, stream>>>(p, f);
     });
     return cudaGetLastError();
   });

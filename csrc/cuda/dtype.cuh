@@ -27,6 +27,27 @@ __device__ __forceinline__ __half from_float<__half>(float f) {
   return __float2half_rn(f);
 }
 
+// V consecutive elements of T, loaded and stored as one access (the pointer must be aligned to the pack's size).
+template <int V, typename T>
+struct alignas(V * sizeof(T)) Pack {
+  T v[V];
+};
+
+template <int V, typename T>
+__device__ __forceinline__ void load_floats(const T* p, float (&out)[V]) {
+  const Pack<V, T> pack = *reinterpret_cast<const Pack<V, T>*>(p);
+#pragma unroll
+  for (int j = 0; j < V; ++j) out[j] = to_float(pack.v[j]);
+}
+
+template <int V, typename T>
+__device__ __forceinline__ void store_floats(T* p, const float (&in)[V]) {
+  Pack<V, T> pack;
+#pragma unroll
+  for (int j = 0; j < V; ++j) pack.v[j] = from_float<T>(in[j]);
+  *reinterpret_cast<Pack<V, T>*>(p) = pack;
+}
+
 // Calls fn(T{}) with T the CUDA type of the activation dtype; returns its result.
 template <typename Fn>
 inline cudaError_t dispatch_dtype(DType dtype, Fn&& fn) {
