@@ -3,11 +3,9 @@
 For each model, clip, case (1 stream at 768x432, 8 streams at 768x432, 1
 stream upscaled to 1920x1080) and precision (float32 HIGHEST, float32
 default = TF32 on tensor-core GPUs, bfloat16), it reports frames per second
-of dense XLA and of the delta model (each over the whole clip in one jit; the
-delta model without its per-layer statistics, which come from one more call),
+of dense XLA and of the delta model (each over the whole clip in one jit),
 the speedup, the active-pixel fractions, top-1 agreement and logit error
-against dense, the cost of a frame with no change, and compile times (tracing
-plus XLA compilation; a row's three programs compile at once).
+against dense, the cost of a frame with no change, and compile times.
 
 Usage: deltajax benchmark [--preset cpu|gpu] [--video FILE ...] [--out FILE.json]
 """
@@ -62,40 +60,19 @@ def _default_videos() -> list[str]:
     return [bundled_clip("people"), bundled_clip("asl")]
 
 
-def _compile_all(programs: dict[str, tuple]) -> tuple[dict, dict]:
-    """Compiles ``{name: (fn, args)}``: each is traced here (under the caller's precision scope, which is
-    thread-local), then XLA compiles them all at once. Returns ``({name: compiled}, {name: seconds})``, the
-    seconds of tracing plus compiling (the latter while the others compile too)."""
-    import concurrent.futures
-
+def _seconds(fn, *args, runs: int = 3) -> tuple[float, float, object]:
+    """(first-call seconds incl. compile, median seconds of ``runs`` more calls, last result)."""
     import jax
 
-    lowered, trace_s = {}, {}
-    for name, (fn, args) in programs.items():
-        t0 = time.perf_counter()
-        lowered[name] = jax.jit(fn).lower(*args)
-        trace_s[name] = time.perf_counter() - t0
-
-    def compile_one(name):
-        t0 = time.perf_counter()
-        return lowered[name].compile(), time.perf_counter() - t0
-
-    with concurrent.futures.ThreadPoolExecutor(len(lowered)) as pool:
-        done = dict(zip(lowered, pool.map(compile_one, lowered), strict=True))
-    return {n: exe for n, (exe, _) in done.items()}, {n: trace_s[n] + s for n, (_, s) in done.items()}
-
-
-def _seconds(fn, *args, runs: int = 3) -> tuple[float, object]:
-    """(median seconds of ``runs`` calls after one warm-up call, last result)."""
-    import jax
-
+    t0 = time.perf_counter()
     out = jax.block_until_ready(fn(*args))
+    first = time.perf_counter() - t0
     samples = []
     for _ in range(runs):
         t0 = time.perf_counter()
         out = jax.block_until_ready(fn(*args))
         samples.append(time.perf_counter() - t0)
-    return float(np.median(samples)), out
+    return first, float(np.median(samples)), out
 
 
 def _precision_scope(precision: str):
@@ -130,22 +107,18 @@ def run_one(model: str, video: str, case: Case, precision: str, frames: int, con
     dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32
     module, variables, clip = load_clip(model, video, case.streams, case.size, frames, dtype)
 
-    stepper = deltajax.delta(module.apply, config=config)
     with _precision_scope(precision):
-        # The delta model is timed as a user runs it, without the per-layer statistics (their reductions cost
-        # ~0.1-0.5 ms per step on a GPU); one call of the program that also returns them gives the statistics.
-        programs, compile_s = _compile_all(
-            {
-                "dense": (lambda c, v: jax.lax.map(lambda f: module.apply(v, f), c), (clip, variables)),
-                "delta": (lambda c, v: deltajax.run_clip(stepper, c, v), (clip, variables)),
-                "delta_stats": (lambda c, v: deltajax.run_clip(stepper, c, v, with_stats=True), (clip, variables)),
-            }
+        dense = jax.jit(lambda c, v: jax.lax.map(lambda f: module.apply(v, f), c))
+        dense_first, dense_s, dense_out = _seconds(dense, clip, variables)
+        stepper = deltajax.delta(module.apply, config=config)
+        # Timed with the per-layer statistics that the row reports (their reductions cost ~0.1-0.5 ms per step
+        # on a GPU, so delta is timed a little slow): a program without them would cost another compile.
+        delta_first, delta_s, (delta_out, stats) = _seconds(
+            lambda c, v: deltajax.run_clip(stepper, c, v, with_stats=True), clip, variables
         )
-        dense_s, dense_out = _seconds(programs["dense"], clip, variables)
-        delta_s, delta_out = _seconds(programs["delta"], clip, variables)
-        _, stats = programs["delta_stats"](clip, variables)
         # A clip with no change after its first frame: the same compiled program, every delta frame empty.
-        still_s, _ = _seconds(programs["delta"], jnp.broadcast_to(clip[:1], clip.shape), variables)
+        still_clip = jnp.broadcast_to(clip[:1], clip.shape)
+        _, still_s, _ = _seconds(lambda c, v: deltajax.run_clip(stepper, c, v, with_stats=True), still_clip, variables)
 
     agreement, err = deltajax.stats.compare_outputs(delta_out, dense_out)
     active = {name: float(np.mean(s.active[1:])) for name, s in stats.items()}
@@ -170,7 +143,7 @@ def run_one(model: str, video: str, case: Case, precision: str, frames: int, con
         "active_input": active.get("input", float("nan")),
         "active_conv_mean": float(np.mean(convs)),
         "mac_ratio": deltajax.stats.mac_ratio(jax.tree_util.tree_map(lambda a: a[1:], stats)),
-        "compile_s": compile_s,
+        "compile_s": {"dense": dense_first - dense_s, "delta": delta_first - delta_s},
         "fallback_layers": deltajax.stats.fallback_layers(stats),
     }
 

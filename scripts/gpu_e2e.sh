@@ -16,8 +16,8 @@ source scripts/gpu_setup.sh
 build_cuda || exit 1
 gpus=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
 pairs=()
-for model in efficientnet_lite0 mobilenet_v2; do
-  for video in deltajax/data/one-by-one-person-detection.mp4 deltajax/data/asl_gestures_book.mkv; do
+for video in deltajax/data/one-by-one-person-detection.mp4 deltajax/data/asl_gestures_book.mkv; do
+  for model in efficientnet_lite0 mobilenet_v2; do
     pairs+=("$model $video")
   done
 done
