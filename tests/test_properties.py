@@ -88,3 +88,28 @@ def test_threshold_error_is_bounded_without_drift(name):
     assert errors.max() < 0.2, errors.max()
     assert late <= 2.0 * early + 1e-3, (early, late)
     assert float(jnp.mean(masks)) < 0.3, "noise under the threshold must not activate the frame"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect: bfloat16 deltas are rounded at every layer's output and the rounding is not fed back "
+    "(sparsify sets ref = x, the activation emits f(acc + a) - f(acc)), so the accumulated states random-walk "
+    "away from the dense values: error 0.009 -> 0.041 over 400 frames on residual_stack, dense bf16 0.010",
+)
+@pytest.mark.parametrize("name", ["residual_stack", "depthwise_separable"])
+def test_bfloat16_deltas_do_not_drift(name):
+    """Property 2 in bfloat16 at threshold 0: over 301 frames the delta network stays as close to the float32
+    network as dense bfloat16 is, with no growth over time."""
+    import jax
+
+    frames = 301
+    net, params = NETWORKS[name]()
+    video = moving_blobs(frames, 1, 20, 28, 3, seed=6)
+    half = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.bfloat16), params)
+    got, _ = run_video(net, half, video.astype(jnp.bfloat16))
+    dense_half = run_dense(net, half, video.astype(jnp.bfloat16))
+    want = run_dense(net, params, video)
+    errors = np.array([rel_error(got[t].astype(jnp.float32), want[t]) for t in range(frames)])
+    dense_errors = np.array([rel_error(dense_half[t].astype(jnp.float32), want[t]) for t in range(frames)])
+    assert errors[-20:].mean() <= 1.5 * errors[1:21].mean() + 1e-3, (errors[1:21].mean(), errors[-20:].mean())
+    assert errors.max() <= 2.0 * dense_errors.max() + 1e-3, (errors.max(), dense_errors.max())
