@@ -17,6 +17,7 @@ import collections
 import glob
 import json
 import os
+import re
 import time
 
 import jax
@@ -28,10 +29,23 @@ from deltajax import tune
 from deltajax.benchmark import _precision_scope, load_clip
 from deltajax.video import streaming
 
+_CUSTOM_CALL = re.compile(r"^\s*%?([\w.\-]+) = (.*?) custom-call\(.*custom_call_target=\"(\w+)\"", re.M)
 
-def kernel_table(trace_dir: str, top: int = 40, planes: str = "/device:") -> dict:
+
+def custom_call_labels(hlo_text: str) -> dict[str, str]:
+    """``{op name: "target first-output-shape"}`` for the custom calls of compiled HLO text: on the CPU the
+    profiler names a thunk only by its op (``ffi_call.372``), this says which kernel and layer it was."""
+    labels = {}
+    for name, shape, target in _CUSTOM_CALL.findall(hlo_text):
+        first = re.search(r"\w+\[[\d,]*\]", shape)
+        labels[name] = f"{target} {first.group(0) if first else ''}"
+    return labels
+
+
+def kernel_table(trace_dir: str, top: int = 40, planes: str = "/device:", labels: dict | None = None) -> dict:
     """The kernels in a JAX profiler trace, on the planes whose names start with ``planes`` (on the host plane:
-    XLA's thunks only): their number, total milliseconds and the ``top`` groups by (kernel, HLO op)."""
+    XLA's thunks only): their number, total milliseconds and the ``top`` groups by (kernel, HLO op), the op
+    named by ``labels`` where it has one (``custom_call_labels``)."""
     from jax.profiler import ProfileData
 
     (path,) = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
@@ -44,7 +58,8 @@ def kernel_table(trace_dir: str, top: int = 40, planes: str = "/device:") -> dic
                 stats = dict(event.stats)
                 if not planes.startswith("/device:") and "hlo_op" not in stats:
                     continue  # on the host plane, XLA's thunks carry their HLO op; Python frames do not
-                key = f"{event.name[:90]} | {stats.get('hlo_op', '')}"
+                op = str(stats.get("hlo_op", ""))
+                key = f"{event.name[:90]} | {(labels or {}).get(op, op)}"
                 groups[key][0] += 1
                 groups[key][1] += event.duration_ns * 1e-6
     ordered = sorted(groups.items(), key=lambda kv: -kv[1][1])
@@ -100,12 +115,17 @@ def main(argv: list[str] | None = None) -> int:
         run_steps(clip[1:-1])  # compiles; the state is now at the clip's last frame but one
         traces = {}
         if args.trace:
-            planes = "/device:" if jax.default_backend() == "gpu" else "/host:CPU"
+            planes, labels = "/device:", None
+            if jax.default_backend() != "gpu":  # the host's thunks, named by the compiled step's custom calls
+                compiled = deltajax.video._stream_step.lower(
+                    state[0], clip[1], (variables,), None, model=stepper, keyframe_every=None
+                ).compile()
+                planes, labels = "/host:CPU", custom_call_labels(compiled.as_text())
             for kind, frame in (("still", clip[-2]), ("moving", clip[-1])):
                 folder = os.path.join(args.trace, kind)
                 with jax.profiler.trace(folder):
                     run_steps([frame])
-                traces[kind] = kernel_table(folder, planes=planes)
+                traces[kind] = kernel_table(folder, planes=planes, labels=labels)
         else:
             run_steps(clip[-1:])
         # Back to the first frame and forward to the last again: every step is a one-frame change.
