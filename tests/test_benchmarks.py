@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+
+import jax
 
 from benchmarks import kernels
 
@@ -37,6 +40,8 @@ def test_profile_step_times_and_lists_kernels(tmp_path):
         assert trace["kernels"] > 0 and trace["kernel_ms"] > 0
         # deltajax's custom calls: by op name (CPU), by kernel name where XLA runs them in a command buffer (GPU)
         assert any("ffi_call" in t["kernel | hlo_op"] or "deltajax::" in t["kernel | hlo_op"] for t in trace["top"])
+        if jax.default_backend() == "cpu":  # thunks named by their custom call: target and output shape
+            assert any(re.search(r"\| deltajax_\w+ \w+\[", t["kernel | hlo_op"]) for t in trace["top"])
 
 
 def test_end_to_end_benchmark_writes_rows(tmp_path):
