@@ -24,20 +24,37 @@ class LayerStats(NamedTuple):
       macs: multiply-adds done.
       dense_macs: multiply-adds of the dense layer.
       fallback: True if the layer has no delta rule and ran densely.
+      keyframe: True if the whole frame ran densely (a stream's first frame, a
+        keyframe, a busy frame above ``DeltaConfig.keyframe_above``, or a frame
+        with non-finite input and the one after it).
+      nonfinite: non-finite (NaN, Inf) values in the frame (the ``input``
+        layer; 0 elsewhere).
     """
 
     active: jax.Array
     macs: jax.Array
     dense_macs: jax.Array
     fallback: jax.Array
+    keyframe: jax.Array
+    nonfinite: jax.Array
 
 
-def layer_stats(active, macs, dense_macs, fallback: bool = False) -> LayerStats:
-    """Builds a LayerStats of float32 / bool scalars."""
+def layer_stats(active, macs, dense_macs, fallback=False, keyframe=False, nonfinite=0) -> LayerStats:
+    """Builds a LayerStats of float32 / bool / int32 scalars."""
     f32 = jnp.float32
     return LayerStats(
-        jnp.asarray(active, f32), jnp.asarray(macs, f32), jnp.asarray(dense_macs, f32), jnp.asarray(fallback)
+        jnp.asarray(active, f32),
+        jnp.asarray(macs, f32),
+        jnp.asarray(dense_macs, f32),
+        jnp.asarray(fallback),
+        jnp.asarray(keyframe),
+        jnp.asarray(nonfinite, jnp.int32),
     )
+
+
+def keyframes(stats: Mapping[str, LayerStats]) -> np.ndarray:
+    """Which frames ran densely (``[T]`` bool, or a scalar for one frame's stats)."""
+    return np.asarray(next(iter(stats.values())).keyframe)
 
 
 def mac_ratio(stats: Mapping[str, LayerStats]) -> float:

@@ -119,7 +119,11 @@ class StreamFns(NamedTuple):
 
 
 def _frame_pair(model, args: tuple, variables):
-    """``(init, step)`` of a stepper or a delta Linen module, both returning ``(out, state, stats)``."""
+    """``(init, step)`` of a stepper or a delta Linen module, both returning ``(out, state, stats)``.
+
+    ``init(frame)`` starts a stream; ``step(state, frame, keyframe=False)`` runs one frame, densely (restarting
+    the state) where ``keyframe`` is True.
+    """
     from deltajax.transform import Stepper
 
     if isinstance(model, Stepper):
@@ -131,7 +135,7 @@ def _frame_pair(model, args: tuple, variables):
 
         return (
             lambda frame: model.init_with_stats(*call(frame)),
-            lambda state, frame: model.step_with_stats(state, *call(frame)),
+            lambda state, frame, keyframe=False: model.step_with_stats(state, *call(frame), keyframe=keyframe),
         )
     import flax.linen as nn
 
@@ -149,15 +153,20 @@ def _frame_pair(model, args: tuple, variables):
         out, new = linen.start(model, variables, frame, *args)
         return out, new["delta_state"], {}
 
-    def step(state, frame):
+    def delta_step(state, frame):
         out, upd = model.apply({**variables, "delta_state": state}, frame, *args, mutable=["delta_state"])
         return out, upd["delta_state"], {}
+
+    def step(state, frame, keyframe=False):
+        if keyframe is False:
+            return delta_step(state, frame)
+        return lax.cond(keyframe, lambda s, f: init(f), delta_step, state, frame)
 
     return init, step
 
 
-def _keyframed(init, step, keyframe_every: int | None):
-    """A step on ``(t, state)`` that runs ``init`` every ``keyframe_every`` frames (never if None)."""
+def _keyframed(step, keyframe_every: int | None):
+    """A step on ``(t, state)`` that runs a dense keyframe every ``keyframe_every`` frames (never if None)."""
     if keyframe_every is not None and (not isinstance(keyframe_every, int) or keyframe_every < 1):
         raise ValueError(
             f"video loop: argument 'keyframe_every' must be a positive int or None, got {keyframe_every!r}"
@@ -165,12 +174,8 @@ def _keyframed(init, step, keyframe_every: int | None):
 
     def counted_step(carry, frame):
         t, state = carry
-        if keyframe_every is None:
-            out, state, stats = step(state, frame)
-        else:
-            out, state, stats = lax.cond(
-                t % keyframe_every == 0, lambda s, f: init(f), lambda s, f: step(s, f), state, frame
-            )
+        keyframe = False if keyframe_every is None else t % keyframe_every == 0
+        out, state, stats = step(state, frame, keyframe=keyframe)
         return out, (t + 1, state), stats
 
     return counted_step
@@ -179,7 +184,7 @@ def _keyframed(init, step, keyframe_every: int | None):
 @functools.partial(jax.jit, static_argnames=("model", "keyframe_every", "with_stats"))
 def _run_clip(clip, args, variables, *, model, keyframe_every, with_stats):
     init, step = _frame_pair(model, args, variables)
-    counted_step = _keyframed(init, step, keyframe_every)
+    counted_step = _keyframed(step, keyframe_every)
     out0, state, stats0 = init(clip[0])
 
     def body(carry, frame):
@@ -262,7 +267,7 @@ def streaming(model, *args, variables=None, keyframe_every: int | None = None) -
       >>> for frame in frames[1:]:
       ...     out, state = step(state, frame)
     """
-    _keyframed(None, None, keyframe_every)  # validates before the first frame arrives
+    _keyframed(None, keyframe_every)  # validates before the first frame arrives
     static = dict(model=model, keyframe_every=keyframe_every)
     return StreamFns(
         lambda frame: _stream_start(frame, args, variables, **static),
@@ -279,5 +284,5 @@ def _stream_start(frame, args, variables, *, model, keyframe_every):
 
 @functools.partial(jax.jit, static_argnames=("model", "keyframe_every"), donate_argnums=0)
 def _stream_step(state, frame, args, variables, *, model, keyframe_every):
-    out, state, _ = _keyframed(*_frame_pair(model, args, variables), keyframe_every)(state, frame)
+    out, state, _ = _keyframed(_frame_pair(model, args, variables)[1], keyframe_every)(state, frame)
     return out, state

@@ -35,14 +35,19 @@ class DeltaWrapper(nn.Module):
         unbound = self.module.clone(parent=None)
         stepper = delta(lambda v, f, *a: unbound.apply(v, f, *a), frame_argnum=1, config=self.config)
 
+        def saved(state: StreamState, spec):
+            return {"layers": state.layers, "output": state.output, "restart": state.restart, "frame": spec}
+
         def init():
             out, state = stepper.init(inner, frame, *args)
-            return out, {"layers": state.layers, "frame": jnp.zeros((0, *np.shape(frame)), frame.dtype)}
+            return out, saved(state, jnp.zeros((0, *np.shape(frame)), frame.dtype))
 
-        def step(saved):
-            spec = saved["frame"]
-            state = StreamState(saved["layers"], tuple(spec.shape[1:]), np.dtype(spec.dtype).name)
+        def step(held):
+            spec = held["frame"]
+            state = StreamState(
+                held["layers"], held["output"], held["restart"], tuple(spec.shape[1:]), np.dtype(spec.dtype).name
+            )
             out, state = stepper(state, inner, frame, *args)
-            return out, {"layers": state.layers, "frame": spec}
+            return out, saved(state, spec)
 
         return start_or_step(self, init, step)

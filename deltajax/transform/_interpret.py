@@ -35,6 +35,7 @@ class Run:
     Attributes:
       states: name -> state pytree produced by this pass.
       stats: name -> LayerStats of this pass.
+      static_stats: name -> (dense multiply-adds, fallback) as Python values, known at trace time.
       kinds: name -> node kind ('act', 'sparsify', 'conv', 'fallback:sort', ...).
       scaled: Var -> (Delta, [C] factor) when the Var's delta is that Delta times a per-channel factor
         (a batch-norm scale), so that an activation reading it can take the factor fused.
@@ -42,14 +43,19 @@ class Run:
         activation reading nothing else can redo it fused (``ops.conv_activation``).
     """
 
-    def __init__(self, program: Program, analysis: Analysis, config: DeltaConfig, states_in: dict | None):
+    def __init__(
+        self, program: Program, analysis: Analysis, config: DeltaConfig, states_in: dict | None, input_delta=None
+    ):
+        """``input_delta``: the frame's sparsify already run, ``(Delta, SparsifyState)`` (step mode only)."""
         self.program, self.analysis, self.config = program, analysis, config
+        self.input_delta = input_delta
         self.init = states_in is None
         self.states_in = states_in
         self.env: dict = {}
         self.kind: dict = {}
         self.states: dict = {}
         self.stats: dict = {}
+        self.static_stats: dict = {}
         self.kinds: dict = {}
         self.scaled: dict = {}
         self.convs: dict = {}
@@ -88,8 +94,9 @@ class Run:
 
     def record(self, name: str, out, dense_macs: float = 0.0, per_active: float | None = None, fallback=False):
         """Stats of a node: active fraction of ``out`` and multiply-adds (``per_active`` per active pixel)."""
+        self.static_stats[name] = (float(dense_macs), bool(fallback))
         if self.init or fallback or out is None:
-            self.stats[name] = layer_stats(1.0, dense_macs, dense_macs, fallback)
+            self.stats[name] = layer_stats(1.0, dense_macs, dense_macs, fallback, keyframe=self.init)
             return
         frac = active_fraction(out)
         macs = dense_macs * frac if per_active is None else per_active * to_delta(out).mask.sum()
@@ -150,11 +157,17 @@ class Run:
         self.kinds[INPUT] = "sparsify"
         if self.init:
             out, self.states[INPUT] = ops.sparsify_init(frame)
+        elif self.input_delta is not None:
+            out, self.states[INPUT] = self.input_delta
         else:
-            cfg = self.config.sparsify_for(INPUT, SparsifyConfig(self.config.threshold, self.config.dilation))
-            out, self.states[INPUT] = ops.sparsify(self.state(INPUT), frame, cfg)
+            out, self.states[INPUT] = ops.sparsify(self.state(INPUT), frame, input_config(self.config))
         self.record(INPUT, out)
         self.set(var, out, DELTA)
+
+
+def input_config(config: DeltaConfig) -> SparsifyConfig:
+    """The sparsify settings of the model's input (the frame)."""
+    return config.sparsify_for(INPUT, SparsifyConfig(config.threshold, config.dilation))
 
 
 def _image_shape(shape) -> tuple[int, ...]:

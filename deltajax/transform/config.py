@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
+from typing import Literal
 
 from deltajax.ops.config import SparsifyConfig, Truncation
 
@@ -22,6 +23,12 @@ class DeltaConfig:
         ``Truncation`` for an ``.../act`` layer, a ``SparsifyConfig`` for
         ``input`` or a ``.../sparsify`` layer, or a float (the threshold, with
         the default mode). A mapping is accepted and stored as sorted pairs.
+      keyframe_above: a frame whose fraction of active input pixels (over all
+        streams) exceeds this runs densely and restarts the state, since a delta
+        step would cost more than a dense frame there. ``"auto"``: the crossover
+        measured for the platform (``deltajax.transform._frames.AUTO_CROSSOVER``);
+        None: only non-finite frames (and the frame after one) run densely.
+        Frames with no active input pixel are skipped in every setting.
 
     Example:
       >>> cfg = DeltaConfig(threshold=0.05, layers={"Net/Conv_0/act": 0.1})
@@ -31,9 +38,13 @@ class DeltaConfig:
     dilation: int = 0
     truncation: Truncation = Truncation()
     layers: tuple[tuple[str, LayerSetting], ...] | Mapping[str, LayerSetting] = ()
+    keyframe_above: float | Literal["auto"] | None = "auto"
 
     def __post_init__(self):
         SparsifyConfig(self.threshold, self.dilation)  # validates
+        above = self.keyframe_above
+        if not (above is None or above == "auto" or (isinstance(above, int | float) and 0 <= above <= 1)):
+            raise ValueError(f"DeltaConfig: keyframe_above must be a fraction in [0, 1], 'auto' or None, got {above!r}")
         if not isinstance(self.truncation, Truncation):
             raise TypeError(f"DeltaConfig: truncation must be a Truncation, got {type(self.truncation).__name__}")
         items: Iterable = self.layers.items() if isinstance(self.layers, Mapping) else self.layers

@@ -7,10 +7,15 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
+from deltajax import ops
 from deltajax.ops._delta import SUPPORTED_DTYPES
-from deltajax.transform._interpret import Run, StateMismatch, trace
+from deltajax.stats import layer_stats
+from deltajax.transform import _frames
+from deltajax.transform._interpret import INPUT, Run, StateMismatch, input_config, trace
 from deltajax.transform.config import DeltaConfig
 
 
@@ -21,20 +26,24 @@ class StreamState:
 
     Attributes:
       layers: layer name -> that layer's state (fixed shapes, float32).
+      output: the last frame's output (a frame with no input change returns it without running the model).
+      restart: bool scalar, True when the last frame held non-finite values: the next frame runs densely.
       frame_shape: ``(N, H, W, C)`` of the frames this stream was started with (static).
       frame_dtype: their dtype name (static).
     """
 
     layers: dict
+    output: Any
+    restart: jax.Array
     frame_shape: tuple[int, ...]
     frame_dtype: str
 
     def tree_flatten(self):
-        return (self.layers,), (self.frame_shape, self.frame_dtype)
+        return (self.layers, self.output, self.restart), (self.frame_shape, self.frame_dtype)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        return cls(children[0], *aux)
+        return cls(*children, *aux)
 
 
 def _spec(x) -> tuple[tuple[int, ...], str]:
@@ -83,17 +92,16 @@ class Stepper:
 
     def _program(self, args: tuple):
         pos = self._frame_pos(args)
-        leaves, treedef = jax.tree_util.tree_flatten(args)
-        key = (treedef, tuple(_spec(x) for x in leaves))
+        key = self._program_key(args)
         if key not in self._cache:
             abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), args)
             frame_index = len(jax.tree_util.tree_leaves(args[:pos]))
             self._cache[key] = (*trace(self.fn, abstract, frame_index), frame_index)
         return self._cache[key]
 
-    def _run(self, args: tuple, layers: dict | None):
+    def _run(self, args: tuple, layers: dict | None, input_delta=None):
         program, analysis, out_tree, frame_index = self._program(args)
-        run = Run(program, analysis, self.config, layers)
+        run = Run(program, analysis, self.config, layers, input_delta)
         try:
             outs = run.run(jax.tree_util.tree_leaves(args), frame_index)
         except StateMismatch as e:
@@ -110,20 +118,49 @@ class Stepper:
         self.config.check_names(run.kinds)
         return jax.tree_util.tree_unflatten(out_tree, outs), run
 
+    def _static_stats(self, args: tuple) -> dict:
+        """Layer name -> (dense multiply-adds, fallback), from one abstract dense pass (cached per program)."""
+        key = ("static_stats", *self._program_key(args))
+        if key not in self._cache:
+            runs = []
+
+            def probe(*a):
+                _, run = self._run(a, None)
+                runs.append(run)
+                return 0
+
+            jax.eval_shape(probe, *args)
+            self._cache[key] = runs[0].static_stats
+        return self._cache[key]
+
+    def _program_key(self, args: tuple):
+        leaves, treedef = jax.tree_util.tree_flatten(args)
+        return treedef, tuple(_spec(x) for x in leaves)
+
+    def _dense(self, args: tuple):
+        """A dense frame: ``(output, layer states, stats)`` of a fresh start."""
+        out, run = self._run(args, None)
+        return out, run.states, run.stats
+
     # -- public ----------------------------------------------------------------------------------------------------
     def init_with_stats(self, *args) -> tuple[Any, StreamState, dict]:
         """Like ``init``, also returning the per-layer stats of the dense frame."""
         _, frame = self._frame("deltajax.delta init", args)
-        out, run = self._run(args, None)
-        return out, StreamState(run.states, *_spec(frame)), run.stats
+        out, layers, stats = self._dense(args)
+        nonfinite = _frames.count_nonfinite(frame)
+        stats[INPUT] = stats[INPUT]._replace(nonfinite=nonfinite)
+        return out, StreamState(layers, out, nonfinite > 0, *_spec(frame)), stats
 
     def init(self, *args) -> tuple[Any, StreamState]:
         """Starts (or restarts) a stream: runs ``fn(*args)`` densely and returns ``(output, state)``."""
         out, state, _ = self.init_with_stats(*args)
         return out, state
 
-    def step_with_stats(self, state: StreamState, *args) -> tuple[Any, StreamState, dict]:
-        """Like ``__call__``, also returning ``{layer name: deltajax.stats.LayerStats}`` of this frame."""
+    def step_with_stats(self, state: StreamState, *args, keyframe=False) -> tuple[Any, StreamState, dict]:
+        """Like ``__call__``, also returning ``{layer name: deltajax.stats.LayerStats}`` of this frame.
+
+        ``keyframe`` (a bool, traced or not) forces a dense frame that restarts the state.
+        """
         pos, frame = self._frame("deltajax.delta step", args)
         if not isinstance(state, StreamState):
             raise TypeError(
@@ -137,12 +174,41 @@ class Stepper:
                 f"expected shape {want[0]} and dtype {want[1]} as the stream was started with; for a new "
                 "resolution, a scene cut or another dtype start again with stepper.init(*args)"
             )
-        out, run = self._run(args, state.layers)
-        return out, StreamState(run.states, *want), run.stats
+        if INPUT not in state.layers:
+            raise ValueError(
+                "deltajax.delta step: argument 'state' has no 'input' layer; it was not made by stepper.init of "
+                "this model; start the stream with stepper.init(*args)"
+            )
+        d, input_state = ops.sparsify(state.layers[INPUT], frame, input_config(self.config))
+        active = jnp.mean(d.mask, dtype=jnp.float32)
+        nonfinite = _frames.count_nonfinite(frame)
+        mode = _frames.choose_mode(active, nonfinite, state.restart, jnp.asarray(keyframe), self._crossover())
+        static = self._static_stats(args)
 
-    def __call__(self, state: StreamState, *args) -> tuple[Any, StreamState]:
-        """One delta frame: ``(output, new state)``; pure, jit-able with the state donated."""
-        out, state, _ = self.step_with_stats(state, *args)
+        def skip():  # no input pixel changed: nothing downstream changes either
+            stats = {n: layer_stats(0.0, 0.0, macs, fallback) for n, (macs, fallback) in static.items()}
+            return state.output, {**state.layers, INPUT: input_state}, stats
+
+        def step():
+            out, run = self._run(args, state.layers, (d, input_state))
+            return out, run.states, run.stats
+
+        out, layers, stats = lax.switch(mode, [skip, step, lambda: self._dense(args)])
+        stats[INPUT] = stats[INPUT]._replace(nonfinite=nonfinite)
+        return out, StreamState(layers, out, nonfinite > 0, *want), stats
+
+    def _crossover(self):
+        above = self.config.keyframe_above
+        return _frames.auto_crossover() if above == "auto" else above
+
+    def __call__(self, state: StreamState, *args, keyframe=False) -> tuple[Any, StreamState]:
+        """One frame: ``(output, new state)``; pure, jit-able with the state donated.
+
+        The frame runs as a delta step, or is skipped when no input pixel changed, or runs densely (restarting
+        the state) when it holds non-finite values, follows such a frame, has more active input pixels than
+        ``config.keyframe_above``, or ``keyframe`` is True.
+        """
+        out, state, _ = self.step_with_stats(state, *args, keyframe=keyframe)
         return out, state
 
     def layers(self, *args) -> dict[str, str]:

@@ -1,0 +1,58 @@
+"""How a frame runs: skipped (no input change), as a delta step, or densely as a keyframe.
+
+One ``lax.switch`` per frame picks the mode from the input's active fraction
+(computed by the input sparsify, which runs before the switch), the count of
+non-finite input values and the stream's restart flag. There is never a
+per-layer conditional: on a GPU one costs a device-to-host round trip.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from deltajax import _native
+from deltajax.backend import reference_forced
+
+SKIP, DELTA, DENSE = 0, 1, 2
+MODE_NAMES = ("skip", "delta", "dense")
+
+# Input active fraction above which a delta step costs more than a dense frame, per backend, when
+# DeltaConfig.keyframe_above is "auto". Measured with `deltajax benchmark --crossover` (benchmarks/README tables):
+# - cpu (native kernels, 2-core VM, EfficientNet-Lite0 / MobileNetV2 at 768x432): the delta step stays faster
+#   than XLA:CPU's dense frame with every input pixel active (its depthwise convolutions are slow), so never;
+# - cuda (H200, bf16 / TF32): see README "Frame modes";
+# - the pure-JAX reference (no native kernels): a delta step with every pixel active costs about 1.6 dense frames.
+AUTO_CROSSOVER = {"cpu": 1.0, "cuda": 0.15, "reference": 0.5}
+TARGET_OF_DELTA_STEP = "deltajax_sparsify"  # a platform with native kernels registers this one
+
+
+def auto_crossover() -> jax.Array:
+    """The measured crossover of the platform the program runs on (a traced float32 scalar)."""
+    native = [] if reference_forced() else [p for p in _native.native_platforms() if p in AUTO_CROSSOVER]
+    native = [p for p in native if TARGET_OF_DELTA_STEP in _native.targets(p)]
+    branches = {p: (lambda p=p: jnp.float32(AUTO_CROSSOVER[p])) for p in native}
+    default = lambda: jnp.float32(AUTO_CROSSOVER["reference"])  # noqa: E731
+    return lax.platform_dependent(default=default, **branches) if branches else default()
+
+
+def choose_mode(active: jax.Array, nonfinite: jax.Array, restart: jax.Array, forced: jax.Array, crossover) -> jax.Array:
+    """The frame's mode (int32 scalar: SKIP, DELTA or DENSE).
+
+    Args:
+      active: fraction of input pixels the sparsify found active (all streams).
+      nonfinite: number of non-finite values in the frame.
+      restart: the previous frame was non-finite: its state must be rebuilt.
+      forced: a keyframe was asked for (``keyframe_every``).
+      crossover: active fraction above which the frame runs densely (None: never).
+    """
+    dense = (nonfinite > 0) | restart | forced
+    if crossover is not None:
+        dense = dense | (active > crossover)
+    return jnp.where(dense, DENSE, jnp.where(active > 0, DELTA, SKIP)).astype(jnp.int32)
+
+
+def count_nonfinite(frame: jax.Array) -> jax.Array:
+    """Number of NaN / Inf values in ``frame`` (int32 scalar)."""
+    return jnp.sum(~jnp.isfinite(frame), dtype=jnp.int32)
