@@ -1,0 +1,116 @@
+"""Per-frame modes of a stream: skipped (no input change), delta step, or dense (keyframe, busy or non-finite frame)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import deltajax
+from deltajax import stats as dstats
+from tests.flax_nets import init_model
+from tests.harness import moving_blobs, rel_error
+
+
+@pytest.fixture(scope="module")
+def video():
+    """[12, 2, 20, 28, 3]: moving blobs with a repeated frame (3), a busy frame (6: noise everywhere), a repeat of
+    it (7), and a busy frame back to the blobs (8)."""
+    v = moving_blobs(12, 2, 20, 28, 3, seed=7)
+    v[3] = v[2]
+    v[6] = v[5] + np.random.default_rng(0).normal(0, 0.2, v[5].shape).astype(v.dtype)
+    v[7] = v[6]
+    return jnp.asarray(v)
+
+
+def _model(video):
+    return init_model("mobilenet", video[0])
+
+
+def _dense(model, variables, video):
+    return jax.jit(jax.vmap(lambda x: model.apply(variables, x)))(video)
+
+
+def _modes(stats) -> list[str]:
+    """Per frame: 'dense', 'skip' or 'delta', read off the stats of run_clip."""
+    key = dstats.keyframes(stats)
+    active = np.asarray(stats["input"].active)
+    return ["dense" if k else "skip" if a == 0 else "delta" for k, a in zip(key, active, strict=True)]
+
+
+@pytest.mark.parametrize("keyframe_above", [0.5, None])
+def test_modes_follow_input_activity_and_stay_exact(path, video, keyframe_above):
+    model, variables = _model(video)
+    stepper = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=keyframe_above))
+    got, stats = deltajax.run_clip(stepper, video, variables, with_stats=True)
+    want = _dense(model, variables, video)
+    errors = [rel_error(g, w) for g, w in zip(got, want, strict=True)]
+    assert max(errors) <= 1e-4, errors
+    modes = _modes(stats)
+    busy = "dense" if keyframe_above is not None else "delta"
+    assert modes[:4] == ["dense", "delta", "delta", "skip"], modes
+    assert modes[6:9] == [busy, "skip", busy], modes
+    assert set(modes[9:]) == {"delta"}, modes
+    # A skipped frame does no work anywhere and says so; a dense one does all of it.
+    assert all(float(s.macs[3]) == 0 and float(s.active[3]) == 0 for s in stats.values())
+    if busy == "dense":
+        assert all(float(s.macs[6]) == float(s.dense_macs[6]) for s in stats.values())
+
+
+def test_forced_keyframes_restart_exactly(video):
+    model, variables = _model(video)
+    stepper = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=None))
+    got, stats = deltajax.run_clip(stepper, video, variables, with_stats=True, keyframe_every=4)
+    assert list(np.flatnonzero(dstats.keyframes(stats))) == [0, 4, 8]
+    errors = [rel_error(g, w) for g, w in zip(got, _dense(model, variables, video), strict=True)]
+    assert max(errors) <= 1e-4, errors
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_frame_gives_dense_output_and_the_stream_recovers(path, video, bad):
+    """Property 5: a frame holding NaN / Inf runs densely (its output is dense's, non-finite where dense's is), and
+    the next frame restarts the state from scratch, so nothing non-finite lingers."""
+    model, variables = _model(video)
+    v = np.array(video)
+    v[5, 1, 4, 9, 0] = bad
+    v = jnp.asarray(v)
+    stepper = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=None))
+    got, stats = deltajax.run_clip(stepper, v, variables, with_stats=True)
+    want = np.asarray(_dense(model, variables, v))
+    got = np.asarray(got)
+    np.testing.assert_allclose(got[5], want[5], rtol=1e-4, atol=1e-5)  # NaN where dense has NaN
+    if np.isnan(bad):
+        assert np.isnan(got[5, 1]).all() and np.isfinite(got[5, 0]).all()
+    for t in [*range(5), *range(6, len(v))]:
+        assert np.isfinite(got[t]).all(), t
+        assert rel_error(got[t], want[t]) <= 1e-4, t
+    assert list(np.flatnonzero(dstats.keyframes(stats))) == [0, 5, 6]
+    assert list(np.flatnonzero(np.asarray(stats["input"].nonfinite))) == [5]
+    assert int(stats["input"].nonfinite[5]) == 1
+
+
+def test_streamed_step_returns_last_output_on_a_repeated_frame(video):
+    model, variables = _model(video)
+    stepper = deltajax.delta(model.apply)
+    step = jax.jit(stepper.step_with_stats, donate_argnums=0)
+    _, state = jax.jit(stepper.init)(variables, video[0])
+    y1, state, _ = step(state, variables, video[1])
+    y2, state, stats = step(state, variables, video[1])
+    np.testing.assert_array_equal(np.asarray(y1), np.asarray(y2))
+    assert not bool(dstats.keyframes(stats)) and float(stats["input"].active) == 0
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "fast", float("nan")])
+def test_keyframe_above_is_validated(bad):
+    with pytest.raises(ValueError, match=r"DeltaConfig: keyframe_above must be a fraction in \[0, 1\]"):
+        deltajax.DeltaConfig(keyframe_above=bad)
+
+
+def test_zero_crossover_runs_every_changed_frame_densely(video):
+    model, variables = _model(video)
+    stepper = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=0.0))
+    got, stats = deltajax.run_clip(stepper, video, variables, with_stats=True)
+    modes = _modes(stats)
+    assert modes == ["skip" if t in (3, 7) else "dense" for t in range(len(video))], modes
+    assert rel_error(got, _dense(model, variables, video)) <= 1e-5
