@@ -263,6 +263,7 @@ def _write(path, device, preset, frames, rows) -> None:
                         "jax": jax.__version__,
                         "preset": preset,
                         "frames": frames,
+                        "xla_flags": os.environ.get("XLA_FLAGS", ""),
                     },
                     "rows": rows,
                 },

@@ -1,0 +1,115 @@
+"""At which fraction of changed input pixels a delta step costs as much as a dense frame.
+
+    python -m benchmarks.crossover [--models M,...] [--size HxW] [--precisions P,...] [--out FILE.json]
+
+For each bundled model and precision it times, in one process on one device: a dense frame (XLA), and a delta
+step (threshold 0, every frame a delta step: ``keyframe_above=None``) between two frames that differ in round
+blobs covering a fraction ``p`` of the pixels, for p from 0 to 1. The crossover is where the step's time
+reaches the dense frame's (linear interpolation between the measured fractions); it is the value that
+``DeltaConfig(keyframe_above="auto")`` uses on that platform (``deltajax/transform/_frames.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+
+import deltajax
+from benchmarks.timing import blob_mask, median_time, stepped_time
+from deltajax.benchmark import PRECISIONS, _precision_scope, load_clip
+from deltajax.video import bundled_clip
+
+FRACTIONS = (0.0, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+
+
+def changed_frame(frame: jax.Array, fraction: float, seed: int = 0) -> jax.Array:
+    """``frame`` ``[N, H, W, C]`` with round blobs covering ``fraction`` of the pixels changed."""
+    n, h, w, c = frame.shape
+    mask = jnp.asarray(blob_mask(n, h, w, fraction, seed))[..., None]
+    noise = jax.random.normal(jax.random.key(seed), frame.shape, jnp.float32) * 0.25
+    return jnp.where(mask, frame + noise.astype(frame.dtype), frame)
+
+
+def crossover(fractions, ratios) -> float | None:
+    """The fraction where ``ratios`` (delta time / dense time) first reaches 1 (None: never)."""
+    for i in range(1, len(ratios)):
+        (f0, r0), (f1, r1) = (fractions[i - 1], ratios[i - 1]), (fractions[i], ratios[i])
+        if r0 < 1 <= r1:
+            return f0 + (1 - r0) * (f1 - f0) / (r1 - r0)
+    return 0.0 if ratios[0] >= 1 else None
+
+
+def measure(model: str, size: tuple[int, int], precision: str) -> dict:
+    """Dense frame and delta-step seconds at each of FRACTIONS, for one model and precision."""
+    dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32
+    module, variables, clip = load_clip(model, bundled_clip("people"), 1, size, 1, dtype)
+    frame = clip[0]
+    config = deltajax.DeltaConfig(threshold=0.0, keyframe_above=None)
+    stepper = deltajax.delta(module.apply, config=config)
+    with _precision_scope(precision):
+        dense_s = median_time(lambda v, f: module.apply(v, f), variables, frame)
+        step_s = []
+        for p in FRACTIONS:
+            other = changed_frame(frame, p)
+
+            def there_and_back(state, v, a, b):
+                _, state = stepper(state, v, b)
+                return stepper(state, v, a)
+
+            _, state = jax.jit(stepper.init)(variables, frame)
+            step_s.append(stepped_time(there_and_back, state, variables, frame, other) / 2)
+    ratios = [s / dense_s for s in step_s]
+    return {
+        "model": model,
+        "precision": precision,
+        "size": list(size),
+        "dense_ms": dense_s * 1e3,
+        "fractions": list(FRACTIONS),
+        "delta_ms": [s * 1e3 for s in step_s],
+        "delta_over_dense": ratios,
+        "crossover": crossover(FRACTIONS, ratios),
+    }
+
+
+def table(rows: list[dict]) -> str:
+    head = f"{'model':18} {'prec':11} {'dense ms':>8} " + " ".join(f"{f'p={p:g}':>7}" for p in FRACTIONS)
+    lines = [head + "  crossover", "-" * (len(head) + 11)]
+    for r in rows:
+        cells = " ".join(f"{x:7.2f}" for x in r["delta_over_dense"])
+        cross = "never" if r["crossover"] is None else f"{r['crossover']:.3f}"
+        lines.append(f"{r['model']:18} {r['precision']:11} {r['dense_ms']:8.3f} {cells}  {cross}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.crossover", description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="efficientnet_lite0,mobilenet_v2")
+    p.add_argument("--size", default="432x768", help="HxW")
+    p.add_argument("--precisions", help="comma-separated subset of " + ",".join(PRECISIONS))
+    p.add_argument("--out", help="write the rows as JSON here")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    size = tuple(int(x) for x in args.size.split("x"))
+    gpu = jax.default_backend() == "gpu"
+    precisions = args.precisions.split(",") if args.precisions else (PRECISIONS if gpu else ("f32_highest",))
+    device = jax.devices()[0].device_kind
+    print(f"device: {device} ({jax.default_backend()}), jax {jax.__version__}", flush=True)
+    rows = []
+    for model in args.models.split(","):
+        for prec in precisions:
+            rows.append(measure(model, size, prec))
+            print(table(rows[-1:]).split("\n", 2)[2], flush=True)
+            if args.out:
+                with open(args.out, "w") as f:
+                    meta = {"device": device, "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+                    json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
