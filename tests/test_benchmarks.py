@@ -6,6 +6,7 @@ import json
 import re
 
 import jax
+import pytest
 
 from benchmarks import kernels
 
@@ -55,4 +56,12 @@ def test_end_to_end_benchmark_writes_rows(tmp_path):
     assert row["model"] == "efficientnet_lite0" and row["frames"] == 3
     assert row["dense_fps"] > 0 and row["delta_fps"] > 0 and 0 < row["mac_ratio"] <= 1
     assert 0 <= row["top1_agreement"] <= 1 and 0 < row["active_conv_mean"] <= 1
-    assert row["still_frame_ms"] > 0
+    assert row["still_frame_ms"] > 0 and row["still_frame_in_clip_ms"] >= 0
+
+
+def test_crossover_finds_where_delta_reaches_dense():
+    from benchmarks.crossover import crossover
+
+    assert crossover([0.0, 0.1, 0.5, 1.0], [0.0, 0.5, 1.5, 2.0]) == pytest.approx(0.3)
+    assert crossover([0.0, 0.5, 1.0], [0.0, 0.4, 0.9]) is None
+    assert crossover([0.0, 1.0], [1.2, 3.0]) == 0.0
