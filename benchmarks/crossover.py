@@ -54,13 +54,13 @@ def measure(model: str, size: tuple[int, int], precision: str) -> dict:
     with _precision_scope(precision):
         dense_s = median_time(lambda v, f: module.apply(v, f), variables, frame)
         step_s = []
+
+        def there_and_back(state, v, a, b):
+            _, state = stepper(state, v, b)
+            return stepper(state, v, a)
+
         for p in FRACTIONS:
             other = changed_frame(frame, p)
-
-            def there_and_back(state, v, a, b):
-                _, state = stepper(state, v, b)
-                return stepper(state, v, a)
-
             _, state = jax.jit(stepper.init)(variables, frame)
             step_s.append(stepped_time(there_and_back, state, variables, frame, other) / 2)
     ratios = [s / dense_s for s in step_s]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
@@ -69,14 +70,7 @@ def stepped_time(step: Callable, state, *args, reps: int = 16, runs: int = 5) ->
     XLA would copy it before each in-place update.
     """
 
-    def run(state, *args):
-        def body(st, _):
-            out, st = step(st, *args)
-            return st, _first_scalar(out)
-
-        return lax.scan(body, state, None, length=reps)
-
-    many = jax.jit(run, donate_argnums=0)
+    many = _stepped_program(step, reps)
     state, _ = many(state, *args)
     jax.block_until_ready(state)
     samples = []
@@ -86,6 +80,20 @@ def stepped_time(step: Callable, state, *args, reps: int = 16, runs: int = 5) ->
         jax.block_until_ready(tokens)
         samples.append((time.perf_counter() - t0) / reps)
     return float(np.median(samples))
+
+
+@functools.lru_cache(maxsize=16)
+def _stepped_program(step: Callable, reps: int) -> Callable:
+    """``reps`` steps in one jitted scan, the state donated; one compile per ``step`` for all calls."""
+
+    def run(state, *args):
+        def body(st, _):
+            out, st = step(st, *args)
+            return st, _first_scalar(out)
+
+        return lax.scan(body, state, None, length=reps)
+
+    return jax.jit(run, donate_argnums=0)
 
 
 def blob_mask(n: int, h: int, w: int, fraction: float, seed: int = 0) -> np.ndarray:
