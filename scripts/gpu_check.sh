@@ -33,7 +33,7 @@ if ls tests/test_cuda*.py >/dev/null 2>&1; then
     done
   fi
 fi
-export XLA_FLAGS="${XLA_FLAGS% --xla_gpu_autotune_level=0}"
+export XLA_FLAGS="${XLA_FLAGS% --xla_gpu_autotune_level=0} $BEST_XLA_FLAGS"
 if [ "${GPU_CHECK_FULL_BENCH:-0}" = 1 ]; then
   kernels=(--preset gpu) e2e=(--preset gpu) e2e_limit=1800 kernels_limit=1800
 else  # a subset that keeps the whole check under 9 minutes on an H100

@@ -14,6 +14,7 @@ PY=${PYTHON:-python3}
 source scripts/gpu_setup.sh
 
 build_cuda || exit 1
+export XLA_FLAGS="${XLA_FLAGS:-} $BEST_XLA_FLAGS"
 gpus=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
 pairs=()
 for video in deltajax/data/one-by-one-person-detection.mp4 deltajax/data/asl_gestures_book.mkv; do
