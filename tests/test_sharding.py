@@ -1,0 +1,179 @@
+"""Streams sharded over 8 devices (deltajax.sharding): the same outputs as unsharded runs, state that stays on
+its devices, no communication in the compiled step.
+
+The ``test_sharded_*`` tests need 8 devices. In an ordinary run (one CPU device) ``test_on_8_cpu_devices``
+runs them in a subprocess with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``, so that the device
+count of the other tests' processes stays untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+
+import deltajax
+from deltajax import sharding, video
+from tests.flax_nets import init_model
+from tests.harness import moving_blobs, rel_error
+
+DEVICES = 8
+FRAMES = 5
+COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
+on_8_devices = pytest.mark.skipif(
+    jax.device_count() < DEVICES, reason="needs 8 devices: run in a subprocess by test_on_8_cpu_devices"
+)
+
+
+def test_on_8_cpu_devices():
+    if jax.device_count() >= DEVICES:
+        pytest.skip("this process has 8 devices: the sharded tests run in it directly")
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES}",
+        "OMP_NUM_THREADS": "1",  # eight host devices share the cores
+    }
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:xdist",
+        __file__,
+        "-k",
+        "sharded",
+    ]
+    done = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=600)
+    report = done.stdout[-6000:] + done.stderr[-2000:]
+    assert done.returncode == 0, report
+    summary = done.stdout.strip().splitlines()[-1]
+    assert re.search(r"\d+ passed", summary) and not re.search(r"skipped|failed|error", summary), report
+
+
+@pytest.fixture(scope="module")
+def model():
+    clip = moving_blobs(FRAMES, 16, 18, 22, 3, seed=3)
+    module, variables = init_model("mobilenet", jnp.asarray(clip[0]))
+    return module, variables, clip
+
+
+def _mixed_clip(clip: np.ndarray, streams: int) -> np.ndarray:
+    """``clip``'s first ``streams`` streams with device 0's streams still (its frames skip) and device 1's
+    streams changing everywhere every frame (its frames run densely above ``keyframe_above=0.5``)."""
+    clip = clip[:, :streams].copy()
+    local = streams // DEVICES
+    clip[1:, :local] = clip[0, :local]
+    noise = np.random.default_rng(1).uniform(-1, 1, clip[:, local : 2 * local].shape).astype(clip.dtype)
+    clip[:, local : 2 * local] += noise
+    return clip
+
+
+@on_8_devices
+@pytest.mark.parametrize("streams", [8, 16])
+def test_sharded_run_clip_equals_unsharded(model, streams):
+    module, variables, clip = model
+    clip = _mixed_clip(clip, streams)
+    stepper = deltajax.delta(module.apply, config=deltajax.DeltaConfig(threshold=0.0, keyframe_above=0.5))
+    mesh = sharding.stream_mesh()
+    out, stats = deltajax.run_clip(stepper, clip, variables, with_stats=True, mesh=mesh)
+    assert out.sharding == NamedSharding(mesh, PartitionSpec(None, "streams"))
+    # Each device decides its own frame mode from its own streams: device 0 skips, device 1 runs densely.
+    keyframe, active = np.asarray(stats["input"].keyframe), np.asarray(stats["input"].active)
+    assert keyframe.shape == active.shape == (FRAMES, DEVICES)
+    assert np.all(active[1:, 0] == 0) and np.all(keyframe[1:, 1]) and not np.any(keyframe[1:, 2:])
+    # Bit for bit the unsharded run of each device's streams (the same modes, the same kernels) ...
+    local = streams // DEVICES
+    blocks = [deltajax.run_clip(stepper, clip[:, i : i + local], variables) for i in range(0, streams, local)]
+    np.testing.assert_array_equal(np.asarray(out), np.concatenate([np.asarray(b) for b in blocks], axis=1))
+    # ... and, within float rounding, the unsharded run of all streams at once, which picks one mode per frame
+    # for all of them (dense XLA itself is not bitwise the same across batch sizes) and the dense model.
+    whole = deltajax.run_clip(stepper, clip, variables)
+    dense = jax.jit(jax.vmap(lambda x: module.apply(variables, x)))(clip)
+    for t in range(FRAMES):
+        assert rel_error(out[t], whole[t]) <= 1e-5 and rel_error(out[t], dense[t]) <= 1e-5
+
+
+@on_8_devices
+def test_sharded_streaming_state_stays_on_its_devices(model):
+    module, variables, clip = model
+    stepper = deltajax.delta(module.apply)
+    mesh = sharding.stream_mesh()
+    on_streams = NamedSharding(mesh, PartitionSpec("streams"))
+    start, step = deltajax.streaming(stepper, variables, mesh=mesh)
+    out, state = start(clip[0])
+    pointers = _shard_pointers(state)
+    outs = [out]
+    for frame in clip[1:]:
+        out, state = step(state, frame)
+        outs.append(out)
+        for leaf in jax.tree_util.tree_leaves(state):
+            assert leaf.shape[0] == DEVICES and leaf.sharding == on_streams
+            for i, shard in enumerate(sorted(leaf.addressable_shards, key=lambda s: s.index[0].start)):
+                assert shard.device == mesh.devices[i] and shard.data.shape[0] == 1
+    # Donated per device: every layer's state was updated in place on each device, never copied or gathered.
+    assert _shard_pointers(state) == pointers
+    assert all(o.sharding == on_streams for o in outs)
+    np.testing.assert_array_equal(np.stack(outs), np.asarray(deltajax.run_clip(stepper, clip, variables, mesh=mesh)))
+
+
+def _shard_pointers(carry) -> list[list[int]]:
+    """The device buffers of each layer state leaf of a ``streaming`` carry ``(t, StreamState)``, per shard."""
+    leaves = jax.tree_util.tree_leaves(carry[1].layers)
+    return [[s.data.unsafe_buffer_pointer() for s in leaf.addressable_shards] for leaf in leaves]
+
+
+@on_8_devices
+def test_sharded_step_has_no_collectives(model):
+    module, variables, clip = model
+    stepper = deltajax.delta(module.apply)
+    mesh = sharding.stream_mesh()
+    start, _ = deltajax.streaming(stepper, variables, mesh=mesh)
+    _, state = start(clip[0])
+    frame, params = sharding.put_streams(clip[1], mesh, 0), sharding.put_replicated((variables,), mesh)
+    static = dict(model=stepper, keyframe_every=None, mesh=mesh)
+    step_hlo = video._stream_step.lower(state, frame, params, None, **static).compile().as_text()
+    clip_hlo = (
+        video._run_clip.lower(sharding.put_streams(clip, mesh, 1), params, None, with_stats=True, **static)
+        .compile()
+        .as_text()
+    )
+    for hlo in (step_hlo, clip_hlo):
+        assert not [c for c in COLLECTIVES if c in hlo]
+        assert "deltajax_sparsify" in hlo, "the custom calls run inside the partitioned program"
+        # Partitioned: the program sees one device's 2 streams, never all 16.
+        assert "[2,18,22,3]" in hlo and "[16,18,22,3]" not in hlo
+    assert "input_output_alias" in step_hlo
+
+
+@on_8_devices
+def test_sharded_streams_must_split_evenly(model):
+    module, variables, clip = model
+    stepper = deltajax.delta(module.apply)
+    mesh = sharding.stream_mesh()
+    with pytest.raises(ValueError, match=r"run_clip: argument 'clip' has 12 streams .* multiple of the mesh's 8"):
+        deltajax.run_clip(stepper, clip[:, :12], variables, mesh=mesh)
+    start, step = deltajax.streaming(stepper, variables, mesh=mesh)
+    with pytest.raises(ValueError, match=r"streaming start: argument 'frame' has 4 streams"):
+        start(clip[0, :4])
+
+
+def test_mesh_must_be_a_mesh(model):
+    module, variables, clip = model
+    stepper = deltajax.delta(module.apply)
+    with pytest.raises(TypeError, match=r"run_clip: argument 'mesh' must be a jax.sharding.Mesh .* got list"):
+        deltajax.run_clip(stepper, clip, variables, mesh=jax.devices())
+    with pytest.raises(TypeError, match=r"streaming: argument 'mesh' must be a jax.sharding.Mesh .* got str"):
+        deltajax.streaming(stepper, variables, mesh="streams")
+    with pytest.raises(ValueError, match=r"stream_mesh: argument 'devices' must name at least one device"):
+        sharding.stream_mesh([])
