@@ -104,27 +104,27 @@ def test_sharded_run_clip_equals_unsharded(model, streams):
         assert rel_error(out[t], whole[t]) <= 1e-5 and rel_error(out[t], dense[t]) <= 1e-5
 
 
-@on_8_devices
-def test_sharded_streaming_state_stays_on_its_devices(model):
+@pytest.fixture(scope="module")
+def streamed(model):
+    """``(stepper, mesh, outputs, shardings, pointers, carry)``: the clip streamed frame by frame over the 8
+    devices; per step the carry's shardings and layer states' buffers (donated carries are gone), the last carry."""
     module, variables, clip = model
-    stepper = deltajax.delta(module.apply)
-    mesh = sharding.stream_mesh()
-    on_streams = NamedSharding(mesh, PartitionSpec("streams"))
+    stepper, mesh = deltajax.delta(module.apply), sharding.stream_mesh()
     start, step = deltajax.streaming(stepper, variables, mesh=mesh)
-    out, state = start(clip[0])
-    pointers = _shard_pointers(state)
-    outs = [out]
+    out, carry = start(clip[0])
+    outs, shardings, pointers = [out], [], [_shard_pointers(carry)]
     for frame in clip[1:]:
-        out, state = step(state, frame)
+        out, carry = step(carry, frame)
         outs.append(out)
-        for leaf in jax.tree_util.tree_leaves(state):
-            assert leaf.shape[0] == DEVICES and leaf.sharding == on_streams
-            for i, shard in enumerate(sorted(leaf.addressable_shards, key=lambda s: s.index[0].start)):
-                assert shard.device == mesh.devices[i] and shard.data.shape[0] == 1
-    # Donated per device: every layer's state was updated in place on each device, never copied or gathered.
-    assert _shard_pointers(state) == pointers
-    assert all(o.sharding == on_streams for o in outs)
-    np.testing.assert_array_equal(np.stack(outs), np.asarray(deltajax.run_clip(stepper, clip, variables, mesh=mesh)))
+        shardings.append([_placement(leaf) for leaf in jax.tree_util.tree_leaves(carry)])
+        pointers.append(_shard_pointers(carry))
+    return stepper, mesh, outs, shardings, pointers, carry
+
+
+def _placement(leaf: jax.Array):
+    """``(shape, sharding, [(device, shard shape)] in stream order)`` of a state leaf."""
+    shards = sorted(leaf.addressable_shards, key=lambda s: s.index[0].start)
+    return leaf.shape, leaf.sharding, [(s.device, s.data.shape) for s in shards]
 
 
 def _shard_pointers(carry) -> list[list[int]]:
@@ -134,17 +134,31 @@ def _shard_pointers(carry) -> list[list[int]]:
 
 
 @on_8_devices
-def test_sharded_step_has_no_collectives(model):
-    module, variables, clip = model
-    stepper = deltajax.delta(module.apply)
-    mesh = sharding.stream_mesh()
-    start, _ = deltajax.streaming(stepper, variables, mesh=mesh)
-    _, state = start(clip[0])
-    frame, params = sharding.put_streams(clip[1], mesh, 0), sharding.put_replicated((variables,), mesh)
+def test_sharded_streaming_state_stays_on_its_devices(model, streamed):
+    _, variables, clip = model
+    stepper, mesh, outs, shardings, pointers, _ = streamed
+    on_streams = NamedSharding(mesh, PartitionSpec("streams"))
+    for step in shardings:
+        for shape, leaf_sharding, shards in step:
+            assert shape[0] == DEVICES and leaf_sharding == on_streams
+            assert [device for device, _ in shards] == list(mesh.devices)
+            assert all(shard_shape == (1, *shape[1:]) for _, shard_shape in shards)
+    # Donated per device: every layer's state was updated in place on each device, never copied or gathered.
+    assert all(p == pointers[0] for p in pointers[1:])
+    assert all(o.sharding == on_streams for o in outs)
+    clip_out, _ = deltajax.run_clip(stepper, clip, variables, with_stats=True, mesh=mesh)
+    np.testing.assert_array_equal(np.stack(outs), np.asarray(clip_out))
+
+
+@on_8_devices
+def test_sharded_step_has_no_collectives(model, streamed):
+    _, variables, clip = model
+    stepper, mesh, *_, carry = streamed
+    frame, args = sharding.put_streams(clip[1], mesh, 0), sharding.put_replicated((variables,), mesh)
     static = dict(model=stepper, keyframe_every=None, mesh=mesh)
-    step_hlo = video._stream_step.lower(state, frame, params, None, **static).compile().as_text()
+    step_hlo = video._stream_step.lower(carry, frame, args, None, **static).compile().as_text()
     clip_hlo = (
-        video._run_clip.lower(sharding.put_streams(clip, mesh, 1), params, None, with_stats=True, **static)
+        video._run_clip.lower(sharding.put_streams(clip, mesh, 1), args, None, with_stats=True, **static)
         .compile()
         .as_text()
     )
@@ -163,17 +177,16 @@ def test_sharded_streams_must_split_evenly(model):
     mesh = sharding.stream_mesh()
     with pytest.raises(ValueError, match=r"run_clip: argument 'clip' has 12 streams .* multiple of the mesh's 8"):
         deltajax.run_clip(stepper, clip[:, :12], variables, mesh=mesh)
-    start, step = deltajax.streaming(stepper, variables, mesh=mesh)
+    start, _ = deltajax.streaming(stepper, variables, mesh=mesh)
     with pytest.raises(ValueError, match=r"streaming start: argument 'frame' has 4 streams"):
         start(clip[0, :4])
 
 
-def test_mesh_must_be_a_mesh(model):
-    module, variables, clip = model
-    stepper = deltajax.delta(module.apply)
+def test_mesh_must_be_a_mesh():
+    stepper, clip = deltajax.delta(lambda x: 2 * x), np.zeros((2, 1, 4, 4, 1), np.float32)
     with pytest.raises(TypeError, match=r"run_clip: argument 'mesh' must be a jax.sharding.Mesh .* got list"):
-        deltajax.run_clip(stepper, clip, variables, mesh=jax.devices())
+        deltajax.run_clip(stepper, clip, mesh=jax.devices())
     with pytest.raises(TypeError, match=r"streaming: argument 'mesh' must be a jax.sharding.Mesh .* got str"):
-        deltajax.streaming(stepper, variables, mesh="streams")
+        deltajax.streaming(stepper, mesh="streams")
     with pytest.raises(ValueError, match=r"stream_mesh: argument 'devices' must name at least one device"):
         sharding.stream_mesh([])
