@@ -1,9 +1,9 @@
-"""Streams sharded over 8 devices (deltajax.sharding): the same outputs as unsharded runs, state that stays on
-its devices, no communication in the compiled step.
+"""Streams sharded over several devices (deltajax.sharding): the same outputs as unsharded runs, state that
+stays on its devices, no communication in the compiled step.
 
-The ``test_sharded_*`` tests need 8 devices. In an ordinary run (one CPU device) ``test_on_8_cpu_devices``
-runs them in a subprocess with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``, so that the device
-count of the other tests' processes stays untouched.
+The ``test_sharded_*`` tests run on every device of a process with 2, 4 or 8 of them (GPUs: scripts/gpu_multi.sh).
+In an ordinary run (one device) ``test_on_8_cpu_devices`` runs them in a subprocess on 8 CPU devices
+(``XLA_FLAGS=--xla_force_host_platform_device_count=8``), so that the other tests' device count stays untouched.
 """
 
 from __future__ import annotations
@@ -24,20 +24,21 @@ from deltajax import sharding, video
 from tests.flax_nets import init_model
 from tests.harness import moving_blobs, rel_error
 
-DEVICES = 8
+STREAMS = 16
+DEVICES = jax.device_count()
 FRAMES = 5
 COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
-on_8_devices = pytest.mark.skipif(
-    jax.device_count() < DEVICES, reason="needs 8 devices: run in a subprocess by test_on_8_cpu_devices"
-)
+ENOUGH = DEVICES in (2, 4, 8)  # each device gets a block of the 8 and the 16 streams
+on_several_devices = pytest.mark.skipif(not ENOUGH, reason="needs 2, 4 or 8 devices: run by test_on_8_cpu_devices")
 
 
 def test_on_8_cpu_devices():
-    if jax.device_count() >= DEVICES:
-        pytest.skip("this process has 8 devices: the sharded tests run in it directly")
+    if ENOUGH:
+        pytest.skip(f"this process has {DEVICES} devices: the sharded tests run in it directly")
     env = {
         **os.environ,
-        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES}",
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8",
         "OMP_NUM_THREADS": "1",  # eight host devices share the cores
     }
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,7 +64,7 @@ def test_on_8_cpu_devices():
 
 @pytest.fixture(scope="module")
 def model():
-    clip = moving_blobs(FRAMES, 16, 18, 22, 3, seed=3)
+    clip = moving_blobs(FRAMES, STREAMS, 18, 22, 3, seed=3)
     module, variables = init_model("mobilenet", jnp.asarray(clip[0]))
     return module, variables, clip
 
@@ -79,7 +80,7 @@ def _mixed_clip(clip: np.ndarray, streams: int) -> np.ndarray:
     return clip
 
 
-@on_8_devices
+@on_several_devices
 @pytest.mark.parametrize("streams", [8, 16])
 def test_sharded_run_clip_equals_unsharded(model, streams):
     module, variables, clip = model
@@ -106,7 +107,7 @@ def test_sharded_run_clip_equals_unsharded(model, streams):
 
 @pytest.fixture(scope="module")
 def streamed(model):
-    """``(stepper, mesh, outputs, shardings, pointers, carry)``: the clip streamed frame by frame over the 8
+    """``(stepper, mesh, outputs, shardings, pointers, carry)``: the clip streamed frame by frame over the
     devices; per step the carry's shardings and layer states' buffers (donated carries are gone), the last carry."""
     module, variables, clip = model
     stepper, mesh = deltajax.delta(module.apply), sharding.stream_mesh()
@@ -133,7 +134,7 @@ def _shard_pointers(carry) -> list[list[int]]:
     return [[s.data.unsafe_buffer_pointer() for s in leaf.addressable_shards] for leaf in leaves]
 
 
-@on_8_devices
+@on_several_devices
 def test_sharded_streaming_state_stays_on_its_devices(model, streamed):
     _, variables, clip = model
     stepper, mesh, outs, shardings, pointers, _ = streamed
@@ -150,7 +151,7 @@ def test_sharded_streaming_state_stays_on_its_devices(model, streamed):
     np.testing.assert_array_equal(np.stack(outs), np.asarray(clip_out))
 
 
-@on_8_devices
+@on_several_devices
 def test_sharded_step_has_no_collectives(model, streamed):
     _, variables, clip = model
     stepper, mesh, *_, carry = streamed
@@ -165,21 +166,22 @@ def test_sharded_step_has_no_collectives(model, streamed):
     for hlo in (step_hlo, clip_hlo):
         assert not [c for c in COLLECTIVES if c in hlo]
         assert "deltajax_sparsify" in hlo, "the custom calls run inside the partitioned program"
-        # Partitioned: the program sees one device's 2 streams, never all 16.
-        assert "[2,18,22,3]" in hlo and "[16,18,22,3]" not in hlo
+        # Partitioned: the program sees one device's streams, never all of them.
+        assert f"[{STREAMS // DEVICES},18,22,3]" in hlo and f"[{STREAMS},18,22,3]" not in hlo
     assert "input_output_alias" in step_hlo
 
 
-@on_8_devices
+@on_several_devices
 def test_sharded_streams_must_split_evenly(model):
     module, variables, clip = model
     stepper = deltajax.delta(module.apply)
     mesh = sharding.stream_mesh()
-    with pytest.raises(ValueError, match=r"run_clip: argument 'clip' has 12 streams .* multiple of the mesh's 8"):
-        deltajax.run_clip(stepper, clip[:, :12], variables, mesh=mesh)
+    odd = DEVICES + 1
+    with pytest.raises(ValueError, match=rf"run_clip: argument 'clip' has {odd} streams .* the mesh's {DEVICES} dev"):
+        deltajax.run_clip(stepper, clip[:, :odd], variables, mesh=mesh)
     start, _ = deltajax.streaming(stepper, variables, mesh=mesh)
-    with pytest.raises(ValueError, match=r"streaming start: argument 'frame' has 4 streams"):
-        start(clip[0, :4])
+    with pytest.raises(ValueError, match=rf"streaming start: argument 'frame' has {odd} streams"):
+        start(clip[0, :odd])
 
 
 def test_mesh_must_be_a_mesh():
