@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import deltajax
 from deltajax import sharding, video
@@ -103,6 +103,20 @@ def test_sharded_run_clip_equals_unsharded(model, streams):
     dense = jax.jit(jax.vmap(lambda x: module.apply(variables, x)))(clip)
     for t in range(FRAMES):
         assert rel_error(out[t], whole[t]) <= 1e-5 and rel_error(out[t], dense[t]) <= 1e-5
+
+
+@on_several_devices
+def test_sharded_stepper_serves_several_meshes(model):
+    """One stepper, its programs traced per mesh: two axes (the streams split over both, as hosts x GPUs under
+    jax.distributed), one axis, none."""
+    module, variables, clip = model
+    stepper = deltajax.delta(module.apply)
+    grid = Mesh(np.asarray(jax.devices()).reshape(2, DEVICES // 2), ("hosts", "gpus"))
+    two_axes = deltajax.run_clip(stepper, clip, variables, mesh=grid)
+    assert two_axes.sharding == NamedSharding(grid, PartitionSpec(None, ("hosts", "gpus")))
+    one_axis = deltajax.run_clip(stepper, clip, variables, mesh=sharding.stream_mesh())
+    np.testing.assert_array_equal(np.asarray(two_axes), np.asarray(one_axis))
+    assert rel_error(deltajax.run_clip(stepper, clip, variables), one_axis) <= 1e-5
 
 
 @pytest.fixture(scope="module")
