@@ -17,10 +17,10 @@ source scripts/gpu_setup.sh
 
 $PY -c "import deltajax._cuda" 2>/dev/null || build_cuda || exit 1
 export XLA_FLAGS="${XLA_FLAGS:-} $BEST_XLA_FLAGS"
+left() { local s=$((deadline - SECONDS - $1)); echo $((s > 10 ? s : 10)); }  # seconds left, keeping $1 (timeout 0: none)
 # The benchmark gets what is left but 60 s, kept for the sharded tests on the GPUs.
-step multi_device $((deadline - SECONDS - 60)) $PY -m benchmarks.multi_device \
+step multi_device "$(left 60)" $PY -m benchmarks.multi_device \
   --out "$OUTDIR/multi_device.json" --markdown "$OUTDIR/multi_device.md" "$@"
 cat "$OUTDIR/multi_device.md" 2>/dev/null
-step sharding_tests $((deadline - SECONDS > 10 ? deadline - SECONDS : 10)) \
-  $PY -m pytest -q -p no:cacheprovider tests/test_sharding.py
+step sharding_tests "$(left 0)" $PY -m pytest -q -p no:cacheprovider tests/test_sharding.py
 exit $status
