@@ -135,7 +135,8 @@ class Stepper:
 
     def _program_key(self, args: tuple):
         leaves, treedef = jax.tree_util.tree_flatten(args)
-        return treedef, tuple(_spec(x) for x in leaves)
+        # A program traced inside shard_map belongs to that mesh (its avals name the mesh's manual axes).
+        return treedef, tuple(_spec(x) for x in leaves), jax.sharding.get_abstract_mesh()
 
     def _dense(self, args: tuple):
         """A dense frame: ``(output, layer states, stats)`` of a fresh start."""
