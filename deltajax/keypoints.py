@@ -28,10 +28,18 @@ def _check(name: str, maps: np.ndarray, keypoints: int) -> np.ndarray:
     return maps
 
 
-def _window_max(x: np.ndarray) -> np.ndarray:
-    """3x3 maximum of ``[H, W, K]`` (borders padded with -inf)."""
+def _local_maxima(x: np.ndarray) -> np.ndarray:
+    """Cells of ``[H, W, K]`` not smaller than any of their 8 neighbours; of equal neighbours (a plateau) only
+    the first in raster order counts."""
+    h, w = x.shape[:2]
     padded = np.pad(x, ((1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
-    return np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(0, 1)).max(axis=(-2, -1))
+    keep = np.ones(x.shape, bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                neighbour = padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+                keep &= x > neighbour if (dy, dx) < (0, 0) else x >= neighbour
+    return keep
 
 
 def peaks(maps: np.ndarray, keypoints: int = 18, threshold: float = 0.1) -> list[np.ndarray]:
@@ -49,7 +57,7 @@ def peaks(maps: np.ndarray, keypoints: int = 18, threshold: float = 0.1) -> list
     if maps.ndim != 3:
         raise ValueError(f"peaks: argument 'maps' must be one frame [H, W, C], got shape {maps.shape}")
     heat = maps[..., :keypoints]
-    is_peak = (heat > threshold) & (heat >= _window_max(heat))
+    is_peak = (heat > threshold) & _local_maxima(heat)
     padded = np.pad(heat, ((1, 1), (1, 1), (0, 0)))
     offsets = np.arange(-1, 2, dtype=np.float32)
     out = []

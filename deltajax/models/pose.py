@@ -35,6 +35,7 @@ __all__ = [
     "LIMBS",
     "Layer",
     "OpenPose",
+    "from_nodes",
     "layers_from_graph",
     "load_graph",
     "preprocess",
@@ -179,13 +180,18 @@ def layers_from_graph(nodes: list[Node]) -> tuple[tuple[Layer, ...], dict[str, d
     return tuple(layers.values()), params
 
 
-def load_graph(path: str | os.PathLike) -> tuple[tuple[Layer, ...], dict]:
-    """Reads ``graph_opt.pb``, checks its op counts, and returns ``(layers, variables)`` for :class:`OpenPose`."""
+def from_nodes(nodes: list[Node]) -> tuple[OpenPose, dict]:
+    """The module and its variables (``{"params": ...}``) for a graph's nodes (see :func:`layers_from_graph`)."""
+    layers, params = layers_from_graph(nodes)
+    return OpenPose(layers), {"params": {_flax_name(k): v for k, v in params.items()}}
+
+
+def load_graph(path: str | os.PathLike) -> tuple[OpenPose, dict]:
+    """Reads ``graph_opt.pb``, checks its op counts (:data:`EXPECTED_OPS`), returns ``(module, variables)``."""
     with open(path, "rb") as f:
         nodes = read_graph(f.read())
     _check_ops(nodes)
-    layers, params = layers_from_graph(nodes)
-    return layers, {"params": {_flax_name(k): v for k, v in params.items()}}
+    return from_nodes(nodes)
 
 
 def _flax_name(node: str) -> str:
@@ -224,5 +230,4 @@ def preprocess(images: jax.Array) -> jax.Array:
 
 def pretrained(weights: str | os.PathLike | None = None) -> tuple[OpenPose, dict]:
     """The module and its variables, from ``weights`` (a ``graph_opt.pb``) or the cache (fetched if missing)."""
-    layers, variables = load_graph(weights if weights is not None else fetch("pose"))
-    return OpenPose(layers), variables
+    return load_graph(weights if weights is not None else fetch("pose"))
