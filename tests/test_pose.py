@@ -326,17 +326,19 @@ def test_graph_structure(openpose):
 
 
 def test_known_keypoints_on_the_person_clip(openpose):
-    """Frame 75 of the bundled clip: a woman seen from behind, standing left of the centre; her neck is at
-    about (130, 470) px in the 432x768 frame and her right shoulder (seen from behind: on the image's right)
-    is to the right of her left one."""
+    """Frame 75 of the bundled clip at 216x384: a woman seen from behind, her neck at about (y 64, x 234) px
+    between her shoulders (seen from behind, her right shoulder is on the image's right), her ears above the
+    neck, her face (nose, eyes) hidden."""
     module, variables = openpose
-    frame = _person_frames(1, (432, 768))
+    frame = _person_frames(1, (216, 384))
     maps = np.asarray(jax.jit(module.apply)(variables, pose.preprocess(frame)))[0]
-    found = keypoints.peaks(maps)
-    neck, right, left = (found[pose.KEYPOINTS.index(k)] for k in ("neck", "right_shoulder", "left_shoulder"))
-    assert len(neck) == 1
-    np.testing.assert_allclose(neck[0, :2] * 8, [130, 470], atol=12)
-    assert right[:, 1].max() > neck[0, 1] > left[:, 1].min()
+    found = {name: p[:, :2] * 8 for name, p in zip(pose.KEYPOINTS, keypoints.peaks(maps), strict=True)}
+    assert len(found["neck"]) == 1
+    np.testing.assert_allclose(found["neck"][0], [64, 234], atol=8)
+    neck_y, neck_x = found["neck"][0]
+    assert found["right_shoulder"][:, 1].max() > neck_x + 10 and found["left_shoulder"][:, 1].min() < neck_x - 10
+    assert found["right_ear"][:, 0].max() < neck_y and found["left_ear"][:, 0].max() < neck_y
+    assert len(found["nose"]) == len(found["right_eye"]) == len(found["left_eye"]) == 0
 
 
 def test_pretrained_delta_is_exact_over_frames(openpose):
