@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> dict:
         "size": list(frames.shape[2:4]),
         "dense_fps": float(len(frames) * args.streams / dense_s.sum()),
         "delta_fps": float((len(frames) - 1) * args.streams / delta_s[1:].sum()),
-        **_task_metric(args.model, dense_logits, delta_logits),
+        **deltajax.stats.task_metric(args.model, delta_logits, dense_logits),
         "mac_ratio": deltajax.stats.mac_ratio(stats),
         "compile_s": compile_s,
         "layers_active": {name: float(np.mean(s.active)) for name, s in stats.items()},
@@ -154,29 +154,6 @@ def run(args: argparse.Namespace) -> dict:
     with open(os.path.join(args.out, "report.json"), "w") as f:
         json.dump(report, f, indent=1)
     return report
-
-
-def _task_metric(model: str, dense: np.ndarray, delta: np.ndarray) -> dict:
-    """Delta against dense: keypoint agreement and errors for pose, top-1 agreement and logit error otherwise."""
-    if model == "pose":
-        from deltajax import keypoints
-
-        found = keypoints.compare(dense, delta)
-        return {
-            "keypoint_agreement": found["agreement"],
-            "keypoint_peaks": found["peaks"],
-            "keypoint_pixel_error_max": found["pixel_error_max"],
-            "heatmap_error": found["heatmap_error"],
-            "paf_error": found["paf_error"],
-        }
-    import deltajax
-
-    agreement, err = deltajax.stats.compare_outputs(delta, dense)
-    return {
-        "top1_agreement": agreement,
-        "logit_rel_error_max": float(err.max()),
-        "logit_rel_error_mean": float(err.mean()),
-    }
 
 
 def _annotated(model: str, rgb: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, list[str]]:
