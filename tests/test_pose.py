@@ -264,6 +264,13 @@ def test_limbs_follow_the_field():
     np.testing.assert_allclose(found[0][2], [5, 15], atol=0.1)
 
 
+def test_task_metric_reports_keypoints_for_pose():
+    ref = _blob_maps([(0, 5, 7), (1, 10, 10)])[None, None]  # [T, N, H, W, C]
+    report = deltajax.stats.task_metric("pose", ref + 0.01, ref)
+    assert report["keypoint_agreement"] == 1.0 and report["keypoint_peaks"] == 2
+    assert report["heatmap_error"] == pytest.approx(0.01) and report["paf_error"] == pytest.approx(0.01)
+
+
 def test_metric_bad_input():
     with pytest.raises(ValueError, match="compare: 'maps' has shape"):
         keypoints.compare(np.zeros((1, 4, 4, 57)), np.zeros((1, 4, 5, 57)))
