@@ -329,7 +329,8 @@ def test_graph_structure(openpose):
     module, variables = openpose
     ops = [layer.op for layer in module.layers]
     assert (ops.count("conv"), ops.count("depthwise"), ops.count("max_pool"), ops.count("concat")) == (72, 71, 1, 7)
-    assert sum(np.size(v) for p in variables["params"].values() for v in p.values()) > 2_000_000
+    floats = sum(np.size(v) for p in variables["params"].values() for v in p.values())
+    assert 4 * floats > 0.98 * fetch.ASSETS["pose"].size  # the graph's weights are nearly all of its bytes
     x = jnp.zeros((1, 43, 61, 3))
     assert jax.eval_shape(module.apply, variables, x).shape == (1, 6, 8, 57)
 
