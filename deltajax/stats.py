@@ -96,3 +96,29 @@ def compare_outputs(outs, dense) -> tuple[float, np.ndarray]:
     axes = tuple(range(2, outs.ndim))
     err = np.sqrt(np.sum((outs - dense) ** 2, axis=axes)) / np.maximum(np.sqrt(np.sum(dense**2, axis=axes)), 1e-30)
     return float(np.mean(outs.argmax(-1) == dense.argmax(-1))), err
+
+
+def task_metric(model: str, outs, dense) -> dict:
+    """The task's measure of delta outputs against dense ones ``[T, N, ...]``, as report fields.
+
+    ``"pose"``: ``keypoint_agreement``, ``keypoint_peaks``, ``keypoint_pixel_error_max`` and the max
+    ``heatmap_error`` / ``paf_error`` (:func:`deltajax.keypoints.compare`); classifiers: ``top1_agreement``
+    and ``logit_rel_error_max`` / ``_mean`` (:func:`compare_outputs`).
+    """
+    if model == "pose":
+        from deltajax import keypoints
+
+        found = keypoints.compare(np.asarray(dense), np.asarray(outs))
+        return {
+            "keypoint_agreement": found["agreement"],
+            "keypoint_peaks": found["peaks"],
+            "keypoint_pixel_error_max": found["pixel_error_max"],
+            "heatmap_error": found["heatmap_error"],
+            "paf_error": found["paf_error"],
+        }
+    agreement, err = compare_outputs(outs, dense)
+    return {
+        "top1_agreement": agreement,
+        "logit_rel_error_max": float(err.max()),
+        "logit_rel_error_mean": float(err.mean()),
+    }

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 
-from deltajax.models import efficientnet_lite, mobilenet_v2
+from deltajax.models import efficientnet_lite, mobilenet_v2, pose
 from deltajax.models.efficientnet_lite import EfficientNetLite0
 from deltajax.models.mobilenet_v2 import MobileNetV2
 from deltajax.models.weights import CheckpointError, load_state_dict
@@ -34,25 +34,28 @@ __all__ = [
     "load",
     "load_state_dict",
     "mobilenet_v2",
+    "pose",
 ]
 
-MODELS = {"efficientnet_lite0": efficientnet_lite, "mobilenet_v2": mobilenet_v2}
+MODELS = {"efficientnet_lite0": efficientnet_lite, "mobilenet_v2": mobilenet_v2, "pose": pose}
 
 
 def load(
     name: str, weights: str | os.PathLike | None = None
 ) -> tuple[nn.Module, dict, Callable[[jax.Array], jax.Array]]:
-    """A pretrained ImageNet classifier.
+    """A pretrained ImageNet classifier, or OpenPose MobileNet-thin (``"pose"``, see :mod:`.pose`).
 
     Args:
-        name: ``"efficientnet_lite0"`` or ``"mobilenet_v2"``.
+        name: ``"efficientnet_lite0"``, ``"mobilenet_v2"`` or ``"pose"``.
         weights: a legacy PyTorch state dict to read instead of the one in
-            the model's weights package.
+            the model's weights package (for ``"pose"``: a ``graph_opt.pb``,
+            else the cached one, fetched if missing).
 
     Returns:
         ``(module, variables, preprocess)``: ``module.apply(variables, x)`` maps
         NHWC float32 ``x`` of any height and width to logits ``[N, 1000]``;
-        ``preprocess`` maps uint8 RGB ``[N, H, W, 3]`` to that ``x``.
+        ``preprocess`` maps uint8 RGB ``[N, H, W, 3]`` to that ``x`` (pose:
+        maps ``[N, H/8, W/8, 57]`` from BGR 0..255).
 
     Raises:
         ValueError: unknown ``name``, or a corrupted/foreign checkpoint.
