@@ -115,7 +115,7 @@ def test_without_the_fused_kernel_the_native_conv_and_activation_run(monkeypatch
 
 def test_errors_name_the_op_and_the_argument():
     x, kernel, state, scale, kw = _case("3x3", jnp.float32)
-    small = ops.ActivationState(state.acc[:, :-1], state.res[:, :-1])
+    small = ops.ActivationState(state.acc[:, :-1], state.sent[:, :-1])
     with pytest.raises(ValueError, match=r"conv_activation: .*'state.acc'"):
         ops.conv_activation(small, x, kernel, "relu6", **kw)
     with pytest.raises(ValueError, match=r"conv_activation: .*'scale'"):
