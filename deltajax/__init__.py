@@ -37,5 +37,5 @@ def __getattr__(name: str):
     if name in ("linen", "nnx"):
         import importlib
 
-        return importlib.import_module("deltajax.linen")
+        return importlib.import_module(f"deltajax.{name}")
     raise AttributeError(f"module 'deltajax' has no attribute {name!r}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.machinery
+import importlib.util
 import os
 import pathlib
 import sys
@@ -63,6 +64,14 @@ def shadowed_install(package_dir: pathlib.Path, search_path: list[str]) -> pathl
     return installed if any(installed.glob("_cpu*")) else None
 
 
+def module_present(name: str) -> bool:
+    """True when ``name`` can be found on the import path (whether or not it loaded)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:
+        return False
+
+
 def _cpu_fix() -> str:
     package_dir = pathlib.Path(__file__).parent
     installed = shadowed_install(package_dir, sys.path)
@@ -89,8 +98,9 @@ def problems() -> list[str]:
         return ["DELTAJAX_BACKEND=reference forces the pure-JAX reference everywhere: unset it"]
     found = []
     native = _native.native_platforms()
-    if "cpu" not in native:
-        found.append(f"cpu: {_native.why_missing('cpu')}; {_cpu_fix()}")
+    if "cpu" not in native:  # a module that is there but was refused (built for a newer jaxlib) says its own fix
+        fix = "" if module_present("deltajax._cpu") else f"; {_cpu_fix()}"
+        found.append(f"cpu: {_native.why_missing('cpu')}{fix}")
     if "cuda" in platforms_in_use() and "cuda" not in native:
         found.append(
             f"cuda: a CUDA GPU is present but {_native.why_missing('cuda')}; rebuild with nvcc on PATH: "
