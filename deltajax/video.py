@@ -144,9 +144,8 @@ def _frame_pair(model, args: tuple, variables):
 
     if not isinstance(model, nn.Module):
         raise TypeError(
-            f"video loop: argument 'model' must be a deltajax.delta stepper, a flax.linen Module or a flax.nnx "
-            f"Module, "
-            f"got {type(model).__name__}"
+            "video loop: argument 'model' must be a deltajax.delta stepper, a flax.linen Module or a flax.nnx "
+            f"Module, got {type(model).__name__}"
         )
     if variables is None:
         raise ValueError("video loop: argument 'variables' is required for a Linen module, got None")
