@@ -144,13 +144,15 @@ def test_wrapper_and_module_stream_through_streaming(video):
             assert rel_error(out, dense[t]) <= 1e-5, (model, t)
 
 
-def test_run_clip_takes_a_thresholded_wrapper(video):
+def test_run_clip_takes_a_thresholded_wrapper_and_compiles_once(video):
     config = deltajax.DeltaConfig(threshold=0.3)
     wrapper = DeltaWrapper(_model(), config)
-    np.testing.assert_array_equal(
-        np.asarray(deltajax.run_clip(wrapper, video[:8])),
-        np.asarray(deltajax.run_clip(deltajax.delta(wrapper.module, config=config), video[:8])),
-    )
+    compiled = deltajax.video._run_clip._cache_size()
+    outs = [deltajax.run_clip(wrapper, video[:8]) for _ in range(2)]
+    assert deltajax.video._run_clip._cache_size() == compiled + 1  # one stepper per module structure and config
+    np.testing.assert_array_equal(np.asarray(outs[1]), np.asarray(outs[0]))
+    stepper = deltajax.delta(wrapper.module, config=config)
+    np.testing.assert_array_equal(np.asarray(outs[0]), np.asarray(deltajax.run_clip(stepper, video[:8])))
 
 
 def test_bad_inputs_say_what_to_do(video):
