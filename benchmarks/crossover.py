@@ -63,10 +63,11 @@ def measure(model: str, size: tuple[int, int], precision: str) -> dict:
             _, state = stepper(state, v, b)
             return stepper(state, v, a)
 
+        init = jax.jit(stepper.init)
         for p in FRACTIONS:
             other, tile = changed_frame(frame, p)
             tiles.append(tile)
-            _, state = jax.jit(stepper.init)(variables, frame)
+            _, state = init(variables, frame)
             step_s.append(stepped_time(there_and_back, state, variables, frame, other) / 2)
     ratios = [s / dense_s for s in step_s]
     return {

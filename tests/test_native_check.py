@@ -42,7 +42,8 @@ def test_a_built_tree_or_an_installed_package_is_not_shadowing(tmp_path):
 
 @pytest.fixture
 def no_native(monkeypatch):
-    """As if neither native module had loaded."""
+    """As if neither native module had loaded, on a machine without a GPU."""
+    monkeypatch.setattr(native_check, "platforms_in_use", lambda: ("cpu",))
     monkeypatch.setattr(_native, "_LOADED", {})
     monkeypatch.setattr(_native, "_WHY_MISSING", {"cpu": "deltajax._cpu is not built", "cuda": "not built"})
     monkeypatch.setattr(native_check, "module_present", lambda name: False)
