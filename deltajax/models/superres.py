@@ -33,7 +33,7 @@ class ChannelPReLU(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         slopes = self.param("slopes", nn.initializers.constant(0.25), (x.shape[-1],), jnp.float32)
-        return jnp.where(x >= 0, x, slopes.astype(x.dtype) * x)
+        return jnp.where(x >= 0, x, jnp.broadcast_to(slopes.astype(x.dtype), x.shape) * x)
 
 
 def depth_to_space(x: jax.Array, r: int) -> jax.Array:

@@ -48,7 +48,7 @@ _NAMED: dict[str, Callable] = {
     "tanh": jnp.tanh,
     "identity": lambda x: x,
 }
-ACTIVATION_NAMES = tuple(sorted([*_NAMED, "leaky_relu"]))
+ACTIVATION_NAMES = tuple(sorted([*_NAMED, "leaky_relu", "prelu"]))
 
 # The native kernels' ActKind (csrc/common/params.h): an ABI, append only.
 _ACT_KIND = {
@@ -77,16 +77,25 @@ class Activation:
       fn: one of ``ACTIVATION_NAMES`` or a callable applied element-wise
         (must map each element independently: the generic rule).
       negative_slope: slope of ``leaky_relu`` for negative inputs.
+      slopes: ``prelu`` only: one slope per channel for negative inputs
+        (``x`` if ``x >= 0`` else ``slopes[c] * x``), a tuple so the
+        activation stays hashable.
     """
 
     fn: str | Callable = "relu"
     negative_slope: float = 0.01
+    slopes: tuple[float, ...] = ()
 
     def __post_init__(self):
         if isinstance(self.fn, str) and self.fn not in ACTIVATION_NAMES:
             raise ValueError(f"Activation: unknown name {self.fn!r}, expected one of {ACTIVATION_NAMES} or a callable")
         if not isinstance(self.fn, str) and not callable(self.fn):
             raise TypeError(f"Activation: fn must be a name or a callable, got {type(self.fn).__name__}")
+        if (self.fn == "prelu") != bool(self.slopes):
+            raise ValueError(
+                f"Activation: argument 'slopes' must be given for 'prelu' and only for it, got fn={self.name!r} "
+                f"with {len(self.slopes)} slopes"
+            )
 
     @property
     def name(self) -> str:
@@ -95,9 +104,16 @@ class Activation:
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.fn == "leaky_relu":
             return _leaky_relu(x, self.negative_slope)
+        if self.fn == "prelu":
+            return _leaky_relu(x, jnp.broadcast_to(jnp.asarray(self.slopes, x.dtype), x.shape))
         if isinstance(self.fn, str):
             return _NAMED[self.fn](x)
         return self.fn(x)
+
+
+def has_native_kernel(act: Activation) -> bool:
+    """Whether the native kernels implement ``act`` (named activations; a callable runs on the reference)."""
+    return isinstance(act.fn, str) and act.fn in _ACT_KIND
 
 
 def as_activation(op: str, act) -> Activation:
@@ -165,6 +181,8 @@ def activation(
     check_state("activation", "state.acc", state.acc, x.shape, "activation_init")
     check_state("activation", "state.res", state.res, x.shape, "activation_init")
     check_vector("activation", "scale", scale, x.shape[-1])
+    if act.slopes:
+        check_vector("activation", "activation.slopes", act.slopes, x.shape[-1])
     scale = jnp.ones(x.shape[-1:], jnp.float32) if scale is None else jnp.asarray(scale, jnp.float32)
     values, keep, acc, res = activation_dispatch(
         "deltajax_activation", act, truncation, (x.values, x.mask, scale), (state.acc, state.res)
@@ -176,7 +194,7 @@ def activation_dispatch(target: str, act: Activation, truncation: Truncation, in
     """The activation rule on ``inputs``: ``(values, mask, scale)``, or for ``deltajax_add_activation`` two
     ``(values, mask)`` pairs added first. Native for named activations, the reference for callables."""
     reference = functools.partial(_activation_reference, act=act, truncation=truncation)
-    if not isinstance(act.fn, str):
+    if not has_native_kernel(act):
         return reference(*inputs, *state)
     native = functools.partial(_activation_native, target=target, act=act, truncation=truncation)
     return dispatch(target, reference, native, *inputs, *state)

@@ -17,7 +17,13 @@ from deltajax.backend import dispatch
 from deltajax.ops._delta import STATE_DTYPE, Delta, check_delta, check_state, check_vector
 from deltajax.ops.config import Truncation
 from deltajax.ops.conv import conv_geometry, linear_conv, native_conv_attrs, output_size
-from deltajax.ops.elementwise import ActivationState, activation, as_activation, native_activation_attrs
+from deltajax.ops.elementwise import (
+    ActivationState,
+    activation,
+    as_activation,
+    has_native_kernel,
+    native_activation_attrs,
+)
 
 
 def conv_activation(
@@ -63,7 +69,7 @@ def conv_activation(
         return y.values, y.mask, new.acc, new.res, c.mask
 
     args = (x.values, x.mask, kernel.astype(x.dtype), scale, state.acc, state.res)
-    if isinstance(act.fn, str):  # a named activation: the fused kernel where there is one
+    if has_native_kernel(act):  # a named activation: the fused kernel where there is one
         native = functools.partial(_native, geometry=geometry, act=act, truncation=truncation, precision=precision)
         values, keep, acc, res, conv_mask = dispatch("deltajax_conv_activation", composed, native, *args)
     else:

@@ -476,15 +476,28 @@ def named_activation(fn, shape, dtype) -> ops.Activation | None:
     except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError, TypeError, ValueError):
         return None
     if not np.array_equal(got, np.resize(got[: _PROBE.size], size), equal_nan=True):
-        return None  # depends on the position, not only on the value
+        return _channel_prelu(fn, probe, got, tolerance)  # depends on the position, not only on the value
     got = got[: _PROBE.size]
     slope = float(got[_PROBE.size - 4]) / -1e-3  # value at -1e-3 gives a leaky ReLU's slope
-    candidates = [ops.Activation(n) for n in ops.ACTIVATION_NAMES if n != "leaky_relu"]
+    candidates = [ops.Activation(n) for n in ops.ACTIVATION_NAMES if n not in ("leaky_relu", "prelu")]
     candidates.append(ops.Activation("leaky_relu", negative_slope=round(slope, 6)))
     for act in candidates:
         if np.allclose(got, _probe_values(act), rtol=tolerance, atol=tolerance / 10):
             return act
     return None
+
+
+def _channel_prelu(fn, probe: np.ndarray, got: np.ndarray, tolerance: float) -> ops.Activation | None:
+    """A per-channel PReLU (``x`` if ``x >= 0`` else ``slopes[c] * x``, a Flax PReLU with one slope per
+    channel) that ``fn`` computes, given its values ``got`` (flat) on ``probe`` ``[..., C]``; else None."""
+    with jax.ensure_compile_time_eval():
+        at_minus_one = np.asarray(fn(-jnp.ones(probe.shape, probe.dtype)), np.float32)
+    slopes = -at_minus_one.reshape(-1, probe.shape[-1])
+    if not np.array_equal(slopes, np.broadcast_to(slopes[:1], slopes.shape)):
+        return None  # the slope depends on the pixel, not only on the channel
+    act = ops.Activation("prelu", slopes=tuple(float(v) for v in slopes[0]))
+    expected = np.asarray(act(jnp.asarray(probe)), np.float32).reshape(-1)
+    return act if np.allclose(got, expected, rtol=tolerance, atol=tolerance / 10) else None
 
 
 @functools.cache
