@@ -38,7 +38,9 @@ CASES = {
     "1x768x432": Case("1x768x432", 1, (432, 768)),
     "8x768x432": Case("8x768x432", 8, (432, 768)),
     "1x1920x1080": Case("1x1920x1080 (upscaled)", 1, (1080, 1920)),
+    "1x480x270": Case("1x480x270 -> 1920x1080", 1, (270, 480)),  # super-resolution input (x4 out)
 }
+SUPERRES_CASES = ("1x480x270",)  # the cases of the superres model; the classifiers run the others
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +52,8 @@ class Preset:
 
 
 PRESETS = {
-    "gpu": Preset(("efficientnet_lite0", "mobilenet_v2"), tuple(CASES), PRECISIONS, 60),
-    "cpu": Preset(("efficientnet_lite0", "mobilenet_v2"), ("1x768x432",), ("f32_highest",), 16),
+    "gpu": Preset(("efficientnet_lite0", "mobilenet_v2", "superres"), tuple(CASES), PRECISIONS, 60),
+    "cpu": Preset(("efficientnet_lite0", "mobilenet_v2", "superres"), ("1x768x432", "1x480x270"), ("f32_highest",), 16),
     "smoke": Preset(("efficientnet_lite0",), ("1x768x432",), ("f32_highest",), 3),
 }
 
@@ -92,6 +94,31 @@ def _still_step_seconds(stepper, variables, frame, steps: int = 10) -> float:
         return out
 
     return _seconds(run)[1] / steps
+
+
+def model_cases(model: str, cases) -> list[str]:
+    """The cases of ``cases`` that ``model`` runs: super-resolution inputs for ``superres``, the others else."""
+    return [c for c in cases if (c in SUPERRES_CASES) == (model == "superres")]
+
+
+def output_metrics(model: str, delta_out, dense_out) -> dict:
+    """Task metrics of delta against dense: top-1 agreement and logit error for classifiers; for
+    ``superres`` (outputs in [0, 1]) PSNR in dB and the largest error in 8-bit levels."""
+    if model == "superres":
+        diff = np.asarray(delta_out, np.float64) - np.asarray(dense_out, np.float64)
+        mse = float(np.mean(diff**2))
+        return {
+            "psnr_vs_dense_db": float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse)),
+            "max_error_8bit": float(np.max(np.abs(diff)) * 255),
+        }
+    from deltajax.stats import compare_outputs
+
+    agreement, err = compare_outputs(delta_out, dense_out)
+    return {
+        "top1_agreement": agreement,
+        "logit_rel_error_max": float(err.max()),
+        "logit_rel_error_mean": float(err.mean()),
+    }
 
 
 def _precision_scope(precision: str):
@@ -142,7 +169,6 @@ def run_one(model: str, video: str, case: Case, precision: str, frames: int, con
             variables,
         )[1]
 
-    agreement, err = deltajax.stats.compare_outputs(delta_out, dense_out)
     active = {name: float(np.mean(s.active[1:])) for name, s in stats.items()}
     convs = [v for k, v in active.items() if k.endswith("/conv")]
     n_frames = clip.shape[0] * clip.shape[1]
@@ -161,9 +187,7 @@ def run_one(model: str, video: str, case: Case, precision: str, frames: int, con
         # In run_clip: a still clip of the same length costs its first (dense) frame plus T - 1 frames with no change.
         "still_frame_in_clip_ms": max(still_clip_s - dense_s / clip.shape[0], 0.0) / max(clip.shape[0] - 1, 1) * 1e3,
         "dense_frame_ms": dense_s / clip.shape[0] * 1e3,
-        "top1_agreement": agreement,
-        "logit_rel_error_max": float(err.max()),
-        "logit_rel_error_mean": float(err.mean()),
+        **output_metrics(model, delta_out, dense_out),
         "active_input": active.get("input", float("nan")),
         "active_conv_mean": float(np.mean(convs)),
         "mac_ratio": deltajax.stats.mac_ratio(jax.tree_util.tree_map(lambda a: a[1:], stats)),
@@ -182,6 +206,13 @@ def add_vs_fastest(rows: list[dict]) -> None:
         r["speedup_vs_fastest_dense"] = r["delta_fps"] / best[(r["model"], r["video"], r["case"])]
 
 
+def _metric(row: dict) -> str:
+    """The 'top-1' and 'logit err' columns; a super-resolution row shows PSNR vs dense (dB) and max 8-bit error."""
+    if "psnr_vs_dense_db" in row:
+        return f"{row['psnr_vs_dense_db']:6.1f} {row['max_error_8bit']:9.2f}"
+    return f"{row['top1_agreement']:6.3f} {row['logit_rel_error_max']:9.2e}"
+
+
 def table(rows: list[dict]) -> str:
     head = (
         f"{'model':18} {'clip':32} {'case':22} {'prec':11} {'dense fps':>9} {'delta fps':>9} {'x':>6} "
@@ -193,7 +224,7 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"{r['model']:18} {r['video'][:32]:32} {r['case']:22} {r['precision']:11} {r['dense_fps']:9.1f} "
             f"{r['delta_fps']:9.1f} {r['speedup']:6.2f} {r.get('speedup_vs_fastest_dense', float('nan')):9.2f} "
-            f"{r['top1_agreement']:6.3f} {r['logit_rel_error_max']:9.2e} {r['active_input']:6.3f} "
+            f"{_metric(r)} {r['active_input']:6.3f} "
             f"{r['active_conv_mean']:8.3f} {r['mac_ratio']:5.2f} {r['still_frame_ms']:8.2f} "
             f"{r['still_frame_in_clip_ms']:7.2f}"
         )
@@ -229,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for model in models:
         for video in videos:
-            for case in cases:
+            for case in model_cases(model, cases):
                 size = CASES[case].size
                 config = (
                     tune.load_thresholds(args.thresholds)
@@ -256,7 +287,7 @@ def _progress(row: dict, seconds: float) -> str:
         f"[{seconds:.0f} s] {row['model']} {row['video']} {row['case']} {row['precision']}: "
         f"dense {row['dense_fps']:.1f} fps (compile {row['compile_s']['dense']:.1f} s), "
         f"delta {row['delta_fps']:.1f} fps (compile {row['compile_s']['delta']:.1f} s), "
-        f"top-1 {row['top1_agreement']:.3f}"
+        f"{_metric(row)}"
     )
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import deltajax
-from deltajax import ops, video
+from deltajax import _native, ops, video
+from deltajax.backend import use_reference
 from deltajax.models import ncnn, superres
 from deltajax.transform._rules import named_activation
 from tests.harness import moving_blobs, rel_error
@@ -84,6 +85,36 @@ def test_prelu_needs_slopes_of_the_channel_count():
     x, state = ops.activation_init(jnp.zeros((1, 2, 2, 3)), ops.Activation("prelu", slopes=(0.1, 0.2, 0.3)))
     with pytest.raises(ValueError, match=r"activation.slopes' must have shape \(3,\), got \(2,\)"):
         ops.activation(state, ops.Delta(x, jnp.ones((1, 2, 2), bool)), ops.Activation("prelu", slopes=(0.1, 0.2)))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_prelu_native_kernel_matches_reference(dtype):
+    if "deltajax_prelu" not in _native.targets("cpu"):
+        pytest.skip("the CPU module is not built")
+    rng = np.random.default_rng(1)
+    shape = (2, 5, 7, 24)
+    mask = jnp.asarray(rng.random(shape[:3]) < 0.5)
+    small = rng.normal(size=shape) * rng.uniform(0, 1, shape[:3] + (1,)) ** 3  # truncation drops some
+    values = jnp.where(mask[..., None], jnp.asarray(small, dtype), jnp.nan).astype(dtype)
+    acc = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    res = jnp.asarray(rng.normal(0, 0.1, shape) * (rng.random(shape[:3] + (1,)) < 0.5), jnp.float32)
+    act = ops.Activation("prelu", slopes=tuple(np.linspace(-0.5, 0.8, shape[-1]).tolist()))
+
+    def prelu(values, acc, res):
+        return ops.activation(ops.ActivationState(acc, res), ops.Delta(values, mask), act, ops.Truncation("max", 0.3))
+
+    got = jax.jit(prelu)(values, acc, res)
+    with use_reference():
+        want = jax.jit(prelu)(values, acc, res)
+    np.testing.assert_array_equal(got[0].mask, want[0].mask)
+    m = np.asarray(want[0].mask)
+    assert 0 < m.sum() < mask.sum()  # truncation dropped some active pixels
+    tol = 1e-6 if dtype == jnp.float32 else 1e-2
+    np.testing.assert_allclose(
+        np.asarray(got[0].values, np.float32)[m], np.asarray(want[0].values, np.float32)[m], atol=tol
+    )
+    for g, w in zip(got[1], want[1], strict=True):
+        np.testing.assert_allclose(g, w, atol=1e-6)
 
 
 def _small_model(seed=0):

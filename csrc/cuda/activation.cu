@@ -49,7 +49,7 @@ __global__ void __launch_bounds__(kBlock) activation_kernel(ActivationParams p, 
         load_floats<V>(acc + k, a);
         load_floats<V>(res + k, r);
         for (int j = 0; j < V; ++j) {
-          const float dy = f(a[j] + (r[j] + d[j])) - f(a[j]);
+          const float dy = f.at(a[j] + (r[j] + d[j]), k + j) - f.at(a[j], k + j);
           score = p.truncation == TruncMode::kMax ? fmaxf(score, fabsf(dy)) : score + dy * dy;
         }
       }
@@ -78,7 +78,7 @@ __global__ void __launch_bounds__(kBlock) activation_kernel(ActivationParams p, 
       bool had_residual = false;
       for (int j = 0; j < V; ++j) {
         const float update = r[j] + d[j];
-        y_delta[j] = f(a[j] + update) - f(a[j]);
+        y_delta[j] = f.at(a[j] + update, k + j) - f.at(a[j], k + j);
         a[j] += update;
         had_residual |= r[j] != 0.f;
         r[j] = 0.f;
@@ -100,7 +100,7 @@ cudaError_t activation(const ActivationParams& p, cudaStream_t stream) {
     constexpr int kV = 4;  // 16-byte float32 accesses; the dtype's pointers need kV * sizeof(T)
     const bool vector = p.c % kV == 0 && aligned(p.acc, 16) && aligned(p.res, 16) && aligned(p.x, kV * sizeof(T)) &&
                         aligned(p.y, kV * sizeof(T)) && aligned(p.out, kV * sizeof(T));
-    with_activation(p.act, p.negative_slope, [&](auto f) {
+    with_activation(p.act, p.negative_slope, p.slopes, [&](auto f) {
       if (vector)
         activation_kernel<T, kV><<<pixel_walk_grid(p.n * p.h * p.w, p.c / kV), kBlock, 0, stream>>>(p, f);
       else

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 
-from deltajax.models import efficientnet_lite, mobilenet_v2
+from deltajax.models import efficientnet_lite, mobilenet_v2, superres
 from deltajax.models.efficientnet_lite import EfficientNetLite0
 from deltajax.models.mobilenet_v2 import MobileNetV2
 from deltajax.models.weights import CheckpointError, load_state_dict
@@ -34,9 +34,10 @@ __all__ = [
     "load",
     "load_state_dict",
     "mobilenet_v2",
+    "superres",
 ]
 
-MODELS = {"efficientnet_lite0": efficientnet_lite, "mobilenet_v2": mobilenet_v2}
+MODELS = {"efficientnet_lite0": efficientnet_lite, "mobilenet_v2": mobilenet_v2, "superres": superres}
 
 
 def load(

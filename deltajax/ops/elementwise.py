@@ -64,7 +64,10 @@ _ACT_KIND = {
     "gelu": 8,
     "gelu_tanh": 9,
     "tanh": 10,
+    "prelu": 11,
 }
+# The targets with a per-channel-slopes (prelu) variant; prelu elsewhere runs on the reference.
+_PRELU_TARGET = {"deltajax_activation": "deltajax_prelu"}
 # TruncMode of the native kernels.
 _TRUNC_MODE = {"max": 0, "l2": 1, "rms": 2, "none": 3}
 
@@ -194,8 +197,10 @@ def activation_dispatch(target: str, act: Activation, truncation: Truncation, in
     """The activation rule on ``inputs``: ``(values, mask, scale)``, or for ``deltajax_add_activation`` two
     ``(values, mask)`` pairs added first. Native for named activations, the reference for callables."""
     reference = functools.partial(_activation_reference, act=act, truncation=truncation)
-    if not has_native_kernel(act):
+    if not has_native_kernel(act) or (act.slopes and target not in _PRELU_TARGET):
         return reference(*inputs, *state)
+    if act.slopes:
+        target = _PRELU_TARGET[target]
     native = functools.partial(_activation_native, target=target, act=act, truncation=truncation)
     return dispatch(target, reference, native, *inputs, *state)
 
@@ -221,6 +226,8 @@ def _activation_reference(*args, act: Activation, truncation: Truncation):
 
 
 def _activation_native(*args, target: str, act: Activation, truncation: Truncation):
+    if act.slopes:  # the prelu target takes the slopes after the scale
+        args = (*args[:-2], jnp.asarray(act.slopes, jnp.float32), *args[-2:])
     values = args[0]
     n_in = len(args)
     return jax.ffi.ffi_call(

@@ -69,7 +69,7 @@ def conv_activation(
         return y.values, y.mask, new.acc, new.res, c.mask
 
     args = (x.values, x.mask, kernel.astype(x.dtype), scale, state.acc, state.res)
-    if has_native_kernel(act):  # a named activation: the fused kernel where there is one
+    if has_native_kernel(act) and not act.slopes:  # a named activation: the fused kernel (prelu: conv, then prelu)
         native = functools.partial(_native, geometry=geometry, act=act, truncation=truncation, precision=precision)
         values, keep, acc, res, conv_mask = dispatch("deltajax_conv_activation", composed, native, *args)
     else:
