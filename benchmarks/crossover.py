@@ -4,8 +4,9 @@
 
 For each bundled model and precision it times, in one process on one device: a dense frame (XLA), and a delta
 step (threshold 0, every frame a delta step: ``keyframe_above=None``) between two frames that differ in round
-blobs covering a fraction ``p`` of the pixels, for p from 0 to 1. The crossover is where the step's time
-reaches the dense frame's (linear interpolation between the measured fractions); it is the value that
+blobs covering a fraction ``p`` of the pixels, for p from 0 to 1. The crossover is the input tile activity
+(``tile_activity``: the fraction of 16x16 tiles with a changed pixel) where the step's time reaches the dense
+frame's (linear interpolation between the measured points); it is the value that
 ``DeltaConfig(keyframe_above="auto")`` uses on that platform (``deltajax/transform/_frames.py``).
 """
 
@@ -22,17 +23,19 @@ import jax.numpy as jnp
 import deltajax
 from benchmarks.timing import blob_mask, median_time, stepped_time
 from deltajax.benchmark import PRECISIONS, _precision_scope, load_clip
+from deltajax.transform._frames import tile_activity
 from deltajax.video import bundled_clip
 
 FRACTIONS = (0.0, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 
 
-def changed_frame(frame: jax.Array, fraction: float, seed: int = 0) -> jax.Array:
-    """``frame`` ``[N, H, W, C]`` with round blobs covering ``fraction`` of the pixels changed."""
+def changed_frame(frame: jax.Array, fraction: float, seed: int = 0) -> tuple[jax.Array, float]:
+    """``frame`` ``[N, H, W, C]`` with round blobs covering ``fraction`` of the pixels changed, and the change's
+    tile activity (what ``keyframe_above`` is compared with)."""
     n, h, w, c = frame.shape
-    mask = jnp.asarray(blob_mask(n, h, w, fraction, seed))[..., None]
+    mask = jnp.asarray(blob_mask(n, h, w, fraction, seed))
     noise = jax.random.normal(jax.random.key(seed), frame.shape, jnp.float32) * 0.25
-    return jnp.where(mask, frame + noise.astype(frame.dtype), frame)
+    return jnp.where(mask[..., None], frame + noise.astype(frame.dtype), frame), float(tile_activity(mask))
 
 
 def crossover(fractions, ratios) -> float | None:
@@ -53,14 +56,15 @@ def measure(model: str, size: tuple[int, int], precision: str) -> dict:
     stepper = deltajax.delta(module.apply, config=config)
     with _precision_scope(precision):
         dense_s = median_time(lambda v, f: module.apply(v, f), variables, frame)
-        step_s = []
+        step_s, tiles = [], []
 
         def there_and_back(state, v, a, b):
             _, state = stepper(state, v, b)
             return stepper(state, v, a)
 
         for p in FRACTIONS:
-            other = changed_frame(frame, p)
+            other, tile = changed_frame(frame, p)
+            tiles.append(tile)
             _, state = jax.jit(stepper.init)(variables, frame)
             step_s.append(stepped_time(there_and_back, state, variables, frame, other) / 2)
     ratios = [s / dense_s for s in step_s]
@@ -70,9 +74,10 @@ def measure(model: str, size: tuple[int, int], precision: str) -> dict:
         "size": list(size),
         "dense_ms": dense_s * 1e3,
         "fractions": list(FRACTIONS),
+        "tile_activity": tiles,
         "delta_ms": [s * 1e3 for s in step_s],
         "delta_over_dense": ratios,
-        "crossover": crossover(FRACTIONS, ratios),
+        "crossover": crossover(tiles, ratios),
     }
 
 
@@ -83,6 +88,8 @@ def table(rows: list[dict]) -> str:
         cells = " ".join(f"{x:7.2f}" for x in r["delta_over_dense"])
         cross = "never" if r["crossover"] is None else f"{r['crossover']:.3f}"
         lines.append(f"{r['model']:18} {r['precision']:11} {r['dense_ms']:8.3f} {cells}  {cross}")
+        tiles = " ".join(f"{t:7.2f}" for t in r["tile_activity"])
+        lines.append(f"{'  tile activity':30} {'':8} {tiles}")
     return "\n".join(lines)
 
 

@@ -5,7 +5,7 @@ model; ``deltajax.linen`` has Flax layers and a wrapper; ``run_clip`` and
 ``streaming`` are the frame loops; ``deltajax.stats`` reports the savings.
 """
 
-from deltajax import ops, stats
+from deltajax import ops, sharding, stats
 from deltajax.ops import Delta, SparsifyConfig, Truncation
 from deltajax.transform import DeltaConfig, Stepper, StreamState, delta
 from deltajax.video import StreamFns, run_clip, streaming
@@ -25,6 +25,7 @@ __all__ = [
     "linen",
     "ops",
     "run_clip",
+    "sharding",
     "stats",
     "streaming",
 ]

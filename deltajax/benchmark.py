@@ -4,9 +4,11 @@ For each model, clip, case (1 stream at 768x432, 8 streams at 768x432, 1
 stream upscaled to 1920x1080) and precision (float32 HIGHEST, float32
 default = TF32 on tensor-core GPUs, bfloat16), it reports frames per second
 of dense XLA and of the delta model (each over the whole clip in one jit),
-the speedup, the active-pixel fractions, top-1 agreement and logit error
-against dense, the cost of a frame with no change (streamed, and inside
-``run_clip``), and compile times. XLA_FLAGS apply to both sides and are
+the speedup, the active-pixel fractions, the task metric against dense (top-1
+agreement and logit error; pose: keypoint agreement and heatmap/PAF error;
+superres: PSNR against dense and the largest 8-bit error),
+the cost of a frame with no change (streamed, and inside ``run_clip``), and
+compile times. XLA_FLAGS apply to both sides and are
 recorded in the JSON.
 
 Usage: deltajax benchmark [--preset cpu|gpu] [--video FILE ...] [--out FILE.json]
@@ -52,8 +54,10 @@ class Preset:
 
 
 PRESETS = {
-    "gpu": Preset(("efficientnet_lite0", "mobilenet_v2", "superres"), tuple(CASES), PRECISIONS, 60),
-    "cpu": Preset(("efficientnet_lite0", "mobilenet_v2", "superres"), ("1x768x432", "1x480x270"), ("f32_highest",), 16),
+    "gpu": Preset(("efficientnet_lite0", "mobilenet_v2", "pose", "superres"), tuple(CASES), PRECISIONS, 60),
+    "cpu": Preset(
+        ("efficientnet_lite0", "mobilenet_v2", "pose", "superres"), ("1x768x432", "1x480x270"), ("f32_highest",), 16
+    ),
     "smoke": Preset(("efficientnet_lite0",), ("1x768x432",), ("f32_highest",), 3),
 }
 
@@ -99,26 +103,6 @@ def _still_step_seconds(stepper, variables, frame, steps: int = 10) -> float:
 def model_cases(model: str, cases) -> list[str]:
     """The cases of ``cases`` that ``model`` runs: super-resolution inputs for ``superres``, the others else."""
     return [c for c in cases if (c in SUPERRES_CASES) == (model == "superres")]
-
-
-def output_metrics(model: str, delta_out, dense_out) -> dict:
-    """Task metrics of delta against dense: top-1 agreement and logit error for classifiers; for
-    ``superres`` (outputs in [0, 1]) PSNR in dB and the largest error in 8-bit levels."""
-    if model == "superres":
-        diff = np.asarray(delta_out, np.float64) - np.asarray(dense_out, np.float64)
-        mse = float(np.mean(diff**2))
-        return {
-            "psnr_vs_dense_db": float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse)),
-            "max_error_8bit": float(np.max(np.abs(diff)) * 255),
-        }
-    from deltajax.stats import compare_outputs
-
-    agreement, err = compare_outputs(delta_out, dense_out)
-    return {
-        "top1_agreement": agreement,
-        "logit_rel_error_max": float(err.max()),
-        "logit_rel_error_mean": float(err.mean()),
-    }
 
 
 def _precision_scope(precision: str):
@@ -187,7 +171,7 @@ def run_one(model: str, video: str, case: Case, precision: str, frames: int, con
         # In run_clip: a still clip of the same length costs its first (dense) frame plus T - 1 frames with no change.
         "still_frame_in_clip_ms": max(still_clip_s - dense_s / clip.shape[0], 0.0) / max(clip.shape[0] - 1, 1) * 1e3,
         "dense_frame_ms": dense_s / clip.shape[0] * 1e3,
-        **output_metrics(model, delta_out, dense_out),
+        **deltajax.stats.task_metric(model, delta_out, dense_out),
         "active_input": active.get("input", float("nan")),
         "active_conv_mean": float(np.mean(convs)),
         "mac_ratio": deltajax.stats.mac_ratio(jax.tree_util.tree_map(lambda a: a[1:], stats)),
@@ -206,17 +190,26 @@ def add_vs_fastest(rows: list[dict]) -> None:
         r["speedup_vs_fastest_dense"] = r["delta_fps"] / best[(r["model"], r["video"], r["case"])]
 
 
-def _metric(row: dict) -> str:
-    """The 'top-1' and 'logit err' columns; a super-resolution row shows PSNR vs dense (dB) and max 8-bit error."""
-    if "psnr_vs_dense_db" in row:
-        return f"{row['psnr_vs_dense_db']:6.1f} {row['max_error_8bit']:9.2f}"
-    return f"{row['top1_agreement']:6.3f} {row['logit_rel_error_max']:9.2e}"
+def _agreement(row: dict) -> float:
+    """The task's agreement with dense: top-1 (classifiers), keypoint peaks (pose) or PSNR in dB (superres)."""
+    return row[_first_key(row, "keypoint_agreement", "psnr_vs_dense_db", "top1_agreement")]
+
+
+def _error(row: dict) -> float:
+    """The task's max error against dense: relative logit error (classifiers), heatmap error (pose) or the
+    largest error in 8-bit levels (superres)."""
+    return row[_first_key(row, "heatmap_error", "max_error_8bit", "logit_rel_error_max")]
+
+
+def _first_key(row: dict, *keys: str) -> str:
+    """The first of ``keys`` that ``row`` has (the last one if none)."""
+    return next((k for k in keys if k in row), keys[-1])
 
 
 def table(rows: list[dict]) -> str:
     head = (
         f"{'model':18} {'clip':32} {'case':22} {'prec':11} {'dense fps':>9} {'delta fps':>9} {'x':>6} "
-        f"{'x fastest':>9} {'top-1':>6} {'logit err':>9} {'act in':>6} {'act conv':>8} {'MACs':>5} "
+        f"{'x fastest':>9} {'agree':>6} {'max err':>9} {'act in':>6} {'act conv':>8} {'MACs':>5} "
         f"{'still ms':>8} {'in clip':>7}"
     )
     lines = [head, "-" * len(head)]
@@ -224,7 +217,7 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"{r['model']:18} {r['video'][:32]:32} {r['case']:22} {r['precision']:11} {r['dense_fps']:9.1f} "
             f"{r['delta_fps']:9.1f} {r['speedup']:6.2f} {r.get('speedup_vs_fastest_dense', float('nan')):9.2f} "
-            f"{_metric(r)} {r['active_input']:6.3f} "
+            f"{_agreement(r):6.3f} {_error(r):9.2e} {r['active_input']:6.3f} "
             f"{r['active_conv_mean']:8.3f} {r['mac_ratio']:5.2f} {r['still_frame_ms']:8.2f} "
             f"{r['still_frame_in_clip_ms']:7.2f}"
         )
@@ -287,7 +280,7 @@ def _progress(row: dict, seconds: float) -> str:
         f"[{seconds:.0f} s] {row['model']} {row['video']} {row['case']} {row['precision']}: "
         f"dense {row['dense_fps']:.1f} fps (compile {row['compile_s']['dense']:.1f} s), "
         f"delta {row['delta_fps']:.1f} fps (compile {row['compile_s']['delta']:.1f} s), "
-        f"{_metric(row)}"
+        f"agreement {_agreement(row):.3f}"
     )
 
 

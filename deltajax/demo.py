@@ -1,11 +1,12 @@
 """The demo: a pretrained CNN on a video, dense and delta side by side.
 
 ``deltajax demo`` decodes a clip (the bundled one by default), runs
-EfficientNet-Lite0 (or MobileNetV2) densely and as a delta model on the same
-frames, and reports frames per second of each, the speedup, the top-1
-agreement and logit error against dense, and the per-layer active-pixel
-fractions; it writes a picture (PNG) and an animation (GIF) of the updated
-pixels over the frames.
+EfficientNet-Lite0 (or MobileNetV2, or OpenPose MobileNet-thin with
+``--model pose``) densely and as a delta model on the same frames, and reports
+frames per second of each, the speedup, the top-1 agreement and logit error
+against dense (pose: keypoint agreement, pixel error, heatmap/PAF error), and
+the per-layer active-pixel fractions; it writes a picture (PNG) and an animation (GIF) of the updated
+pixels over the frames (pose: next to the skeletons drawn on the frames).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="deltajax demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--video", help="a video file (default: the bundled person-detection clip from frame 75)")
     p.add_argument("--start", type=int, help="first frame to use (default: where a bundled clip's action begins)")
-    p.add_argument("--model", default="efficientnet_lite0", choices=["efficientnet_lite0", "mobilenet_v2"])
+    p.add_argument("--model", default="efficientnet_lite0", choices=["efficientnet_lite0", "mobilenet_v2", "pose"])
     p.add_argument(
         "--thresholds",
         help="per-layer thresholds JSON from 'deltajax tune' (default: the tuned ones shipped for the model, if any)",
@@ -83,7 +84,6 @@ def run(args: argparse.Namespace) -> dict:
     if len(clip) < 2:
         raise SystemExit("deltajax demo: the video needs at least 2 frames")
     module, variables, preprocess = models.load(args.model)
-    labels = models.imagenet_labels()
     frames = jnp.asarray(
         time_shifted_streams(np.asarray(preprocess(jnp.asarray(clip))), args.streams)
     )  # [T, S, H, W, 3]
@@ -130,8 +130,7 @@ def run(args: argparse.Namespace) -> dict:
 
     delta_s = _timed_loop(delta_frame, frames, "delta", args.no_progress)
 
-    dense_logits, delta_logits = np.stack(dense_logits), np.stack(delta_logits)  # [T, S, 1000]
-    agreement, err = deltajax.stats.compare_outputs(delta_logits, dense_logits)
+    dense_logits, delta_logits = np.stack(dense_logits), np.stack(delta_logits)  # [T, S, ...]
     stats = jax.tree_util.tree_map(lambda *a: np.stack(a), *layer_stats[1:])  # delta frames only
     report = {
         "model": args.model,
@@ -143,37 +142,62 @@ def run(args: argparse.Namespace) -> dict:
         "size": list(frames.shape[2:4]),
         "dense_fps": float(len(frames) * args.streams / dense_s.sum()),
         "delta_fps": float((len(frames) - 1) * args.streams / delta_s[1:].sum()),
-        "top1_agreement": agreement,
-        "logit_rel_error_max": float(err.max()),
-        "logit_rel_error_mean": float(err.mean()),
+        **deltajax.stats.task_metric(args.model, delta_logits, dense_logits),
         "mac_ratio": deltajax.stats.mac_ratio(stats),
         "compile_s": compile_s,
         "layers_active": {name: float(np.mean(s.active)) for name, s in stats.items()},
         "fallback_layers": deltajax.stats.fallback_layers(stats),
     }
     report["speedup"] = report["delta_fps"] / report["dense_fps"]
-    _write_pictures(args, clip, config, frames, delta_logits, labels, pictures)
+    rgb, captions = _annotated(args.model, np.asarray(clip), delta_logits)
+    _write_pictures(args, config, frames, rgb, captions, pictures)
     with open(os.path.join(args.out, "report.json"), "w") as f:
         json.dump(report, f, indent=1)
     return report
 
 
-def _write_pictures(args, clip, config, frames, logits, labels, pictures) -> None:
+def _annotated(model: str, rgb: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Frames of stream 0 as shown (skeletons drawn for pose) and their captions (the prediction)."""
+    if model == "pose":
+        from deltajax import keypoints, skeletons
+        from deltajax.models import pose
+
+        drawn = np.stack([skeletons.draw(f, o[0], pose.LIMBS) for f, o in zip(rgb, outputs, strict=True)])
+        counts = [sum(len(p) for p in keypoints.peaks(o[0])) for o in outputs]
+        return drawn, [f"frame {t}: {n} keypoints" for t, n in enumerate(counts)]
+    from deltajax import models
+
+    labels = models.imagenet_labels()
+    return rgb, [f"frame {t}: {labels[int(o[0].argmax())]}" for t, o in enumerate(outputs)]
+
+
+def _write_pictures(args, config, frames, rgb, captions, pictures) -> None:
     """Input-layer update masks of stream 0 (the pixels the network recomputes from), as PNG and GIF."""
     from deltajax import ops
 
-    masks = [np.zeros(clip.shape[1:3], bool)]
+    masks = [np.zeros(rgb.shape[1:3], bool)]
     _, state = ops.sparsify_init(frames[0][:1])
     cfg = ops.SparsifyConfig(config.threshold, config.dilation)
     for frame in frames[1:]:
         d, state = ops.sparsify(state, frame[:1], cfg)
         masks.append(np.asarray(d.mask[0]))
     masks = np.stack(masks)
-    rgb = np.asarray(clip)
-    captions = [f"frame {t}: {labels[int(logits[t, 0].argmax())]}" for t in range(len(rgb))]
     picks = np.linspace(1, len(rgb) - 1, num=min(4, len(rgb) - 1)).round().astype(int)
     pictures.save_grid(os.path.join(args.out, "updates.png"), rgb[picks], masks[picks], [captions[i] for i in picks])
     pictures.save_animation(os.path.join(args.out, "updates.gif"), rgb, masks, captions)
+
+
+def _task_line(report: dict) -> str:
+    if "keypoint_agreement" in report:
+        return (
+            f"keypoint agreement with dense: {100 * report['keypoint_agreement']:.1f} % of "
+            f"{report['keypoint_peaks']} peaks   matched peaks off by <= {report['keypoint_pixel_error_max']:.1f} px   "
+            f"max error: heatmaps {report['heatmap_error']:.2e}, PAFs {report['paf_error']:.2e}"
+        )
+    return (
+        f"top-1 agreement with dense: {100 * report['top1_agreement']:.1f} %   logit error (rel.): "
+        f"max {report['logit_rel_error_max']:.2e}, mean {report['logit_rel_error_mean']:.2e}"
+    )
 
 
 def format_report(report: dict, top: int = 8) -> str:
@@ -182,8 +206,7 @@ def format_report(report: dict, top: int = 8) -> str:
         f"{report['size'][0]}x{report['size'][1]}, {report['device']} ({report['backend']})",
         f"dense: {report['dense_fps']:.1f} frames/s   delta: {report['delta_fps']:.1f} frames/s   "
         f"speedup: {report['speedup']:.2f}x",
-        f"top-1 agreement with dense: {100 * report['top1_agreement']:.1f} %   logit error (rel.): "
-        f"max {report['logit_rel_error_max']:.2e}, mean {report['logit_rel_error_mean']:.2e}",
+        _task_line(report),
         f"multiply-adds done / dense: {report['mac_ratio']:.3f}   compile: dense {report['compile_s']['dense']:.1f} s, "
         f"delta {report['compile_s']['delta']:.1f} s",
         "active pixels per layer (mean over delta frames), busiest first:",

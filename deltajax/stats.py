@@ -96,3 +96,37 @@ def compare_outputs(outs, dense) -> tuple[float, np.ndarray]:
     axes = tuple(range(2, outs.ndim))
     err = np.sqrt(np.sum((outs - dense) ** 2, axis=axes)) / np.maximum(np.sqrt(np.sum(dense**2, axis=axes)), 1e-30)
     return float(np.mean(outs.argmax(-1) == dense.argmax(-1))), err
+
+
+def task_metric(model: str, outs, dense) -> dict:
+    """The task's measure of delta outputs against dense ones ``[T, N, ...]``, as report fields.
+
+    ``"pose"``: ``keypoint_agreement``, ``keypoint_peaks``, ``keypoint_pixel_error_max`` and the max
+    ``heatmap_error`` / ``paf_error`` (:func:`deltajax.keypoints.compare`); classifiers: ``top1_agreement``
+    and ``logit_rel_error_max`` / ``_mean`` (:func:`compare_outputs`); ``"superres"`` (outputs in [0, 1]):
+    ``psnr_vs_dense_db`` and ``max_error_8bit``, the largest error in 8-bit levels.
+    """
+    if model == "superres":
+        diff = np.asarray(outs, np.float64) - np.asarray(dense, np.float64)
+        mse = float(np.mean(diff**2))
+        return {
+            "psnr_vs_dense_db": float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse)),
+            "max_error_8bit": float(np.max(np.abs(diff)) * 255),
+        }
+    if model == "pose":
+        from deltajax import keypoints
+
+        found = keypoints.compare(np.asarray(dense), np.asarray(outs))
+        return {
+            "keypoint_agreement": found["agreement"],
+            "keypoint_peaks": found["peaks"],
+            "keypoint_pixel_error_max": found["pixel_error_max"],
+            "heatmap_error": found["heatmap_error"],
+            "paf_error": found["paf_error"],
+        }
+    agreement, err = compare_outputs(outs, dense)
+    return {
+        "top1_agreement": agreement,
+        "logit_rel_error_max": float(err.max()),
+        "logit_rel_error_mean": float(err.mean()),
+    }

@@ -12,6 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import PartitionSpec
+
+from deltajax import sharding
 
 BUNDLED_CLIPS = {
     "asl": "asl_gestures_book.mkv",  # 640x480, 109 frames, a webcam (small: the tests use it)
@@ -181,8 +184,25 @@ def _keyframed(step, keyframe_every: int | None):
     return counted_step
 
 
-@functools.partial(jax.jit, static_argnames=("model", "keyframe_every", "with_stats"))
-def _run_clip(clip, args, variables, *, model, keyframe_every, with_stats):
+@functools.partial(jax.jit, static_argnames=("model", "keyframe_every", "with_stats", "mesh"))
+def _run_clip(clip, args, variables, *, model, keyframe_every, with_stats, mesh):
+    loop = functools.partial(_clip_loop, model=model, keyframe_every=keyframe_every, with_stats=with_stats)
+    if mesh is None:
+        return loop(clip, args, variables)
+
+    def device_loop(clip, args, variables):  # this device's streams; stats [T] -> [T, 1] (one column per device)
+        outs, stats = loop(clip, args, variables)
+        return outs, jax.tree_util.tree_map(lambda s: s[:, None], stats)
+
+    over_streams = sharding.streams_spec(mesh, 1)
+    replicated = PartitionSpec()
+    return sharding.per_device(device_loop, mesh, (over_streams, replicated, replicated), over_streams)(
+        clip, args, variables
+    )
+
+
+def _clip_loop(clip, args, variables, *, model, keyframe_every, with_stats):
+    """``(outputs [T, ...], stats of [T] or None)`` of one scan over ``clip`` (all streams it is given)."""
     init, step = _frame_pair(model, args, variables)
     counted_step = _keyframed(step, keyframe_every)
     out0, state, stats0 = init(clip[0])
@@ -217,6 +237,7 @@ def run_clip(
     variables=None,
     keyframe_every: int | None = None,
     with_stats: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
 ):
     """Runs a delta model over a clip inside one ``jax.jit`` (``lax.scan`` over frames, state carried).
 
@@ -230,10 +251,17 @@ def run_clip(
       keyframe_every: run a dense keyframe every this many frames (None: only
         the first), bounding the error of thresholds > 0 even further.
       with_stats: also return per-layer, per-frame stats (steppers only).
+      mesh: split the ``N`` streams over this mesh's devices
+        (``deltajax.sharding.stream_mesh()``: all of them); ``N`` must be a
+        multiple of the device count. Each device runs its own streams, with
+        its own frame modes, and nothing is communicated; the model's
+        outputs must have the streams as their first axis.
 
     Returns:
-      The outputs stacked over frames (leading ``[T]``), and, with
-      ``with_stats``, ``{layer: deltajax.stats.LayerStats}`` of ``[T]`` arrays.
+      The outputs stacked over frames (leading ``[T]``; with a mesh, split
+      over it on the stream axis), and, with ``with_stats``,
+      ``{layer: deltajax.stats.LayerStats}`` of ``[T]`` arrays (with a mesh,
+      ``[T, D]``: one column per device, over that device's streams).
 
     Example:
       >>> stepper = deltajax.delta(model.apply)
@@ -245,17 +273,29 @@ def run_clip(
         )
     if with_stats and not hasattr(model, "step_with_stats"):
         raise ValueError("run_clip: with_stats=True needs a deltajax.delta stepper, got a Linen module")
+    if mesh is None:
+        clip = jnp.asarray(clip)
+    else:
+        sharding.check_mesh("run_clip", mesh)
+        sharding.check_streams("run_clip", "clip", tuple(np.shape(clip)), 1, mesh)
+        clip, args, variables = sharding.put_streams(clip, mesh, 1), *sharding.put_replicated((args, variables), mesh)
     outs, stats = _run_clip(
-        jnp.asarray(clip), args, variables, model=model, keyframe_every=keyframe_every, with_stats=with_stats
+        clip, args, variables, model=model, keyframe_every=keyframe_every, with_stats=with_stats, mesh=mesh
     )
     return (outs, stats) if with_stats else outs
 
 
-def streaming(model, *args, variables=None, keyframe_every: int | None = None) -> StreamFns:
+def streaming(
+    model, *args, variables=None, keyframe_every: int | None = None, mesh: jax.sharding.Mesh | None = None
+) -> StreamFns:
     """Jitted ``start`` / ``step`` for frames arriving one by one, the state donated.
 
     Args:
-      model, *args, variables, keyframe_every: as for ``run_clip``.
+      model, *args, variables, keyframe_every, mesh: as for ``run_clip``.
+        With a mesh, the frames ``[N, H, W, C]`` and the outputs are split
+        over it on ``N``, and every state leaf is each device's own state
+        stacked on a leading device axis (``[D, ...]``, split over the mesh):
+        it stays on its device from step to step, donated there.
 
     Returns:
       ``StreamFns(start, step)``: ``out, state = start(frame)`` (dense, the one
@@ -268,21 +308,56 @@ def streaming(model, *args, variables=None, keyframe_every: int | None = None) -
       ...     out, state = step(state, frame)
     """
     _keyframed(None, keyframe_every)  # validates before the first frame arrives
-    static = dict(model=model, keyframe_every=keyframe_every)
+    if mesh is not None:
+        sharding.check_mesh("streaming", mesh)
+        args, variables = sharding.put_replicated((args, variables), mesh)
+
+    def put(op: str, frame):
+        if mesh is None:
+            return frame
+        sharding.check_streams(op, "frame", tuple(np.shape(frame)), 0, mesh)
+        return sharding.put_streams(frame, mesh, 0)
+
+    static = dict(model=model, keyframe_every=keyframe_every, mesh=mesh)
     return StreamFns(
-        lambda frame: _stream_start(frame, args, variables, **static),
-        lambda state, frame: _stream_step(state, frame, args, variables, **static),
+        lambda frame: _stream_start(put("streaming start", frame), args, variables, **static),
+        lambda state, frame: _stream_step(state, put("streaming step", frame), args, variables, **static),
     )
 
 
-@functools.partial(jax.jit, static_argnames=("model", "keyframe_every"))
-def _stream_start(frame, args, variables, *, model, keyframe_every):
-    init, _ = _frame_pair(model, args, variables)
-    out, state, _ = init(frame)
-    return out, (jnp.int32(1), state)
+@functools.partial(jax.jit, static_argnames=("model", "keyframe_every", "mesh"))
+def _stream_start(frame, args, variables, *, model, keyframe_every, mesh):
+    def start(frame, args, variables):
+        out, state, _ = _frame_pair(model, args, variables)[0](frame)
+        return out, (jnp.int32(1), state)
+
+    return _per_device_frame(start, mesh, takes_state=False)(frame, args, variables)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "keyframe_every"), donate_argnums=0)
-def _stream_step(state, frame, args, variables, *, model, keyframe_every):
-    out, state, _ = _keyframed(_frame_pair(model, args, variables)[1], keyframe_every)(state, frame)
-    return out, state
+@functools.partial(jax.jit, static_argnames=("model", "keyframe_every", "mesh"), donate_argnums=0)
+def _stream_step(state, frame, args, variables, *, model, keyframe_every, mesh):
+    def step(state, frame, args, variables):
+        out, state, _ = _keyframed(_frame_pair(model, args, variables)[1], keyframe_every)(state, frame)
+        return out, state
+
+    return _per_device_frame(step, mesh, takes_state=True)(state, frame, args, variables)
+
+
+def _per_device_frame(fn: Callable, mesh, *, takes_state: bool) -> Callable:
+    """``fn([state,] frame, args, variables) -> (out, state)``, run by each device of ``mesh`` on its streams.
+
+    The frame ``[N, H, W, C]`` and the outputs are split on ``N``, the state is stacked per device
+    (``deltajax.sharding.stack``), ``args`` and ``variables`` are replicated. Without a mesh: ``fn`` itself.
+    """
+    if mesh is None:
+        return fn
+
+    def device_fn(*inputs):
+        if takes_state:
+            inputs = (sharding.unstack(inputs[0]), *inputs[1:])
+        out, state = fn(*inputs)
+        return out, sharding.stack(state)
+
+    streams, replicated = sharding.streams_spec(mesh, 0), PartitionSpec()
+    in_specs = (streams,) * (2 if takes_state else 1) + (replicated, replicated)
+    return sharding.per_device(device_fn, mesh, in_specs, streams)

@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Builds deltajax with CUDA, runs the whole test suite on the GPU (GPU tests required), the CUDA tests
-# under compute-sanitizer (memcheck, racecheck), and the kernel benchmark. Logs and JSON go to OUTDIR.
+# Builds the deltajax and deltajax-cuda13 wheels from this checkout and installs them (scripts/gpu_setup.sh's
+# install_wheels; everything after runs from the wheels), runs the whole test suite on the GPU (GPU tests
+# required), the CUDA tests under compute-sanitizer (memcheck, racecheck), and the kernel benchmark. Logs and
+# JSON go to OUTDIR.
 # Usage: scripts/gpu_check.sh [OUTDIR]   (needs a GPU, jax with CUDA, a CUDA toolkit; no network)
 # Every step has a time limit so the whole check ends within 9 minutes on an H100; GPU_CHECK_FULL_BENCH=1
 # runs the full benchmark presets instead of the subsets (much longer).
 set -uo pipefail
 OUTDIR=${1:-${OUT:-gpu_check_out}}
 mkdir -p "$OUTDIR"
+OUTDIR=$(realpath "$OUTDIR")  # the steps after install_wheels run in another folder
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 export DELTAJAX_REQUIRE_GPU=1
 source scripts/gpu_setup.sh
 
-build_cuda || { echo "build failed"; exit 1; }
+install_wheels || { echo "wheel build or install failed"; exit 1; }
+step wheel_smoke 120 $PY scripts/wheel_smoke.py --platform cuda
 step native 60 $PY -c "import deltajax._native as n; print(n.describe()); assert 'cuda' in n.native_platforms()"
 # XLA's autotuning of the dense references launches many kernels of its own and costs compile time; the
 # tests and the sanitizers run without it (the benchmarks below run with it).

@@ -17,7 +17,6 @@ jax.config.update("jax_default_matmul_precision", "highest")
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a GPU and the CUDA module")
     config.addinivalue_line("markers", "sanitize: small CUDA cases run under compute-sanitizer")
-    config.addinivalue_line("markers", "wheel: builds wheels into fresh virtualenvs (slow; run with -m wheel)")
 
 
 @pytest.fixture(params=["native", "reference"])
@@ -37,13 +36,7 @@ def path(request):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Wheel tests run only when selected with -m; GPU tests skip without a GPU, unless
-    DELTAJAX_REQUIRE_GPU=1 turns that into a failure."""
-    if "wheel" not in (config.option.markexpr or ""):
-        skip_wheel = pytest.mark.skip(reason="slow wheel build: select with -m wheel (.ci/run does)")
-        for item in items:
-            if "wheel" in item.keywords:
-                item.add_marker(skip_wheel)
+    """GPU tests skip without a GPU, unless DELTAJAX_REQUIRE_GPU=1 turns that into a failure."""
     has_gpu = any(d.platform == "gpu" for d in jax.devices())
     if has_gpu:
         return

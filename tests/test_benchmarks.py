@@ -65,3 +65,28 @@ def test_crossover_finds_where_delta_reaches_dense():
     assert crossover([0.0, 0.1, 0.5, 1.0], [0.0, 0.5, 1.5, 2.0]) == pytest.approx(0.3)
     assert crossover([0.0, 0.5, 1.0], [0.0, 0.4, 0.9]) is None
     assert crossover([0.0, 1.0], [1.2, 3.0]) == 0.0
+
+
+def test_multi_device_benchmark_writes_rows(tmp_path):
+    from benchmarks import multi_device
+
+    out, table = tmp_path / "multi.json", tmp_path / "multi.md"
+    argv = ["--devices", "1,2", "--sizes", "32x48", "--streams-per-device", "2", "--frames", "2", "--exact"]
+    assert multi_device.main([*argv, "--out", str(out), "--markdown", str(table)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["devices"], r["streams"]) for r in rows] == [(d, 2 * d) for d in (1, 2)[: jax.device_count()]]
+    for r in rows:
+        assert r["dense_fps"] > 0 and r["delta_fps"] > 0 and r["top1_agreement"] == 1.0
+        assert r["logit_rel_error_max"] < 1e-4
+    assert rows[0]["delta_scaling"] == 1.0
+    assert "| 48x32 | 1 | 2 |" in table.read_text()
+
+
+def test_multi_device_counts_put_the_end_points_first():
+    from benchmarks.multi_device import device_counts
+
+    assert device_counts([1, 2, 4, 8], 8) == [1, 8, 2, 4]
+    assert device_counts([1, 2, 4, 8], 2) == [1, 2]
+    assert device_counts([8, 1], 4) == [1]
+    with pytest.raises(SystemExit, match=r"'--devices' \[8\] names no count in 1..4"):
+        device_counts([8], 4)

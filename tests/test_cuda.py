@@ -318,9 +318,9 @@ def _pixelwise_case(seed, n, h, w, c, dtype):
         return ops.Delta(jnp.where(mask[..., None], values, jnp.nan).astype(dtype), mask)
 
     acc = jnp.asarray(rng.normal(0, 2, (n, h, w, c)), jnp.float32)
-    res = jnp.asarray(rng.normal(0, 0.2, (n, h, w, c)) * (rng.random((n, h, w, 1)) < 0.5), jnp.float32)
+    sent = jnp.asarray(rng.normal(0, 0.2, (n, h, w, c)) * (rng.random((n, h, w, 1)) < 0.5), jnp.float32)
     scale = jnp.asarray(rng.uniform(0.5, 1.5, c), jnp.float32)
-    return delta(), delta(), ops.ActivationState(acc, res), scale
+    return delta(), delta(), ops.ActivationState(acc, sent), scale
 
 
 def _pixelwise_ops(x, y, state, scale):
@@ -330,7 +330,7 @@ def _pixelwise_ops(x, y, state, scale):
     act, act_state = ops.activation(state, x, "relu6", trunc, scale=scale)
     add_act, add_act_state = ops.add_activation(state, x, y, "hard_swish", ops.Truncation("l2", 0.8))
     dense, _ = ops.densify(ops.DensifyState(state.acc), x)
-    ref = jnp.where(x.mask[..., None], state.acc, state.acc + state.res)  # some pixels unchanged, some not
+    ref = jnp.where(x.mask[..., None], state.acc, state.acc + state.sent)  # some pixels unchanged, some not
     delta, sparse_state = ops.sparsify(ops.SparsifyState(ref), state.acc.astype(x.dtype), ops.SparsifyConfig(0.1))
     return act, act_state, add_act, add_act_state, ops.add(x, y), ops.affine(x, scale), dense, delta, sparse_state
 

@@ -42,7 +42,7 @@ def test_state_from_another_stream():
     ):
         ops.sparsify(state, jnp.zeros((1, 16, 16, 3)))
     _, state = ops.activation_init(jnp.zeros((1, 6, 8, 4)))
-    bad = ops.ActivationState(state.acc.astype(jnp.float16), state.res)
+    bad = ops.ActivationState(state.acc.astype(jnp.float16), state.sent)
     with pytest.raises(
         ValueError, match=r"activation: argument 'state.acc' .* float16, but this frame needs .* float32"
     ):

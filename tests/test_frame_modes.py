@@ -15,9 +15,9 @@ from tests.harness import moving_blobs, rel_error
 
 @pytest.fixture(scope="module")
 def video():
-    """[12, 2, 20, 28, 3]: moving blobs with a repeated frame (3), a busy frame (6: noise everywhere), a repeat of
-    it (7), and a busy frame back to the blobs (8)."""
-    v = moving_blobs(12, 2, 20, 28, 3, seed=7)
+    """[12, 2, 40, 56, 3]: moving blobs (input tile activity 0.17-0.29) with a repeated frame (3), a busy frame
+    (6: noise everywhere), a repeat of it (7), and a busy frame back to the blobs (8)."""
+    v = moving_blobs(12, 2, 40, 56, 3, seed=7)
     v[3] = v[2]
     v[6] = v[5] + np.random.default_rng(0).normal(0, 0.2, v[5].shape).astype(v.dtype)
     v[7] = v[6]

@@ -35,7 +35,7 @@ CASES = {  # name: (N, H, W, C_in, C_out, k, groups, strides)
 }
 
 
-def _case(name, dtype, seed=0):
+def _case(name, dtype, seed=0, act="relu6"):
     n, h, w, cin, cout, k, groups, strides = CASES[name]
     rng = np.random.default_rng(seed)
     x = rand_delta(seed, (n, h, w, cin), dtype, p=0.35)
@@ -43,7 +43,8 @@ def _case(name, dtype, seed=0):
     x = ops.Delta(x.values * size, x.mask)
     kernel = jnp.asarray(rng.normal(size=(k, k, cin // groups, cout)) / np.sqrt(k * k * cin / groups), dtype)
     out = (n, -(-h // strides), -(-w // strides), cout)
-    state = ops.ActivationState(rand_state(seed + 1, out, 2.0), rand_state(seed + 2, out, 0.1))
+    acc = rand_state(seed + 1, out, 2.0)  # sent: the activation of acc less some output not sent yet
+    state = ops.ActivationState(acc, ops.Activation(act)(acc) + rand_state(seed + 2, out, 0.1))
     scale = jnp.asarray(rng.uniform(0.5, 1.5, cout), jnp.float32)
     return x, kernel, state, scale, dict(strides=strides, groups=groups, precision=jax.lax.Precision.HIGHEST)
 
@@ -77,7 +78,7 @@ def test_fused_equals_conv_then_activation(case, dtype):
 @native
 @pytest.mark.parametrize("act,trunc", [("hard_swish", ops.Truncation("l2", 0.5)), ("relu", ops.Truncation("none"))])
 def test_fused_other_activations_and_truncations(act, trunc):
-    x, kernel, state, _, kw = _case("depthwise", jnp.float32, seed=3)
+    x, kernel, state, _, kw = _case("depthwise", jnp.float32, seed=3, act=act)
     got, ref = both(lambda x, k, s: ops.conv_activation(s, x, k, act, trunc, **kw), x, kernel, state)
     assert_delta_close(got[0], ref[0], TOL[jnp.dtype(jnp.float32)])
     assert_tree_close(got[1], ref[1], TOL[jnp.dtype(jnp.float32)])
@@ -115,7 +116,7 @@ def test_without_the_fused_kernel_the_native_conv_and_activation_run(monkeypatch
 
 def test_errors_name_the_op_and_the_argument():
     x, kernel, state, scale, kw = _case("3x3", jnp.float32)
-    small = ops.ActivationState(state.acc[:, :-1], state.res[:, :-1])
+    small = ops.ActivationState(state.acc[:, :-1], state.sent[:, :-1])
     with pytest.raises(ValueError, match=r"conv_activation: .*'state.acc'"):
         ops.conv_activation(small, x, kernel, "relu6", **kw)
     with pytest.raises(ValueError, match=r"conv_activation: .*'scale'"):

@@ -111,15 +111,16 @@ def test_vmap_with_fused_scale():
 
 def test_activation_by_hand():
     acc = jnp.asarray([-1.0, 2.0]).reshape(1, 1, 1, 2)
-    state = ops.ActivationState(acc, jnp.zeros_like(acc))
+    state = ops.ActivationState(acc, jax.nn.relu(acc))
     d = ops.Delta(jnp.asarray([2.0, -3.0]).reshape(1, 1, 1, 2), jnp.ones((1, 1, 1), bool))
     out, s = jax.jit(lambda s, d: ops.activation(s, d, "relu", ops.Truncation("max", 1.5)))(state, d)
     np.testing.assert_array_equal(np.asarray(out.values).ravel(), [1.0, -2.0])  # relu(1) - 0, relu(-1) - 2
     np.testing.assert_array_equal(np.asarray(s.acc).ravel(), [1.0, -1.0])
+    np.testing.assert_array_equal(np.asarray(s.sent).ravel(), [1.0, 0.0])
     out, s = jax.jit(lambda s, d: ops.activation(s, d, "relu", ops.Truncation("max", 2.5)))(state, d)
-    assert not bool(out.mask.any())  # |y| <= 2.5: dropped, kept as residual
-    np.testing.assert_array_equal(np.asarray(s.res).ravel(), [2.0, -3.0])
-    np.testing.assert_array_equal(np.asarray(s.acc).ravel(), [-1.0, 2.0])
+    assert not bool(out.mask.any())  # |y| <= 2.5: dropped; acc takes the update, sent waits for the next one
+    np.testing.assert_array_equal(np.asarray(s.sent).ravel(), [0.0, 2.0])
+    np.testing.assert_array_equal(np.asarray(s.acc).ravel(), [1.0, -1.0])
 
 
 def test_callable_activation_stays_on_the_reference():
@@ -377,11 +378,11 @@ def rand_delta_traced(shape):
 INPLACE = {  # name: (init inside jit -> state, step(state, delta) -> (out, state), state leaves that alias)
     "sparsify": (lambda x: ops.sparsify_init(x)[1], lambda s, d: ops.sparsify(s, d.values), ("ref",)),
     "densify": (lambda x: ops.densify_init(x)[1], ops.densify, ("out",)),
-    "activation": (lambda x: ops.activation_init(x)[1], lambda s, d: ops.activation(s, d, "relu"), ("acc", "res")),
+    "activation": (lambda x: ops.activation_init(x)[1], lambda s, d: ops.activation(s, d, "relu"), ("acc", "sent")),
     "add_activation": (
         lambda x: ops.add_activation_init(x, x)[1],
         lambda s, d: ops.add_activation(s, d, d, "relu"),
-        ("acc", "res"),
+        ("acc", "sent"),
     ),
     "multiply": (lambda x: ops.multiply_init(x, x)[1], lambda s, d: ops.multiply(s, d, d), ("acc_x", "acc_y")),
     "max_pool": (lambda x: ops.max_pool_init(x, 2)[1], lambda s, d: ops.max_pool(s, d, 2), ("acc",)),

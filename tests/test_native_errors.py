@@ -32,10 +32,10 @@ ACT_ATTRS = dict(act=np.int32(1), negative_slope=np.float32(0.1), truncation=np.
 ACT_RESULTS = (sds(S, F32), sds(S[:3], BOOL), sds(S, F32), sds(S, F32))
 
 
-def activation_call(scale=(3,), acc=None, res=None, **attrs):
+def activation_call(scale=(3,), acc=None, sent=None, **attrs):
     """deltajax_activation on x = zeros S, all masks off, with one argument or attribute made bad."""
-    acc, res = (z() if a is None else a for a in (acc, res))
-    return ffi("deltajax_activation", ACT_RESULTS, z(), z(S[:3], BOOL), z(scale), acc, res, **{**ACT_ATTRS, **attrs})
+    acc, sent = (z() if a is None else a for a in (acc, sent))
+    return ffi("deltajax_activation", ACT_RESULTS, z(), z(S[:3], BOOL), z(scale), acc, sent, **{**ACT_ATTRS, **attrs})
 
 
 POOL_ATTRS = dict(kh=np.int32(2), kw=np.int32(2), stride_h=np.int32(2), stride_w=np.int32(2))
@@ -47,8 +47,8 @@ CASES = {
         r"deltajax_activation: argument 'acc' must be float32",
     ),
     "state shape": (
-        lambda: activation_call(res=z((1, 4, 5, 2))),
-        r"deltajax_activation: argument 'res' must have shape \(1, 4, 5, 3\), got \(1, 4, 5, 2\)",
+        lambda: activation_call(sent=z((1, 4, 5, 2))),
+        r"deltajax_activation: argument 'sent' must have shape \(1, 4, 5, 3\), got \(1, 4, 5, 2\)",
     ),
     "activation kind": (
         lambda: activation_call(act=np.int32(99)),

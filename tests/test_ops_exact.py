@@ -51,10 +51,11 @@ def test_truncated_pixels_keep_their_residual_until_it_matters():
     trunc = ops.Truncation("max", 0.5)
     small = ops.Delta(jnp.full((1, 1, 1, 2), 0.3), jnp.ones((1, 1, 1), bool))
     out, state = ops.activation(state, small, "identity", trunc)
-    assert not bool(out.mask.any()) and float(state.res[0, 0, 0, 0]) == pytest.approx(0.3)
+    assert not bool(out.mask.any()) and float(state.sent[0, 0, 0, 0]) == 0.0  # nothing sent yet
+    assert float(state.acc[0, 0, 0, 0]) == pytest.approx(0.3)
     out, state = ops.activation(state, small, "identity", trunc)  # 0.6 in total: now it passes
     assert bool(out.mask.all()) and float(out.values[0, 0, 0, 0]) == pytest.approx(0.6)
-    assert float(state.res[0, 0, 0, 0]) == 0.0 and float(state.acc[0, 0, 0, 0]) == pytest.approx(0.6)
+    assert float(state.sent[0, 0, 0, 0]) == pytest.approx(0.6) and float(state.acc[0, 0, 0, 0]) == pytest.approx(0.6)
 
 
 def test_sparsify_threshold_and_dilation_by_hand():

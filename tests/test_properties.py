@@ -91,10 +91,11 @@ def test_threshold_error_is_bounded_without_drift(name):
 
 
 @pytest.mark.xfail(
-    strict=True,
-    reason="known defect: bfloat16 deltas are rounded at every layer's output and the rounding is not fed back "
-    "(sparsify sets ref = x, the activation emits f(acc + a) - f(acc)), so the accumulated states random-walk "
-    "away from the dense values: error 0.009 -> 0.041 over 400 frames on residual_stack, dense bf16 0.010",
+    reason="known defect, narrowed: sparsify and the activations feed their rounding back (tests/test_feedback.py), "
+    "but a stateless linear layer (conv, affine, add, pool) still rounds its output delta to bfloat16 every frame "
+    "and the consumer accumulates those roundings: per-layer state error grows 2.2-2.9x over 400 frames on "
+    "residual_stack and depthwise_separable (flat when the linear outputs are kept in float32). Not strict: on "
+    "some GPUs the error stays under the bound by chance",
 )
 @pytest.mark.parametrize("name", ["residual_stack", "depthwise_separable"])
 def test_bfloat16_deltas_do_not_drift(name):

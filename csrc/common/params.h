@@ -76,10 +76,11 @@ constexpr int kActKindCount = 12;
 // Truncation test of an output update (the int32 attribute 'truncation').
 enum class TruncMode : int { kMax = 0, kL2 = 1, kRms = 2, kNone = 3 };
 
-// Element-wise non-linearity on a delta with truncation; acc/res updated in place:
-// a = res + d, y = f(acc + a) - f(acc); kept pixels emit y, acc += a, res = 0; dropped ones keep res = a.
-// With y != nullptr the input delta is the add of two deltas (x + y, union of masks, rounded to dtype):
-// the residual add fused with the activation that follows it.
+// Element-wise non-linearity on a delta with truncation and error feedback; acc/sent updated in place:
+// at an active pixel acc += d, y = f(acc) - sent; kept pixels emit v = y rounded to dtype and sent += v, dropped
+// ones leave sent (what was not sent, by truncation or rounding, is in the next update).
+// With y != nullptr the input delta is the add of two deltas (x + y in float32, union of masks): the residual
+// add fused with the activation that follows it.
 struct ActivationParams {
   int64_t n = 0, h = 0, w = 0, c = 0;
   ActKind act = ActKind::kRelu;
@@ -95,7 +96,7 @@ struct ActivationParams {
   const float* scale = nullptr;     // optional [C] float32: x's update is x * scale (a fused batch-norm scale),
   int64_t scale_group = 0;          // or [B, C] under vmap: row i / scale_group for pixel i (0: one row)
   float* acc = nullptr;             // [N, H, W, C] float32, in place
-  float* res = nullptr;             // [N, H, W, C] float32, in place
+  float* sent = nullptr;            // [N, H, W, C] float32, in place: the sum of the emitted updates
   void* out = nullptr;              // [N, H, W, C] dtype, written at kept pixels only
   uint8_t* out_mask = nullptr;      // [N, H, W]
 };

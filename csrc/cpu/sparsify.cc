@@ -10,6 +10,16 @@
 namespace deltajax::cpu {
 namespace {
 
+// The update of one value: x - ref rounded to T; ref becomes what was sent (x itself when the update is exact), so
+// a rounding is sent with the next update (error feedback).
+template <typename T>
+inline T emit(float x, float& ref) {
+  const float diff = x - ref;
+  const T v = from_float<T>(diff);
+  ref = to_float(v) == diff ? x : ref + to_float(v);
+  return v;
+}
+
 // Without dilation one pass decides and emits each pixel while its x and ref rows are in cache.
 template <typename T>
 void sparsify_fused(const SparsifyParams& p) {
@@ -26,11 +36,7 @@ void sparsify_fused(const SparsifyParams& p) {
     p.mask[i] = active;
     if (!active) continue;
     T* __restrict vi = values + i * c;
-    for (int64_t k = 0; k < c; ++k) {
-      const float xv = to_float(xi[k]);
-      vi[k] = from_float<T>(xv - ri[k]);
-      ri[k] = xv;
-    }
+    for (int64_t k = 0; k < c; ++k) vi[k] = emit<T>(to_float(xi[k]), ri[k]);
   }
 }
 
@@ -58,11 +64,7 @@ void sparsify_typed(const SparsifyParams& p) {
     const T* xi = x + i * p.c;
     float* ri = p.ref + i * p.c;
     T* vi = values + i * p.c;
-    for (int64_t k = 0; k < p.c; ++k) {
-      const float xv = to_float(xi[k]);
-      vi[k] = from_float<T>(xv - ri[k]);
-      ri[k] = xv;
-    }
+    for (int64_t k = 0; k < p.c; ++k) vi[k] = emit<T>(to_float(xi[k]), ri[k]);
   }
 }
 

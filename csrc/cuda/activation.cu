@@ -7,10 +7,11 @@
 namespace deltajax::cuda {
 namespace {
 
-// Lanes of a pixel: the input update, the truncation score (reduced across the pixel's lanes), then the kept or
-// residual update. A lane takes V consecutive channels per access (V = 4 where C allows: 16-byte float32 state
-// loads). Pixels with no input update only get out_mask = 0. The residual a = res + d is formed the same way in
-// both passes, so the score tests exactly the update that is kept.
+// Lanes of a pixel: the input update, the truncation score (reduced across the pixel's lanes), then the emitted
+// update. A lane takes V consecutive channels per access (V = 4 where C allows: 16-byte float32 state loads).
+// Pixels with no input update only get out_mask = 0. Error feedback: acc takes the update, the output is
+// f(acc) - sent, and sent takes the value emitted after its rounding to T; both passes form acc + d the same way,
+// so the score tests exactly the update that is emitted.
 template <typename T, int V, class F>
 __global__ void __launch_bounds__(kBlock) activation_kernel(ActivationParams p, F f) {
   const T* x = static_cast<const T*>(p.x);
@@ -23,10 +24,10 @@ __global__ void __launch_bounds__(kBlock) activation_kernel(ActivationParams p, 
     const int64_t i = l.pixel, row = (i >= 0 ? i : 0) * c;  // a spare lane indexes pixel 0 and loads nothing
     const bool xm = i >= 0 && p.x_mask[i], ym = i >= 0 && y != nullptr && p.y_mask[i];
     float* acc = p.acc + row;
-    float* res = p.res + row;
+    float* sent = p.sent + row;
     const float* scale =
         p.scale == nullptr ? nullptr : p.scale + (p.scale_group ? (i >= 0 ? i : 0) / p.scale_group * c : 0);
-    // The input update of channels k .. k + V - 1: x (times the scale), or x + y rounded to T.
+    // The input update of channels k .. k + V - 1: x (times the scale), or x + y in float32.
     auto input_delta = [&](int64_t k, float(&d)[V]) {
       float other[V] = {};
       if (y == nullptr || xm) load_floats<V>(x + row + k, d);
@@ -38,18 +39,18 @@ __global__ void __launch_bounds__(kBlock) activation_kernel(ActivationParams p, 
       if (!xm)
         for (int j = 0; j < V; ++j) d[j] = 0.f;
       if (ym) load_floats<V>(y + row + k, other);
-      for (int j = 0; j < V; ++j) d[j] = to_float(from_float<T>(d[j] + other[j]));
+      for (int j = 0; j < V; ++j) d[j] += other[j];
     };
     float score = 0.f;
     if (p.truncation != TruncMode::kNone) {
 #pragma unroll 2
       for (int64_t k = l.sub * V; i >= 0 && k < c; k += l.group * V) {
-        float d[V], a[V], r[V];
+        float d[V], a[V], s[V];
         input_delta(k, d);
         load_floats<V>(acc + k, a);
-        load_floats<V>(res + k, r);
+        load_floats<V>(sent + k, s);
         for (int j = 0; j < V; ++j) {
-          const float dy = f.at(a[j] + (r[j] + d[j]), k + j) - f.at(a[j], k + j);
+          const float dy = f.at(a[j] + d[j], k + j) - s[j];
           score = p.truncation == TruncMode::kMax ? fmaxf(score, fabsf(dy)) : score + dy * dy;
         }
       }
@@ -65,27 +66,20 @@ __global__ void __launch_bounds__(kBlock) activation_kernel(ActivationParams p, 
     if (l.sub == 0) p.out_mask[i] = keep;
 #pragma unroll 2
     for (int64_t k = l.sub * V; k < c; k += l.group * V) {
-      float d[V], r[V];
+      float d[V], a[V];
       input_delta(k, d);
-      load_floats<V>(res + k, r);
-      if (!keep) {
-        for (int j = 0; j < V; ++j) r[j] += d[j];
-        store_floats<V>(res + k, r);
-        continue;
-      }
-      float a[V], y_delta[V];
       load_floats<V>(acc + k, a);
-      bool had_residual = false;
-      for (int j = 0; j < V; ++j) {
-        const float update = r[j] + d[j];
-        y_delta[j] = f.at(a[j] + update, k + j) - f.at(a[j], k + j);
-        a[j] += update;
-        had_residual |= r[j] != 0.f;
-        r[j] = 0.f;
-      }
-      store_floats<V>(out + row + k, y_delta);
+      for (int j = 0; j < V; ++j) a[j] += d[j];
       store_floats<V>(acc + k, a);
-      if (had_residual) store_floats<V>(res + k, r);  // usually already 0: no store
+      if (!keep) continue;
+      float s[V], v[V];
+      load_floats<V>(sent + k, s);
+      for (int j = 0; j < V; ++j) {
+        v[j] = to_float(from_float<T>(f.at(a[j], k + j) - s[j]));
+        s[j] += v[j];
+      }
+      store_floats<V>(out + row + k, v);
+      store_floats<V>(sent + k, s);
     }
   });
 }
@@ -98,7 +92,7 @@ cudaError_t activation(const ActivationParams& p, cudaStream_t stream) {
   return dispatch_dtype(p.dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
     constexpr int kV = 4;  // 16-byte float32 accesses; the dtype's pointers need kV * sizeof(T)
-    const bool vector = p.c % kV == 0 && aligned(p.acc, 16) && aligned(p.res, 16) && aligned(p.x, kV * sizeof(T)) &&
+    const bool vector = p.c % kV == 0 && aligned(p.acc, 16) && aligned(p.sent, 16) && aligned(p.x, kV * sizeof(T)) &&
                         aligned(p.y, kV * sizeof(T)) && aligned(p.out, kV * sizeof(T));
     with_activation(p.act, p.negative_slope, p.slopes, [&](auto f) {
       if (vector)

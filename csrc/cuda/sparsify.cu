@@ -49,7 +49,8 @@ __global__ void dilate_kernel(SparsifyParams p) {
   }
 }
 
-// values = x - ref and ref = x at the active pixels.
+// values = x - ref rounded to T at the active pixels; ref becomes what was sent (x itself when the update is exact),
+// so a rounding is sent with the next update (error feedback).
 template <typename T>
 __global__ void __launch_bounds__(kBlock) emit_kernel(SparsifyParams p) {
   const T* x = static_cast<const T*>(p.x);
@@ -57,9 +58,10 @@ __global__ void __launch_bounds__(kBlock) emit_kernel(SparsifyParams p) {
   for_each_pixel(p.n * p.h * p.w, p.c, [&](int64_t i, int sub, int group) {
     if (i < 0 || !p.mask[i]) return;
     for (int64_t k = sub; k < p.c; k += group) {
-      const float xv = to_float(x[i * p.c + k]);
-      values[i * p.c + k] = from_float<T>(xv - p.ref[i * p.c + k]);
-      p.ref[i * p.c + k] = xv;
+      const float xv = to_float(x[i * p.c + k]), ref = p.ref[i * p.c + k], diff = xv - ref;
+      const T v = from_float<T>(diff);
+      values[i * p.c + k] = v;
+      p.ref[i * p.c + k] = to_float(v) == diff ? xv : ref + to_float(v);
     }
   });
 }

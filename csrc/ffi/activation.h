@@ -1,7 +1,7 @@
 // deltajax_activation: x [N,H,W,C], x_mask [N,H,W] bool, scale [C] f32 (x's update is x * scale),
-//   acc, res [N,H,W,C] f32 (aliased to their results) -> out [N,H,W,C] (x's dtype), out_mask [N,H,W] bool, acc, res.
-// deltajax_prelu: x, x_mask, scale, slopes [C] f32 (act must be prelu), acc, res -> the same as activation.
-// deltajax_add_activation: x, x_mask, y, y_mask (f of the update x + y, fused; no scale), acc, res -> the same.
+//   acc, sent [N,H,W,C] f32 (aliased to their results) -> out [N,H,W,C] (x's dtype), out_mask [N,H,W] bool, acc, sent.
+// deltajax_prelu: x, x_mask, scale, slopes [C] f32 (act must be prelu), acc, sent -> the same as activation.
+// deltajax_add_activation: x, x_mask, y, y_mask (f of the update x + y, fused; no scale), acc, sent -> the same.
 // Attributes: act (ActKind), negative_slope, truncation (TruncMode), threshold.
 #pragma once
 
@@ -18,9 +18,9 @@ using namespace deltajax::ffi_util;
 // Validates the activation's attributes, results and state (aliased in place) and fills p; launches nothing.
 template <class B>
 ffi::Error ActivationSetup(const std::string& op, typename B::Stream stream, ActivationParams& p,
-                           const ffi::AnyBuffer& x, const ffi::AnyBuffer& acc, const ffi::AnyBuffer& res,
+                           const ffi::AnyBuffer& x, const ffi::AnyBuffer& acc, const ffi::AnyBuffer& sent,
                            ffi::AnyBuffer& out, ffi::AnyBuffer& out_mask, ffi::AnyBuffer& acc_out,
-                           ffi::AnyBuffer& res_out, int32_t act, float negative_slope, int32_t truncation,
+                           ffi::AnyBuffer& sent_out, int32_t act, float negative_slope, int32_t truncation,
                            float threshold) {
   if (act < 0 || act >= kActKindCount)
     return invalid(op, "attribute 'act' must be an ActKind in [0, " + std::to_string(kActKindCount) + "), got " +
@@ -32,7 +32,7 @@ ffi::Error ActivationSetup(const std::string& op, typename B::Stream stream, Act
   DELTAJAX_RETURN_IF_ERROR(values_result(op, "out", out, x, dims_of(x)));
   DELTAJAX_RETURN_IF_ERROR(mask_result(op, "out_mask", out_mask, without_channels(x)));
   DELTAJAX_RETURN_IF_ERROR(state_in_place<B>(op, "acc", acc, acc_out, dims_of(x), stream, &p.acc));
-  DELTAJAX_RETURN_IF_ERROR(state_in_place<B>(op, "res", res, res_out, dims_of(x), stream, &p.res));
+  DELTAJAX_RETURN_IF_ERROR(state_in_place<B>(op, "sent", sent, sent_out, dims_of(x), stream, &p.sent));
   p.act = static_cast<ActKind>(act);
   if ((p.act == ActKind::kPRelu) != (p.slopes != nullptr))
     return invalid(op, "attribute 'act' must be prelu (" + std::to_string(static_cast<int>(ActKind::kPRelu)) +
@@ -51,8 +51,8 @@ ffi::Error ActivationSetup(const std::string& op, typename B::Stream stream, Act
 template <class B>
 ffi::Error ScaledActivation(const std::string& op, typename B::Stream stream, const ffi::AnyBuffer& x,
                             const ffi::AnyBuffer& x_mask, const ffi::AnyBuffer& scale, const ffi::AnyBuffer* slopes,
-                            const ffi::AnyBuffer& acc, const ffi::AnyBuffer& res, ffi::AnyBuffer& out,
-                            ffi::AnyBuffer& out_mask, ffi::AnyBuffer& acc_out, ffi::AnyBuffer& res_out, int32_t act,
+                            const ffi::AnyBuffer& acc, const ffi::AnyBuffer& sent, ffi::AnyBuffer& out,
+                            ffi::AnyBuffer& out_mask, ffi::AnyBuffer& acc_out, ffi::AnyBuffer& sent_out, int32_t act,
                             float negative_slope, int32_t truncation, float threshold) {
   ActivationParams p;
   DELTAJAX_RETURN_IF_ERROR(delta_arg(op, "x", "x_mask", x, x_mask, &p.n, &p.h, &p.w, &p.c, &p.dtype));
@@ -74,37 +74,37 @@ ffi::Error ScaledActivation(const std::string& op, typename B::Stream stream, co
   }
   p.x_mask = static_cast<const uint8_t*>(x_mask.untyped_data());
   p.scale = static_cast<const float*>(scale.untyped_data());
-  DELTAJAX_RETURN_IF_ERROR(ActivationSetup<B>(op, stream, p, x, acc, res, out, out_mask, acc_out, res_out, act,
+  DELTAJAX_RETURN_IF_ERROR(ActivationSetup<B>(op, stream, p, x, acc, sent, out, out_mask, acc_out, sent_out, act,
                                               negative_slope, truncation, threshold));
   return B::activation(p, stream);
 }
 
 template <class B>
 ffi::Error Activation(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer x_mask, ffi::AnyBuffer scale,
-                      ffi::AnyBuffer acc, ffi::AnyBuffer res, ffi::Result<ffi::AnyBuffer> out,
+                      ffi::AnyBuffer acc, ffi::AnyBuffer sent, ffi::Result<ffi::AnyBuffer> out,
                       ffi::Result<ffi::AnyBuffer> out_mask, ffi::Result<ffi::AnyBuffer> acc_out,
-                      ffi::Result<ffi::AnyBuffer> res_out, int32_t act, float negative_slope, int32_t truncation,
+                      ffi::Result<ffi::AnyBuffer> sent_out, int32_t act, float negative_slope, int32_t truncation,
                       float threshold) {
-  return ScaledActivation<B>("activation", stream, x, x_mask, scale, nullptr, acc, res, *out, *out_mask, *acc_out,
-                             *res_out, act, negative_slope, truncation, threshold);
+  return ScaledActivation<B>("activation", stream, x, x_mask, scale, nullptr, acc, sent, *out, *out_mask, *acc_out,
+                             *sent_out, act, negative_slope, truncation, threshold);
 }
 
 template <class B>
 ffi::Error PRelu(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer x_mask, ffi::AnyBuffer scale,
-                 ffi::AnyBuffer slopes, ffi::AnyBuffer acc, ffi::AnyBuffer res, ffi::Result<ffi::AnyBuffer> out,
+                 ffi::AnyBuffer slopes, ffi::AnyBuffer acc, ffi::AnyBuffer sent, ffi::Result<ffi::AnyBuffer> out,
                  ffi::Result<ffi::AnyBuffer> out_mask, ffi::Result<ffi::AnyBuffer> acc_out,
-                 ffi::Result<ffi::AnyBuffer> res_out, int32_t act, float negative_slope, int32_t truncation,
+                 ffi::Result<ffi::AnyBuffer> sent_out, int32_t act, float negative_slope, int32_t truncation,
                  float threshold) {
-  return ScaledActivation<B>("prelu", stream, x, x_mask, scale, &slopes, acc, res, *out, *out_mask, *acc_out, *res_out,
-                             act, negative_slope, truncation, threshold);
+  return ScaledActivation<B>("prelu", stream, x, x_mask, scale, &slopes, acc, sent, *out, *out_mask, *acc_out,
+                             *sent_out, act, negative_slope, truncation, threshold);
 }
 
 template <class B>
 ffi::Error AddActivation(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer x_mask, ffi::AnyBuffer y,
-                         ffi::AnyBuffer y_mask, ffi::AnyBuffer acc, ffi::AnyBuffer res, ffi::Result<ffi::AnyBuffer> out,
-                         ffi::Result<ffi::AnyBuffer> out_mask, ffi::Result<ffi::AnyBuffer> acc_out,
-                         ffi::Result<ffi::AnyBuffer> res_out, int32_t act, float negative_slope, int32_t truncation,
-                         float threshold) {
+                         ffi::AnyBuffer y_mask, ffi::AnyBuffer acc, ffi::AnyBuffer sent,
+                         ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> out_mask,
+                         ffi::Result<ffi::AnyBuffer> acc_out, ffi::Result<ffi::AnyBuffer> sent_out, int32_t act,
+                         float negative_slope, int32_t truncation, float threshold) {
   const std::string op = "add_activation";
   ActivationParams p;
   DELTAJAX_RETURN_IF_ERROR(delta_arg(op, "x", "x_mask", x, x_mask, &p.n, &p.h, &p.w, &p.c, &p.dtype));
@@ -115,7 +115,7 @@ ffi::Error AddActivation(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBu
   p.x_mask = static_cast<const uint8_t*>(x_mask.untyped_data());
   p.y = y.untyped_data();
   p.y_mask = static_cast<const uint8_t*>(y_mask.untyped_data());
-  DELTAJAX_RETURN_IF_ERROR(ActivationSetup<B>(op, stream, p, x, acc, res, *out, *out_mask, *acc_out, *res_out, act,
+  DELTAJAX_RETURN_IF_ERROR(ActivationSetup<B>(op, stream, p, x, acc, sent, *out, *out_mask, *acc_out, *sent_out, act,
                                               negative_slope, truncation, threshold));
   return B::activation(p, stream);
 }
@@ -131,17 +131,17 @@ auto WithActivationAttrs(Binding binding) {  // Binding's methods take *this as 
 }
 
 template <class B>
-auto ActivationBinding() {  // x, x_mask, scale, acc, res -> out, out_mask, acc, res
+auto ActivationBinding() {  // x, x_mask, scale, acc, sent -> out, out_mask, acc, sent
   return WithActivationAttrs(BindBuffers<B, 5, 4>());
 }
 
 template <class B>
-auto PReluBinding() {  // x, x_mask, scale, slopes, acc, res -> out, out_mask, acc, res
+auto PReluBinding() {  // x, x_mask, scale, slopes, acc, sent -> out, out_mask, acc, sent
   return WithActivationAttrs(BindBuffers<B, 6, 4>());
 }
 
 template <class B>
-auto AddActivationBinding() {  // x, x_mask, y, y_mask, acc, res -> out, out_mask, acc, res
+auto AddActivationBinding() {  // x, x_mask, y, y_mask, acc, sent -> out, out_mask, acc, sent
   return WithActivationAttrs(BindBuffers<B, 6, 4>());
 }
 

@@ -1,7 +1,7 @@
 // deltajax_conv_activation: a delta convolution and the activation rule on its output in one pass.
 //   values [N,H,W,Cin], mask [N,H,W] bool, kernel [kh,kw,Cin/g,Cout] (values' dtype), scale [Cout] f32 (the conv
-//   output's update is multiplied by it: a batch-norm scale), acc, res [N,Ho,Wo,Cout] f32 (aliased to their results)
-//   -> out [N,Ho,Wo,Cout] (values' dtype), out_mask [N,Ho,Wo] bool (the rule's: kept pixels), acc, res,
+//   output's update is multiplied by it: a batch-norm scale), acc, sent [N,Ho,Wo,Cout] f32 (aliased to their results)
+//   -> out [N,Ho,Wo,Cout] (values' dtype), out_mask [N,Ho,Wo] bool (the rule's: kept pixels), acc, sent,
 //      conv_mask [N,Ho,Wo] bool (the convolution's output mask), workspace [N*Ho*Wo+1] int32.
 // Attributes: the convolution's (conv.h), then the activation's (activation.h). Registered for the CPU only;
 // elsewhere ops.conv_activation runs the two ops.
@@ -14,13 +14,13 @@ namespace deltajax::ffi_ops {
 
 template <class B>
 ffi::Error ConvActivation(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer mask, ffi::AnyBuffer kernel,
-                          ffi::AnyBuffer scale, ffi::AnyBuffer acc, ffi::AnyBuffer res, ffi::Result<ffi::AnyBuffer> out,
-                          ffi::Result<ffi::AnyBuffer> out_mask, ffi::Result<ffi::AnyBuffer> acc_out,
-                          ffi::Result<ffi::AnyBuffer> res_out, ffi::Result<ffi::AnyBuffer> conv_mask,
-                          ffi::Result<ffi::AnyBuffer> workspace, int32_t stride_h, int32_t stride_w, int32_t pad_top,
-                          int32_t pad_left, int32_t lhs_dil_h, int32_t lhs_dil_w, int32_t rhs_dil_h, int32_t rhs_dil_w,
-                          int32_t groups, int32_t precision, int32_t act, float negative_slope, int32_t truncation,
-                          float threshold) {
+                          ffi::AnyBuffer scale, ffi::AnyBuffer acc, ffi::AnyBuffer sent,
+                          ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> out_mask,
+                          ffi::Result<ffi::AnyBuffer> acc_out, ffi::Result<ffi::AnyBuffer> sent_out,
+                          ffi::Result<ffi::AnyBuffer> conv_mask, ffi::Result<ffi::AnyBuffer> workspace,
+                          int32_t stride_h, int32_t stride_w, int32_t pad_top, int32_t pad_left, int32_t lhs_dil_h,
+                          int32_t lhs_dil_w, int32_t rhs_dil_h, int32_t rhs_dil_w, int32_t groups, int32_t precision,
+                          int32_t act, float negative_slope, int32_t truncation, float threshold) {
   const std::string op = "conv_activation";
   ConvParams cp;
   DELTAJAX_RETURN_IF_ERROR(ConvSetup(op, x, mask, kernel, &*out, &*conv_mask, &*workspace, stride_h, stride_w, pad_top,
@@ -36,13 +36,13 @@ ffi::Error ConvActivation(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyB
   ap.x_mask = cp.out_mask;
   ap.scale = static_cast<const float*>(scale.untyped_data());
   // The rule reads the conv's output and writes its own in place: `out` is both its x and its out.
-  DELTAJAX_RETURN_IF_ERROR(ActivationSetup<B>(op, stream, ap, *out, acc, res, *out, *out_mask, *acc_out, *res_out, act,
-                                              negative_slope, truncation, threshold));
+  DELTAJAX_RETURN_IF_ERROR(ActivationSetup<B>(op, stream, ap, *out, acc, sent, *out, *out_mask, *acc_out, *sent_out,
+                                              act, negative_slope, truncation, threshold));
   return B::conv_activation(cp, ap, stream);
 }
 
 template <class B>
-auto ConvActivationBinding() {  // values, mask, kernel, scale, acc, res -> out, out_mask, acc, res, conv_mask, ws
+auto ConvActivationBinding() {  // values, mask, kernel, scale, acc, sent -> out, out_mask, acc, sent, conv_mask, ws
   return WithActivationAttrs(WithConvAttrs(BindBuffers<B, 6, 6>()));
 }
 

@@ -74,11 +74,11 @@ def add_activation(
             f"and {y.shape} {y.dtype}"
         )
     check_state("add_activation", "state.acc", state.acc, x.shape, "add_activation_init")
-    check_state("add_activation", "state.res", state.res, x.shape, "add_activation_init")
-    values, keep, acc, res = activation_dispatch(
-        "deltajax_add_activation", act, truncation, (x.values, x.mask, y.values, y.mask), (state.acc, state.res)
+    check_state("add_activation", "state.sent", state.sent, x.shape, "add_activation_init")
+    values, keep, acc, sent = activation_dispatch(
+        "deltajax_add_activation", act, truncation, (x.values, x.mask, y.values, y.mask), (state.acc, state.sent)
     )
-    return Delta(values, keep), ActivationState(acc, res)
+    return Delta(values, keep), ActivationState(acc, sent)
 
 
 def concat(xs: Sequence[jax.Array | Delta]) -> jax.Array | Delta:

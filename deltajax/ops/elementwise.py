@@ -1,9 +1,14 @@
 """Element-wise non-linearities on deltas, with truncation (delta-semantics.md section 4).
 
-State per layer: ``acc`` (accumulated input) and ``res`` (truncated residual),
-both float32 ``[N, H, W, C]``. For an active pixel ``a = res + d``,
-``y = f(acc + a) - f(acc)``; if ``y`` passes the truncation test it is
-emitted and ``acc += a, res = 0``, else the pixel is dropped and ``res = a``.
+State per layer: ``acc`` (all input received so far) and ``sent`` (the sum of
+the outputs actually emitted, as rounded to the delta dtype), both float32
+``[N, H, W, C]``. For an active pixel ``acc += d`` and ``y = f(acc) - sent``;
+if ``y`` passes the truncation test it is emitted, rounded to the delta dtype
+``v``, and ``sent += v``; else the pixel is dropped and ``sent`` waits. This is
+the spec's ``acc``/``res`` rule (``acc`` here is its ``acc + res``) with error
+feedback: a rounding or truncation of one frame is emitted on the next, so a
+consumer's accumulated input equals ``f(acc)`` rounded once, never a sum of
+independently rounded updates.
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ from deltajax.ops._delta import (
     check_state,
     check_vector,
     per_channel,
-    zeros_state,
 )
 from deltajax.ops.config import Truncation
 
@@ -129,10 +133,10 @@ def as_activation(op: str, act) -> Activation:
 
 
 class ActivationState(NamedTuple):
-    """``acc``: accumulated input; ``res``: truncated residual. Both ``[N, H, W, C]`` float32."""
+    """``acc``: accumulated input; ``sent``: accumulated emitted output. Both ``[N, H, W, C]`` float32."""
 
     acc: jax.Array
-    res: jax.Array
+    sent: jax.Array
 
 
 def passes_truncation(y: jax.Array, truncation: Truncation) -> jax.Array:
@@ -153,7 +157,8 @@ def activation_init(x: jax.Array, activation="relu") -> tuple[jax.Array, Activat
     act = as_activation("activation_init", activation)
     check_nhwc("activation_init", "x", x)
     acc = x.astype(STATE_DTYPE)
-    return act(acc).astype(x.dtype), ActivationState(acc, zeros_state(x.shape))
+    y = act(acc).astype(x.dtype)
+    return y, ActivationState(acc, y.astype(STATE_DTYPE))
 
 
 def activation(
@@ -182,15 +187,15 @@ def activation(
     act = as_activation("activation", activation)
     check_delta("activation", "x", x)
     check_state("activation", "state.acc", state.acc, x.shape, "activation_init")
-    check_state("activation", "state.res", state.res, x.shape, "activation_init")
+    check_state("activation", "state.sent", state.sent, x.shape, "activation_init")
     check_vector("activation", "scale", scale, x.shape[-1])
     if act.slopes:
         check_vector("activation", "activation.slopes", act.slopes, x.shape[-1])
     scale = jnp.ones(x.shape[-1:], jnp.float32) if scale is None else jnp.asarray(scale, jnp.float32)
-    values, keep, acc, res = activation_dispatch(
-        "deltajax_activation", act, truncation, (x.values, x.mask, scale), (state.acc, state.res)
+    values, keep, acc, sent = activation_dispatch(
+        "deltajax_activation", act, truncation, (x.values, x.mask, scale), (state.acc, state.sent)
     )
-    return Delta(values, keep), ActivationState(acc, res)
+    return Delta(values, keep), ActivationState(acc, sent)
 
 
 def activation_dispatch(target: str, act: Activation, truncation: Truncation, inputs, state):
@@ -206,23 +211,26 @@ def activation_dispatch(target: str, act: Activation, truncation: Truncation, in
 
 
 def _activation_reference(*args, act: Activation, truncation: Truncation):
-    *inputs, acc, res = args
-    if len(inputs) == 4:  # add fused with the activation: add first, rounded to the values' dtype
+    *inputs, acc, sent = args
+    if len(inputs) == 4:  # add fused with the activation: the float32 sum, never rounded before it accumulates
         xv, xm, yv, ym = inputs
-        summed = Delta(xv, xm).masked_values(jnp.float32) + Delta(yv, ym).masked_values(jnp.float32)
-        x, scale = Delta(summed.astype(xv.dtype), xm | ym), None
+        update = Delta(xv, xm).masked_values(STATE_DTYPE) + Delta(yv, ym).masked_values(STATE_DTYPE)
+        mask, dtype = xm | ym, xv.dtype
     else:
-        xv, xm, scale = inputs
-        x = Delta(xv, xm)
-    update = x.masked_values(STATE_DTYPE)
-    a = res + (update if scale is None else update * per_channel(scale, update.ndim))
-    y = act(acc + a) - act(acc)
-    keep = x.mask & passes_truncation(y, truncation)
-    k = keep[..., None]
-    values = jnp.where(k, y, 0.0).astype(x.dtype)
-    new_acc = jnp.where(k, acc + a, acc)
-    new_res = jnp.where(k, 0.0, jnp.where(x.mask[..., None], a, res))
-    return values, keep, new_acc, new_res
+        xv, mask, scale = inputs
+        update = Delta(xv, mask).masked_values(STATE_DTYPE) * per_channel(scale, xv.ndim)
+        dtype = xv.dtype
+    m = mask[..., None]
+    new_acc = jnp.where(m, acc + update, acc)
+    y = act(new_acc) - sent
+    keep = mask & passes_truncation(y, truncation)
+    values = jnp.where(keep[..., None], y, 0.0).astype(dtype)
+    return values, keep, new_acc, _feed_back(sent, values, keep)
+
+
+def _feed_back(sent: jax.Array, values: jax.Array, keep: jax.Array) -> jax.Array:
+    """Error feedback: ``sent`` ``[N, H, W, C]`` float32 plus the ``values`` actually emitted at ``keep``."""
+    return jnp.where(keep[..., None], sent + values.astype(STATE_DTYPE), sent)
 
 
 def _activation_native(*args, target: str, act: Activation, truncation: Truncation):

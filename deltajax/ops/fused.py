@@ -59,28 +59,28 @@ def conv_activation(
     geometry = conv_geometry(op, x, kernel, None, strides=strides, padding=padding, dilation=dilation, groups=groups)
     out_shape = (x.shape[0], *output_size(x.values, kernel, geometry), kernel.shape[3])
     check_state(op, "state.acc", state.acc, out_shape, "activation_init")
-    check_state(op, "state.res", state.res, out_shape, "activation_init")
+    check_state(op, "state.sent", state.sent, out_shape, "activation_init")
     check_vector(op, "scale", scale, kernel.shape[3])
     scale = jnp.ones(kernel.shape[3:], jnp.float32) if scale is None else jnp.asarray(scale, jnp.float32)
 
-    def composed(values, mask, kernel, scale, acc, res):
+    def composed(values, mask, kernel, scale, acc, sent):
         c = linear_conv(Delta(values, mask), kernel, None, precision=precision, **geometry)
-        y, new = activation(ActivationState(acc, res), c, act, truncation, scale=scale)
-        return y.values, y.mask, new.acc, new.res, c.mask
+        y, new = activation(ActivationState(acc, sent), c, act, truncation, scale=scale)
+        return y.values, y.mask, new.acc, new.sent, c.mask
 
-    args = (x.values, x.mask, kernel.astype(x.dtype), scale, state.acc, state.res)
+    args = (x.values, x.mask, kernel.astype(x.dtype), scale, state.acc, state.sent)
     if has_native_kernel(act) and not act.slopes:  # a named activation: the fused kernel (prelu: conv, then prelu)
         native = functools.partial(_native, geometry=geometry, act=act, truncation=truncation, precision=precision)
-        values, keep, acc, res, conv_mask = dispatch("deltajax_conv_activation", composed, native, *args)
+        values, keep, acc, sent, conv_mask = dispatch("deltajax_conv_activation", composed, native, *args)
     else:
-        values, keep, acc, res, conv_mask = composed(*args)
-    return Delta(values, keep), ActivationState(acc, res), conv_mask
+        values, keep, acc, sent, conv_mask = composed(*args)
+    return Delta(values, keep), ActivationState(acc, sent), conv_mask
 
 
-def _native(values, mask, kernel, scale, acc, res, *, geometry, act, truncation, precision):
+def _native(values, mask, kernel, scale, acc, sent, *, geometry, act, truncation, precision):
     n, (ho, wo) = values.shape[0], output_size(values, kernel, geometry)
     shape = (n, ho, wo, kernel.shape[3])
-    out, keep, acc, res, conv_mask, _ = jax.ffi.ffi_call(
+    out, keep, acc, sent, conv_mask, _ = jax.ffi.ffi_call(
         "deltajax_conv_activation",
         (
             jax.ShapeDtypeStruct(shape, values.dtype),
@@ -98,8 +98,8 @@ def _native(values, mask, kernel, scale, acc, res, *, geometry, act, truncation,
         kernel,
         scale,
         acc,
-        res,
+        sent,
         **native_conv_attrs(geometry, precision),
         **native_activation_attrs(act, truncation),
     )
-    return out, keep, acc, res, conv_mask
+    return out, keep, acc, sent, conv_mask

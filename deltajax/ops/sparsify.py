@@ -61,8 +61,10 @@ def sparsify(
     """Turns a dense frame ``[N, H, W, C]`` into a Delta against the reference.
 
     A pixel is active when ``max_c |x - ref| > config.threshold`` (after the
-    optional dilation of the activity map); active pixels emit ``x - ref`` and
-    set ``ref = x``, inactive ones keep ``ref`` so slow drift accumulates.
+    optional dilation of the activity map); active pixels emit ``v = x - ref``
+    rounded to ``x``'s dtype and set ``ref += v`` (``ref = x`` when ``v`` is exact:
+    the reference is what was actually sent, so a rounding is sent on the next
+    frame), inactive ones keep ``ref`` so slow drift accumulates.
 
     Example:
       >>> frame0 = jnp.zeros((1, 4, 4, 3)); frame1 = frame0.at[0, 1, 2].set(1.0)
@@ -84,11 +86,14 @@ def sparsify(
 
 
 def _sparsify_reference(ref, x, *, config):
-    diff = x.astype(STATE_DTYPE) - ref
+    x32 = x.astype(STATE_DTYPE)
+    diff = x32 - ref
     active = jnp.max(jnp.abs(diff), axis=-1) > config.threshold
     mask = dilate_mask(active, config.dilation)
     m = mask[..., None]
-    return jnp.where(m, diff, 0.0).astype(x.dtype), mask, jnp.where(m, x.astype(STATE_DTYPE), ref)
+    values = jnp.where(m, diff, 0.0).astype(x.dtype)
+    sent = values.astype(STATE_DTYPE)
+    return values, mask, jnp.where(m, jnp.where(sent == diff, x32, ref + sent), ref)
 
 
 def _sparsify_native(ref, x, *, config):

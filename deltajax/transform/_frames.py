@@ -18,8 +18,8 @@ from deltajax.backend import reference_forced
 SKIP, DELTA, DENSE = 0, 1, 2
 MODE_NAMES = ("skip", "delta", "dense")
 
-# Input active fraction above which a delta step costs more than a dense frame, per backend, when
-# DeltaConfig.keyframe_above is "auto". Measured with `deltajax benchmark --crossover` (benchmarks/README tables):
+# Input tile activity (tile_activity) above which a delta step costs more than a dense frame, per backend, when
+# DeltaConfig.keyframe_above is "auto". Measured with `python -m benchmarks.crossover` (README, "Frame modes"):
 # - cpu (native kernels, 2-core VM, EfficientNet-Lite0 / MobileNetV2 at 768x432): the delta step stays faster
 #   than XLA:CPU's dense frame with every input pixel active (its depthwise convolutions are slow), so never;
 # - cuda (H200, bf16 / TF32): see README "Frame modes";
@@ -37,15 +37,28 @@ def auto_crossover() -> jax.Array:
     return lax.platform_dependent(default=default, **branches) if branches else default()
 
 
+TILE = 16  # pixels per side of the tiles whose activity decides between a delta step and a dense frame
+
+
+def tile_activity(mask: jax.Array, tile: int = TILE) -> jax.Array:
+    """Fraction of ``tile`` x ``tile`` tiles of ``mask`` ``[N, H, W]`` holding an active pixel (float32 scalar;
+    edge tiles are partial). A better predictor of a step's cost than the pixel fraction: scattered changes
+    (noise) light up every tile, and every layer below them, where a moving object lights up only its own."""
+    n, h, w = mask.shape
+    padded = jnp.pad(mask, ((0, 0), (0, -h % tile), (0, -w % tile)))
+    tiles = padded.reshape(n, padded.shape[1] // tile, tile, padded.shape[2] // tile, tile)
+    return jnp.mean(jnp.any(tiles, axis=(2, 4)), dtype=jnp.float32)
+
+
 def choose_mode(active: jax.Array, nonfinite: jax.Array, restart: jax.Array, forced: jax.Array, crossover) -> jax.Array:
     """The frame's mode (int32 scalar: SKIP, DELTA or DENSE).
 
     Args:
-      active: fraction of input pixels the sparsify found active (all streams).
+      active: activity of the input's update (``tile_activity``, all streams): 0 when nothing changed.
       nonfinite: number of non-finite values in the frame.
       restart: the previous frame was non-finite: its state must be rebuilt.
       forced: a keyframe was asked for (``keyframe_every``).
-      crossover: active fraction above which the frame runs densely (None: never).
+      crossover: activity above which the frame runs densely (None: never).
     """
     dense = (nonfinite > 0) | restart | forced
     if crossover is not None:

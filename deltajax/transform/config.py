@@ -23,9 +23,10 @@ class DeltaConfig:
         ``Truncation`` for an ``.../act`` layer, a ``SparsifyConfig`` for
         ``input`` or a ``.../sparsify`` layer, or a float (the threshold, with
         the default mode). A mapping is accepted and stored as sorted pairs.
-      keyframe_above: a frame whose fraction of active input pixels (over all
-        streams) exceeds this runs densely and restarts the state, since a delta
-        step would cost more than a dense frame there. ``"auto"``: the crossover
+      keyframe_above: a frame whose fraction of active 16x16 input tiles (a
+        tile is active when any of its pixels is; over all streams) exceeds
+        this runs densely and restarts the state, since a delta step would cost
+        more than a dense frame there. ``"auto"``: the crossover
         measured for the platform (``deltajax.transform._frames.AUTO_CROSSOVER``);
         None: only non-finite frames (and the frame after one) run densely.
         Frames with no active input pixel are skipped in every setting.

@@ -135,7 +135,8 @@ class Stepper:
 
     def _program_key(self, args: tuple):
         leaves, treedef = jax.tree_util.tree_flatten(args)
-        return treedef, tuple(_spec(x) for x in leaves)
+        # A program traced inside shard_map belongs to that mesh (its avals name the mesh's manual axes).
+        return treedef, tuple(_spec(x) for x in leaves), jax.sharding.get_abstract_mesh()
 
     def _dense(self, args: tuple):
         """A dense frame: ``(output, layer states, stats)`` of a fresh start."""
@@ -180,7 +181,7 @@ class Stepper:
                 "this model; start the stream with stepper.init(*args)"
             )
         d, input_state = ops.sparsify(state.layers[INPUT], frame, input_config(self.config))
-        active = jnp.mean(d.mask, dtype=jnp.float32)
+        active = _frames.tile_activity(d.mask)
         nonfinite = _frames.count_nonfinite(frame)
         mode = _frames.choose_mode(active, nonfinite, state.restart, jnp.asarray(keyframe), self._crossover())
         static = self._static_stats(args)
@@ -205,7 +206,7 @@ class Stepper:
         """One frame: ``(output, new state)``; pure, jit-able with the state donated.
 
         The frame runs as a delta step, or is skipped when no input pixel changed, or runs densely (restarting
-        the state) when it holds non-finite values, follows such a frame, has more active input pixels than
+        the state) when it holds non-finite values, follows such a frame, has more active input tiles than
         ``config.keyframe_above``, or ``keyframe`` is True.
         """
         out, state, _ = self.step_with_stats(state, *args, keyframe=keyframe)

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "common/activation_fn.h"
@@ -17,30 +16,28 @@ namespace deltajax::cpu {
 inline namespace DELTAJAX_CPU_ISA_NS {
 namespace {
 
-// The rule at pixel i, active in x or y; a and dy are scratch rows of p.c floats.
+// The rule at pixel i, active in x or y; dy is a scratch row of p.c floats. acc takes the update, the output is
+// f(acc) less what was sent so far (error feedback), and sent takes the rounded value that is emitted.
 template <typename T, class F>
-inline void rule_at(const ActivationParams& p, F f, int64_t i, float* __restrict a, float* __restrict dy) {
+inline void rule_at(const ActivationParams& p, F f, int64_t i, float* __restrict dy) {
   const int64_t c = p.c;
   const T* y = static_cast<const T*>(p.y);
   const bool xm = p.x_mask[i], ym = y != nullptr && p.y_mask[i];
   float* __restrict acc = p.acc + i * c;
-  float* __restrict res = p.res + i * c;
+  float* __restrict sent = p.sent + i * c;
   const T* xi = static_cast<const T*>(p.x) + i * c;
   if (y == nullptr && p.scale != nullptr) {
     const float* scale = p.scale + (p.scale_group ? i / p.scale_group * c : 0);
-    for (int64_t k = 0; k < c; ++k) a[k] = res[k] + to_float(xi[k]) * scale[k];
+    for (int64_t k = 0; k < c; ++k) acc[k] += to_float(xi[k]) * scale[k];
   } else if (y == nullptr) {
-    for (int64_t k = 0; k < c; ++k) a[k] = res[k] + to_float(xi[k]);
+    for (int64_t k = 0; k < c; ++k) acc[k] += to_float(xi[k]);
   } else {
-    // The add rounds to the activation dtype before the activation reads it (as the unfused ops do).
+    // The add in float32: never rounded before the activation accumulates it.
     const T* yi = y + i * c;
-    for (int64_t k = 0; k < c; ++k) {
-      const float d = (xm ? to_float(xi[k]) : 0.f) + (ym ? to_float(yi[k]) : 0.f);
-      a[k] = res[k] + to_float(from_float<T>(d));
-    }
+    for (int64_t k = 0; k < c; ++k) acc[k] += (xm ? to_float(xi[k]) : 0.f) + (ym ? to_float(yi[k]) : 0.f);
   }
   // Vectorised (clamps as vector max / min: this file is compiled with -ffinite-math-only, CMakeLists.txt).
-  for (int64_t k = 0; k < c; ++k) dy[k] = f.at(acc[k] + a[k], k) - f.at(acc[k], k);
+  for (int64_t k = 0; k < c; ++k) dy[k] = f.at(acc[k], k) - sent[k];
   float score = 0.f;
   switch (p.truncation) {
     case TruncMode::kMax:
@@ -58,22 +55,12 @@ inline void rule_at(const ActivationParams& p, F f, int64_t i, float* __restrict
   if (p.truncation == TruncMode::kRms) score = std::sqrt(score / static_cast<float>(c));
   if (p.truncation != TruncMode::kNone) keep = score > p.threshold;
   p.out_mask[i] = keep;
-  if (keep) {
-    T* oi = static_cast<T*>(p.out) + i * c;  // may be x itself: x's row was read into a above
-    for (int64_t k = 0; k < c; ++k) {
-      oi[k] = from_float<T>(dy[k]);
-      acc[k] += a[k];
-    }
-    // The residual is usually all zero already: left clean, its cache lines are not written back to memory.
-    uint32_t residual_bits = 0;
-    for (int64_t k = 0; k < c; ++k) {
-      uint32_t bits;
-      std::memcpy(&bits, &res[k], sizeof bits);
-      residual_bits |= bits << 1;  // -0.0 counts as zero
-    }
-    if (residual_bits != 0) std::fill(res, res + c, 0.f);
-  } else {
-    for (int64_t k = 0; k < c; ++k) res[k] = a[k];
+  if (!keep) return;
+  T* oi = static_cast<T*>(p.out) + i * c;  // may be x itself: x's row was read into acc above
+  for (int64_t k = 0; k < c; ++k) {
+    const T v = from_float<T>(dy[k]);
+    oi[k] = v;
+    sent[k] += to_float(v);
   }
 }
 
@@ -83,14 +70,14 @@ void run(const ActivationParams& p, F f) {
   const int threads = threads_for(pixels * (1 + p.c));
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> scratch(2 * p.c);
+    std::vector<float> scratch(p.c);
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < pixels; ++i) {
       if (!p.x_mask[i] && !(p.y != nullptr && p.y_mask[i])) {
         p.out_mask[i] = 0;
         continue;
       }
-      rule_at<T>(p, f, i, scratch.data(), scratch.data() + p.c);
+      rule_at<T>(p, f, i, scratch.data());
     }
   }
 }
@@ -110,7 +97,7 @@ void DELTAJAX_ISA_FN(activation_compute)(const ActivationParams& p) {
 void DELTAJAX_ISA_FN(activation_at)(const ActivationParams& p, const int32_t* pixels, int64_t count, float* scratch) {
   dispatch_dtype(p.dtype, [&](auto tag) {
     with_activation(p.act, p.negative_slope, p.slopes, [&](auto f) {
-      for (int64_t k = 0; k < count; ++k) rule_at<decltype(tag)>(p, f, pixels[k], scratch, scratch + p.c);
+      for (int64_t k = 0; k < count; ++k) rule_at<decltype(tag)>(p, f, pixels[k], scratch);
     });
   });
 }

@@ -131,7 +131,7 @@ void general(const ConvParams& p, const int32_t* list, int64_t count, const Acti
   {
     Scratch<const T*> src(taps * kRows);
     Scratch<int32_t> live(taps);
-    Scratch<float> rule_rows(then ? 2 * p.cout : 0);
+    Scratch<float> rule_rows(then ? p.cout : 0);
     alignas(32) float acc[kRows * nr];
 #pragma omp for schedule(dynamic, 8)
     for (int64_t tile = 0; tile < tiles; ++tile) {
@@ -187,7 +187,7 @@ void depthwise(const ConvParams& p, const int32_t* list, int64_t count, const Ac
   const int threads = threads_for(count * taps * c);
 #pragma omp parallel num_threads(threads)
   {
-    Scratch<float> acc(c), rule_rows(then ? 2 * c : 0);
+    Scratch<float> acc(c), rule_rows(then ? c : 0);
     float* __restrict a = acc.data;
 #pragma omp for schedule(dynamic, 64)
     for (int64_t k = 0; k < count; ++k) {

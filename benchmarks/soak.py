@@ -1,0 +1,218 @@
+"""Error over time: a delta model against dense of the same precision, frame by frame, over a long clip.
+
+The clip is played forward and back (a ping-pong of its frames, so thousands of frames need only a few hundred
+decoded) through one ``lax.scan`` each for the delta stepper (threshold 0, no adaptive keyframes: every frame a
+delta step) and for dense. Per precision the row gives the relative logit error ``||delta - dense|| / ||dense||``
+over the first 10 % of frames, the last 10 % and its max, the top-1 agreement, and as the noise floor the error of
+dense in that precision against dense float32 (HIGHEST) on the same frames.
+
+    python -m benchmarks.soak --preset cpu --json soak.json --markdown soak.md --png soak.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+# name: (dtype, matmul precision of its convolutions)
+PRECISIONS = {"f32_highest": ("float32", "highest"), "tf32": ("float32", "default"), "bf16": ("bfloat16", "default")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """What a soak runs: model, precisions, frames, the distinct frames ping-ponged, and the frame size."""
+
+    model: str
+    precisions: tuple[str, ...]
+    frames: int
+    distinct: int
+    size: tuple[int, int]
+
+
+PRESETS = {
+    "cpu": Preset("efficientnet_lite0", ("f32_highest", "bf16"), 1000, 100, (224, 128)),
+    "gpu": Preset("efficientnet_lite0", ("tf32", "bf16"), 10_000, 300, (768, 432)),
+}
+
+
+def ping_pong(distinct: int, frames: int) -> np.ndarray:
+    """``[frames]`` indices into ``distinct`` frames played forward and back: 0 1 .. d-1 d-2 .. 1 0 1 .."""
+    period = np.concatenate([np.arange(distinct), np.arange(distinct - 2, 0, -1)]) if distinct > 1 else np.zeros(1)
+    return np.resize(period.astype(np.int32), frames)
+
+
+def soak_errors(apply, variables, base, order, precision: str, dense_reference=None) -> dict:
+    """Per-frame errors of one precision.
+
+    Args:
+      apply: ``apply(variables, frame [N, H, W, C]) -> logits [N, K]`` (a Flax ``module.apply``).
+      variables: the model's variables in the precision's dtype.
+      base: ``[D, N, H, W, C]`` distinct frames in the precision's dtype.
+      order: ``[T]`` int32 indices into ``base``: the frames played.
+      precision: a key of ``PRECISIONS``.
+      dense_reference: ``[T, N, K]`` dense float32 HIGHEST logits (the noise floor's reference), or None.
+
+    Returns:
+      ``{"delta": [T], "floor": [T] or None, "top1": float}``: the relative logit error of delta against dense of
+      this precision per frame (mean over streams), of that dense against ``dense_reference``, and the top-1
+      agreement of delta with dense.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    import deltajax
+
+    order = jnp.asarray(order)
+    stepper = deltajax.delta(apply, config=deltajax.DeltaConfig(keyframe_above=None))
+
+    with _matmul_precision(PRECISIONS[precision][1]):
+
+        @jax.jit
+        def run(variables, base, order):
+            out0, state = stepper.init(variables, base[order[0]])
+
+            def body(state, i):
+                out, state = stepper(state, variables, base[i])
+                return state, out
+
+            _, outs = jax.lax.scan(body, state, order[1:])
+            dense = jax.lax.map(lambda i: apply(variables, base[i]), order)
+            return jnp.concatenate([out0[None], outs]), dense
+
+        outs, dense = run(variables, base, order)
+    agreement, err = deltajax.stats.compare_outputs(outs, dense)
+    floor = None if dense_reference is None else deltajax.stats.compare_outputs(dense, dense_reference)[1].mean(1)
+    return {"delta": err.mean(1), "floor": floor, "top1": agreement}
+
+
+@contextlib.contextmanager
+def _matmul_precision(name: str):
+    import jax
+
+    with jax.default_matmul_precision(name):
+        yield
+
+
+def summarise(precision: str, errors: dict) -> dict:
+    """A row: first / last 10 % means, max and growth of the delta error, top-1 agreement, and the noise floor."""
+    err = np.asarray(errors["delta"], np.float64)[1:]  # frame 0 is dense in both
+    tenth = max(len(err) // 10, 1)
+    first, last = float(err[:tenth].mean()), float(err[-tenth:].mean())
+    row = {
+        "precision": precision,
+        "frames": len(err) + 1,
+        "rel_error_first_10pct": first,
+        "rel_error_last_10pct": last,
+        "rel_error_max": float(err.max()),
+        "growth": last / max(first, 1e-30),
+        "top1_agreement": errors["top1"],
+    }
+    if errors["floor"] is not None:
+        floor = np.asarray(errors["floor"], np.float64)[1:]
+        row.update(noise_floor_mean=float(floor.mean()), noise_floor_max=float(floor.max()))
+    return row
+
+
+def markdown(rows: list[dict]) -> str:
+    """The rows as a markdown table."""
+    lines = [
+        "| precision | frames | rel. logit error, first 10 % | last 10 % | max | growth | top-1 agreement "
+        "| dense vs float32, mean / max |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        floor = f"{r['noise_floor_mean']:.2e} / {r['noise_floor_max']:.2e}" if "noise_floor_mean" in r else "-"
+        lines.append(
+            f"| {r['precision']} | {r['frames']} | {r['rel_error_first_10pct']:.2e} | {r['rel_error_last_10pct']:.2e} "
+            f"| {r['rel_error_max']:.2e} | {r['growth']:.2f}x | {100 * r['top1_agreement']:.1f} % | {floor} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(curves: dict[str, np.ndarray], path: str, title: str) -> None:
+    """The per-frame error curves (log scale) as a PNG (needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for name, curve in curves.items():
+        ax.plot(np.arange(1, len(curve)), np.maximum(curve[1:], 1e-12), label=name, linewidth=0.6)
+    ax.set(xlabel="frame", ylabel="rel. logit error vs dense", yscale="log", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(preset: Preset, video: str) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Every precision of ``preset`` on ``video``: the rows and the curves (delta and noise floor per precision)."""
+    import jax
+    import jax.numpy as jnp
+
+    from deltajax.benchmark import load_clip
+
+    module, variables, base = load_clip(preset.model, video, 1, preset.size, preset.distinct, jnp.float32)
+    order = ping_pong(base.shape[0], preset.frames)
+    with _matmul_precision("highest"):
+        reference = jax.jit(lambda v, b, o: jax.lax.map(lambda i: module.apply(v, b[i]), o))(variables, base, order)
+    rows, curves = [], {}
+    for precision in preset.precisions:
+        dtype = jnp.dtype(PRECISIONS[precision][0])
+        errors = soak_errors(
+            module.apply, cast_tree(variables, dtype), cast_tree(base, dtype), order, precision, reference
+        )
+        rows.append(summarise(precision, errors))
+        curves[f"{precision} delta vs dense"] = np.asarray(errors["delta"])
+        curves[f"{precision} dense vs float32 (floor)"] = np.asarray(errors["floor"])
+    return rows, curves
+
+
+def cast_tree(tree, dtype):
+    """Every array of a pytree in ``dtype``."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), tree)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    p.add_argument("--frames", type=int, help="frames played (default: the preset's)")
+    p.add_argument("--video", help="clip (default: the bundled person clip)")
+    p.add_argument("--json", help="write the rows and curves here")
+    p.add_argument("--markdown", help="write the table here")
+    p.add_argument("--png", help="write the error curves here (needs matplotlib)")
+    args = p.parse_args(argv)
+    from deltajax.video import bundled_clip
+
+    preset = PRESETS[args.preset]
+    if args.frames is not None:
+        preset = dataclasses.replace(preset, frames=args.frames)
+    video = args.video or bundled_clip("people")
+    rows, curves = run(preset, video)
+    table = markdown(rows)
+    print(table)
+    if args.json:
+        import jax
+
+        meta = {"device": str(jax.devices()[0]), "preset": dataclasses.asdict(preset), "video": os.path.basename(video)}
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "rows": rows, "curves": {k: v.tolist() for k, v in curves.items()}}, f)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(table)
+    if args.png:
+        plot(curves, args.png, f"{preset.model}, {preset.size[0]}x{preset.size[1]}, ping-pong of {preset.distinct}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

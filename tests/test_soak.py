@@ -1,0 +1,65 @@
+"""Error over time (benchmarks/soak.py): the delta error against dense of the same precision does not grow."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import soak
+from tests.flax_nets import init_model
+from tests.harness import moving_blobs
+
+
+def test_ping_pong_plays_forward_and_back():
+    np.testing.assert_array_equal(soak.ping_pong(4, 11), [0, 1, 2, 3, 2, 1, 0, 1, 2, 3, 2])
+    np.testing.assert_array_equal(soak.ping_pong(1, 3), [0, 0, 0])
+
+
+@pytest.mark.parametrize("precision", ["f32_highest", "bf16"])
+def test_error_is_flat_over_200_frames(precision):
+    """A small MobileNet-style net over 200 frames of moving blobs (40 distinct, played forward and back): the
+    mean error of the last 10 % of frames is at most 1.2x that of the first 10 % (plus float32 rounding), and
+    bfloat16 delta stays as close to dense bfloat16 as dense bfloat16 is to float32."""
+    base = moving_blobs(40, 1, 24, 32, 3, seed=7)
+    model, variables = init_model("mobilenet", jnp.asarray(base[0]))
+    order = soak.ping_pong(len(base), 200)
+    dtype = jnp.dtype(soak.PRECISIONS[precision][0])
+    errors = soak.soak_errors(
+        model.apply,
+        soak.cast_tree(variables, dtype),
+        jnp.asarray(base, dtype),
+        order,
+        precision,
+        dense_reference=_dense_logits(model, variables, base, order),
+    )
+    row = soak.summarise(precision, errors)
+    assert row["rel_error_last_10pct"] <= 1.2 * row["rel_error_first_10pct"] + 1e-6, row
+    assert row["top1_agreement"] >= 0.99, row
+    if precision == "bf16":
+        assert row["rel_error_max"] <= row["noise_floor_max"], row
+    else:
+        assert row["rel_error_max"] <= 1e-5, row
+
+
+def _dense_logits(model, variables, base, order):
+    import jax
+
+    with jax.default_matmul_precision("highest"):
+        return jax.jit(jax.vmap(lambda x: model.apply(variables, x)))(jnp.asarray(base)[order])
+
+
+def test_markdown_table_has_a_row_per_precision():
+    row = dict(
+        precision="bf16",
+        frames=10,
+        rel_error_first_10pct=1e-3,
+        rel_error_last_10pct=1.1e-3,
+        rel_error_max=2e-3,
+        growth=1.1,
+        top1_agreement=1.0,
+        noise_floor_mean=5e-3,
+        noise_floor_max=9e-3,
+    )
+    table = soak.markdown([row, {**row, "precision": "f32_highest"}])
+    assert table.count("\n") == 4 and "| bf16 | 10 | 1.00e-03 | 1.10e-03 | 2.00e-03 | 1.10x | 100.0 % |" in table
