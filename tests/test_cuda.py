@@ -350,12 +350,12 @@ def test_pixelwise_kernels_every_lane_layout(c, dtype):
 def test_prelu_kernel_matches_reference(c, dtype):
     """Per-channel PReLU (the super-resolution model's activation), scaled and truncated, on poisoned deltas."""
     x, _, state, scale = _pixelwise_case(c + 1, 2, 9, 13, c, dtype)
-    act = ops.Activation("prelu", slopes=tuple(np.linspace(-0.5, 0.8, c).tolist()))
+    slopes = jnp.linspace(-0.5, 0.8, c)
 
-    def prelu(x, state, scale):
-        return ops.activation(state, x, act, ops.Truncation("max", 0.4), scale=scale)
+    def prelu(x, state, scale, slopes):
+        return ops.activation(state, x, "prelu", ops.Truncation("max", 0.4), scale=scale, slopes=slopes)
 
-    _assert_kernel_matches_reference(prelu, (x, state, scale), dtype)
+    _assert_kernel_matches_reference(prelu, (x, state, scale, slopes), dtype)
 
 
 def _assert_kernel_matches_reference(fn, args, dtype):

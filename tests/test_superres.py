@@ -11,7 +11,6 @@ import deltajax
 from deltajax import _native, ops, video
 from deltajax.backend import use_reference
 from deltajax.models import ncnn, superres
-from deltajax.transform._rules import named_activation
 from tests.harness import moving_blobs, rel_error
 
 PARAM = """7767517
@@ -71,20 +70,41 @@ def test_depth_to_space_matches_the_channel_order():
 
 
 def test_per_channel_prelu_is_recognised_with_its_slopes():
-    slopes = jnp.linspace(-0.5, 1.5, 32)
-    act = named_activation(lambda x: jnp.where(x >= 0, x, slopes[None, None, None] * x), (1, 8, 16, 32), jnp.float32)
-    assert act is not None and act.fn == "prelu"
-    np.testing.assert_allclose(act.slopes, slopes, rtol=1e-6)
-    per_pixel = jnp.linspace(0, 1, 8)[None, :, None, None] * slopes[None, None, None]
-    assert named_activation(lambda x: jnp.where(x >= 0, x, per_pixel * x), (1, 8, 16, 32), jnp.float32) is None
+    """jnp.where(x >= 0, x, slopes * x) after a conv is the prelu rule with those slopes, traced parameters or
+    constants; a slope that varies per pixel is not (it stays a callable). Exact at threshold 0 either way."""
+    slopes = jnp.linspace(-0.5, 1.5, 4)[None, None, None]
+    kernel = jax.random.normal(jax.random.key(0), (3, 3, 3, 4))
+    per_pixel = jnp.linspace(0, 1, 6)[None, :, None, None] * slopes
+
+    def net(params, x, s=None):
+        k, s = params if s is None else (params[0], s)
+        y = jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.where(y >= 0, y, s * y)
+
+    frames = jax.random.normal(jax.random.key(1), (3, 1, 6, 8, 3))
+    cases = [
+        (net, (kernel, slopes), True),  # traced slopes
+        (lambda p, x: net(p, x, np.linspace(-0.5, 1.5, 4, dtype=np.float32).reshape(1, 1, 1, 4)), (kernel,), True),
+        (net, (kernel, per_pixel), False),
+    ]
+    for fn, params, prelu in cases:
+        stepper = deltajax.delta(fn)
+        _, state = stepper.init(params, frames[0])
+        text = jax.jit(stepper).lower(state, params, frames[0]).as_text()
+        assert ("@deltajax_prelu(" in text) == (prelu and "deltajax_prelu" in _native.targets("cpu"))
+        got = np.asarray(video.run_clip(stepper, frames, params))
+        assert rel_error(got, np.asarray(jax.vmap(lambda f, fn=fn, p=params: fn(p, f))(frames))) < 1e-5
 
 
 def test_prelu_needs_slopes_of_the_channel_count():
-    with pytest.raises(ValueError, match="'slopes' must be given for 'prelu'"):
-        ops.Activation("prelu")
-    x, state = ops.activation_init(jnp.zeros((1, 2, 2, 3)), ops.Activation("prelu", slopes=(0.1, 0.2, 0.3)))
-    with pytest.raises(ValueError, match=r"activation.slopes' must have shape \(3,\), got \(2,\)"):
-        ops.activation(state, ops.Delta(x, jnp.ones((1, 2, 2), bool)), ops.Activation("prelu", slopes=(0.1, 0.2)))
+    x = jnp.zeros((1, 2, 2, 3))
+    with pytest.raises(ValueError, match="activation_init: argument 'slopes' must be given for 'prelu'"):
+        ops.activation_init(x, "prelu")
+    with pytest.raises(ValueError, match="activation_init: argument 'slopes' must be given for 'prelu' and only"):
+        ops.activation_init(x, "relu", jnp.ones(3))
+    y, state = ops.activation_init(x, "prelu", jnp.asarray([0.1, 0.2, 0.3]))
+    with pytest.raises(ValueError, match=r"activation: argument 'slopes' must have shape \(3,\), got \(2,\)"):
+        ops.activation(state, ops.Delta(y, jnp.ones((1, 2, 2), bool)), "prelu", slopes=jnp.asarray([0.1, 0.2]))
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -97,15 +117,17 @@ def test_prelu_native_kernel_matches_reference(dtype):
     small = rng.normal(size=shape) * rng.uniform(0, 1, shape[:3] + (1,)) ** 3  # truncation drops some
     values = jnp.where(mask[..., None], jnp.asarray(small, dtype), jnp.nan).astype(dtype)
     acc = jnp.asarray(rng.normal(size=shape), jnp.float32)
-    res = jnp.asarray(rng.normal(0, 0.1, shape) * (rng.random(shape[:3] + (1,)) < 0.5), jnp.float32)
-    act = ops.Activation("prelu", slopes=tuple(np.linspace(-0.5, 0.8, shape[-1]).tolist()))
+    slopes = jnp.linspace(-0.5, 0.8, shape[-1])
+    unsent = rng.normal(0, 0.1, shape) * (rng.random(shape[:3] + (1,)) < 0.5)  # what truncation held back
+    sent = ops.Activation("prelu")(acc, slopes) - jnp.asarray(unsent, jnp.float32)
 
-    def prelu(values, acc, res):
-        return ops.activation(ops.ActivationState(acc, res), ops.Delta(values, mask), act, ops.Truncation("max", 0.3))
+    def prelu(values, acc, sent, slopes):
+        state, trunc = ops.ActivationState(acc, sent), ops.Truncation("max", 0.3)
+        return ops.activation(state, ops.Delta(values, mask), "prelu", trunc, slopes=slopes)
 
-    got = jax.jit(prelu)(values, acc, res)
+    got = jax.jit(prelu)(values, acc, sent, slopes)
     with use_reference():
-        want = jax.jit(prelu)(values, acc, res)
+        want = jax.jit(prelu)(values, acc, sent, slopes)
     np.testing.assert_array_equal(got[0].mask, want[0].mask)
     m = np.asarray(want[0].mask)
     assert 0 < m.sum() < mask.sum()  # truncation dropped some active pixels

@@ -21,6 +21,7 @@ from deltajax.ops.elementwise import (
     ActivationState,
     activation,
     as_activation,
+    check_slopes,
     has_native_kernel,
     native_activation_attrs,
 )
@@ -39,6 +40,7 @@ def conv_activation(
     dilation=1,
     groups: int = 1,
     precision=None,
+    slopes: jax.Array | None = None,
 ) -> tuple[Delta, ActivationState, jax.Array]:
     """``activation(state, conv(x, kernel, ...), activation_fn, truncation, scale)`` as one op.
 
@@ -47,7 +49,7 @@ def conv_activation(
         of the convolution's first-frame output).
       x: the input Delta ``[N, H, W, C_in]``.
       kernel, strides, padding, dilation, groups, precision: as for ``conv``.
-      activation_fn, truncation, scale: as for ``activation`` (``scale``: ``[C_out]``).
+      activation_fn, truncation, scale, slopes: as for ``activation`` (``[C_out]``).
 
     Returns:
       The output Delta (mask: the pixels the rule kept), the new state, and the
@@ -61,15 +63,16 @@ def conv_activation(
     check_state(op, "state.acc", state.acc, out_shape, "activation_init")
     check_state(op, "state.sent", state.sent, out_shape, "activation_init")
     check_vector(op, "scale", scale, kernel.shape[3])
+    check_slopes(op, act, slopes, kernel.shape[3])
     scale = jnp.ones(kernel.shape[3:], jnp.float32) if scale is None else jnp.asarray(scale, jnp.float32)
 
     def composed(values, mask, kernel, scale, acc, sent):
         c = linear_conv(Delta(values, mask), kernel, None, precision=precision, **geometry)
-        y, new = activation(ActivationState(acc, sent), c, act, truncation, scale=scale)
+        y, new = activation(ActivationState(acc, sent), c, act, truncation, scale=scale, slopes=slopes)
         return y.values, y.mask, new.acc, new.sent, c.mask
 
     args = (x.values, x.mask, kernel.astype(x.dtype), scale, state.acc, state.sent)
-    if has_native_kernel(act) and not act.slopes:  # a named activation: the fused kernel (prelu: conv, then prelu)
+    if has_native_kernel(act) and slopes is None:  # a named activation: the fused kernel (prelu: conv, then prelu)
         native = functools.partial(_native, geometry=geometry, act=act, truncation=truncation, precision=precision)
         values, keep, acc, sent, conv_mask = dispatch("deltajax_conv_activation", composed, native, *args)
     else:
