@@ -159,7 +159,7 @@ def _exactness(model, variables, clip):
 
 def test_threshold_zero_is_exact_over_frames():
     model, variables = _small_model()
-    clip = moving_blobs(30, 2, 12, 20, 3) * 0.3 + 0.5
+    clip = moving_blobs(8, 2, 10, 14, 3) * 0.3 + 0.5
     assert _exactness(model, variables, jnp.asarray(clip)) < 1e-5
 
 
@@ -182,7 +182,7 @@ def realesrgan():
 
 def test_pretrained_threshold_zero_is_exact_on_the_person_clip(realesrgan):
     model, variables = realesrgan
-    frames = video.read_clip(video.bundled_clip("people"), start=75, max_frames=12, size=(24, 40))
+    frames = video.read_clip(video.bundled_clip("people"), start=75, max_frames=5, size=(18, 32))
     clip = superres.preprocess(frames)[:, None]
     assert _exactness(model, variables, clip) < 1e-5
 
