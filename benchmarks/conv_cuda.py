@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from deltajax import ops
+from deltajax import native_check, ops
 
 R = 20
 HIGHEST = lax.Precision.HIGHEST
@@ -144,7 +144,9 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=None)
     ap.add_argument("--sweep", action="store_true", help="tile-configuration sweep: few cases, no dense timings")
+    native_check.add_arguments(ap, require_by_default=True)
     args = ap.parse_args()
+    native_check.check("python -m benchmarks.conv_cuda", args.require_native)
     print(jax.devices(), flush=True)
     bench_case(1, 64, 64, 64, 64, 3, ["bf16"], [0.5], dense=False)  # warm-up: first-call costs stay out
     all_rows = []

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 import deltajax
 from benchmarks.timing import blob_mask, median_time, stepped_time
+from deltajax import native_check
 from deltajax.benchmark import PRECISIONS, _precision_scope, load_clip
 from deltajax.transform._frames import tile_activity
 from deltajax.video import bundled_clip
@@ -99,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="432x768", help="HxW")
     p.add_argument("--precisions", help="comma-separated subset of " + ",".join(PRECISIONS))
     p.add_argument("--out", help="write the rows as JSON here")
+    native_check.add_arguments(p, require_by_default=True)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    native_check.check(p.prog, args.require_native)
     size = tuple(int(x) for x in args.size.split("x"))
     gpu = jax.default_backend() == "gpu"
     precisions = args.precisions.split(",") if args.precisions else (PRECISIONS if gpu else ("f32_highest",))

@@ -31,7 +31,7 @@ import numpy as np
 from jax import lax
 
 from benchmarks.timing import blob_mask, median_time, stepped_time
-from deltajax import ops
+from deltajax import native_check, ops
 from deltajax.backend import use_reference
 
 DIMS = ("NHWC", "HWIO", "NHWC")
@@ -236,7 +236,9 @@ def main(argv=None) -> int:
     layers = ",".join([*LAYERS, *ACTIVATIONS])
     parser.add_argument("--layers", default=layers, help="comma-separated subset of " + layers)
     parser.add_argument("--out", help="write the rows as JSON here")
+    native_check.add_arguments(parser, require_by_default=True)
     args = parser.parse_args(argv)
+    native_check.check("python -m benchmarks.kernels", args.require_native)
     preset = (QUICK if args.quick else PRESETS)[args.preset]
     device = jax.devices()[0]
     print(f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}", flush=True)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from benchmarks.conv_cuda import cell_mask
-from deltajax import ops
+from deltajax import native_check, ops
 
 
 def run(dtype, precision, k, p, n=1, h=1080, w=1920, c=64):
@@ -22,8 +22,17 @@ def run(dtype, precision, k, p, n=1, h=1080, w=1920, c=64):
     jax.block_until_ready(f(x, m, wt))
 
 
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.profile_conv", description=__doc__)
+    p.add_argument("configs", nargs="*", default=["bfloat16", "default", "3", "1.0"], help="dtype precision k p ...")
+    native_check.add_arguments(p, require_by_default=True)
+    args = p.parse_args(argv)
+    native_check.check(p.prog, args.require_native)
+    for i in range(0, len(args.configs), 4):
+        d, pr, k, frac = args.configs[i : i + 4]
+        run(jnp.dtype(d), pr, int(k), float(frac))
+    return 0
+
+
 if __name__ == "__main__":
-    args = sys.argv[1:] or ["bfloat16", "default", "3", "1.0"]
-    for i in range(0, len(args), 4):
-        d, pr, k, p = args[i : i + 4]
-        run(jnp.dtype(d), pr, int(k), float(p))
+    raise SystemExit(main())

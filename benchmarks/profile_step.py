@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import deltajax
-from deltajax import tune
+from deltajax import native_check, tune
 from deltajax.benchmark import _precision_scope, _still_step_seconds, load_clip
 from deltajax.video import streaming
 
@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trace", help="folder for JAX profiler traces of one still and one moving step")
     p.add_argument("--clip-stats", action="store_true", help="also time run_clip with and without stats")
     p.add_argument("--out", help="write the timings as JSON here")
+    native_check.add_arguments(p, require_by_default=True)
     args = p.parse_args(argv)
+    native_check.check("python -m benchmarks.profile_step", args.require_native)
 
     size = tuple(int(v) for v in args.size.lower().split("x"))
     dtype = jnp.bfloat16 if args.precision == "bf16" else jnp.float32

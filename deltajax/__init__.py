@@ -1,7 +1,8 @@
 """deltajax: CNN inference on video that recomputes only what changed (DeltaCNN for JAX).
 
-``deltajax.delta(fn)`` runs any JAX CNN (a Flax ``model.apply``) as a delta
-model; ``deltajax.linen`` has Flax layers and a wrapper; ``run_clip`` and
+``deltajax.delta(fn)`` runs any JAX CNN (a Flax ``model.apply``, an NNX module)
+as a delta model; ``deltajax.linen`` has Flax layers and a wrapper,
+``deltajax.nnx`` an NNX wrapper; ``run_clip`` and
 ``streaming`` are the frame loops; ``deltajax.stats`` reports the savings.
 """
 
@@ -23,6 +24,7 @@ __all__ = [
     "__version__",
     "delta",
     "linen",
+    "nnx",
     "ops",
     "run_clip",
     "sharding",
@@ -32,9 +34,9 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # deltajax.linen imports flax; load it only when asked for.
-    if name == "linen":
+    # deltajax.linen and deltajax.nnx import flax; load them only when asked for.
+    if name in ("linen", "nnx"):
         import importlib
 
-        return importlib.import_module("deltajax.linen")
+        return importlib.import_module(f"deltajax.{name}")
     raise AttributeError(f"module 'deltajax' has no attribute {name!r}")

@@ -87,6 +87,11 @@ def targets(platform: str) -> frozenset[str]:
     return frozenset(module.registrations()) if module is not None else frozenset()
 
 
+def why_missing(platform: str) -> str:
+    """Why ``platform`` ('cpu' or 'cuda') has no native module loaded ('' when it has one)."""
+    return _WHY_MISSING.get(platform, "")
+
+
 def describe() -> str:
     """One line per backend: built and registered, or why not."""
     lines = []

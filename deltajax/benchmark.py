@@ -26,6 +26,8 @@ import time
 
 import numpy as np
 
+from deltajax import native_check
+
 PRECISIONS = ("f32_highest", "f32_default", "bf16")
 
 
@@ -238,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         "--thresholds", help="thresholds JSON for every model (default: the shipped ones tuned for the clip and size)"
     )
     p.add_argument("--out", help="write the rows as JSON here")
+    native_check.add_arguments(p, require_by_default=True)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    native_check.check(p.prog, args.require_native)
 
     from deltajax import tune
 

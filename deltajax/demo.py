@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from deltajax import native_check
+
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="deltajax demo", description=__doc__.split("\n\n")[0])
@@ -35,6 +37,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--backend", default="auto", choices=["auto", "cpu", "gpu"])
     p.add_argument("--out", default="deltajax_demo", help="folder for the PNG, GIF and JSON (default ./deltajax_demo)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    native_check.add_arguments(p, require_by_default=False)
     return p.parse_args(argv)
 
 
@@ -70,6 +73,7 @@ def run(args: argparse.Namespace) -> dict:
         import jax
 
         jax.config.update("jax_platforms", args.backend if args.backend == "cpu" else "cuda")
+    native_check.check("deltajax demo", args.require_native)
     import jax
     import jax.numpy as jnp
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from deltajax import native_check
+
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="deltajax tune", description=__doc__)
@@ -17,7 +19,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--max-error", type=float, default=None, help="maximum relative logit error against dense")
     p.add_argument("--candidates", default="0.01,0.02,0.05,0.1,0.2,0.4", help="comma-separated thresholds")
     p.add_argument("--out", default="deltajax_tune", help="folder for thresholds.json, tradeoff.png, table")
+    native_check.add_arguments(p, require_by_default=False)
     args = p.parse_args(argv)
+    native_check.check("deltajax tune", args.require_native)
 
     import jax.numpy as jnp
 

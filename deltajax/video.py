@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from importlib import resources
 from typing import NamedTuple
@@ -146,8 +147,8 @@ def _frame_pair(model, args: tuple, variables):
 
     if not isinstance(model, nn.Module):
         raise TypeError(
-            f"video loop: argument 'model' must be a deltajax.delta stepper or a flax.linen Module, "
-            f"got {type(model).__name__}"
+            "video loop: argument 'model' must be a deltajax.delta stepper, a flax.linen Module or a flax.nnx "
+            f"Module, got {type(model).__name__}"
         )
     if variables is None:
         raise ValueError("video loop: argument 'variables' is required for a Linen module, got None")
@@ -166,6 +167,18 @@ def _frame_pair(model, args: tuple, variables):
         return lax.cond(keyframe, lambda s, f: init(f), delta_step, state, frame)
 
     return init, step
+
+
+def _nnx_unbound(model, args: tuple) -> tuple:
+    """An NNX model (module, ``deltajax.nnx.DeltaWrapper``, ``deltajax.delta(module)``) as ``(stepper, args)`` with
+    the module's state as the stepper's first argument; any other model unchanged. Flax NNX loads only if needed."""
+    from deltajax.transform import Stepper
+
+    if isinstance(model, Stepper) or "flax.nnx" not in sys.modules:
+        return model, args
+    from deltajax import nnx
+
+    return nnx.as_stepper(model, args) or (model, args)
 
 
 def _keyframed(step, keyframe_every: int | None):
@@ -242,8 +255,10 @@ def run_clip(
     """Runs a delta model over a clip inside one ``jax.jit`` (``lax.scan`` over frames, state carried).
 
     Args:
-      model: a ``deltajax.delta`` stepper, or a Linen module built from
-        ``deltajax.linen`` (or wrapping a model with ``deltajax.linen.DeltaWrapper``).
+      model: a ``deltajax.delta`` stepper, a Linen module built from
+        ``deltajax.linen`` (or wrapping a model with ``deltajax.linen.DeltaWrapper``),
+        or a Flax NNX module (any, run exactly, or a ``deltajax.nnx.DeltaWrapper``,
+        run with its config; the module's variables are traced, not constants).
       clip: ``[T, N, H, W, C]``: ``T`` frames of ``N`` independent streams.
       *args: the model's other arguments (a stepper: its params, the frame
         goes at ``frame_argnum``; a module: arguments after the frame).
@@ -271,6 +286,7 @@ def run_clip(
         raise ValueError(
             f"run_clip: argument 'clip' must be [T, N, H, W, C], expected rank 5, got shape {tuple(np.shape(clip))}"
         )
+    model, args = _nnx_unbound(model, args)
     if with_stats and not hasattr(model, "step_with_stats"):
         raise ValueError("run_clip: with_stats=True needs a deltajax.delta stepper, got a Linen module")
     if mesh is None:
@@ -308,6 +324,7 @@ def streaming(
       ...     out, state = step(state, frame)
     """
     _keyframed(None, keyframe_every)  # validates before the first frame arrives
+    model, args = _nnx_unbound(model, args)
     if mesh is not None:
         sharding.check_mesh("streaming", mesh)
         args, variables = sharding.put_replicated((args, variables), mesh)

@@ -70,11 +70,15 @@ def model():
 
 
 def _mixed_clip(clip: np.ndarray, streams: int) -> np.ndarray:
-    """``clip``'s first ``streams`` streams with device 0's streams still (its frames skip) and device 1's
-    streams changing everywhere every frame (its frames run densely above ``keyframe_above=0.5``)."""
+    """``clip``'s first ``streams`` streams with device 0's streams still (its frames skip), device 1's
+    streams changing everywhere every frame (its frames run densely above ``keyframe_above=0.5``) and the
+    other devices' streams changing in one 16x16 input tile (a delta step)."""
     clip = clip[:, :streams].copy()
     local = streams // DEVICES
     clip[1:, :local] = clip[0, :local]
+    moving = clip[:, 2 * local :, :16, :16].copy()
+    clip[1:, 2 * local :] = clip[0, 2 * local :]
+    clip[:, 2 * local :, :16, :16] = moving
     noise = np.random.default_rng(1).uniform(-1, 1, clip[:, local : 2 * local].shape).astype(clip.dtype)
     clip[:, local : 2 * local] += noise
     return clip

@@ -104,5 +104,8 @@ def test_bad_loop_arguments(setup):
         deltajax.run_clip(wrapper, video, variables={}, with_stats=True)
     with pytest.raises(ValueError, match=r"argument 'variables' is required for a Linen module"):
         deltajax.run_clip(wrapper, video)
-    with pytest.raises(TypeError, match=r"argument 'model' must be a deltajax.delta stepper or a flax.linen Module"):
+    with pytest.raises(
+        TypeError,
+        match=r"argument 'model' must be a deltajax.delta stepper, a flax.linen Module or a flax.nnx Module, got",
+    ):
         deltajax.run_clip(model.apply, video)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -234,6 +235,9 @@ def delta(fn: Callable, *, frame_argnum: int = -1, config: DeltaConfig = DeltaCo
 
     Args:
       fn: a JAX-traceable function; one argument is the frame ``[N, H, W, C]``.
+        A Flax NNX module is taken as it is: the stepper
+        (``deltajax.nnx.ModuleStepper``) takes the module's call arguments,
+        without parameters, and reads the module's variables at each call.
       frame_argnum: which positional argument is the frame (default: the last).
       config: thresholds (``DeltaConfig``); all 0 makes the model exact.
 
@@ -255,4 +259,14 @@ def delta(fn: Callable, *, frame_argnum: int = -1, config: DeltaConfig = DeltaCo
         raise TypeError(f"deltajax.delta: argument 'frame_argnum' must be an int, got {frame_argnum!r}")
     if not isinstance(config, DeltaConfig):
         raise TypeError(f"deltajax.delta: argument 'config' must be a DeltaConfig, got {type(config).__name__}")
+    if _is_nnx_module(fn):
+        from deltajax.nnx import ModuleStepper
+
+        return ModuleStepper(fn, frame_argnum, config)
     return Stepper(fn, frame_argnum, config)
+
+
+def _is_nnx_module(fn) -> bool:
+    """True for a Flax NNX module (checked without importing Flax: one can exist only once flax.nnx is loaded)."""
+    nnx = sys.modules.get("flax.nnx")
+    return nnx is not None and isinstance(fn, nnx.Module)
