@@ -5,7 +5,8 @@ stream upscaled to 1920x1080) and precision (float32 HIGHEST, float32
 default = TF32 on tensor-core GPUs, bfloat16), it reports frames per second
 of dense XLA and of the delta model (each over the whole clip in one jit),
 the speedup, the active-pixel fractions, the task metric against dense (top-1
-agreement and logit error; pose: keypoint agreement and heatmap/PAF error),
+agreement and logit error; pose: keypoint agreement and heatmap/PAF error;
+superres: PSNR against dense and the largest 8-bit error),
 the cost of a frame with no change (streamed, and inside ``run_clip``), and
 compile times. XLA_FLAGS apply to both sides and are
 recorded in the JSON.
@@ -41,7 +42,9 @@ CASES = {
     "1x768x432": Case("1x768x432", 1, (432, 768)),
     "8x768x432": Case("8x768x432", 8, (432, 768)),
     "1x1920x1080": Case("1x1920x1080 (upscaled)", 1, (1080, 1920)),
+    "1x480x270": Case("1x480x270 -> 1920x1080", 1, (270, 480)),  # super-resolution input (x4 out)
 }
+SUPERRES_CASES = ("1x480x270",)  # the cases of the superres model; the classifiers run the others
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +56,10 @@ class Preset:
 
 
 PRESETS = {
-    "gpu": Preset(("efficientnet_lite0", "mobilenet_v2", "pose"), tuple(CASES), PRECISIONS, 60),
-    "cpu": Preset(("efficientnet_lite0", "mobilenet_v2", "pose"), ("1x768x432",), ("f32_highest",), 16),
+    "gpu": Preset(("efficientnet_lite0", "mobilenet_v2", "pose", "superres"), tuple(CASES), PRECISIONS, 60),
+    "cpu": Preset(
+        ("efficientnet_lite0", "mobilenet_v2", "pose", "superres"), ("1x768x432", "1x480x270"), ("f32_highest",), 16
+    ),
     "smoke": Preset(("efficientnet_lite0",), ("1x768x432",), ("f32_highest",), 3),
 }
 
@@ -95,6 +100,11 @@ def _still_step_seconds(stepper, variables, frame, steps: int = 10) -> float:
         return out
 
     return _seconds(run)[1] / steps
+
+
+def model_cases(model: str, cases) -> list[str]:
+    """The cases of ``cases`` that ``model`` runs: super-resolution inputs for ``superres``, the others else."""
+    return [c for c in cases if (c in SUPERRES_CASES) == (model == "superres")]
 
 
 def _precision_scope(precision: str):
@@ -183,13 +193,19 @@ def add_vs_fastest(rows: list[dict]) -> None:
 
 
 def _agreement(row: dict) -> float:
-    """The task's agreement with dense: top-1 (classifiers) or keypoint peaks (pose)."""
-    return row["keypoint_agreement"] if "keypoint_agreement" in row else row["top1_agreement"]
+    """The task's agreement with dense: top-1 (classifiers), keypoint peaks (pose) or PSNR in dB (superres)."""
+    return row[_first_key(row, "keypoint_agreement", "psnr_vs_dense_db", "top1_agreement")]
 
 
 def _error(row: dict) -> float:
-    """The task's max error against dense: relative logit error (classifiers) or heatmap error (pose)."""
-    return row["heatmap_error"] if "heatmap_error" in row else row["logit_rel_error_max"]
+    """The task's max error against dense: relative logit error (classifiers), heatmap error (pose) or the
+    largest error in 8-bit levels (superres)."""
+    return row[_first_key(row, "heatmap_error", "max_error_8bit", "logit_rel_error_max")]
+
+
+def _first_key(row: dict, *keys: str) -> str:
+    """The first of ``keys`` that ``row`` has (the last one if none)."""
+    return next((k for k in keys if k in row), keys[-1])
 
 
 def table(rows: list[dict]) -> str:
@@ -241,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for model in models:
         for video in videos:
-            for case in cases:
+            for case in model_cases(model, cases):
                 size = CASES[case].size
                 config = (
                     tune.load_thresholds(args.thresholds)

@@ -103,8 +103,16 @@ def task_metric(model: str, outs, dense) -> dict:
 
     ``"pose"``: ``keypoint_agreement``, ``keypoint_peaks``, ``keypoint_pixel_error_max`` and the max
     ``heatmap_error`` / ``paf_error`` (:func:`deltajax.keypoints.compare`); classifiers: ``top1_agreement``
-    and ``logit_rel_error_max`` / ``_mean`` (:func:`compare_outputs`).
+    and ``logit_rel_error_max`` / ``_mean`` (:func:`compare_outputs`); ``"superres"`` (outputs in [0, 1]):
+    ``psnr_vs_dense_db`` and ``max_error_8bit``, the largest error in 8-bit levels.
     """
+    if model == "superres":
+        diff = np.asarray(outs, np.float64) - np.asarray(dense, np.float64)
+        mse = float(np.mean(diff**2))
+        return {
+            "psnr_vs_dense_db": float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse)),
+            "max_error_8bit": float(np.max(np.abs(diff)) * 255),
+        }
     if model == "pose":
         from deltajax import keypoints
 

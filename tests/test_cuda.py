@@ -342,10 +342,28 @@ def _pixelwise_ops(x, y, state, scale):
 def test_pixelwise_kernels_every_lane_layout(c, dtype):
     """The per-pixel kernels against the reference for each lanes-per-pixel layout of their walk: 2 x 9 x 13
     pixels (chunks of 32 with a ragged tail), different masks per operand, poisoned inactive values."""
-    x, y, state, scale = _pixelwise_case(c, 2, 9, 13, c, dtype)
-    got = jax.jit(_pixelwise_ops)(*jax.device_put((x, y, state, scale), _gpu()))
+    _assert_kernel_matches_reference(_pixelwise_ops, _pixelwise_case(c, 2, 9, 13, c, dtype), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("c", [3, 64, 144])
+def test_prelu_kernel_matches_reference(c, dtype):
+    """Per-channel PReLU (the super-resolution model's activation), scaled and truncated, on poisoned deltas."""
+    x, _, state, scale = _pixelwise_case(c + 1, 2, 9, 13, c, dtype)
+    slopes = jnp.linspace(-0.5, 0.8, c)
+
+    def prelu(x, state, scale, slopes):
+        return ops.activation(state, x, "prelu", ops.Truncation("max", 0.4), scale=scale, slopes=slopes)
+
+    _assert_kernel_matches_reference(prelu, (x, state, scale, slopes), dtype)
+
+
+def _assert_kernel_matches_reference(fn, args, dtype):
+    """``fn(*args)`` on the GPU against the reference: output masks equal, values within the dtype's tolerance
+    at active pixels (and finite there: no inactive input was read)."""
+    got = jax.jit(fn)(*jax.device_put(args, _gpu()))
     with use_reference():
-        want = jax.jit(_pixelwise_ops)(x, y, state, scale)
+        want = jax.jit(fn)(*args)
     tol = 1e-5 if dtype == "float32" else 1e-2
     for g, r in zip(got, want, strict=True):
         if isinstance(g, ops.Delta):

@@ -137,7 +137,9 @@ def test_transform_fuses_each_conv_with_the_activation_it_alone_feeds():
     dense = jax.vmap(lambda f: model.apply(variables, f))(video)
     assert max(rel_error(outs[t], dense[t]) for t in range(len(video))) <= 1e-5
     calls = _targets(
-        lambda v, w: _run_clip(v, (w,), None, model=stepper, keyframe_every=None, with_stats=True), video, variables
+        lambda v, w: _run_clip(v, (w,), None, model=stepper, keyframe_every=None, with_stats=True, mesh=None),
+        video,
+        variables,
     )
     kinds = stepper.layers(variables, video[0])
     convs = sum(1 for k in kinds.values() if k == "conv")

@@ -73,8 +73,9 @@ def assert_tree_close(got, want, tol=2e-6):
 )
 def test_activation(name, truncation):
     act = ops.Activation(name, negative_slope=0.2)
+    slopes = jnp.linspace(-0.5, 0.8, SHAPE[-1]) if name == "prelu" else None
     x, state = rand_delta(1), ops.ActivationState(rand_state(2, scale=2), rand_state(3, scale=0.1))
-    (d_n, s_n), (d_r, s_r) = both(lambda s, x: ops.activation(s, x, act, truncation), state, x)
+    (d_n, s_n), (d_r, s_r) = both(lambda s, x: ops.activation(s, x, act, truncation, slopes=slopes), state, x)
     assert_delta_close(d_n, d_r)
     assert_tree_close(s_n, s_r)
 

@@ -20,8 +20,19 @@ DELTAJAX_AHD float at_most(float x, float hi) { return x < hi ? x : hi; }
 
 template <ActKind K>
 struct ActFn {
-  float slope;  // leaky_relu only
+  float slope;                    // leaky_relu only
+  const float* slopes = nullptr;  // prelu only: [C]
+  // f at channel k (the kernels call this: prelu's slope depends on the channel, the others do not).
+  DELTAJAX_AHD float at(float x, int64_t k) const {
+    if constexpr (K == ActKind::kPRelu) {
+      return x >= 0.f ? x : slopes[k] * x;
+    } else {
+      return (*this)(x);
+    }
+  }
+  // f of a channel-independent kind.
   DELTAJAX_AHD float operator()(float x) const {
+    static_assert(K != ActKind::kPRelu, "prelu depends on the channel: call at(x, k)");
     if constexpr (K == ActKind::kIdentity) {
       return x;
     } else if constexpr (K == ActKind::kRelu) {
@@ -49,10 +60,12 @@ struct ActFn {
   }
 };
 
-// Calls fn(ActFn<K>{slope}) for the run-time kind (one switch; the loops inside fn are specialised per K).
+// Calls fn(ActFn<K>{slope, slopes}) for the run-time kind (one switch; the loops inside fn are specialised per K).
 template <typename Fn>
-DELTAJAX_AHD auto with_activation(ActKind act, float slope, Fn&& fn) {
+DELTAJAX_AHD auto with_activation(ActKind act, float slope, const float* slopes, Fn&& fn) {
   switch (act) {
+    case ActKind::kPRelu:
+      return fn(ActFn<ActKind::kPRelu>{slope, slopes});
     case ActKind::kRelu:
       return fn(ActFn<ActKind::kRelu>{slope});
     case ActKind::kRelu6:

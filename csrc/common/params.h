@@ -69,8 +69,9 @@ enum class ActKind : int {
   kGelu = 8,
   kGeluTanh = 9,
   kTanh = 10,
+  kPRelu = 11,  // per-channel slopes: ActivationParams::slopes
 };
-constexpr int kActKindCount = 11;
+constexpr int kActKindCount = 12;
 
 // Truncation test of an output update (the int32 attribute 'truncation').
 enum class TruncMode : int { kMax = 0, kL2 = 1, kRms = 2, kNone = 3 };
@@ -83,7 +84,8 @@ enum class TruncMode : int { kMax = 0, kL2 = 1, kRms = 2, kNone = 3 };
 struct ActivationParams {
   int64_t n = 0, h = 0, w = 0, c = 0;
   ActKind act = ActKind::kRelu;
-  float negative_slope = 0.01f;  // leaky_relu
+  float negative_slope = 0.01f;   // leaky_relu
+  const float* slopes = nullptr;  // prelu: [C] float32, x if x >= 0 else slopes[c] * x
   TruncMode truncation = TruncMode::kMax;
   float threshold = 0.f;
   DType dtype = DType::kF32;

@@ -50,7 +50,7 @@ __global__ void __launch_bounds__(kBlock) activation_kernel(ActivationParams p, 
         load_floats<V>(acc + k, a);
         load_floats<V>(sent + k, s);
         for (int j = 0; j < V; ++j) {
-          const float dy = f(a[j] + d[j]) - s[j];
+          const float dy = f.at(a[j] + d[j], k + j) - s[j];
           score = p.truncation == TruncMode::kMax ? fmaxf(score, fabsf(dy)) : score + dy * dy;
         }
       }
@@ -75,7 +75,7 @@ __global__ void __launch_bounds__(kBlock) activation_kernel(ActivationParams p, 
       float s[V], v[V];
       load_floats<V>(sent + k, s);
       for (int j = 0; j < V; ++j) {
-        v[j] = to_float(from_float<T>(f(a[j]) - s[j]));
+        v[j] = to_float(from_float<T>(f.at(a[j], k + j) - s[j]));
         s[j] += v[j];
       }
       store_floats<V>(out + row + k, v);
@@ -94,7 +94,7 @@ cudaError_t activation(const ActivationParams& p, cudaStream_t stream) {
     constexpr int kV = 4;  // 16-byte float32 accesses; the dtype's pointers need kV * sizeof(T)
     const bool vector = p.c % kV == 0 && aligned(p.acc, 16) && aligned(p.sent, 16) && aligned(p.x, kV * sizeof(T)) &&
                         aligned(p.y, kV * sizeof(T)) && aligned(p.out, kV * sizeof(T));
-    with_activation(p.act, p.negative_slope, [&](auto f) {
+    with_activation(p.act, p.negative_slope, p.slopes, [&](auto f) {
       if (vector)
         activation_kernel<T, kV><<<pixel_walk_grid(p.n * p.h * p.w, p.c / kV), kBlock, 0, stream>>>(p, f);
       else

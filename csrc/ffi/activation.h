@@ -1,5 +1,6 @@
 // deltajax_activation: x [N,H,W,C], x_mask [N,H,W] bool, scale [C] f32 (x's update is x * scale),
 //   acc, sent [N,H,W,C] f32 (aliased to their results) -> out [N,H,W,C] (x's dtype), out_mask [N,H,W] bool, acc, sent.
+// deltajax_prelu: x, x_mask, scale, slopes [C] f32 (act must be prelu), acc, sent -> the same as activation.
 // deltajax_add_activation: x, x_mask, y, y_mask (f of the update x + y, fused; no scale), acc, sent -> the same.
 // Attributes: act (ActKind), negative_slope, truncation (TruncMode), threshold.
 #pragma once
@@ -33,6 +34,10 @@ ffi::Error ActivationSetup(const std::string& op, typename B::Stream stream, Act
   DELTAJAX_RETURN_IF_ERROR(state_in_place<B>(op, "acc", acc, acc_out, dims_of(x), stream, &p.acc));
   DELTAJAX_RETURN_IF_ERROR(state_in_place<B>(op, "sent", sent, sent_out, dims_of(x), stream, &p.sent));
   p.act = static_cast<ActKind>(act);
+  if ((p.act == ActKind::kPRelu) != (p.slopes != nullptr))
+    return invalid(op, "attribute 'act' must be prelu (" + std::to_string(static_cast<int>(ActKind::kPRelu)) +
+                           ") exactly when per-channel slopes are given (the prelu target), got " +
+                           std::to_string(act));
   p.negative_slope = negative_slope;
   p.truncation = static_cast<TruncMode>(truncation);
   p.threshold = threshold;
@@ -42,13 +47,13 @@ ffi::Error ActivationSetup(const std::string& op, typename B::Stream stream, Act
   return ffi::Error::Success();
 }
 
+// The activation of x times a per-channel scale; slopes: prelu's [C] float32 buffer, or nullptr.
 template <class B>
-ffi::Error Activation(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer x_mask, ffi::AnyBuffer scale,
-                      ffi::AnyBuffer acc, ffi::AnyBuffer sent, ffi::Result<ffi::AnyBuffer> out,
-                      ffi::Result<ffi::AnyBuffer> out_mask, ffi::Result<ffi::AnyBuffer> acc_out,
-                      ffi::Result<ffi::AnyBuffer> sent_out, int32_t act, float negative_slope, int32_t truncation,
-                      float threshold) {
-  const std::string op = "activation";
+ffi::Error ScaledActivation(const std::string& op, typename B::Stream stream, const ffi::AnyBuffer& x,
+                            const ffi::AnyBuffer& x_mask, const ffi::AnyBuffer& scale, const ffi::AnyBuffer* slopes,
+                            const ffi::AnyBuffer& acc, const ffi::AnyBuffer& sent, ffi::AnyBuffer& out,
+                            ffi::AnyBuffer& out_mask, ffi::AnyBuffer& acc_out, ffi::AnyBuffer& sent_out, int32_t act,
+                            float negative_slope, int32_t truncation, float threshold) {
   ActivationParams p;
   DELTAJAX_RETURN_IF_ERROR(delta_arg(op, "x", "x_mask", x, x_mask, &p.n, &p.h, &p.w, &p.c, &p.dtype));
   DELTAJAX_RETURN_IF_ERROR(expect_type(op, "scale", scale, ffi::DataType::F32, "float32"));
@@ -62,11 +67,36 @@ ffi::Error Activation(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffe
   } else {
     DELTAJAX_RETURN_IF_ERROR(expect_dims(op, "scale", scale, {p.c}));
   }
+  if (slopes != nullptr) {
+    DELTAJAX_RETURN_IF_ERROR(expect_type(op, "slopes", *slopes, ffi::DataType::F32, "float32"));
+    DELTAJAX_RETURN_IF_ERROR(expect_dims(op, "slopes", *slopes, {p.c}));
+    p.slopes = static_cast<const float*>(slopes->untyped_data());
+  }
   p.x_mask = static_cast<const uint8_t*>(x_mask.untyped_data());
   p.scale = static_cast<const float*>(scale.untyped_data());
-  DELTAJAX_RETURN_IF_ERROR(ActivationSetup<B>(op, stream, p, x, acc, sent, *out, *out_mask, *acc_out, *sent_out, act,
+  DELTAJAX_RETURN_IF_ERROR(ActivationSetup<B>(op, stream, p, x, acc, sent, out, out_mask, acc_out, sent_out, act,
                                               negative_slope, truncation, threshold));
   return B::activation(p, stream);
+}
+
+template <class B>
+ffi::Error Activation(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer x_mask, ffi::AnyBuffer scale,
+                      ffi::AnyBuffer acc, ffi::AnyBuffer sent, ffi::Result<ffi::AnyBuffer> out,
+                      ffi::Result<ffi::AnyBuffer> out_mask, ffi::Result<ffi::AnyBuffer> acc_out,
+                      ffi::Result<ffi::AnyBuffer> sent_out, int32_t act, float negative_slope, int32_t truncation,
+                      float threshold) {
+  return ScaledActivation<B>("activation", stream, x, x_mask, scale, nullptr, acc, sent, *out, *out_mask, *acc_out,
+                             *sent_out, act, negative_slope, truncation, threshold);
+}
+
+template <class B>
+ffi::Error PRelu(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer x_mask, ffi::AnyBuffer scale,
+                 ffi::AnyBuffer slopes, ffi::AnyBuffer acc, ffi::AnyBuffer sent, ffi::Result<ffi::AnyBuffer> out,
+                 ffi::Result<ffi::AnyBuffer> out_mask, ffi::Result<ffi::AnyBuffer> acc_out,
+                 ffi::Result<ffi::AnyBuffer> sent_out, int32_t act, float negative_slope, int32_t truncation,
+                 float threshold) {
+  return ScaledActivation<B>("prelu", stream, x, x_mask, scale, &slopes, acc, sent, *out, *out_mask, *acc_out,
+                             *sent_out, act, negative_slope, truncation, threshold);
 }
 
 template <class B>
@@ -103,6 +133,11 @@ auto WithActivationAttrs(Binding binding) {  // Binding's methods take *this as 
 template <class B>
 auto ActivationBinding() {  // x, x_mask, scale, acc, sent -> out, out_mask, acc, sent
   return WithActivationAttrs(BindBuffers<B, 5, 4>());
+}
+
+template <class B>
+auto PReluBinding() {  // x, x_mask, scale, slopes, acc, sent -> out, out_mask, acc, sent
+  return WithActivationAttrs(BindBuffers<B, 6, 4>());
 }
 
 template <class B>

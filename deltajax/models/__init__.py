@@ -19,7 +19,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 
-from deltajax.models import efficientnet_lite, mobilenet_v2, pose
+from deltajax.models import efficientnet_lite, mobilenet_v2, pose, superres
 from deltajax.models.efficientnet_lite import EfficientNetLite0
 from deltajax.models.mobilenet_v2 import MobileNetV2
 from deltajax.models.weights import CheckpointError, load_state_dict
@@ -35,18 +35,20 @@ __all__ = [
     "load_state_dict",
     "mobilenet_v2",
     "pose",
+    "superres",
 ]
 
-MODELS = {"efficientnet_lite0": efficientnet_lite, "mobilenet_v2": mobilenet_v2, "pose": pose}
+MODELS = {"efficientnet_lite0": efficientnet_lite, "mobilenet_v2": mobilenet_v2, "pose": pose, "superres": superres}
 
 
 def load(
     name: str, weights: str | os.PathLike | None = None
 ) -> tuple[nn.Module, dict, Callable[[jax.Array], jax.Array]]:
-    """A pretrained ImageNet classifier, or OpenPose MobileNet-thin (``"pose"``, see :mod:`.pose`).
+    """A pretrained ImageNet classifier, OpenPose MobileNet-thin (``"pose"``, see :mod:`.pose`) or the x4
+    super-resolution model (``"superres"``, see :mod:`.superres`).
 
     Args:
-        name: ``"efficientnet_lite0"``, ``"mobilenet_v2"`` or ``"pose"``.
+        name: ``"efficientnet_lite0"``, ``"mobilenet_v2"``, ``"pose"`` or ``"superres"``.
         weights: a legacy PyTorch state dict to read instead of the one in
             the model's weights package (for ``"pose"``: a ``graph_opt.pb``,
             else the cached one, fetched if missing).
@@ -55,7 +57,8 @@ def load(
         ``(module, variables, preprocess)``: ``module.apply(variables, x)`` maps
         NHWC float32 ``x`` of any height and width to logits ``[N, 1000]``;
         ``preprocess`` maps uint8 RGB ``[N, H, W, 3]`` to that ``x`` (pose:
-        maps ``[N, H/8, W/8, 57]`` from BGR 0..255).
+        maps ``[N, H/8, W/8, 57]`` from BGR 0..255; superres: maps to RGB
+        ``[N, 4H, 4W, 3]`` in [0, 1]).
 
     Raises:
         ValueError: unknown ``name``, or a corrupted/foreign checkpoint.

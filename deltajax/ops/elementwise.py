@@ -52,7 +52,7 @@ _NAMED: dict[str, Callable] = {
     "tanh": jnp.tanh,
     "identity": lambda x: x,
 }
-ACTIVATION_NAMES = tuple(sorted([*_NAMED, "leaky_relu"]))
+ACTIVATION_NAMES = tuple(sorted([*_NAMED, "leaky_relu", "prelu"]))
 
 # The native kernels' ActKind (csrc/common/params.h): an ABI, append only.
 _ACT_KIND = {
@@ -68,7 +68,10 @@ _ACT_KIND = {
     "gelu": 8,
     "gelu_tanh": 9,
     "tanh": 10,
+    "prelu": 11,
 }
+# The targets with a per-channel-slopes (prelu) variant; prelu elsewhere runs on the reference.
+_PRELU_TARGET = {"deltajax_activation": "deltajax_prelu"}
 # TruncMode of the native kernels.
 _TRUNC_MODE = {"max": 0, "l2": 1, "rms": 2, "none": 3}
 
@@ -81,6 +84,10 @@ class Activation:
       fn: one of ``ACTIVATION_NAMES`` or a callable applied element-wise
         (must map each element independently: the generic rule).
       negative_slope: slope of ``leaky_relu`` for negative inputs.
+
+    ``prelu`` (``x`` if ``x >= 0`` else ``slopes[c] * x``) takes its ``[C]``
+    slopes as an array argument (of the ops and of ``__call__``), so they may
+    be traced parameters.
     """
 
     fn: str | Callable = "relu"
@@ -96,12 +103,31 @@ class Activation:
     def name(self) -> str:
         return self.fn if isinstance(self.fn, str) else getattr(self.fn, "__name__", "custom")
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, slopes: jax.Array | None = None) -> jax.Array:
+        """``f(x)`` of ``[..., C]``; ``slopes``: prelu's ``[C]`` (and only prelu's)."""
+        check_slopes("Activation", self, slopes, x.shape[-1])
         if self.fn == "leaky_relu":
             return _leaky_relu(x, self.negative_slope)
+        if self.fn == "prelu":
+            return _leaky_relu(x, jnp.broadcast_to(jnp.asarray(slopes, x.dtype), x.shape))
         if isinstance(self.fn, str):
             return _NAMED[self.fn](x)
         return self.fn(x)
+
+
+def has_native_kernel(act: Activation) -> bool:
+    """Whether the native kernels implement ``act`` (named activations; a callable runs on the reference)."""
+    return isinstance(act.fn, str) and act.fn in _ACT_KIND
+
+
+def check_slopes(op: str, act: Activation, slopes, channels: int) -> None:
+    """``slopes`` must be a ``[channels]`` vector for prelu and None for every other activation."""
+    if (act.fn == "prelu") != (slopes is not None):
+        raise ValueError(
+            f"{op}: argument 'slopes' must be given for 'prelu' and only for it, got activation {act.name!r} "
+            f"with slopes {'absent' if slopes is None else 'given'}"
+        )
+    check_vector(op, "slopes", slopes, channels)
 
 
 def as_activation(op: str, act) -> Activation:
@@ -133,12 +159,16 @@ def passes_truncation(y: jax.Array, truncation: Truncation) -> jax.Array:
     return score > truncation.threshold
 
 
-def activation_init(x: jax.Array, activation="relu") -> tuple[jax.Array, ActivationState]:
-    """First frame: ``f(x)`` of a dense ``[N, H, W, C]`` input, and the state it leaves."""
+def activation_init(
+    x: jax.Array, activation="relu", slopes: jax.Array | None = None
+) -> tuple[jax.Array, ActivationState]:
+    """First frame: ``f(x)`` of a dense ``[N, H, W, C]`` input, and the state it leaves (``slopes``: prelu's
+    ``[C]``)."""
     act = as_activation("activation_init", activation)
     check_nhwc("activation_init", "x", x)
+    check_slopes("activation_init", act, slopes, x.shape[-1])
     acc = x.astype(STATE_DTYPE)
-    y = act(acc).astype(x.dtype)
+    y = act(acc, slopes).astype(x.dtype)
     return y, ActivationState(acc, y.astype(STATE_DTYPE))
 
 
@@ -148,6 +178,7 @@ def activation(
     activation="relu",
     truncation: Truncation = Truncation(),
     scale: jax.Array | None = None,
+    slopes: jax.Array | None = None,
 ) -> tuple[Delta, ActivationState]:
     """Applies an element-wise non-linearity to a Delta.
 
@@ -160,6 +191,7 @@ def activation(
         (a batch-norm scale between a convolution and its activation, fused:
         the same as ``activation(state, affine(x, scale), ...)`` without the
         pass over the scaled values and their rounding to ``x``'s dtype).
+      slopes: ``[C]``, for ``prelu`` and only for it (may be traced).
 
     Returns:
       The output Delta (mask: active input pixels that passed truncation)
@@ -170,25 +202,32 @@ def activation(
     check_state("activation", "state.acc", state.acc, x.shape, "activation_init")
     check_state("activation", "state.sent", state.sent, x.shape, "activation_init")
     check_vector("activation", "scale", scale, x.shape[-1])
+    check_slopes("activation", act, slopes, x.shape[-1])
     scale = jnp.ones(x.shape[-1:], jnp.float32) if scale is None else jnp.asarray(scale, jnp.float32)
     values, keep, acc, sent = activation_dispatch(
-        "deltajax_activation", act, truncation, (x.values, x.mask, scale), (state.acc, state.sent)
+        "deltajax_activation", act, truncation, (x.values, x.mask, scale), (state.acc, state.sent), slopes
     )
     return Delta(values, keep), ActivationState(acc, sent)
 
 
-def activation_dispatch(target: str, act: Activation, truncation: Truncation, inputs, state):
+def activation_dispatch(target: str, act: Activation, truncation: Truncation, inputs, state, slopes=None):
     """The activation rule on ``inputs``: ``(values, mask, scale)``, or for ``deltajax_add_activation`` two
-    ``(values, mask)`` pairs added first. Native for named activations, the reference for callables."""
+    ``(values, mask)`` pairs added first; ``slopes``: prelu's ``[C]`` (checked by the caller). Native for named
+    activations, the reference for callables."""
+    if slopes is not None:  # the prelu targets take the slopes after the inputs
+        inputs = (*inputs, jnp.asarray(slopes, jnp.float32))
     reference = functools.partial(_activation_reference, act=act, truncation=truncation)
-    if not isinstance(act.fn, str):
+    if not has_native_kernel(act) or (slopes is not None and target not in _PRELU_TARGET):
         return reference(*inputs, *state)
+    if slopes is not None:
+        target = _PRELU_TARGET[target]
     native = functools.partial(_activation_native, target=target, act=act, truncation=truncation)
     return dispatch(target, reference, native, *inputs, *state)
 
 
 def _activation_reference(*args, act: Activation, truncation: Truncation):
     *inputs, acc, sent = args
+    slopes = inputs.pop() if act.fn == "prelu" else None
     if len(inputs) == 4:  # add fused with the activation: the float32 sum, never rounded before it accumulates
         xv, xm, yv, ym = inputs
         update = Delta(xv, xm).masked_values(STATE_DTYPE) + Delta(yv, ym).masked_values(STATE_DTYPE)
@@ -199,7 +238,7 @@ def _activation_reference(*args, act: Activation, truncation: Truncation):
         dtype = xv.dtype
     m = mask[..., None]
     new_acc = jnp.where(m, acc + update, acc)
-    y = act(new_acc) - sent
+    y = act(new_acc, slopes) - sent
     keep = mask & passes_truncation(y, truncation)
     values = jnp.where(keep[..., None], y, 0.0).astype(dtype)
     return values, keep, new_acc, _feed_back(sent, values, keep)

@@ -17,7 +17,14 @@ from deltajax.backend import dispatch
 from deltajax.ops._delta import STATE_DTYPE, Delta, check_delta, check_state, check_vector
 from deltajax.ops.config import Truncation
 from deltajax.ops.conv import conv_geometry, linear_conv, native_conv_attrs, output_size
-from deltajax.ops.elementwise import ActivationState, activation, as_activation, native_activation_attrs
+from deltajax.ops.elementwise import (
+    ActivationState,
+    activation,
+    as_activation,
+    check_slopes,
+    has_native_kernel,
+    native_activation_attrs,
+)
 
 
 def conv_activation(
@@ -33,6 +40,7 @@ def conv_activation(
     dilation=1,
     groups: int = 1,
     precision=None,
+    slopes: jax.Array | None = None,
 ) -> tuple[Delta, ActivationState, jax.Array]:
     """``activation(state, conv(x, kernel, ...), activation_fn, truncation, scale)`` as one op.
 
@@ -41,7 +49,7 @@ def conv_activation(
         of the convolution's first-frame output).
       x: the input Delta ``[N, H, W, C_in]``.
       kernel, strides, padding, dilation, groups, precision: as for ``conv``.
-      activation_fn, truncation, scale: as for ``activation`` (``scale``: ``[C_out]``).
+      activation_fn, truncation, scale, slopes: as for ``activation`` (``[C_out]``).
 
     Returns:
       The output Delta (mask: the pixels the rule kept), the new state, and the
@@ -55,15 +63,16 @@ def conv_activation(
     check_state(op, "state.acc", state.acc, out_shape, "activation_init")
     check_state(op, "state.sent", state.sent, out_shape, "activation_init")
     check_vector(op, "scale", scale, kernel.shape[3])
+    check_slopes(op, act, slopes, kernel.shape[3])
     scale = jnp.ones(kernel.shape[3:], jnp.float32) if scale is None else jnp.asarray(scale, jnp.float32)
 
     def composed(values, mask, kernel, scale, acc, sent):
         c = linear_conv(Delta(values, mask), kernel, None, precision=precision, **geometry)
-        y, new = activation(ActivationState(acc, sent), c, act, truncation, scale=scale)
+        y, new = activation(ActivationState(acc, sent), c, act, truncation, scale=scale, slopes=slopes)
         return y.values, y.mask, new.acc, new.sent, c.mask
 
     args = (x.values, x.mask, kernel.astype(x.dtype), scale, state.acc, state.sent)
-    if isinstance(act.fn, str):  # a named activation: the fused kernel where there is one
+    if has_native_kernel(act) and slopes is None:  # a named activation: the fused kernel (prelu: conv, then prelu)
         native = functools.partial(_native, geometry=geometry, act=act, truncation=truncation, precision=precision)
         values, keep, acc, sent, conv_mask = dispatch("deltajax_conv_activation", composed, native, *args)
     else:

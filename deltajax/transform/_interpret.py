@@ -99,7 +99,7 @@ class Run:
             self.stats[name] = layer_stats(1.0, dense_macs, dense_macs, fallback, keyframe=self.init)
             return
         frac = active_fraction(out)
-        macs = dense_macs * frac if per_active is None else per_active * to_delta(out).mask.sum()
+        macs = dense_macs * frac if per_active is None else per_active * to_delta(out).mask.sum(dtype=np.float32)
         self.stats[name] = layer_stats(frac, macs, dense_macs, fallback)
 
     # -- conversions between kinds -------------------------------------------------------------------------------

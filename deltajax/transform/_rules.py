@@ -19,7 +19,7 @@ from jax import lax
 
 from deltajax import ops
 from deltajax.transform._analysis import ELEMENTWISE, linear_roles
-from deltajax.transform._jaxpr import Eqn, Var
+from deltajax.transform._jaxpr import Const, Eqn, Var
 from deltajax.transform._values import Sparse, to_delta, to_sparse
 
 _NHWC = (0, 3, 1, 2)
@@ -304,16 +304,16 @@ def _scale_folded_into_conv(run, eqn: Eqn, roles, operands, root: Var):
     return value
 
 
-def _activation_step(run, name: str, root: Var, start: Var, act: ops.Activation):
-    """The activation rule on a step, fused with the conv that made ``start``'s delta where nothing else reads
-    that conv's output (its own call is then dead, and XLA drops it)."""
+def _activation_step(run, name: str, root: Var, start: Var, act: ops.Activation, slopes):
+    """The activation rule on a step (``slopes``: prelu's ``[C]``, else None), fused with the conv that made
+    ``start``'s delta where nothing else reads that conv's output (its own call is then dead, and XLA drops it)."""
     trunc = run.config.truncation_for(name)
     x, scale = run.scaled.get(start, (to_delta(run.read(start)), None))  # batch-norm scale fused if any
     conv = _private_conv(run, root, x)
     if conv is None:
-        return ops.activation(run.state(name), x, act, trunc, scale=scale)
+        return ops.activation(run.state(name), x, act, trunc, scale=scale, slopes=slopes)
     value, state, conv_mask = ops.conv_activation(
-        run.state(name), conv.x, conv.kernel, act, trunc, scale, **conv.kwargs
+        run.state(name), conv.x, conv.kernel, act, trunc, scale, slopes=slopes, **conv.kwargs
     )
     run.record(conv.name, ops.Delta(value.values, conv_mask), conv.dense_macs, per_active=conv.per_active)
     return value, state
@@ -479,12 +479,61 @@ def named_activation(fn, shape, dtype) -> ops.Activation | None:
         return None  # depends on the position, not only on the value
     got = got[: _PROBE.size]
     slope = float(got[_PROBE.size - 4]) / -1e-3  # value at -1e-3 gives a leaky ReLU's slope
-    candidates = [ops.Activation(n) for n in ops.ACTIVATION_NAMES if n != "leaky_relu"]
+    candidates = [ops.Activation(n) for n in ops.ACTIVATION_NAMES if n not in ("leaky_relu", "prelu")]
     candidates.append(ops.Activation("leaky_relu", negative_slope=round(slope, 6)))
     for act in candidates:
         if np.allclose(got, _probe_values(act), rtol=tolerance, atol=tolerance / 10):
             return act
     return None
+
+
+def prelu_slopes(run, eqn: Eqn, start: Var) -> jax.Array | None:
+    """The ``[C]`` float32 slopes when the group from ``start`` to ``eqn`` is a per-channel PReLU, else None.
+
+    The pattern is that of ``jnp.where(x >= 0, x, slopes * x)`` (Flax's PReLU, the
+    super-resolution model's): ``select_n(ge(x, 0), mul(s, x), x)`` with ``s`` a
+    frame-independent value that is one number per channel (``[C]``, ``[1, 1, 1, C]``
+    or such a vector broadcast over the pixels) or one number. ``s`` is read as it
+    is, so traced parameters stay traced (the native kernel takes them as a buffer).
+    """
+    x, channels = start, start.shape[-1]
+    if eqn.name != "select_n" or len(eqn.inputs) != 3 or eqn.inputs[2] is not x:
+        return None
+    pred, neg = (run.analysis.producer.get(v) for v in eqn.inputs[:2])
+    if pred is None or neg is None or (pred.name, neg.name) != ("ge", "mul") or pred.inputs[0] is not x:
+        return None
+    if not _is_zero(run, pred.inputs[1]) or x not in neg.inputs or len(neg.inputs) != 2:
+        return None
+    s = neg.inputs[1] if neg.inputs[0] is x else neg.inputs[0]
+    if run.kind_of(s) != "const":
+        return None
+    while (e := run.analysis.producer.get(s)) is not None and _keeps_channels(e, channels):
+        s = e.inputs[0]
+    shape = _shape(s)
+    if any(d != 1 for d in shape[:-1]) or (shape and shape[-1] not in (1, channels)):
+        return None
+    return jnp.broadcast_to(jnp.reshape(run.read(s), (-1,)), (channels,)).astype(jnp.float32)
+
+
+def _is_zero(run, v) -> bool:
+    """Whether ``v`` is a literal or constant scalar 0 known at trace time."""
+    return isinstance(v, Const) and np.shape(v.value) == () and float(v.value) == 0.0
+
+
+def _shape(v) -> tuple[int, ...]:
+    return tuple(v.shape) if isinstance(v, Var) else np.shape(v.value)
+
+
+def _keeps_channels(eqn: Eqn, channels: int) -> bool:
+    """Whether ``eqn`` only broadcasts, reshapes or converts a per-channel vector (its value per channel is its
+    input's): a broadcast along the last axis, a reshape to ``[1, ..., 1, C]``, a dtype conversion."""
+    if eqn.name == "convert_element_type":
+        return True
+    (out,) = eqn.outputs
+    if eqn.name == "broadcast_in_dim":
+        src = _shape(eqn.inputs[0])
+        return not src or (eqn.params["broadcast_dimensions"] == (len(out.shape) - 1,) and src == (channels,))
+    return eqn.name == "reshape" and all(d == 1 for d in out.shape[:-1]) and out.shape[-1] == channels
 
 
 @functools.cache
@@ -516,14 +565,18 @@ def _group_member(run, eqn: Eqn, root: Var) -> None:
         run.set(out, fn(run.need_dense(root)), "dense")
         return
     start = _activation_input(run, eqn, root)
-    if start is not root:
-        fn, _ = _group_fn(run, eqn, start)
-    act = named_activation(fn, start.shape, start.dtype) or ops.Activation(fn)
+    slopes = prelu_slopes(run, eqn, start)
+    if slopes is not None:
+        act = ops.Activation("prelu")
+    else:
+        if start is not root:
+            fn, _ = _group_fn(run, eqn, start)
+        act = named_activation(fn, start.shape, start.dtype) or ops.Activation(fn)
     name = run.node(scope, "act")
     if run.init:
-        value, run.states[name] = ops.activation_init(run.read(start), act)
+        value, run.states[name] = ops.activation_init(run.read(start), act, slopes)
     else:
-        value, run.states[name] = _activation_step(run, name, root, start, act)
+        value, run.states[name] = _activation_step(run, name, root, start, act, slopes)
     run.record(name, value)
     run.set(out, value, "delta")
 

@@ -37,7 +37,7 @@ inline void rule_at(const ActivationParams& p, F f, int64_t i, float* __restrict
     for (int64_t k = 0; k < c; ++k) acc[k] += (xm ? to_float(xi[k]) : 0.f) + (ym ? to_float(yi[k]) : 0.f);
   }
   // Vectorised (clamps as vector max / min: this file is compiled with -ffinite-math-only, CMakeLists.txt).
-  for (int64_t k = 0; k < c; ++k) dy[k] = f(acc[k]) - sent[k];
+  for (int64_t k = 0; k < c; ++k) dy[k] = f.at(acc[k], k) - sent[k];
   float score = 0.f;
   switch (p.truncation) {
     case TruncMode::kMax:
@@ -84,7 +84,7 @@ void run(const ActivationParams& p, F f) {
 
 template <typename T>
 void run_typed(const ActivationParams& p) {
-  with_activation(p.act, p.negative_slope, [&](auto f) { run<T>(p, f); });
+  with_activation(p.act, p.negative_slope, p.slopes, [&](auto f) { run<T>(p, f); });
 }
 
 }  // namespace
@@ -96,7 +96,7 @@ void DELTAJAX_ISA_FN(activation_compute)(const ActivationParams& p) {
 
 void DELTAJAX_ISA_FN(activation_at)(const ActivationParams& p, const int32_t* pixels, int64_t count, float* scratch) {
   dispatch_dtype(p.dtype, [&](auto tag) {
-    with_activation(p.act, p.negative_slope, [&](auto f) {
+    with_activation(p.act, p.negative_slope, p.slopes, [&](auto f) {
       for (int64_t k = 0; k < count; ++k) rule_at<decltype(tag)>(p, f, pixels[k], scratch);
     });
   });
