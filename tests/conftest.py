@@ -8,10 +8,14 @@ import jax
 import pytest
 
 from deltajax import _native, backend
+from deltajax.transform import _frames
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 # Oracles in float32 arithmetic: on GPUs the default would be TF32 for plain matmuls in test networks.
 jax.config.update("jax_default_matmul_precision", "highest")
+# The tests exercise the delta path on every platform: the GPU's measured crossover (0: every changed frame runs
+# dense) would turn it off there. tests/test_frame_modes.py sets keyframe_above explicitly.
+_frames.AUTO_CROSSOVER["cuda"] = 1.0
 
 
 def pytest_configure(config):

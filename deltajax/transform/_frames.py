@@ -15,16 +15,17 @@ from jax import lax
 from deltajax import _native
 from deltajax.backend import reference_forced
 
-SKIP, DELTA, DENSE = 0, 1, 2
-MODE_NAMES = ("skip", "delta", "dense")
+SKIP, DELTA, KEYFRAME, DENSE = 0, 1, 2, 3
 
 # Input tile activity (tile_activity) above which a delta step costs more than a dense frame, per backend, when
-# DeltaConfig.keyframe_above is "auto". Measured with `python -m benchmarks.crossover` (README, "Frame modes"):
+# DeltaConfig.keyframe_above is "auto" (`python -m benchmarks.crossover` measures it):
 # - cpu (native kernels, 2-core VM, EfficientNet-Lite0 / MobileNetV2 at 768x432): the delta step stays faster
 #   than XLA:CPU's dense frame with every input pixel active (its depthwise convolutions are slow), so never;
-# - cuda (H200, bf16 / TF32): see README "Frame modes";
+# - cuda: on an H200 a delta step of EfficientNet-Lite0 at 768x432 costs at least its no-change step (0.68 ms:
+#   every layer's kernels launch) and a dense bf16 frame 0.52 ms with the best XLA flags, so a changed frame
+#   never pays as a delta step yet: it runs dense, and only unchanged frames are skipped;
 # - the pure-JAX reference (no native kernels): a delta step with every pixel active costs about 1.6 dense frames.
-AUTO_CROSSOVER = {"cpu": 1.0, "cuda": 0.15, "reference": 0.5}
+AUTO_CROSSOVER = {"cpu": 1.0, "cuda": 0.0, "reference": 0.5}
 TARGET_OF_DELTA_STEP = "deltajax_sparsify"  # a platform with native kernels registers this one
 
 
@@ -51,19 +52,32 @@ def tile_activity(mask: jax.Array, tile: int = TILE) -> jax.Array:
 
 
 def choose_mode(active: jax.Array, nonfinite: jax.Array, restart: jax.Array, forced: jax.Array, crossover) -> jax.Array:
-    """The frame's mode (int32 scalar: SKIP, DELTA or DENSE).
+    """The frame's mode (int32 scalar).
+
+    - DENSE: the plain dense model, no state written (the stream must restart): a frame holding non-finite
+      values, or busier than ``crossover`` (a delta step would cost more).
+    - KEYFRAME: dense, every layer's state rebuilt: forced, or the first changed frame after a restart.
+    - SKIP: nothing changed: the last output again.
+    - DELTA: a delta step.
 
     Args:
       active: activity of the input's update (``tile_activity``, all streams): 0 when nothing changed.
       nonfinite: number of non-finite values in the frame.
-      restart: the previous frame was non-finite: its state must be rebuilt.
+      restart: the layers' state is stale (the last changed frame ran DENSE).
       forced: a keyframe was asked for (``keyframe_every``).
       crossover: activity above which the frame runs densely (None: never).
     """
-    dense = (nonfinite > 0) | restart | forced
+    plain = nonfinite > 0
     if crossover is not None:
-        dense = dense | (active > crossover)
-    return jnp.where(dense, DENSE, jnp.where(active > 0, DELTA, SKIP)).astype(jnp.int32)
+        plain = plain | (active > crossover)
+    changed = jnp.where(restart, KEYFRAME, DELTA)
+    mode = jnp.where(forced, KEYFRAME, jnp.where(plain, DENSE, jnp.where(active > 0, changed, SKIP)))
+    return jnp.where(forced & (nonfinite > 0), DENSE, mode).astype(jnp.int32)
+
+
+def restarts(mode: jax.Array, restart: jax.Array) -> jax.Array:
+    """The stream's restart flag after a frame of ``mode``: set by DENSE, kept by SKIP, cleared otherwise."""
+    return (mode == DENSE) | (restart & (mode == SKIP))
 
 
 def count_nonfinite(frame: jax.Array) -> jax.Array:

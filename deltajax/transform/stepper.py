@@ -187,17 +187,27 @@ class Stepper:
         mode = _frames.choose_mode(active, nonfinite, state.restart, jnp.asarray(keyframe), self._crossover())
         static = self._static_stats(args)
 
+        def unchanged(active: float, keyframe: bool):
+            """Every layer's state but the input's as it was, and stats of a skipped or plain dense frame."""
+            stats = {
+                n: layer_stats(active, macs * active, macs, fallback, keyframe)
+                for n, (macs, fallback) in static.items()
+            }
+            return {**state.layers, INPUT: input_state}, stats
+
         def skip():  # no input pixel changed: nothing downstream changes either
-            stats = {n: layer_stats(0.0, 0.0, macs, fallback) for n, (macs, fallback) in static.items()}
-            return state.output, {**state.layers, INPUT: input_state}, stats
+            return state.output, *unchanged(0.0, False)
 
         def step():
             out, run = self._run(args, state.layers, (d, input_state))
             return out, run.states, run.stats
 
-        out, layers, stats = lax.switch(mode, [skip, step, lambda: self._dense(args)])
+        def dense():  # the plain model (XLA's fastest); the layers' state goes stale: restart
+            return self.fn(*args), *unchanged(1.0, True)
+
+        out, layers, stats = lax.switch(mode, [skip, step, lambda: self._dense(args), dense])
         stats[INPUT] = stats[INPUT]._replace(nonfinite=nonfinite)
-        return out, StreamState(layers, out, nonfinite > 0, *want), stats
+        return out, StreamState(layers, out, _frames.restarts(mode, state.restart), *want), stats
 
     def _crossover(self):
         above = self.config.keyframe_above
@@ -206,9 +216,10 @@ class Stepper:
     def __call__(self, state: StreamState, *args, keyframe=False) -> tuple[Any, StreamState]:
         """One frame: ``(output, new state)``; pure, jit-able with the state donated.
 
-        The frame runs as a delta step, or is skipped when no input pixel changed, or runs densely (restarting
-        the state) when it holds non-finite values, follows such a frame, has more active input tiles than
-        ``config.keyframe_above``, or ``keyframe`` is True.
+        The frame runs as a delta step; or is skipped when no input pixel changed; or runs the plain dense model
+        when it holds non-finite values or has more active input tiles than ``config.keyframe_above`` (the
+        layers' state is then rebuilt by a keyframe at the next changed frame); or runs as a keyframe (dense,
+        rebuilding the state) when ``keyframe`` is True.
         """
         out, state, _ = self.step_with_stats(state, *args, keyframe=keyframe)
         return out, state
