@@ -52,7 +52,7 @@ CASES = {
     ),
     "activation kind": (
         lambda: activation_call(act=np.int32(99)),
-        r"deltajax_activation: attribute 'act' must be an ActKind in \[0, 11\), got 99",
+        r"deltajax_activation: attribute 'act' must be an ActKind in \[0, 12\), got 99",
     ),
     "truncation mode": (
         lambda: activation_call(truncation=np.int32(7)),

@@ -6,7 +6,7 @@ import re
 import pytest
 
 README = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
-EXAMPLES = re.findall(r"```python\n(.*?)```", README, re.S)
+EXAMPLES = re.findall(r"```python\n(.*?)```", README, re.S)  # runnable examples; fragments are fenced ```py
 
 
 def test_readme_has_a_linen_example_and_its_nnx_twin():
