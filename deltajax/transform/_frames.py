@@ -1,12 +1,16 @@
-"""How a frame runs: skipped (no input change), as a delta step, or densely as a keyframe.
+"""How a frame runs: skipped (no input change), as a delta step, or densely (a keyframe, or the plain model).
 
-One ``lax.switch`` per frame picks the mode from the input's active fraction
-(computed by the input sparsify, which runs before the switch), the count of
-non-finite input values and the stream's restart flag. There is never a
-per-layer conditional: on a GPU one costs a device-to-host round trip.
+The mode comes from the input's tile activity (computed by the input sparsify,
+which runs first), the count of non-finite input values and the stream's
+restart flag. Each non-skip mode's work is a ``run_if`` (a while loop of zero
+or one trip), so that a skipped frame runs nothing and no mode copies the
+layers' state. There is never a per-layer conditional: on a GPU each costs a
+device-to-host round trip.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -78,6 +82,21 @@ def choose_mode(active: jax.Array, nonfinite: jax.Array, restart: jax.Array, for
 def restarts(mode: jax.Array, restart: jax.Array) -> jax.Array:
     """The stream's restart flag after a frame of ``mode``: set by DENSE, kept by SKIP, cleared otherwise."""
     return (mode == DENSE) | (restart & (mode == SKIP))
+
+
+def run_if(pred: jax.Array, fn: Callable, carry):
+    """``fn(carry)`` if ``pred`` else ``carry`` (same pytree structure, shapes and dtypes).
+
+    A while loop of zero or one trip rather than ``lax.cond``: XLA updates a loop's carry in place, where a
+    conditional copies every array it passes through on the way in and again on the way out (for a delta
+    model's layer state, hundreds of megabytes per frame at 768x432). ``fn`` must read the state it updates from
+    ``carry``, not from a closure, or XLA keeps the old value alive and copies it.
+    """
+
+    def body(c):
+        return jnp.bool_(False), fn(c[1])
+
+    return lax.while_loop(lambda c: c[0], body, (jnp.asarray(pred, jnp.bool_), carry))[1]
 
 
 def count_nonfinite(frame: jax.Array) -> jax.Array:

@@ -10,7 +10,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from deltajax import ops
 from deltajax.ops._delta import SUPPORTED_DTYPES
@@ -187,25 +186,27 @@ class Stepper:
         mode = _frames.choose_mode(active, nonfinite, state.restart, jnp.asarray(keyframe), self._crossover())
         static = self._static_stats(args)
 
-        def unchanged(active: float, keyframe: bool):
-            """Every layer's state but the input's as it was, and stats of a skipped or plain dense frame."""
-            stats = {
-                n: layer_stats(active, macs * active, macs, fallback, keyframe)
-                for n, (macs, fallback) in static.items()
-            }
-            return {**state.layers, INPUT: input_state}, stats
+        def static_stats(active: float, keyframe: bool) -> dict:
+            """Stats of a skipped (active 0) or plain dense (active 1) frame."""
+            return {n: layer_stats(active, m * active, m, fallback, keyframe) for n, (m, fallback) in static.items()}
 
-        def skip():  # no input pixel changed: nothing downstream changes either
-            return state.output, *unchanged(0.0, False)
-
-        def step():
-            out, run = self._run(args, state.layers, (d, input_state))
+        def delta_step(carry):
+            _, layers, _ = carry
+            out, run = self._run(args, layers, (d, layers[INPUT]))
             return out, run.states, run.stats
 
-        def dense():  # the plain model (XLA's fastest); the layers' state goes stale: restart
-            return self.fn(*args), *unchanged(1.0, True)
+        def keyframe_step(carry):  # dense, every layer's state rebuilt
+            return self._dense(args)
 
-        out, layers, stats = lax.switch(mode, [skip, step, lambda: self._dense(args), dense])
+        def dense_step(carry):  # the plain model (XLA's fastest); the layers' state goes stale: restart
+            return self.fn(*args), carry[1], static_stats(1.0, True)
+
+        # A skipped frame (no input pixel changed: nothing downstream changes either) keeps the last output and
+        # every layer's state but the input's; each other mode replaces them.
+        carry = (state.output, {**state.layers, INPUT: input_state}, static_stats(0.0, False))
+        for which, fn in ((_frames.DELTA, delta_step), (_frames.KEYFRAME, keyframe_step), (_frames.DENSE, dense_step)):
+            carry = _frames.run_if(mode == which, fn, carry)
+        out, layers, stats = carry
         stats[INPUT] = stats[INPUT]._replace(nonfinite=nonfinite)
         return out, StreamState(layers, out, _frames.restarts(mode, state.restart), *want), stats
 
