@@ -8,7 +8,9 @@
 # requirements come from the package index (pip's build isolation); BUILD_OFFLINE=1 builds with this
 # interpreter's scikit-build-core, pybind11 and jaxlib instead (--no-build-isolation --no-index), as on the GPU
 # machine; REPAIR=0 copies the wheels unrepaired (linux_x86_64 tag), for a build tested on the machine that
-# built it where auditwheel is not installed (scripts/gpu_check.sh). Prints each wheel's build time.
+# built it where auditwheel is not installed (scripts/gpu_check.sh); CUDA_ARCHS (CMake's list, e.g. 90) builds the
+# CUDA module for those architectures only (a quick build for the card at hand); PARALLEL=1 builds the two
+# wheels at once. Prints each wheel's build time.
 set -euo pipefail
 OUTDIR=$(realpath -m "${1:?usage: scripts/build_wheels.sh OUTDIR [all|cpu|cuda]}")
 parts=${2:-all}
@@ -39,10 +41,22 @@ build() {  # NAME SOURCE_DIR [pip wheel options]: a fresh CMake build, then audi
   echo "build_wheels.sh: $name wheel in $((SECONDS - t0)) s"
 }
 
-if [ "$parts" != cuda ]; then
-  build cpu . -Ccmake.define.DELTAJAX_CUDA=OFF
-fi
-if [ "$parts" != cpu ]; then
-  build cuda packages/cuda13
-fi
+cuda_options=()
+[ -n "${CUDA_ARCHS:-}" ] && cuda_options+=("-Ccmake.define.DELTAJAX_CUDA_ARCHITECTURES=$CUDA_ARCHS")
+pids=()
+for part in cpu cuda; do
+  [ "$parts" = all ] || [ "$parts" = $part ] || continue
+  if [ $part = cpu ]; then
+    args=(cpu . -Ccmake.define.DELTAJAX_CUDA=OFF)
+  else
+    args=(cuda packages/cuda13 "${cuda_options[@]}")
+  fi
+  if [ "${PARALLEL:-0}" = 1 ]; then
+    build "${args[@]}" &
+    pids+=($!)
+  else
+    build "${args[@]}"
+  fi
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
 ls -l "$OUTDIR"
