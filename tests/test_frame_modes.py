@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -116,3 +118,21 @@ def test_zero_crossover_runs_every_changed_frame_densely(video):
     modes = _modes(stats)
     assert modes == ["skip" if t in (3, 7) else "dense" for t in range(len(video))], modes
     assert rel_error(got, _dense(model, variables, video)) <= 1e-5
+
+
+def test_a_step_does_not_copy_the_layer_state(video):
+    """The frame modes must leave the donated state in place: XLA copies every array passed through a
+    conditional (twice), which made a skipped frame cost a dense one on the GPU. At most a few scalars and the
+    output, and the input's reference (a frame: a keyframe stores the frame argument), may be copied, never the
+    layers' arrays."""
+    model, variables = _model(video)
+    stepper = deltajax.delta(model.apply)
+    _, state = stepper.init(variables, video[0])
+    step = jax.jit(lambda s, x: stepper(s, variables, x), donate_argnums=0)
+    hlo = step.lower(state, video[1]).compile().as_text()
+    layer_shapes = {
+        f"f32[{','.join(map(str, a.shape))}]" for a in jax.tree_util.tree_leaves(state.layers) if a.ndim == 4
+    } - {f"f32[{','.join(map(str, video.shape[1:]))}]"}
+    copies = re.findall(r"= (\w+\[[\d,]*\])\{[\d,]*\} copy\(", hlo)
+    copied = [c for c in copies if c in layer_shapes]
+    assert len(layer_shapes) > 3 and not copied, copied
