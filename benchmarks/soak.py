@@ -25,7 +25,8 @@ PRECISIONS = {"f32_highest": ("float32", "highest"), "tf32": ("float32", "defaul
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """What a soak runs: model, precisions, frames, the distinct frames ping-ponged, and the frame size."""
+    """What a soak runs: model, precisions, frames, the distinct frames ping-ponged, and the frame size
+    ``(height, width)``."""
 
     model: str
     precisions: tuple[str, ...]
@@ -36,7 +37,7 @@ class Preset:
 
 PRESETS = {
     "cpu": Preset("efficientnet_lite0", ("f32_highest", "bf16"), 1000, 100, (224, 128)),
-    "gpu": Preset("efficientnet_lite0", ("tf32", "bf16"), 10_000, 300, (768, 432)),
+    "gpu": Preset("efficientnet_lite0", ("tf32", "bf16"), 10_000, 300, (432, 768)),
 }
 
 
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.markdown, "w") as f:
             f.write(table)
     if args.png:
-        plot(curves, args.png, f"{preset.model}, {preset.size[0]}x{preset.size[1]}, ping-pong of {preset.distinct}")
+        plot(curves, args.png, f"{preset.model}, {preset.size[1]}x{preset.size[0]}, ping-pong of {preset.distinct}")
     return 0
 
 

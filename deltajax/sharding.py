@@ -1,7 +1,7 @@
 """Many streams over several devices: the stream axis ``N`` split over a device mesh, with no communication.
 
 Streams are independent, so each device runs the whole delta step (every custom call, the per-frame mode
-switch) on its own block of ``N / D`` streams inside ``jax.shard_map``; the parameters are replicated. A
+choice) on its own block of ``N / D`` streams inside ``jax.shard_map``; the parameters are replicated. A
 stream's state never leaves its device: every state leaf is kept *stacked per device*, a global array of
 ``[D, *local_shape]`` split on its first axis, so scalars such as ``StreamState.restart`` (one per device:
 each device picks its own frame mode) are sharded like the rest.

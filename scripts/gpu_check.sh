@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Builds the deltajax and deltajax-cuda13 wheels from this checkout and installs them (scripts/gpu_setup.sh's
 # install_wheels; everything after runs from the wheels), runs the whole test suite on the GPU (GPU tests
-# required), the CUDA tests under compute-sanitizer (memcheck, racecheck), and the kernel benchmark. Logs and
-# JSON go to OUTDIR.
+# required), the CUDA tests under compute-sanitizer (memcheck, racecheck), the 10 000-frame soak, and the
+# end-to-end and kernel benchmarks. Logs and JSON go to OUTDIR.
 # Usage: scripts/gpu_check.sh [OUTDIR]   (needs a GPU, jax with CUDA, a CUDA toolkit; no network)
 # Every step has a time limit so the whole check ends within the GPU machine's 10 minutes per command on an H200
-# (wheels ~4, suite and sanitizers side by side ~5.5, benchmarks ~2); GPU_CHECK_FULL_BENCH=1 runs the full
+# (wheels ~3, suite, sanitizers and soak side by side ~5.5, benchmarks ~2); GPU_CHECK_FULL_BENCH=1 runs the full
 # benchmark presets instead of the subsets (much longer).
 set -uo pipefail
 OUTDIR=${1:-${OUT:-gpu_check_out}}
@@ -40,11 +40,17 @@ sanitize() {  # memcheck, then racecheck, of the small CUDA cases; its exit stat
   fi
   return $rc
 }
-# The sanitizers run beside the suite (the card has room for both; the suite's workers leave two cores).
+# The sanitizers and the soak (error over 10 000 frames of EfficientNet-Lite0 at 768x432, TF32 and bf16: accuracy,
+# not speed) run beside the suite: the card has room for all three, the suite's workers leave them two cores.
 sanitize &
 sanitizers=$!
-step tests 330 $PY -m pytest -q -n 14 -p no:cacheprovider tests --durations=15
+step soak 330 $PY -m benchmarks.soak --preset gpu --json "$OUTDIR/soak.json" --markdown "$OUTDIR/soak.md" \
+  --png "$OUTDIR/soak.png" &
+soak=$!
+step tests 330 $PY -m pytest -q -n 12 -p no:cacheprovider tests --durations=15
 wait $sanitizers || status=1
+wait $soak || status=1
+cat "$OUTDIR/soak.md"
 export XLA_FLAGS="${XLA_FLAGS% --xla_gpu_autotune_level=0} $BEST_XLA_FLAGS"
 if [ "${GPU_CHECK_FULL_BENCH:-0}" = 1 ]; then
   kernels=(--preset gpu) e2e=(--preset gpu) e2e_limit=1800 kernels_limit=1800
