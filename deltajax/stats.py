@@ -52,6 +52,25 @@ def layer_stats(active, macs, dense_macs, fallback=False, keyframe=False, nonfin
     )
 
 
+def pack(stats) -> jax.Array:
+    """Stats of one frame (a pytree of scalars) as one float32 vector ``[L]``.
+
+    A loop then carries or writes one array per frame, not one per layer and field (EfficientNet-Lite0: about
+    four hundred, each its own copy or update on a GPU). Exact for float32 and bool fields, and for integers
+    below 2**24.
+    """
+    return jnp.stack([jnp.asarray(leaf, jnp.float32) for leaf in jax.tree_util.tree_leaves(stats)])
+
+
+def unpack(packed: jax.Array, like):
+    """``packed`` ``[..., L]`` (``pack``, stacked on leading axes) back into the pytree of ``like``, with its
+    dtypes; each leaf ``[...]``."""
+    leaves, treedef = jax.tree_util.tree_flatten(like)
+    if packed.shape[-1:] != (len(leaves),):
+        raise ValueError(f"stats.unpack: argument 'packed' must end in {len(leaves)} values, got {packed.shape}")
+    return treedef.unflatten([packed[..., i].astype(leaf.dtype) for i, leaf in enumerate(leaves)])
+
+
 def keyframes(stats: Mapping[str, LayerStats]) -> np.ndarray:
     """Which frames ran densely (``[T]`` bool, or a scalar for one frame's stats)."""
     return np.asarray(next(iter(stats.values())).keyframe)

@@ -16,6 +16,7 @@ from jax import lax
 from jax.sharding import PartitionSpec
 
 from deltajax import sharding
+from deltajax import stats as deltajax_stats
 
 BUNDLED_CLIPS = {
     "asl": "asl_gestures_book.mkv",  # 640x480, 109 frames, a webcam (small: the tests use it)
@@ -222,25 +223,14 @@ def _clip_loop(clip, args, variables, *, model, keyframe_every, with_stats):
 
     def body(carry, frame):
         out, carry, stats = counted_step(carry, frame)
-        return carry, (out, _pack_stats(stats) if with_stats else None)
+        return carry, (out, deltajax_stats.pack(stats) if with_stats else None)
 
     _, (outs, packed) = lax.scan(body, (jnp.int32(1), state), clip[1:])
     stack = functools.partial(jax.tree_util.tree_map, lambda a, b: jnp.concatenate([a[None], b]))
     if not with_stats:
         return stack(out0, outs), None
-    return stack(out0, outs), _unpack_stats(jnp.concatenate([_pack_stats(stats0)[None], packed]), stats0)
-
-
-def _pack_stats(stats) -> jax.Array:
-    """A frame's per-layer stats (scalars) as one float32 vector: the scan then writes one array per frame, not
-    one per layer and field (four hundred small updates per frame for EfficientNet-Lite0)."""
-    return jnp.stack([jnp.asarray(leaf, jnp.float32) for leaf in jax.tree_util.tree_leaves(stats)])
-
-
-def _unpack_stats(packed: jax.Array, like):
-    """``[T, L]`` packed stats back into the pytree of ``like`` (its dtypes: float32 and bool are exact)."""
-    leaves, treedef = jax.tree_util.tree_flatten(like)
-    return treedef.unflatten([packed[:, i].astype(leaf.dtype) for i, leaf in enumerate(leaves)])
+    packed = jnp.concatenate([deltajax_stats.pack(stats0)[None], packed])
+    return stack(out0, outs), deltajax_stats.unpack(packed, stats0)
 
 
 def run_clip(

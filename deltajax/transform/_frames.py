@@ -15,6 +15,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.experimental.xla_metadata import set_xla_metadata
 
 from deltajax import _native
 from deltajax.backend import reference_forced
@@ -91,12 +92,17 @@ def run_if(pred: jax.Array, fn: Callable, carry):
     conditional copies every array it passes through on the way in and again on the way out (for a delta
     model's layer state, hundreds of megabytes per frame at 768x432). ``fn`` must read the state it updates from
     ``carry``, not from a closure, or XLA keeps the old value alive and copies it.
+
+    XLA's loop-invariant code motion is off for this loop: it would move the work that depends only on the
+    parameters (on a GPU, the weight layout transposes of the dense convolutions: about 50 kernels for
+    EfficientNet-Lite0) out of the loop, where it runs on every frame, also when ``pred`` is False.
     """
 
     def body(c):
         return jnp.bool_(False), fn(c[1])
 
-    return lax.while_loop(lambda c: c[0], body, (jnp.asarray(pred, jnp.bool_), carry))[1]
+    with set_xla_metadata(_xla_disable_loop_instr_hoisting="true"):
+        return lax.while_loop(lambda c: c[0], body, (jnp.asarray(pred, jnp.bool_), carry))[1]
 
 
 def count_nonfinite(frame: jax.Array) -> jax.Array:

@@ -14,6 +14,8 @@ import numpy as np
 from deltajax import ops
 from deltajax.ops._delta import SUPPORTED_DTYPES
 from deltajax.stats import layer_stats
+from deltajax.stats import pack as layer_stats_pack
+from deltajax.stats import unpack as layer_stats_unpack
 from deltajax.transform import _frames
 from deltajax.transform._interpret import INPUT, Run, StateMismatch, input_config, trace
 from deltajax.transform.config import DeltaConfig
@@ -190,23 +192,34 @@ class Stepper:
             """Stats of a skipped (active 0) or plain dense (active 1) frame."""
             return {n: layer_stats(active, m * active, m, fallback, keyframe) for n, (m, fallback) in static.items()}
 
+        # The modes' stats travel packed (one vector, not hundreds of scalars that each loop would copy).
         def delta_step(carry):
             _, layers, _ = carry
             out, run = self._run(args, layers, (d, layers[INPUT]))
-            return out, run.states, run.stats
+            return out, run.states, layer_stats_pack(run.stats)
 
         def keyframe_step(carry):  # dense, every layer's state rebuilt
-            return self._dense(args)
+            out, layers, stats = self._dense(args)
+            return out, layers, layer_stats_pack(stats)
 
         def dense_step(carry):  # the plain model (XLA's fastest); the layers' state goes stale: restart
-            return self.fn(*args), carry[1], static_stats(1.0, True)
+            return self.fn(*args), carry[1], layer_stats_pack(static_stats(1.0, True))
 
         # A skipped frame (no input pixel changed: nothing downstream changes either) keeps the last output and
         # every layer's state but the input's; each other mode replaces them.
-        carry = (state.output, {**state.layers, INPUT: input_state}, static_stats(0.0, False))
-        for which, fn in ((_frames.DELTA, delta_step), (_frames.KEYFRAME, keyframe_step), (_frames.DENSE, dense_step)):
-            carry = _frames.run_if(mode == which, fn, carry)
-        out, layers, stats = carry
+        skipped = static_stats(0.0, False)
+        modes = ((_frames.DELTA, delta_step), (_frames.KEYFRAME, keyframe_step), (_frames.DENSE, dense_step))
+
+        def changed_frame(carry):
+            for which, fn in modes:
+                carry = _frames.run_if(mode == which, fn, carry)
+            return carry
+
+        # The modes of a changed frame nest in one loop: a skipped frame waits for one predicate, not three (on a
+        # GPU, each is a round trip to the host).
+        carry = (state.output, {**state.layers, INPUT: input_state}, layer_stats_pack(skipped))
+        out, layers, packed = _frames.run_if(mode != _frames.SKIP, changed_frame, carry)
+        stats = layer_stats_unpack(packed, skipped)
         stats[INPUT] = stats[INPUT]._replace(nonfinite=nonfinite)
         return out, StreamState(layers, out, _frames.restarts(mode, state.restart), *want), stats
 
