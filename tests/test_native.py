@@ -286,11 +286,14 @@ def test_global_avg_pool_by_hand():
 
 
 @pytest.mark.parametrize("config", [ops.SparsifyConfig(), ops.SparsifyConfig(0.5), ops.SparsifyConfig(0.5, 1)])
-def test_sparsify(config):
+@pytest.mark.parametrize("channels", [3, 6, 40])  # RGB (a lane per pixel on CUDA), and lanes shared by channels
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_sparsify(config, channels, dtype):
     rng = np.random.default_rng(32)
-    ref = jnp.asarray(rng.normal(size=SHAPE), jnp.float32)
-    x = jnp.where(jnp.asarray(rng.random(SHAPE[:-1]) < 0.3)[..., None], ref + jnp.asarray(rng.normal(size=SHAPE)), ref)
-    (d_n, s_n), (d_r, s_r) = both(lambda s, x: ops.sparsify(s, x, config), ops.SparsifyState(ref), x)
+    shape = (*SHAPE[:-1], channels)
+    ref = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    x = jnp.where(jnp.asarray(rng.random(shape[:-1]) < 0.3)[..., None], ref + jnp.asarray(rng.normal(size=shape)), ref)
+    (d_n, s_n), (d_r, s_r) = both(lambda s, x: ops.sparsify(s, x, config), ops.SparsifyState(ref), x.astype(dtype))
     assert_delta_close(d_n, d_r)
     assert_tree_close(s_n, s_r)
 

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 SUPPORTED_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 STATE_DTYPE = jnp.dtype(jnp.float32)
@@ -129,3 +130,17 @@ def zeros_state(shape) -> jax.Array:
 def per_channel(v: jax.Array, ndim: int) -> jax.Array:
     """A ``[C]`` vector shaped ``[1, ..., 1, C]`` to broadcast over a rank-``ndim`` tensor explicitly."""
     return jnp.reshape(v, (1,) * (ndim - 1) + (v.shape[-1],))
+
+
+def as_sent(values: jax.Array) -> jax.Array:
+    """Emitted delta values (any dtype, ``[N, H, W, C]``) as float32, exactly as they were emitted.
+
+    Not ``values.astype(float32)`` alone for bfloat16: where ``values`` was converted from float32 in the same
+    program, XLA on a GPU removes the float32 -> bfloat16 -> float32 round trip (it allows excess precision),
+    and the error feedback would lose the rounding that was actually emitted. ``lax.reduce_precision`` to
+    bfloat16's 8 exponent and 7 mantissa bits keeps it (for float16 it would not model the subnormals).
+    """
+    wide = values.astype(STATE_DTYPE)
+    if values.dtype != jnp.bfloat16:
+        return wide
+    return lax.reduce_precision(wide, exponent_bits=8, mantissa_bits=7)

@@ -26,6 +26,7 @@ from deltajax.backend import dispatch
 from deltajax.ops._delta import (
     STATE_DTYPE,
     Delta,
+    as_sent,
     check_delta,
     check_nhwc,
     check_state,
@@ -246,7 +247,7 @@ def _activation_reference(*args, act: Activation, truncation: Truncation):
 
 def _feed_back(sent: jax.Array, values: jax.Array, keep: jax.Array) -> jax.Array:
     """Error feedback: ``sent`` ``[N, H, W, C]`` float32 plus the ``values`` actually emitted at ``keep``."""
-    return jnp.where(keep[..., None], sent + values.astype(STATE_DTYPE), sent)
+    return jnp.where(keep[..., None], sent + as_sent(values), sent)
 
 
 def _activation_native(*args, target: str, act: Activation, truncation: Truncation):

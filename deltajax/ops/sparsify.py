@@ -14,6 +14,7 @@ from deltajax.backend import dispatch
 from deltajax.ops._delta import (
     STATE_DTYPE,
     Delta,
+    as_sent,
     check_delta,
     check_nhwc,
     check_state,
@@ -92,7 +93,7 @@ def _sparsify_reference(ref, x, *, config):
     mask = dilate_mask(active, config.dilation)
     m = mask[..., None]
     values = jnp.where(m, diff, 0.0).astype(x.dtype)
-    sent = values.astype(STATE_DTYPE)
+    sent = as_sent(values)
     return values, mask, jnp.where(m, jnp.where(sent == diff, x32, ref + sent), ref)
 
 
