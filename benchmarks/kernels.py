@@ -69,7 +69,7 @@ PRESETS = {
         True,
     ),
 }
-# What scripts/gpu_check.sh runs by default (a few minutes); the full "gpu" preset takes much longer.
+# A few minutes: the README's single-layer table; the full "gpu" preset takes much longer.
 PRESETS["gpu-check"] = Preset(((1, 1080, 1920),), (64,), (0.0, 0.05, 1.0), tuple(PRECISIONS), True, seconds=0.1)
 PRESETS["gpu-mini"] = Preset(((1, 1080, 1920),), (64,), (0.0, 0.05, 1.0), ("f32_default", "bf16"), False)
 QUICK = {

@@ -72,6 +72,7 @@ def test_multi_device_benchmark_writes_rows(tmp_path):
 
     out, table = tmp_path / "multi.json", tmp_path / "multi.md"
     argv = ["--devices", "1,2", "--sizes", "32x48", "--streams-per-device", "2", "--frames", "2", "--exact"]
+    argv += ["--precision", "f32_highest"]  # the GPU's default is bfloat16
     assert multi_device.main([*argv, "--out", str(out), "--markdown", str(table)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert [(r["devices"], r["streams"]) for r in rows] == [(d, 2 * d) for d in (1, 2)[: jax.device_count()]]

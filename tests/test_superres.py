@@ -181,23 +181,31 @@ def realesrgan():
 
 
 def test_pretrained_threshold_zero_is_exact_on_the_person_clip(realesrgan):
+    """Within 1e-5 of dense, or, where dense itself differs more than that between this platform and XLA:CPU
+    (18 float32 convolutions with weights up to ~14, summed in other orders by cuDNN), within a few times that
+    difference."""
     model, variables = realesrgan
     frames = video.read_clip(video.bundled_clip("people"), start=75, max_frames=5, size=(18, 32))
     clip = superres.preprocess(frames)[:, None]
-    assert _exactness(model, variables, clip) < 1e-5
+    dense = jax.vmap(lambda f: model.apply(variables, f))
+    cpu = jax.devices("cpu")[0]
+    floor = rel_error(jax.jit(dense)(clip), jax.jit(dense)(jax.device_put(clip, cpu)))
+    assert _exactness(model, variables, clip) < max(1e-5, 4 * floor)
 
 
 def test_pretrained_psnr_on_the_person_clip(realesrgan):
-    """x4 from 192x108 (bilinear downscale) to 768x432 against the original frames: 31.4 dB, bicubic 30.9."""
+    """x4 from 192x108 to 768x432 against the original frames: 31.4 dB, bicubic 31.2. The small frames are the
+    originals downscaled by ``jax.image.resize`` (linear, antialiased), the same on every platform, unlike the
+    video decoders' own scalers (PyAV's bilinear gives 31.4 dB, OpenCV's 30.8)."""
     model, variables = realesrgan
-    path = video.bundled_clip("people")
-    original = video.read_clip(path, start=75, max_frames=2)
-    small = superres.preprocess(video.read_clip(path, start=75, max_frames=2, size=(108, 192)))
+    original = video.read_clip(video.bundled_clip("people"), start=75, max_frames=2)
+    small = jax.image.resize(jnp.asarray(original, jnp.float32), (2, 108, 192, 3), "linear", antialias=True)
+    small = superres.preprocess(np.clip(np.rint(np.asarray(small)), 0, 255).astype(np.uint8))
     upscaled = superres.to_uint8(jax.jit(model.apply)(variables, small))
     bicubic = superres.to_uint8(jax.image.resize(small, original.shape, "bicubic"))
 
     def psnr(a):
         return 10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - original) ** 2))
 
-    assert 30.9 < psnr(upscaled) < 31.9
-    assert psnr(upscaled) > psnr(bicubic) + 0.3
+    assert 31.2 < psnr(upscaled) < 31.6
+    assert psnr(upscaled) > psnr(bicubic) + 0.1

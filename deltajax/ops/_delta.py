@@ -132,15 +132,17 @@ def per_channel(v: jax.Array, ndim: int) -> jax.Array:
     return jnp.reshape(v, (1,) * (ndim - 1) + (v.shape[-1],))
 
 
-def as_sent(values: jax.Array) -> jax.Array:
-    """Emitted delta values (any dtype, ``[N, H, W, C]``) as float32, exactly as they were emitted.
+def emit(wide: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
+    """Delta values computed in float32 (``[N, H, W, C]``), rounded once to the delta ``dtype`` for emission.
 
-    Not ``values.astype(float32)`` alone for bfloat16: where ``values`` was converted from float32 in the same
-    program, XLA on a GPU removes the float32 -> bfloat16 -> float32 round trip (it allows excess precision),
-    and the error feedback would lose the rounding that was actually emitted. ``lax.reduce_precision`` to
-    bfloat16's 8 exponent and 7 mantissa bits keeps it (for float16 it would not model the subnormals).
+    Returns ``(values, sent)``: the values in ``dtype`` and exactly the same values in float32, for the emitter's
+    error feedback. For bfloat16 the rounding is ``lax.reduce_precision`` to 8 exponent and 7 mantissa bits before
+    the conversion: XLA on a GPU removes a float32 -> bfloat16 -> float32 round trip within a program (it allows
+    excess precision), so a consumer that widens ``values`` again could otherwise receive the unrounded float32,
+    while the emitter records the rounded value, and the two would drift apart frame by frame. (For float16
+    ``reduce_precision`` would not model the subnormals; XLA keeps its round trips.)
     """
-    wide = values.astype(STATE_DTYPE)
-    if values.dtype != jnp.bfloat16:
-        return wide
-    return lax.reduce_precision(wide, exponent_bits=8, mantissa_bits=7)
+    if jnp.dtype(dtype) == jnp.bfloat16:
+        wide = lax.reduce_precision(wide, exponent_bits=8, mantissa_bits=7)
+    values = wide.astype(dtype)
+    return values, (wide if jnp.dtype(dtype) == jnp.bfloat16 else values.astype(STATE_DTYPE))

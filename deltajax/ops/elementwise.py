@@ -26,11 +26,11 @@ from deltajax.backend import dispatch
 from deltajax.ops._delta import (
     STATE_DTYPE,
     Delta,
-    as_sent,
     check_delta,
     check_nhwc,
     check_state,
     check_vector,
+    emit,
     per_channel,
 )
 from deltajax.ops.config import Truncation
@@ -241,13 +241,9 @@ def _activation_reference(*args, act: Activation, truncation: Truncation):
     new_acc = jnp.where(m, acc + update, acc)
     y = act(new_acc, slopes) - sent
     keep = mask & passes_truncation(y, truncation)
-    values = jnp.where(keep[..., None], y, 0.0).astype(dtype)
-    return values, keep, new_acc, _feed_back(sent, values, keep)
-
-
-def _feed_back(sent: jax.Array, values: jax.Array, keep: jax.Array) -> jax.Array:
-    """Error feedback: ``sent`` ``[N, H, W, C]`` float32 plus the ``values`` actually emitted at ``keep``."""
-    return jnp.where(keep[..., None], sent + as_sent(values), sent)
+    values, emitted = emit(jnp.where(keep[..., None], y, 0.0), dtype)
+    # error feedback: what was sent so far plus exactly what is emitted now
+    return values, keep, new_acc, jnp.where(keep[..., None], sent + emitted, sent)
 
 
 def _activation_native(*args, target: str, act: Activation, truncation: Truncation):

@@ -14,10 +14,10 @@ from deltajax.backend import dispatch
 from deltajax.ops._delta import (
     STATE_DTYPE,
     Delta,
-    as_sent,
     check_delta,
     check_nhwc,
     check_state,
+    emit,
 )
 from deltajax.ops.config import SparsifyConfig
 
@@ -92,8 +92,7 @@ def _sparsify_reference(ref, x, *, config):
     active = jnp.max(jnp.abs(diff), axis=-1) > config.threshold
     mask = dilate_mask(active, config.dilation)
     m = mask[..., None]
-    values = jnp.where(m, diff, 0.0).astype(x.dtype)
-    sent = as_sent(values)
+    values, sent = emit(jnp.where(m, diff, 0.0), x.dtype)
     return values, mask, jnp.where(m, jnp.where(sent == diff, x32, ref + sent), ref)
 
 
