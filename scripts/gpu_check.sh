@@ -41,7 +41,7 @@ sanitize() {  # memcheck, then racecheck, of the small CUDA cases; its exit stat
   fi
   return $rc
 }
-# The soak (error over 10 000 frames of EfficientNet-Lite0 at 768x432, TF32 and bf16) runs alone: beside the
+# The soak (error over 10 000 frames of EfficientNet-Lite0 at 384x216, TF32 and bf16) runs alone: beside the
 # suite's processes, which share the card by time slices, its 20 000 small steps took minutes. The sanitizers
 # run beside the suite: the suite's workers leave them two cores.
 step soak 240 $PY -m benchmarks.soak --preset gpu --json "$OUTDIR/soak.json" --markdown "$OUTDIR/soak.md" \

@@ -40,6 +40,7 @@ def test_on_8_cpu_devices():
         "JAX_PLATFORMS": "cpu",
         "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8",
         "OMP_NUM_THREADS": "1",  # eight host devices share the cores
+        "DELTAJAX_REQUIRE_GPU": "0",  # the child runs on the CPU alone, also under scripts/gpu_check.sh
     }
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     command = [
