@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -87,13 +88,20 @@ def soak_errors(apply, variables, base, order, precision: str, dense_reference=N
                 return state, out
 
             _, outs = jax.lax.scan(body, state, order[1:])
-            dense = jax.lax.map(lambda i: apply(variables, base[i]), order, batch_size=DENSE_BATCH)
+            dense = dense_frames(apply, variables, base, order)
             return jnp.concatenate([out0[None], outs]), dense
 
         outs, dense = run(variables, base, order)
     agreement, err = deltajax.stats.compare_outputs(outs, dense)
     floor = None if dense_reference is None else deltajax.stats.compare_outputs(dense, dense_reference)[1].mean(1)
     return {"delta": err.mean(1), "floor": floor, "top1": agreement}
+
+
+def dense_frames(apply, variables, base, order):
+    """``[T, N, K]``: ``apply(variables, base[i])`` for each ``i`` of ``order``, ``DENSE_BATCH`` frames per call."""
+    import jax
+
+    return jax.lax.map(lambda i: apply(variables, base[i]), order, batch_size=DENSE_BATCH)
 
 
 @contextlib.contextmanager
@@ -167,9 +175,7 @@ def run(preset: Preset, video: str) -> tuple[list[dict], dict[str, np.ndarray]]:
     module, variables, base = load_clip(preset.model, video, 1, preset.size, preset.distinct, jnp.float32)
     order = ping_pong(base.shape[0], preset.frames)
     with _matmul_precision("highest"):
-        reference = jax.jit(lambda v, b, o: jax.lax.map(lambda i: module.apply(v, b[i]), o, batch_size=DENSE_BATCH))(
-            variables, base, order
-        )
+        reference = jax.jit(functools.partial(dense_frames, module.apply))(variables, base, order)
     rows, curves = [], {}
     for precision in preset.precisions:
         start = time.perf_counter()

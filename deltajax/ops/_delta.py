@@ -143,6 +143,7 @@ def emit(wide: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
     ``reduce_precision`` would not model the subnormals; XLA keeps its round trips.)
     """
     if jnp.dtype(dtype) == jnp.bfloat16:
-        wide = lax.reduce_precision(wide, exponent_bits=8, mantissa_bits=7)
+        rounded = lax.reduce_precision(wide, exponent_bits=8, mantissa_bits=7)
+        return rounded.astype(dtype), rounded
     values = wide.astype(dtype)
-    return values, (wide if jnp.dtype(dtype) == jnp.bfloat16 else values.astype(STATE_DTYPE))
+    return values, values.astype(STATE_DTYPE)
