@@ -11,9 +11,8 @@ traced earlier keep their choice.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 
 import jax
 
@@ -38,27 +37,12 @@ def reference_forced() -> bool:
     return _force_reference
 
 
-def dispatch(
-    target: str | None,
-    reference: Callable,
-    native: Callable | None,
-    *args,
-    platform_kwargs: Mapping[str, dict] | None = None,
-):
+def dispatch(target: str, reference: Callable, native: Callable, *args):
     """Runs ``native(*args)`` on platforms whose module registered ``target``, else ``reference(*args)``.
 
-    Both must return the same pytree structure, shapes and dtypes. ``target`` None: no native function, the
-    reference everywhere. ``platform_kwargs``: keyword arguments that either function takes on a given platform
-    (e.g. ``{"cuda": {"emit_bits": 10}}``), none elsewhere.
+    Both must return the same pytree structure, shapes and dtypes.
     """
-    platform_kwargs = platform_kwargs or {}
-    natives = []
-    if target is not None and not _force_reference:
-        natives = [p for p in _native.native_platforms() if target in _native.targets(p)]
-    if not natives and not platform_kwargs:
+    platforms = [] if _force_reference else [p for p in _native.native_platforms() if target in _native.targets(p)]
+    if not platforms:
         return reference(*args)
-    branches = {
-        p: functools.partial(native if p in natives else reference, **platform_kwargs.get(p, {}))
-        for p in {*natives, *platform_kwargs}
-    }
-    return jax.lax.platform_dependent(*args, default=reference, **branches)
+    return jax.lax.platform_dependent(*args, default=reference, **{p: native for p in platforms})

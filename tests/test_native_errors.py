@@ -28,13 +28,7 @@ def z(shape=S, dtype=F32):
     return jnp.zeros(shape, dtype)
 
 
-ACT_ATTRS = dict(
-    act=np.int32(1),
-    negative_slope=np.float32(0.1),
-    truncation=np.int32(0),
-    threshold=np.float32(0),
-    emit_bits=np.int32(0),
-)
+ACT_ATTRS = dict(act=np.int32(1), negative_slope=np.float32(0.1), truncation=np.int32(0), threshold=np.float32(0))
 ACT_RESULTS = (sds(S, F32), sds(S[:3], BOOL), sds(S, F32), sds(S, F32))
 
 
@@ -63,22 +57,6 @@ CASES = {
     "truncation mode": (
         lambda: activation_call(truncation=np.int32(7)),
         r"deltajax_activation: attribute 'truncation' must be 0 \(max\)",
-    ),
-    "emit bits range": (
-        lambda: activation_call(emit_bits=np.int32(23)),
-        r"deltajax_activation: attribute 'emit_bits' must be 0 \(float32 kept\) or 1-22 mantissa bits, got 23",
-    ),
-    "emit bits of 16-bit values": (
-        lambda: ffi(
-            "deltajax_sparsify",
-            (sds(S, jnp.bfloat16), sds(S[:3], BOOL), sds(S, F32), sds(S[:3], jnp.uint8)),
-            z(S, jnp.bfloat16),
-            z(),
-            threshold=np.float32(0),
-            dilation=np.int32(0),
-            emit_bits=np.int32(10),
-        ),
-        r"deltajax_sparsify: attribute 'emit_bits' applies to float32 values only, got 10 for 16-bit values",
     ),
     "activation scale shape": (
         lambda: activation_call(scale=(4,)),

@@ -15,7 +15,6 @@ struct SparsifyParams {
   int64_t n = 0, h = 0, w = 0, c = 0;
   float threshold = 0.f;  // active when max_c |x - ref| > threshold
   int dilation = 0;       // grow the activity map by this many pixels per side
-  int emit_bits = 0;      // > 0: float32 values emitted rounded to this many mantissa bits (round_mantissa)
   DType dtype = DType::kF32;
   const void* x = nullptr;    // [N, H, W, C] dtype
   float* ref = nullptr;       // [N, H, W, C] float32, read and updated in place
@@ -78,8 +77,7 @@ constexpr int kActKindCount = 12;
 enum class TruncMode : int { kMax = 0, kL2 = 1, kRms = 2, kNone = 3 };
 
 // Element-wise non-linearity on a delta with truncation and error feedback; acc/sent updated in place:
-// at an active pixel acc += d, y = f(acc) - sent; kept pixels emit v = y rounded to dtype (and to emit_bits) and
-// sent += v, dropped
+// at an active pixel acc += d, y = f(acc) - sent; kept pixels emit v = y rounded to dtype and sent += v, dropped
 // ones leave sent (what was not sent, by truncation or rounding, is in the next update).
 // With y != nullptr the input delta is the add of two deltas (x + y in float32, union of masks): the residual
 // add fused with the activation that follows it.
@@ -90,7 +88,6 @@ struct ActivationParams {
   const float* slopes = nullptr;  // prelu: [C] float32, x if x >= 0 else slopes[c] * x
   TruncMode truncation = TruncMode::kMax;
   float threshold = 0.f;
-  int emit_bits = 0;  // > 0: float32 values emitted rounded to this many mantissa bits (round_mantissa)
   DType dtype = DType::kF32;
   const void* x = nullptr;          // [N, H, W, C] dtype
   const uint8_t* x_mask = nullptr;  // [N, H, W]

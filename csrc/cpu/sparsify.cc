@@ -4,19 +4,18 @@
 #include <cmath>
 #include <cstring>
 
-#include "common/emit_rounding.h"
 #include "cpu/dtype.h"
 #include "cpu/window.h"
 
 namespace deltajax::cpu {
 namespace {
 
-// The update of one value: x - ref rounded to T and to `bits` mantissa bits (round_mantissa); ref becomes what was
-// sent (x itself when the update is exact), so a rounding is sent with the next update (error feedback).
+// The update of one value: x - ref rounded to T; ref becomes what was sent (x itself when the update is exact), so
+// a rounding is sent with the next update (error feedback).
 template <typename T>
-inline T emit(float x, float& ref, int bits) {
+inline T emit(float x, float& ref) {
   const float diff = x - ref;
-  const T v = from_float<T>(round_mantissa(diff, bits));
+  const T v = from_float<T>(diff);
   ref = to_float(v) == diff ? x : ref + to_float(v);
   return v;
 }
@@ -37,7 +36,7 @@ void sparsify_fused(const SparsifyParams& p) {
     p.mask[i] = active;
     if (!active) continue;
     T* __restrict vi = values + i * c;
-    for (int64_t k = 0; k < c; ++k) vi[k] = emit<T>(to_float(xi[k]), ri[k], p.emit_bits);
+    for (int64_t k = 0; k < c; ++k) vi[k] = emit<T>(to_float(xi[k]), ri[k]);
   }
 }
 
@@ -65,7 +64,7 @@ void sparsify_typed(const SparsifyParams& p) {
     const T* xi = x + i * p.c;
     float* ri = p.ref + i * p.c;
     T* vi = values + i * p.c;
-    for (int64_t k = 0; k < p.c; ++k) vi[k] = emit<T>(to_float(xi[k]), ri[k], p.emit_bits);
+    for (int64_t k = 0; k < p.c; ++k) vi[k] = emit<T>(to_float(xi[k]), ri[k]);
   }
 }
 

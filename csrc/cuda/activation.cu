@@ -1,5 +1,4 @@
 #include "common/activation_fn.h"
-#include "common/emit_rounding.h"
 #include "cuda/active_pixels.cuh"
 #include "cuda/dtype.cuh"
 #include "cuda/launch.cuh"
@@ -11,8 +10,8 @@ namespace {
 // Lanes of a pixel: the input update, the truncation score (reduced across the pixel's lanes), then the emitted
 // update. A lane takes V consecutive channels per access (V = 4 where C allows: 16-byte float32 state loads).
 // Pixels with no input update only get out_mask = 0. Error feedback: acc takes the update, the output is
-// f(acc) - sent, and sent takes the value emitted after its rounding to T (and to emit_bits); both passes form acc + d
-// the same way, so the score tests exactly the update that is emitted.
+// f(acc) - sent, and sent takes the value emitted after its rounding to T; both passes form acc + d the same way,
+// so the score tests exactly the update that is emitted.
 template <typename T, int V, class F>
 __global__ void __launch_bounds__(kBlock) activation_kernel(ActivationParams p, F f) {
   const T* x = static_cast<const T*>(p.x);
@@ -76,7 +75,7 @@ __global__ void __launch_bounds__(kBlock) activation_kernel(ActivationParams p, 
       float s[V], v[V];
       load_floats<V>(sent + k, s);
       for (int j = 0; j < V; ++j) {
-        v[j] = to_float(from_float<T>(round_mantissa(f.at(a[j], k + j) - s[j], p.emit_bits)));
+        v[j] = to_float(from_float<T>(f.at(a[j], k + j) - s[j]));
         s[j] += v[j];
       }
       store_floats<V>(out + row + k, v);

@@ -1,4 +1,3 @@
-#include "common/emit_rounding.h"
 #include "cuda/active_pixels.cuh"
 #include "cuda/dtype.cuh"
 #include "cuda/sparsify.h"
@@ -41,15 +40,15 @@ __device__ __forceinline__ bool changed(const SparsifyParams& p, int64_t i, int 
 }
 
 // Pixel i's update, by the lane that holds channel `sub` and every group-th after it: values = x - ref rounded to
-// T (and to emit_bits); ref becomes what was sent (x itself when the update is exact), so a rounding is sent with the
-// next update (error feedback).
+// T; ref becomes what was sent (x itself when the update is exact), so a rounding is sent with the next update
+// (error feedback).
 template <typename T>
 __device__ __forceinline__ void emit(const SparsifyParams& p, int64_t i, int sub, int group) {
   const T* x = static_cast<const T*>(p.x);
   T* values = static_cast<T*>(p.values);
   for (int64_t k = sub; k < p.c; k += group) {
     const float xv = to_float(x[i * p.c + k]), ref = p.ref[i * p.c + k], diff = xv - ref;
-    const T v = from_float<T>(round_mantissa(diff, p.emit_bits));
+    const T v = from_float<T>(diff);
     values[i * p.c + k] = v;
     p.ref[i * p.c + k] = to_float(v) == diff ? xv : ref + to_float(v);
   }

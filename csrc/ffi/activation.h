@@ -2,8 +2,7 @@
 //   acc, sent [N,H,W,C] f32 (aliased to their results) -> out [N,H,W,C] (x's dtype), out_mask [N,H,W] bool, acc, sent.
 // deltajax_prelu: x, x_mask, scale, slopes [C] f32 (act must be prelu), acc, sent -> the same as activation.
 // deltajax_add_activation: x, x_mask, y, y_mask (f of the update x + y, fused; no scale), acc, sent -> the same.
-// Attributes: act (ActKind), negative_slope, truncation (TruncMode), threshold, emit_bits (mantissa bits of emitted
-// float32 values: 0 keeps float32, 10 is TF32).
+// Attributes: act (ActKind), negative_slope, truncation (TruncMode), threshold.
 #pragma once
 
 #include <utility>
@@ -22,7 +21,7 @@ ffi::Error ActivationSetup(const std::string& op, typename B::Stream stream, Act
                            const ffi::AnyBuffer& x, const ffi::AnyBuffer& acc, const ffi::AnyBuffer& sent,
                            ffi::AnyBuffer& out, ffi::AnyBuffer& out_mask, ffi::AnyBuffer& acc_out,
                            ffi::AnyBuffer& sent_out, int32_t act, float negative_slope, int32_t truncation,
-                           float threshold, int32_t emit_bits) {
+                           float threshold) {
   if (act < 0 || act >= kActKindCount)
     return invalid(op, "attribute 'act' must be an ActKind in [0, " + std::to_string(kActKindCount) + "), got " +
                            std::to_string(act));
@@ -30,7 +29,6 @@ ffi::Error ActivationSetup(const std::string& op, typename B::Stream stream, Act
     return invalid(
         op, "attribute 'truncation' must be 0 (max), 1 (l2), 2 (rms) or 3 (none), got " + std::to_string(truncation));
   if (!(threshold >= 0.f)) return invalid(op, "attribute 'threshold' must be >= 0, got " + std::to_string(threshold));
-  DELTAJAX_RETURN_IF_ERROR(emit_bits_attr(op, emit_bits, p.dtype));
   DELTAJAX_RETURN_IF_ERROR(values_result(op, "out", out, x, dims_of(x)));
   DELTAJAX_RETURN_IF_ERROR(mask_result(op, "out_mask", out_mask, without_channels(x)));
   DELTAJAX_RETURN_IF_ERROR(state_in_place<B>(op, "acc", acc, acc_out, dims_of(x), stream, &p.acc));
@@ -43,7 +41,6 @@ ffi::Error ActivationSetup(const std::string& op, typename B::Stream stream, Act
   p.negative_slope = negative_slope;
   p.truncation = static_cast<TruncMode>(truncation);
   p.threshold = threshold;
-  p.emit_bits = emit_bits;
   p.x = x.untyped_data();
   p.out = out.untyped_data();
   p.out_mask = static_cast<uint8_t*>(out_mask.untyped_data());
@@ -56,7 +53,7 @@ ffi::Error ScaledActivation(const std::string& op, typename B::Stream stream, co
                             const ffi::AnyBuffer& x_mask, const ffi::AnyBuffer& scale, const ffi::AnyBuffer* slopes,
                             const ffi::AnyBuffer& acc, const ffi::AnyBuffer& sent, ffi::AnyBuffer& out,
                             ffi::AnyBuffer& out_mask, ffi::AnyBuffer& acc_out, ffi::AnyBuffer& sent_out, int32_t act,
-                            float negative_slope, int32_t truncation, float threshold, int32_t emit_bits) {
+                            float negative_slope, int32_t truncation, float threshold) {
   ActivationParams p;
   DELTAJAX_RETURN_IF_ERROR(delta_arg(op, "x", "x_mask", x, x_mask, &p.n, &p.h, &p.w, &p.c, &p.dtype));
   DELTAJAX_RETURN_IF_ERROR(expect_type(op, "scale", scale, ffi::DataType::F32, "float32"));
@@ -78,7 +75,7 @@ ffi::Error ScaledActivation(const std::string& op, typename B::Stream stream, co
   p.x_mask = static_cast<const uint8_t*>(x_mask.untyped_data());
   p.scale = static_cast<const float*>(scale.untyped_data());
   DELTAJAX_RETURN_IF_ERROR(ActivationSetup<B>(op, stream, p, x, acc, sent, out, out_mask, acc_out, sent_out, act,
-                                              negative_slope, truncation, threshold, emit_bits));
+                                              negative_slope, truncation, threshold));
   return B::activation(p, stream);
 }
 
@@ -87,9 +84,9 @@ ffi::Error Activation(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffe
                       ffi::AnyBuffer acc, ffi::AnyBuffer sent, ffi::Result<ffi::AnyBuffer> out,
                       ffi::Result<ffi::AnyBuffer> out_mask, ffi::Result<ffi::AnyBuffer> acc_out,
                       ffi::Result<ffi::AnyBuffer> sent_out, int32_t act, float negative_slope, int32_t truncation,
-                      float threshold, int32_t emit_bits) {
+                      float threshold) {
   return ScaledActivation<B>("activation", stream, x, x_mask, scale, nullptr, acc, sent, *out, *out_mask, *acc_out,
-                             *sent_out, act, negative_slope, truncation, threshold, emit_bits);
+                             *sent_out, act, negative_slope, truncation, threshold);
 }
 
 template <class B>
@@ -97,9 +94,9 @@ ffi::Error PRelu(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer x_m
                  ffi::AnyBuffer slopes, ffi::AnyBuffer acc, ffi::AnyBuffer sent, ffi::Result<ffi::AnyBuffer> out,
                  ffi::Result<ffi::AnyBuffer> out_mask, ffi::Result<ffi::AnyBuffer> acc_out,
                  ffi::Result<ffi::AnyBuffer> sent_out, int32_t act, float negative_slope, int32_t truncation,
-                 float threshold, int32_t emit_bits) {
+                 float threshold) {
   return ScaledActivation<B>("prelu", stream, x, x_mask, scale, &slopes, acc, sent, *out, *out_mask, *acc_out,
-                             *sent_out, act, negative_slope, truncation, threshold, emit_bits);
+                             *sent_out, act, negative_slope, truncation, threshold);
 }
 
 template <class B>
@@ -107,7 +104,7 @@ ffi::Error AddActivation(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBu
                          ffi::AnyBuffer y_mask, ffi::AnyBuffer acc, ffi::AnyBuffer sent,
                          ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> out_mask,
                          ffi::Result<ffi::AnyBuffer> acc_out, ffi::Result<ffi::AnyBuffer> sent_out, int32_t act,
-                         float negative_slope, int32_t truncation, float threshold, int32_t emit_bits) {
+                         float negative_slope, int32_t truncation, float threshold) {
   const std::string op = "add_activation";
   ActivationParams p;
   DELTAJAX_RETURN_IF_ERROR(delta_arg(op, "x", "x_mask", x, x_mask, &p.n, &p.h, &p.w, &p.c, &p.dtype));
@@ -119,7 +116,7 @@ ffi::Error AddActivation(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBu
   p.y = y.untyped_data();
   p.y_mask = static_cast<const uint8_t*>(y_mask.untyped_data());
   DELTAJAX_RETURN_IF_ERROR(ActivationSetup<B>(op, stream, p, x, acc, sent, *out, *out_mask, *acc_out, *sent_out, act,
-                                              negative_slope, truncation, threshold, emit_bits));
+                                              negative_slope, truncation, threshold));
   return B::activation(p, stream);
 }
 
@@ -130,8 +127,7 @@ auto WithActivationAttrs(Binding binding) {  // Binding's methods take *this as 
       .template Attr<int32_t>("act")
       .template Attr<float>("negative_slope")
       .template Attr<int32_t>("truncation")
-      .template Attr<float>("threshold")
-      .template Attr<int32_t>("emit_bits");
+      .template Attr<float>("threshold");
 }
 
 template <class B>

@@ -144,17 +144,6 @@ ffi::Error state_in_place(const std::string& op, const char* name, const ffi::An
   return ffi::Error::Success();
 }
 
-// The attribute 'emit_bits': mantissa bits kept in emitted float32 values (0: all; 1-22: round_mantissa).
-inline ffi::Error emit_bits_attr(const std::string& op, int32_t bits, DType dtype) {
-  if (bits < 0 || bits > 22)
-    return invalid(op,
-                   "attribute 'emit_bits' must be 0 (float32 kept) or 1-22 mantissa bits, got " + std::to_string(bits));
-  if (bits != 0 && dtype != DType::kF32)
-    return invalid(
-        op, "attribute 'emit_bits' applies to float32 values only, got " + std::to_string(bits) + " for 16-bit values");
-  return ffi::Error::Success();
-}
-
 // int32 list indices: the pixel count of one call must fit.
 inline ffi::Error fits_int32(const std::string& op, int64_t pixels) {
   if (pixels < (int64_t(1) << 31) - 1) return ffi::Error::Success();

@@ -20,7 +20,7 @@ ffi::Error ConvActivation(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyB
                           ffi::Result<ffi::AnyBuffer> conv_mask, ffi::Result<ffi::AnyBuffer> workspace,
                           int32_t stride_h, int32_t stride_w, int32_t pad_top, int32_t pad_left, int32_t lhs_dil_h,
                           int32_t lhs_dil_w, int32_t rhs_dil_h, int32_t rhs_dil_w, int32_t groups, int32_t precision,
-                          int32_t act, float negative_slope, int32_t truncation, float threshold, int32_t emit_bits) {
+                          int32_t act, float negative_slope, int32_t truncation, float threshold) {
   const std::string op = "conv_activation";
   ConvParams cp;
   DELTAJAX_RETURN_IF_ERROR(ConvSetup(op, x, mask, kernel, &*out, &*conv_mask, &*workspace, stride_h, stride_w, pad_top,
@@ -37,7 +37,7 @@ ffi::Error ConvActivation(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyB
   ap.scale = static_cast<const float*>(scale.untyped_data());
   // The rule reads the conv's output and writes its own in place: `out` is both its x and its out.
   DELTAJAX_RETURN_IF_ERROR(ActivationSetup<B>(op, stream, ap, *out, acc, sent, *out, *out_mask, *acc_out, *sent_out,
-                                              act, negative_slope, truncation, threshold, emit_bits));
+                                              act, negative_slope, truncation, threshold));
   return B::conv_activation(cp, ap, stream);
 }
 

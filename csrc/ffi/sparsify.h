@@ -1,6 +1,5 @@
 // deltajax_sparsify: frame x [N,H,W,C], ref [N,H,W,C] f32 (aliased to the ref result)
 //   -> values [N,H,W,C] (x's dtype), mask [N,H,W] bool, ref [N,H,W,C] f32, workspace [N,H,W] u8.
-// Attributes: threshold, dilation, emit_bits (mantissa bits of emitted float32 values: 0 keeps float32).
 #pragma once
 
 #include "ffi/common.h"
@@ -13,7 +12,7 @@ using namespace deltajax::ffi_util;
 template <class B>
 ffi::Error Sparsify(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer ref, ffi::Result<ffi::AnyBuffer> values,
                     ffi::Result<ffi::AnyBuffer> mask, ffi::Result<ffi::AnyBuffer> ref_out,
-                    ffi::Result<ffi::AnyBuffer> workspace, float threshold, int32_t dilation, int32_t emit_bits) {
+                    ffi::Result<ffi::AnyBuffer> workspace, float threshold, int32_t dilation) {
   const std::string op = "sparsify";
   SparsifyParams p;
   DELTAJAX_RETURN_IF_ERROR(activation_dtype(op, "x", x, &p.dtype));
@@ -28,10 +27,8 @@ ffi::Error Sparsify(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer 
   DELTAJAX_RETURN_IF_ERROR(expect_dims(op, "workspace", *workspace, without_channels(x)));
   if (!(threshold >= 0.f)) return invalid(op, "attribute 'threshold' must be >= 0, got " + std::to_string(threshold));
   if (dilation < 0) return invalid(op, "attribute 'dilation' must be >= 0, got " + std::to_string(dilation));
-  DELTAJAX_RETURN_IF_ERROR(emit_bits_attr(op, emit_bits, p.dtype));
   p.threshold = threshold;
   p.dilation = dilation;
-  p.emit_bits = emit_bits;
   p.x = x.untyped_data();
   p.ref = static_cast<float*>(ref_out->untyped_data());
   if (ref_out->untyped_data() != ref.untyped_data())
@@ -44,10 +41,7 @@ ffi::Error Sparsify(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer 
 
 template <class B>
 auto SparsifyBinding() {
-  return BindBuffers<B, 2, 4>()
-      .template Attr<float>("threshold")
-      .template Attr<int32_t>("dilation")
-      .template Attr<int32_t>("emit_bits");
+  return BindBuffers<B, 2, 4>().template Attr<float>("threshold").template Attr<int32_t>("dilation");
 }
 
 }  // namespace deltajax::ffi_ops

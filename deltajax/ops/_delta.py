@@ -132,25 +132,8 @@ def per_channel(v: jax.Array, ndim: int) -> jax.Array:
     return jnp.reshape(v, (1,) * (ndim - 1) + (v.shape[-1],))
 
 
-# Mantissa bits that tensor cores keep of a float32 operand, per platform: CUDA's convolutions and matmuls at the
-# default precision read float32 as TF32. (The CPU kernels and XLA:CPU multiply float32 in full.)
-TENSOR_CORE_MANTISSA_BITS = {"cuda": 10}
-
-
-def emit_rounding(dtype, tensor_cores: bool) -> dict[str, dict]:
-    """Per platform, the keyword ``emit_bits`` of an emitter's reference and native functions (``backend.dispatch``'s
-    ``platform_kwargs``): where ``tensor_cores`` says that the emitted deltas feed convolutions or matmuls that run
-    float32 on tensor cores, float32 deltas are emitted already rounded to what those read. With the rounding fed
-    back like any other, what the consumer multiplies is then exactly what was sent: no rounding of the consumer's
-    accumulates frame after frame (TF32 on a GPU otherwise drifts, error growing ~3.6x over 10 000 frames)."""
-    if not tensor_cores or jnp.dtype(dtype) != jnp.float32:
-        return {}
-    return {platform: {"emit_bits": bits} for platform, bits in TENSOR_CORE_MANTISSA_BITS.items()}
-
-
-def emit(wide: jax.Array, dtype, emit_bits: int = 0) -> tuple[jax.Array, jax.Array]:
-    """Delta values computed in float32 (``[N, H, W, C]``), rounded once to the delta ``dtype`` for emission (and
-    for float32, with ``emit_bits`` > 0, to that many mantissa bits: ``emit_rounding``).
+def emit(wide: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
+    """Delta values computed in float32 (``[N, H, W, C]``), rounded once to the delta ``dtype`` for emission.
 
     Returns ``(values, sent)``: the values in ``dtype`` and exactly the same values in float32, for the emitter's
     error feedback. For bfloat16 the rounding is ``lax.reduce_precision`` to 8 exponent and 7 mantissa bits before
@@ -162,8 +145,5 @@ def emit(wide: jax.Array, dtype, emit_bits: int = 0) -> tuple[jax.Array, jax.Arr
     if jnp.dtype(dtype) == jnp.bfloat16:
         rounded = lax.reduce_precision(wide, exponent_bits=8, mantissa_bits=7)
         return rounded.astype(dtype), rounded
-    if emit_bits and jnp.dtype(dtype) == jnp.float32:
-        rounded = lax.reduce_precision(wide, exponent_bits=8, mantissa_bits=emit_bits)
-        return rounded, rounded
     values = wide.astype(dtype)
     return values, values.astype(STATE_DTYPE)

@@ -58,18 +58,12 @@ def add_activation_init(x: jax.Array, y: jax.Array, activation_fn="relu") -> tup
 
 
 def add_activation(
-    state: ActivationState,
-    x: Delta,
-    y: Delta,
-    activation_fn="relu",
-    truncation: Truncation = Truncation(),
-    *,
-    tensor_cores: bool = False,
+    state: ActivationState, x: Delta, y: Delta, activation_fn="relu", truncation: Truncation = Truncation()
 ) -> tuple[Delta, ActivationState]:
     """``f(x + y)`` on Deltas: the add, then the activation rule with its state, in one kernel.
 
-    Equals ``activation(state, add(x, y), activation_fn, truncation, tensor_cores=tensor_cores)`` but for the sum,
-    which the activation accumulates in float32 without rounding it to the values' dtype first.
+    Equals ``activation(state, add(x, y), activation_fn, truncation)`` (the sum is rounded to the
+    values' dtype before the activation reads it, as there).
     """
     act = as_activation("add_activation", activation_fn)
     check_delta("add_activation", "x", x)
@@ -82,12 +76,7 @@ def add_activation(
     check_state("add_activation", "state.acc", state.acc, x.shape, "add_activation_init")
     check_state("add_activation", "state.sent", state.sent, x.shape, "add_activation_init")
     values, keep, acc, sent = activation_dispatch(
-        "deltajax_add_activation",
-        act,
-        truncation,
-        (x.values, x.mask, y.values, y.mask),
-        (state.acc, state.sent),
-        tensor_cores=tensor_cores,
+        "deltajax_add_activation", act, truncation, (x.values, x.mask, y.values, y.mask), (state.acc, state.sent)
     )
     return Delta(values, keep), ActivationState(acc, sent)
 

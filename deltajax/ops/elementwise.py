@@ -31,7 +31,6 @@ from deltajax.ops._delta import (
     check_state,
     check_vector,
     emit,
-    emit_rounding,
     per_channel,
 )
 from deltajax.ops.config import Truncation
@@ -181,8 +180,6 @@ def activation(
     truncation: Truncation = Truncation(),
     scale: jax.Array | None = None,
     slopes: jax.Array | None = None,
-    *,
-    tensor_cores: bool = False,
 ) -> tuple[Delta, ActivationState]:
     """Applies an element-wise non-linearity to a Delta.
 
@@ -196,11 +193,6 @@ def activation(
         the same as ``activation(state, affine(x, scale), ...)`` without the
         pass over the scaled values and their rounding to ``x``'s dtype).
       slopes: ``[C]``, for ``prelu`` and only for it (may be traced).
-      tensor_cores: the output deltas feed convolutions or matmuls that run
-        float32 on tensor cores (float32 at the default precision on a GPU):
-        float32 deltas are then emitted rounded to what those read (TF32),
-        the rounding fed back (``_delta.emit_rounding``); elsewhere, and for
-        16-bit dtypes, it changes nothing.
 
     Returns:
       The output Delta (mask: active input pixels that passed truncation)
@@ -214,36 +206,27 @@ def activation(
     check_slopes("activation", act, slopes, x.shape[-1])
     scale = jnp.ones(x.shape[-1:], jnp.float32) if scale is None else jnp.asarray(scale, jnp.float32)
     values, keep, acc, sent = activation_dispatch(
-        "deltajax_activation",
-        act,
-        truncation,
-        (x.values, x.mask, scale),
-        (state.acc, state.sent),
-        slopes,
-        tensor_cores=tensor_cores,
+        "deltajax_activation", act, truncation, (x.values, x.mask, scale), (state.acc, state.sent), slopes
     )
     return Delta(values, keep), ActivationState(acc, sent)
 
 
-def activation_dispatch(
-    target: str, act: Activation, truncation: Truncation, inputs, state, slopes=None, tensor_cores: bool = False
-):
+def activation_dispatch(target: str, act: Activation, truncation: Truncation, inputs, state, slopes=None):
     """The activation rule on ``inputs``: ``(values, mask, scale)``, or for ``deltajax_add_activation`` two
-    ``(values, mask)`` pairs added first; ``slopes``: prelu's ``[C]`` (checked by the caller); ``tensor_cores``: as
-    for ``activation``. Native for named activations, the reference for callables."""
-    rounding = emit_rounding(inputs[0].dtype, tensor_cores)
+    ``(values, mask)`` pairs added first; ``slopes``: prelu's ``[C]`` (checked by the caller). Native for named
+    activations, the reference for callables."""
     if slopes is not None:  # the prelu targets take the slopes after the inputs
         inputs = (*inputs, jnp.asarray(slopes, jnp.float32))
     reference = functools.partial(_activation_reference, act=act, truncation=truncation)
     if not has_native_kernel(act) or (slopes is not None and target not in _PRELU_TARGET):
-        return dispatch(None, reference, None, *inputs, *state, platform_kwargs=rounding)
+        return reference(*inputs, *state)
     if slopes is not None:
         target = _PRELU_TARGET[target]
     native = functools.partial(_activation_native, target=target, act=act, truncation=truncation)
-    return dispatch(target, reference, native, *inputs, *state, platform_kwargs=rounding)
+    return dispatch(target, reference, native, *inputs, *state)
 
 
-def _activation_reference(*args, act: Activation, truncation: Truncation, emit_bits: int = 0):
+def _activation_reference(*args, act: Activation, truncation: Truncation):
     *inputs, acc, sent = args
     slopes = inputs.pop() if act.fn == "prelu" else None
     if len(inputs) == 4:  # add fused with the activation: the float32 sum, never rounded before it accumulates
@@ -258,12 +241,12 @@ def _activation_reference(*args, act: Activation, truncation: Truncation, emit_b
     new_acc = jnp.where(m, acc + update, acc)
     y = act(new_acc, slopes) - sent
     keep = mask & passes_truncation(y, truncation)
-    values, emitted = emit(jnp.where(keep[..., None], y, 0.0), dtype, emit_bits)
+    values, emitted = emit(jnp.where(keep[..., None], y, 0.0), dtype)
     # error feedback: what was sent so far plus exactly what is emitted now
     return values, keep, new_acc, jnp.where(keep[..., None], sent + emitted, sent)
 
 
-def _activation_native(*args, target: str, act: Activation, truncation: Truncation, emit_bits: int = 0):
+def _activation_native(*args, target: str, act: Activation, truncation: Truncation):
     values = args[0]
     n_in = len(args)
     return jax.ffi.ffi_call(
@@ -276,15 +259,14 @@ def _activation_native(*args, target: str, act: Activation, truncation: Truncati
         ),
         input_output_aliases={n_in - 2: 2, n_in - 1: 3},
         vmap_method="broadcast_all",
-    )(*args, **native_activation_attrs(act, truncation, emit_bits))
+    )(*args, **native_activation_attrs(act, truncation))
 
 
-def native_activation_attrs(act: Activation, truncation: Truncation, emit_bits: int = 0) -> dict:
-    """The FFI attributes of the native activation targets (``act`` named; ``emit_bits``: ``_delta.emit``'s)."""
+def native_activation_attrs(act: Activation, truncation: Truncation) -> dict:
+    """The FFI attributes of the native activation targets (``act`` named)."""
     return dict(
         act=np.int32(_ACT_KIND[act.fn]),
         negative_slope=np.float32(act.negative_slope),
         truncation=np.int32(_TRUNC_MODE[truncation.mode]),
         threshold=np.float32(truncation.threshold),
-        emit_bits=np.int32(emit_bits),
     )

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from deltajax.backend import dispatch
-from deltajax.ops._delta import STATE_DTYPE, Delta, check_delta, check_state, check_vector, emit_rounding
+from deltajax.ops._delta import STATE_DTYPE, Delta, check_delta, check_state, check_vector
 from deltajax.ops.config import Truncation
 from deltajax.ops.conv import conv_geometry, linear_conv, native_conv_attrs, output_size
 from deltajax.ops.elementwise import (
@@ -41,7 +41,6 @@ def conv_activation(
     groups: int = 1,
     precision=None,
     slopes: jax.Array | None = None,
-    tensor_cores: bool = False,
 ) -> tuple[Delta, ActivationState, jax.Array]:
     """``activation(state, conv(x, kernel, ...), activation_fn, truncation, scale)`` as one op.
 
@@ -50,7 +49,7 @@ def conv_activation(
         of the convolution's first-frame output).
       x: the input Delta ``[N, H, W, C_in]``.
       kernel, strides, padding, dilation, groups, precision: as for ``conv``.
-      activation_fn, truncation, scale, slopes, tensor_cores: as for ``activation`` (``[C_out]``).
+      activation_fn, truncation, scale, slopes: as for ``activation`` (``[C_out]``).
 
     Returns:
       The output Delta (mask: the pixels the rule kept), the new state, and the
@@ -67,27 +66,21 @@ def conv_activation(
     check_slopes(op, act, slopes, kernel.shape[3])
     scale = jnp.ones(kernel.shape[3:], jnp.float32) if scale is None else jnp.asarray(scale, jnp.float32)
 
-    def composed(values, mask, kernel, scale, acc, sent, emit_bits=0):
-        del emit_bits  # the platform's rounding, which activation() applies by itself (tensor_cores)
+    def composed(values, mask, kernel, scale, acc, sent):
         c = linear_conv(Delta(values, mask), kernel, None, precision=precision, **geometry)
-        y, new = activation(
-            ActivationState(acc, sent), c, act, truncation, scale=scale, slopes=slopes, tensor_cores=tensor_cores
-        )
+        y, new = activation(ActivationState(acc, sent), c, act, truncation, scale=scale, slopes=slopes)
         return y.values, y.mask, new.acc, new.sent, c.mask
 
     args = (x.values, x.mask, kernel.astype(x.dtype), scale, state.acc, state.sent)
     if has_native_kernel(act) and slopes is None:  # a named activation: the fused kernel (prelu: conv, then prelu)
         native = functools.partial(_native, geometry=geometry, act=act, truncation=truncation, precision=precision)
-        rounding = emit_rounding(x.dtype, tensor_cores)
-        values, keep, acc, sent, conv_mask = dispatch(
-            "deltajax_conv_activation", composed, native, *args, platform_kwargs=rounding
-        )
+        values, keep, acc, sent, conv_mask = dispatch("deltajax_conv_activation", composed, native, *args)
     else:
         values, keep, acc, sent, conv_mask = composed(*args)
     return Delta(values, keep), ActivationState(acc, sent), conv_mask
 
 
-def _native(values, mask, kernel, scale, acc, sent, *, geometry, act, truncation, precision, emit_bits=0):
+def _native(values, mask, kernel, scale, acc, sent, *, geometry, act, truncation, precision):
     n, (ho, wo) = values.shape[0], output_size(values, kernel, geometry)
     shape = (n, ho, wo, kernel.shape[3])
     out, keep, acc, sent, conv_mask, _ = jax.ffi.ffi_call(
@@ -110,6 +103,6 @@ def _native(values, mask, kernel, scale, acc, sent, *, geometry, act, truncation
         acc,
         sent,
         **native_conv_attrs(geometry, precision),
-        **native_activation_attrs(act, truncation, emit_bits),
+        **native_activation_attrs(act, truncation),
     )
     return out, keep, acc, sent, conv_mask

@@ -18,7 +18,6 @@ from deltajax.ops._delta import (
     check_nhwc,
     check_state,
     emit,
-    emit_rounding,
 )
 from deltajax.ops.config import SparsifyConfig
 
@@ -58,7 +57,7 @@ def sparsify_init(x: jax.Array) -> tuple[jax.Array, SparsifyState]:
 
 
 def sparsify(
-    state: SparsifyState, x: jax.Array, config: SparsifyConfig = SparsifyConfig(), *, tensor_cores: bool = False
+    state: SparsifyState, x: jax.Array, config: SparsifyConfig = SparsifyConfig()
 ) -> tuple[Delta, SparsifyState]:
     """Turns a dense frame ``[N, H, W, C]`` into a Delta against the reference.
 
@@ -67,10 +66,6 @@ def sparsify(
     rounded to ``x``'s dtype and set ``ref += v`` (``ref = x`` when ``v`` is exact:
     the reference is what was actually sent, so a rounding is sent on the next
     frame), inactive ones keep ``ref`` so slow drift accumulates.
-
-    ``tensor_cores``: the deltas feed convolutions or matmuls that run float32 on tensor cores (float32 at the
-    default precision on a GPU): float32 deltas are then emitted rounded to what those read (TF32), the rounding
-    fed back like any other (``_delta.emit_rounding``). Elsewhere, and for 16-bit dtypes, it changes nothing.
 
     Example:
       >>> frame0 = jnp.zeros((1, 4, 4, 3)); frame1 = frame0.at[0, 1, 2].set(1.0)
@@ -87,22 +82,21 @@ def sparsify(
         functools.partial(_sparsify_native, config=config),
         state.ref,
         x,
-        platform_kwargs=emit_rounding(x.dtype, tensor_cores),
     )
     return Delta(values, mask), SparsifyState(ref)
 
 
-def _sparsify_reference(ref, x, *, config, emit_bits=0):
+def _sparsify_reference(ref, x, *, config):
     x32 = x.astype(STATE_DTYPE)
     diff = x32 - ref
     active = jnp.max(jnp.abs(diff), axis=-1) > config.threshold
     mask = dilate_mask(active, config.dilation)
     m = mask[..., None]
-    values, sent = emit(jnp.where(m, diff, 0.0), x.dtype, emit_bits)
+    values, sent = emit(jnp.where(m, diff, 0.0), x.dtype)
     return values, mask, jnp.where(m, jnp.where(sent == diff, x32, ref + sent), ref)
 
 
-def _sparsify_native(ref, x, *, config, emit_bits=0):
+def _sparsify_native(ref, x, *, config):
     pixels = x.shape[:-1]
     values, mask, ref, _ = jax.ffi.ffi_call(
         "deltajax_sparsify",
@@ -114,7 +108,7 @@ def _sparsify_native(ref, x, *, config, emit_bits=0):
         ),
         input_output_aliases={1: 2},
         vmap_method="broadcast_all",
-    )(x, ref, threshold=np.float32(config.threshold), dilation=np.int32(config.dilation), emit_bits=np.int32(emit_bits))
+    )(x, ref, threshold=np.float32(config.threshold), dilation=np.int32(config.dilation))
     return values, mask, ref
 
 

@@ -41,8 +41,6 @@ class Run:
         (a batch-norm scale), so that an activation reading it can take the factor fused.
       convs: Var -> how a native delta conv made that Var's Delta (``_rules.ConvCall``), so that an
         activation reading nothing else can redo it fused (``ops.conv_activation``).
-      tensor_cores: the program's float32 convolutions run on tensor cores where the platform has them
-        (``_rules.feeds_tensor_cores``): its emitters send float32 deltas in the precision those read.
     """
 
     def __init__(
@@ -61,7 +59,6 @@ class Run:
         self.kinds: dict = {}
         self.scaled: dict = {}
         self.convs: dict = {}
-        self.tensor_cores = _rules.feeds_tensor_cores(program)
         self._dense_memo: dict = {}
         self._delta_memo: dict = {}
 
@@ -141,7 +138,7 @@ class Run:
             out, self.states[name] = ops.sparsify_init(value)
         else:
             cfg = self.config.sparsify_for(name, SparsifyConfig())
-            out, self.states[name] = ops.sparsify(self.state(name), value, cfg, tensor_cores=self.tensor_cores)
+            out, self.states[name] = ops.sparsify(self.state(name), value, cfg)
         self.record(name, out)
         self._delta_memo[var] = out
         return out
@@ -163,9 +160,7 @@ class Run:
         elif self.input_delta is not None:
             out, self.states[INPUT] = self.input_delta
         else:
-            out, self.states[INPUT] = ops.sparsify(
-                self.state(INPUT), frame, input_config(self.config), tensor_cores=self.tensor_cores
-            )
+            out, self.states[INPUT] = ops.sparsify(self.state(INPUT), frame, input_config(self.config))
         self.record(INPUT, out)
         self.set(var, out, DELTA)
 

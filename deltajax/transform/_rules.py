@@ -18,7 +18,6 @@ import numpy as np
 from jax import lax
 
 from deltajax import ops
-from deltajax.ops.conv import full_float32
 from deltajax.transform._analysis import ELEMENTWISE, linear_roles
 from deltajax.transform._jaxpr import Const, Eqn, Var
 from deltajax.transform._values import Sparse, to_delta, to_sparse
@@ -76,18 +75,6 @@ def _macs(eqn: Eqn) -> float:
     return 0.0
 
 
-def feeds_tensor_cores(program) -> bool:
-    """True when a float32 convolution or matmul of ``program`` runs below full float32 precision (the default
-    precision: on a GPU, TF32 tensor cores): the model's emitters then send float32 deltas in the precision those
-    read (the ``tensor_cores`` argument of the emitting ops)."""
-    return any(
-        eqn.name in ("conv_general_dilated", "dot_general")
-        and np.dtype(eqn.outputs[0].dtype) == np.float32
-        and not full_float32(eqn.params.get("precision"))
-        for eqn in program.eqns
-    )
-
-
 def _dense(run, eqn: Eqn) -> None:
     outs = _bind(eqn, [run.read(v) for v in eqn.inputs])
     for var, value in zip(eqn.outputs, outs, strict=True):
@@ -108,7 +95,7 @@ def _fallback(run, eqn: Eqn, frame=None) -> None:
             if run.init:
                 value, s = ops.sparsify_init(value)
             else:
-                value, s = ops.sparsify(states_in[i], value, tensor_cores=run.tensor_cores)
+                value, s = ops.sparsify(states_in[i], value)
             states.append(s)
             run.set(var, value, "delta")
         else:
@@ -324,17 +311,9 @@ def _activation_step(run, name: str, root: Var, start: Var, act: ops.Activation,
     x, scale = run.scaled.get(start, (to_delta(run.read(start)), None))  # batch-norm scale fused if any
     conv = _private_conv(run, root, x)
     if conv is None:
-        return ops.activation(run.state(name), x, act, trunc, scale=scale, slopes=slopes, tensor_cores=run.tensor_cores)
+        return ops.activation(run.state(name), x, act, trunc, scale=scale, slopes=slopes)
     value, state, conv_mask = ops.conv_activation(
-        run.state(name),
-        conv.x,
-        conv.kernel,
-        act,
-        trunc,
-        scale,
-        slopes=slopes,
-        tensor_cores=run.tensor_cores,
-        **conv.kwargs,
+        run.state(name), conv.x, conv.kernel, act, trunc, scale, slopes=slopes, **conv.kwargs
     )
     run.record(conv.name, ops.Delta(value.values, conv_mask), conv.dense_macs, per_active=conv.per_active)
     return value, state

@@ -18,7 +18,6 @@ from deltajax.stats import pack as layer_stats_pack
 from deltajax.stats import unpack as layer_stats_unpack
 from deltajax.transform import _frames
 from deltajax.transform._interpret import INPUT, Run, StateMismatch, input_config, trace
-from deltajax.transform._rules import feeds_tensor_cores
 from deltajax.transform.config import DeltaConfig
 
 
@@ -183,8 +182,7 @@ class Stepper:
                 "deltajax.delta step: argument 'state' has no 'input' layer; it was not made by stepper.init of "
                 "this model; start the stream with stepper.init(*args)"
             )
-        tensor_cores = feeds_tensor_cores(self._program(args)[0])
-        d, input_state = ops.sparsify(state.layers[INPUT], frame, input_config(self.config), tensor_cores=tensor_cores)
+        d, input_state = ops.sparsify(state.layers[INPUT], frame, input_config(self.config))
         active = _frames.tile_activity(d.mask)
         nonfinite = _frames.count_nonfinite(frame)
         mode = _frames.choose_mode(active, nonfinite, state.restart, jnp.asarray(keyframe), self._crossover())

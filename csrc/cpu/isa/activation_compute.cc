@@ -7,7 +7,6 @@
 #include <vector>
 
 #include "common/activation_fn.h"
-#include "common/emit_rounding.h"
 #include "cpu/dtype.h"
 #include "cpu/isa/isa.h"
 #include "cpu/isa/kernels.h"
@@ -18,8 +17,7 @@ inline namespace DELTAJAX_CPU_ISA_NS {
 namespace {
 
 // The rule at pixel i, active in x or y; dy is a scratch row of p.c floats. acc takes the update, the output is
-// f(acc) less what was sent so far (error feedback), and sent takes the rounded value that is emitted (rounded to T
-// and to emit_bits mantissa bits).
+// f(acc) less what was sent so far (error feedback), and sent takes the rounded value that is emitted.
 template <typename T, class F>
 inline void rule_at(const ActivationParams& p, F f, int64_t i, float* __restrict dy) {
   const int64_t c = p.c;
@@ -59,8 +57,6 @@ inline void rule_at(const ActivationParams& p, F f, int64_t i, float* __restrict
   p.out_mask[i] = keep;
   if (!keep) return;
   T* oi = static_cast<T*>(p.out) + i * c;  // may be x itself: x's row was read into acc above
-  if (p.emit_bits != 0)
-    for (int64_t k = 0; k < c; ++k) dy[k] = round_mantissa(dy[k], p.emit_bits);
   for (int64_t k = 0; k < c; ++k) {
     const T v = from_float<T>(dy[k]);
     oi[k] = v;
