@@ -5,6 +5,11 @@ largest candidate threshold that keeps the model's outputs on a short clip
 within the budget against dense, taken front to back (earlier layers first,
 each decision kept for the later ones). Thresholds are saved and loaded as
 JSON keyed by the stable layer names of ``Stepper.layers``.
+
+Every trial runs one compiled program: the thresholds enter it as traced
+values (their layers then run the pure-JAX reference of the activation and
+sparsify rules, the convolutions stay native), so a trial costs a run of the
+clip, not a compilation.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import dataclasses
 import json
 import os
 import re
+import time
 from collections.abc import Callable, Sequence
 from importlib import resources
 
@@ -20,9 +26,10 @@ import jax
 import jax.numpy as jnp
 
 from deltajax import stats as stats_lib
-from deltajax.ops.config import SparsifyConfig, Truncation
+from deltajax.ops.config import SparsifyConfig, Truncation, as_threshold
 from deltajax.transform import DeltaConfig, delta
-from deltajax.video import run_clip
+from deltajax.transform._interpret import input_config
+from deltajax.video import _clip_loop
 
 DEFAULT_CANDIDATES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
 
@@ -63,8 +70,12 @@ class Trial:
 
 @dataclasses.dataclass(frozen=True)
 class TuneResult:
+    """The tuned configuration, every trial, the programs compiled for the trials and the seconds it all took."""
+
     config: DeltaConfig
     trials: tuple[Trial, ...]
+    compiles: int
+    seconds: float
 
     def table(self) -> str:
         lines = [f"{'group':<40} {'threshold':>9} {'MACs/dense':>10} {'top-1 agr.':>10} {'logit err':>10}  kept"]
@@ -73,6 +84,7 @@ class TuneResult:
                 f"{t.group:<40} {t.threshold:9.3g} {t.mac_ratio:10.3f} {t.top1_agreement:10.3f} "
                 f"{t.logit_error:10.2e}  {'yes' if t.accepted else 'no'}"
             )
+        lines.append(f"{len(self.trials)} trials, {self.compiles} compiled program(s), {self.seconds:.1f} s")
         return "\n".join(lines)
 
 
@@ -83,12 +95,46 @@ def block_groups(name: str) -> str:
 
 
 def _with_layers(config: DeltaConfig, layers: dict) -> DeltaConfig:
+    """``config`` with the thresholds of ``layers`` (name -> number or traced scalar) set, each layer keeping its
+    truncation mode or dilation."""
     settings = dict(config.layers)
-    settings.update(layers)
+    for name, value in layers.items():
+        current = settings.get(name)
+        if isinstance(current, Truncation):
+            value = Truncation(current.mode, value)
+        elif isinstance(current, SparsifyConfig):
+            value = SparsifyConfig(value, current.dilation)
+        settings[name] = value
     threshold = settings.pop("input", config.threshold)
     if isinstance(threshold, SparsifyConfig):
         threshold = threshold.threshold
-    return DeltaConfig(float(threshold), config.dilation, config.truncation, settings)
+    return dataclasses.replace(config, threshold=as_threshold(threshold), layers=settings)
+
+
+def _threshold_of(config: DeltaConfig, name: str, kind: str) -> float:
+    if name == "input":
+        return input_config(config).threshold
+    if kind == "act":
+        return config.truncation_for(name).threshold
+    return config.sparsify_for(name, SparsifyConfig()).threshold
+
+
+def _trial_program(fn: Callable, frame_argnum: int, base: DeltaConfig, names: Sequence[str]):
+    """``(run, traces)``: ``run(thresholds [L] float32, clip, args) -> (outputs [T, ...], stats)`` with the
+    thresholds of ``names`` traced, so that every trial reuses one compiled program; ``traces[0]`` counts its
+    compilations. Every changed frame is a delta step (no dense frame modes): the budget is checked on what the
+    thresholds do, not on frames that happen to run densely."""
+    traces = [0]
+    base = dataclasses.replace(base, keyframe_above=None)
+
+    @jax.jit
+    def run(thresholds, clip, args):
+        traces[0] += 1
+        config = _with_layers(base, dict(zip(names, thresholds, strict=True)))
+        stepper = delta(fn, frame_argnum=frame_argnum, config=config)
+        return _clip_loop(clip, args, None, model=stepper, keyframe_every=None, with_stats=True)
+
+    return run, traces
 
 
 def tune_thresholds(
@@ -120,6 +166,7 @@ def tune_thresholds(
     Returns:
       The tuned ``DeltaConfig`` and every trial (for the trade-off curve).
     """
+    start = time.perf_counter()
     clip = jnp.asarray(clip)
     pos = frame_argnum if frame_argnum >= 0 else len(args) + 1 + frame_argnum
     call = (*args[:pos], clip[0], *args[pos:])
@@ -131,16 +178,13 @@ def tune_thresholds(
 
     dense_fn = jax.jit(jax.vmap(lambda frame: fn(*args[:pos], frame, *args[pos:])))
     dense = dense_fn(clip)
+    run, traces = _trial_program(fn, frame_argnum, base, names)
 
     def evaluate(config):
-        stepper = delta(fn, frame_argnum=frame_argnum, config=config)
-        outs, stats = run_clip(stepper, clip, *args, with_stats=True)
+        thresholds = jnp.asarray([_threshold_of(config, n, kinds[n]) for n in names], jnp.float32)
+        outs, stats = run(thresholds, clip, args)
         agreement, errors = stats_lib.compare_outputs(outs, dense)
-        result = (agreement, float(errors.max()), stats_lib.mac_ratio(stats))
-        # Every trial compiles a new program; without this, a long tuning run exhausts the memory XLA:CPU
-        # maps for compiled code ("LLVM ERROR: Unable to allocate section memory").
-        jax.clear_caches()
-        return result
+        return agreement, float(errors.max()), stats_lib.mac_ratio(stats)
 
     config, trials = base, []
 
@@ -164,7 +208,7 @@ def tune_thresholds(
         for threshold in ordered[:-1] if len(ordered) > 1 else ordered:
             if not attempt(key, members, threshold):
                 break
-    return TuneResult(config, tuple(trials))
+    return TuneResult(config, tuple(trials), traces[0], time.perf_counter() - start)
 
 
 def config_to_json(config: DeltaConfig) -> dict:

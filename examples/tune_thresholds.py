@@ -7,13 +7,13 @@ from deltajax import models, tune
 from deltajax.video import read_clip
 
 module, variables, preprocess = models.load("efficientnet_lite0")
-clip = preprocess(jnp.asarray(read_clip(max_frames=8, size=(112, 160))))[:, None]
+clip = preprocess(jnp.asarray(read_clip(max_frames=12, size=(112, 160))))[:, None]
 result = tune.tune_thresholds(
     module.apply,
     clip,
     variables,
     budget=tune.Budget(max_logit_error=0.05, min_top1_agreement=None),
-    candidates=(0.1,),  # one trial per group (each trial compiles the model); the default tries several
+    candidates=(0.05, 0.2),
     group=lambda name: "input" if name == "input" else "activations",  # 2 groups; the default tunes per block
 )
 print(result.table())

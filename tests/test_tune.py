@@ -28,6 +28,8 @@ def test_tuned_thresholds_meet_the_budget_and_save_work(model_and_clip, tmp_path
     budget = tune.Budget(min_top1_agreement=None, max_logit_error=0.05)
     result = tune.tune_thresholds(model.apply, clip, variables, budget=budget, candidates=(0.02, 0.1))
     assert result.trials and any(t.accepted for t in result.trials)
+    assert len(result.trials) >= 3 and result.compiles == 1  # every trial ran the one compiled program
+    assert f"{len(result.trials)} trials, 1 compiled program(s)" in result.table()
     assert result.config != deltajax.DeltaConfig()
     outs = deltajax.run_clip(deltajax.delta(model.apply, config=result.config), clip, variables)
     dense = jax.vmap(lambda f: model.apply(variables, f))(clip)
@@ -72,3 +74,46 @@ def test_shipped_thresholds_are_per_frame_size():
     asl = tune.shipped_thresholds("efficientnet_lite0", (432, 768), clip=bundled_clip("asl"))
     assert person.layers and asl.layers and person != asl
     assert tune.shipped_thresholds("efficientnet_lite0", (432, 768)) == deltajax.DeltaConfig()
+
+
+@pytest.mark.parametrize("path", ["native", "reference"], indirect=True)
+def test_traced_thresholds_match_numbers(path):
+    """Inside a jitted function thresholds may be traced (the reference rule runs them): the same outputs and state
+    as the same thresholds given as numbers, for the sparsify, the activation and the fused conv + activation."""
+    rng = np.random.default_rng(4)
+    x0, x1 = (jnp.asarray(rng.normal(0, 1, (1, 6, 7, 4)), jnp.float32) for _ in range(2))
+    kernel = jnp.asarray(rng.normal(0, 0.5, (3, 3, 4, 4)), jnp.float32)
+
+    def step(threshold, truncation):
+        _, s = deltajax.ops.sparsify_init(x0)
+        _, a = deltajax.ops.activation_init(x0, "relu6")
+        _, c = deltajax.ops.activation_init(deltajax.ops.conv(x0, kernel), "relu")
+        d, s = deltajax.ops.sparsify(s, x1, deltajax.ops.SparsifyConfig(threshold))
+        e, a = deltajax.ops.activation(a, d, "relu6", deltajax.ops.Truncation("max", truncation))
+        f, c, _ = deltajax.ops.conv_activation(c, d, kernel, "relu", deltajax.ops.Truncation("l2", truncation))
+        deltas = [(v.mask, v.masked_values()) for v in (d, e, f)]  # values at inactive pixels are unspecified
+        return deltas, s, a, c
+
+    numbers = jax.jit(lambda: step(0.5, 0.3))()
+    traced = jax.jit(step)(jnp.float32(0.5), jnp.float32(0.3))
+    for got, want in zip(jax.tree_util.tree_leaves(traced), jax.tree_util.tree_leaves(numbers), strict=True):
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=1e-6, atol=1e-6)
+    mask = numbers[0][0][0]  # the sparsify's
+    assert 0 < int(mask.sum()) < mask.size  # the thresholds do decide something
+
+
+def test_traced_thresholds_in_a_config():
+    """A DeltaConfig built inside a jitted function takes traced thresholds; negative numbers are still refused."""
+
+    @jax.jit
+    def thresholds(t):
+        config = deltajax.DeltaConfig(t, layers={"Net/act": t, "Net/sparsify": deltajax.ops.SparsifyConfig(t)})
+        return (
+            config.threshold,
+            config.truncation_for("Net/act").threshold,
+            config.sparsify_for("Net/sparsify", deltajax.ops.SparsifyConfig()).threshold,
+        )
+
+    assert [float(v) for v in thresholds(jnp.float32(0.25))] == [0.25] * 3
+    with pytest.raises(ValueError, match="threshold must be >= 0"):
+        deltajax.DeltaConfig(layers={"Net/act": deltajax.ops.Truncation("max", -1.0)})

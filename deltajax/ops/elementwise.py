@@ -33,7 +33,7 @@ from deltajax.ops._delta import (
     emit,
     per_channel,
 )
-from deltajax.ops.config import Truncation
+from deltajax.ops.config import Truncation, is_traced
 
 
 def _leaky_relu(x, negative_slope):
@@ -218,8 +218,12 @@ def activation_dispatch(target: str, act: Activation, truncation: Truncation, in
     if slopes is not None:  # the prelu targets take the slopes after the inputs
         inputs = (*inputs, jnp.asarray(slopes, jnp.float32))
     reference = functools.partial(_activation_reference, act=act, truncation=truncation)
-    if not has_native_kernel(act) or (slopes is not None and target not in _PRELU_TARGET):
-        return reference(*inputs, *state)
+    if (
+        not has_native_kernel(act)
+        or (slopes is not None and target not in _PRELU_TARGET)
+        or is_traced(truncation.threshold)
+    ):
+        return reference(*inputs, *state)  # (the native kernels take a number as threshold)
     if slopes is not None:
         target = _PRELU_TARGET[target]
     native = functools.partial(_activation_native, target=target, act=act, truncation=truncation)

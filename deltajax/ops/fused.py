@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from deltajax.backend import dispatch
 from deltajax.ops._delta import STATE_DTYPE, Delta, check_delta, check_state, check_vector
-from deltajax.ops.config import Truncation
+from deltajax.ops.config import Truncation, is_traced
 from deltajax.ops.conv import conv_geometry, linear_conv, native_conv_attrs, output_size
 from deltajax.ops.elementwise import (
     ActivationState,
@@ -72,7 +72,8 @@ def conv_activation(
         return y.values, y.mask, new.acc, new.sent, c.mask
 
     args = (x.values, x.mask, kernel.astype(x.dtype), scale, state.acc, state.sent)
-    if has_native_kernel(act) and slopes is None:  # a named activation: the fused kernel (prelu: conv, then prelu)
+    # A named activation with a number as threshold: the fused kernel (prelu, traced thresholds: conv, then the rule)
+    if has_native_kernel(act) and slopes is None and not is_traced(truncation.threshold):
         native = functools.partial(_native, geometry=geometry, act=act, truncation=truncation, precision=precision)
         values, keep, acc, sent, conv_mask = dispatch("deltajax_conv_activation", composed, native, *args)
     else:

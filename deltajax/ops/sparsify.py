@@ -19,7 +19,7 @@ from deltajax.ops._delta import (
     check_state,
     emit,
 )
-from deltajax.ops.config import SparsifyConfig
+from deltajax.ops.config import SparsifyConfig, is_traced
 
 
 class SparsifyState(NamedTuple):
@@ -76,13 +76,13 @@ def sparsify(
     """
     check_nhwc("sparsify", "x", x)
     check_state("sparsify", "state.ref", state.ref, x.shape, "sparsify_init")
-    values, mask, ref = dispatch(
-        "deltajax_sparsify",
-        functools.partial(_sparsify_reference, config=config),
-        functools.partial(_sparsify_native, config=config),
-        state.ref,
-        x,
-    )
+    reference = functools.partial(_sparsify_reference, config=config)
+    if is_traced(config.threshold):  # the native kernels take a number as threshold
+        values, mask, ref = reference(state.ref, x)
+    else:
+        values, mask, ref = dispatch(
+            "deltajax_sparsify", reference, functools.partial(_sparsify_native, config=config), state.ref, x
+        )
     return Delta(values, mask), SparsifyState(ref)
 
 

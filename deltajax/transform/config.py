@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
-from deltajax.ops.config import SparsifyConfig, Truncation
+from deltajax.ops.config import SparsifyConfig, Truncation, as_threshold, is_traced
 
 LayerSetting = Truncation | SparsifyConfig | float
 
@@ -23,6 +23,9 @@ class DeltaConfig:
         ``Truncation`` for an ``.../act`` layer, a ``SparsifyConfig`` for
         ``input`` or a ``.../sparsify`` layer, or a float (the threshold, with
         the default mode). A mapping is accepted and stored as sorted pairs.
+        Thresholds may be traced scalars inside a jitted function (a config
+        built there is then not hashable; ``deltajax.tune`` does this so that
+        its trials share one compiled program).
       keyframe_above: a frame whose fraction of active 16x16 input tiles (a
         tile is active when any of its pixels is; over all streams) exceeds
         this runs densely and restarts the state, since a delta step would cost
@@ -51,7 +54,7 @@ class DeltaConfig:
         items: Iterable = self.layers.items() if isinstance(self.layers, Mapping) else self.layers
         pairs = tuple(sorted((str(k), v) for k, v in items))
         for name, value in pairs:
-            if not isinstance(value, Truncation | SparsifyConfig | int | float):
+            if not (isinstance(value, Truncation | SparsifyConfig | int | float) or is_traced(value)):
                 raise TypeError(
                     f"DeltaConfig: layer {name!r} must map to a Truncation, a SparsifyConfig or a float, "
                     f"got {type(value).__name__}"
@@ -75,8 +78,8 @@ class DeltaConfig:
 
     def truncation_for(self, name: str) -> Truncation:
         value = dict(self.layers).get(name, self.truncation)
-        return value if isinstance(value, Truncation) else Truncation(self.truncation.mode, float(value))
+        return value if isinstance(value, Truncation) else Truncation(self.truncation.mode, as_threshold(value))
 
     def sparsify_for(self, name: str, default: SparsifyConfig) -> SparsifyConfig:
         value = dict(self.layers).get(name, default)
-        return value if isinstance(value, SparsifyConfig) else SparsifyConfig(float(value), default.dilation)
+        return value if isinstance(value, SparsifyConfig) else SparsifyConfig(as_threshold(value), default.dilation)
