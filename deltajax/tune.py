@@ -158,13 +158,14 @@ def tune_thresholds(
       candidates: thresholds tried for each group: the largest first, kept if it
         holds; otherwise ascending, keeping the largest that holds (stopping at
         the first that fails).
-      group: maps a layer name to the group tuned together (default: per block,
-        which keeps the number of compilations small); ``lambda n: n`` tunes
+      group: maps a layer name to the group tuned together (default: per
+        block, which keeps the number of trials small); ``lambda n: n`` tunes
         every layer on its own.
       base: the starting configuration (kept where no candidate holds).
 
     Returns:
-      The tuned ``DeltaConfig`` and every trial (for the trade-off curve).
+      A ``TuneResult``: the tuned ``DeltaConfig``, every trial (for the trade-off curve), the programs compiled
+      for the trials (1) and the seconds taken.
     """
     start = time.perf_counter()
     clip = jnp.asarray(clip)
