@@ -88,6 +88,41 @@ class TuneResult:
         return "\n".join(lines)
 
 
+def input_level(preprocess: Callable) -> jax.Array:
+    """``[C]``: one 8-bit level of the raw frame in the model's input units, per channel (``preprocess`` maps uint8
+    ``[N, H, W, C]`` frames to the model's input and is affine per channel, as the bundled models' are)."""
+    zeros = jnp.zeros((1, 1, 1, 3), jnp.uint8)
+    return jnp.abs(preprocess(zeros + 1) - preprocess(zeros)).reshape(-1)
+
+
+def noise_floor_budget(
+    fn: Callable, clip: jax.Array, *args, noise, draws: int = 3, seed: int = 0, frame_argnum: int = -1
+) -> Budget:
+    """The budget that dense itself keeps under the noise a video already carries.
+
+    Dense runs on ``clip`` and on ``clip`` plus uniform noise in ``[-noise, noise]`` (``draws`` draws); the
+    budget is the worst top-1 agreement and the largest relative logit error among them. A threshold set within it
+    moves the outputs no more than a level or two of camera or compression noise moves dense's.
+
+    Args:
+      fn, clip, *args, frame_argnum: as for ``tune_thresholds``.
+      noise: amplitude in input units, a number or per channel ``[C]`` (``levels * input_level(preprocess)``).
+      draws: noise draws; the worst one sets the budget.
+      seed: of the draws.
+    """
+    clip = jnp.asarray(clip)
+    pos = frame_argnum if frame_argnum >= 0 else len(args) + 1 + frame_argnum
+    dense = jax.jit(jax.vmap(lambda frame: fn(*args[:pos], frame, *args[pos:])))
+    clean = dense(clip)
+    agreements, errors = [], []
+    for key in jax.random.split(jax.random.key(seed), draws):
+        noisy = clip + jax.random.uniform(key, clip.shape, clip.dtype, -1.0, 1.0) * jnp.asarray(noise, clip.dtype)
+        agreement, error = stats_lib.compare_outputs(dense(noisy), clean)
+        agreements.append(agreement)
+        errors.append(float(error.max()))
+    return Budget(min_top1_agreement=min(agreements), max_logit_error=max(errors))
+
+
 def block_groups(name: str) -> str:
     """Groups layers by their block: ``Net/block3/expand/relu6/act`` -> ``Net/block3``."""
     match = re.match(r"(.*?/(?:block|layer|stage)\d+)/", name)

@@ -15,8 +15,16 @@ def main(argv: list[str]) -> int:
     p.add_argument("--size", default="216x384", help="HxW to resize frames to")
     p.add_argument("--start", type=int, default=0, help="first frame of the clip to tune on")
     p.add_argument("--frames", type=int, default=40, help="frames of the clip to tune on")
-    p.add_argument("--min-top1", type=float, default=0.99, help="minimum top-1 agreement with dense")
-    p.add_argument("--max-error", type=float, default=None, help="maximum relative logit error against dense")
+    p.add_argument(
+        "--budget",
+        choices=["noise", "absolute"],
+        default="noise",
+        help="noise: what dense itself keeps under --noise-levels of 8-bit input noise (measured on the clip); "
+        "absolute: --min-top1 and --max-error",
+    )
+    p.add_argument("--noise-levels", type=float, default=1.0, help="input noise of the noise budget, 8-bit levels")
+    p.add_argument("--min-top1", type=float, default=0.99, help="absolute budget: minimum top-1 agreement")
+    p.add_argument("--max-error", type=float, default=None, help="absolute budget: maximum relative logit error")
     p.add_argument("--candidates", default="0.01,0.02,0.05,0.1,0.2,0.4", help="comma-separated thresholds")
     p.add_argument("--out", default="deltajax_tune", help="folder for thresholds.json, tradeoff.png, table")
     native_check.add_arguments(p, require_by_default=False)
@@ -33,11 +41,20 @@ def main(argv: list[str]) -> int:
     clip = preprocess(jnp.asarray(read_clip(args.video, start=args.start, max_frames=args.frames, size=(h, w))))[
         :, None
     ]
+    if args.budget == "noise":
+        noise = args.noise_levels * tune.input_level(preprocess)
+        budget = tune.noise_floor_budget(module.apply, clip, variables, noise=noise)
+        print(
+            f"budget: dense under +-{args.noise_levels:g} levels of input noise keeps top-1 agreement "
+            f"{budget.min_top1_agreement:.3f}, relative logit error <= {budget.max_logit_error:.3g}"
+        )
+    else:
+        budget = tune.Budget(args.min_top1, args.max_error)
     result = tune.tune_thresholds(
         module.apply,
         clip,
         variables,
-        budget=tune.Budget(args.min_top1, args.max_error),
+        budget=budget,
         candidates=[float(c) for c in args.candidates.split(",")],
         verbose=True,
     )

@@ -117,3 +117,37 @@ def test_traced_thresholds_in_a_config():
     assert [float(v) for v in thresholds(jnp.float32(0.25))] == [0.25] * 3
     with pytest.raises(ValueError, match="threshold must be >= 0"):
         deltajax.DeltaConfig(layers={"Net/act": deltajax.ops.Truncation("max", -1.0)})
+
+
+def test_noise_floor_budget_is_what_dense_keeps_under_noise(model_and_clip):
+    """No noise: a perfect budget; noise: dense's own error, larger for more noise, the worst of the draws."""
+    model, variables, clip = model_and_clip
+    assert tune.noise_floor_budget(model.apply, clip, variables, noise=0.0) == tune.Budget(1.0, 0.0)
+    one, two = (tune.noise_floor_budget(model.apply, clip, variables, noise=n, draws=2) for n in (0.01, 0.02))
+    assert 0 < one.max_logit_error < two.max_logit_error
+    assert 0 <= two.min_top1_agreement <= one.min_top1_agreement <= 1
+
+
+def test_one_input_level_of_the_bundled_preprocessing():
+    from deltajax.models import efficientnet_lite, mobilenet_v2
+
+    np.testing.assert_allclose(tune.input_level(efficientnet_lite.preprocess), [1 / 128] * 3, rtol=1e-6)
+    level = np.asarray(tune.input_level(mobilenet_v2.preprocess))
+    np.testing.assert_allclose(level, 1 / (255 * np.asarray(mobilenet_v2.IMAGENET_STD)), rtol=1e-5)
+
+
+def test_tuning_within_the_noise_floor(model_and_clip):
+    """Thresholds tuned to the noise floor keep delta within what dense keeps under that noise."""
+    model, variables, clip = model_and_clip
+    budget = tune.noise_floor_budget(model.apply, clip, variables, noise=0.02)
+    result = tune.tune_thresholds(model.apply, clip, variables, budget=budget, candidates=(0.01, 0.05))
+    assert any(t.accepted for t in result.trials)
+    outs = deltajax.run_clip(deltajax.delta(model.apply, config=result.config), clip, variables)
+    dense = jax.vmap(lambda f: model.apply(variables, f))(clip)
+    agreement, errors = deltajax.stats.compare_outputs(outs, dense)
+    # (the trials ran the reference rule, this run the native kernels: float32 differences of a few ulp allowed)
+    assert agreement >= budget.min_top1_agreement and errors.max() <= budget.max_logit_error * 1.001, (
+        agreement,
+        errors.max(),
+        budget,
+    )
