@@ -24,6 +24,7 @@ from importlib import resources
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from deltajax import stats as stats_lib
 from deltajax.ops.config import SparsifyConfig, Truncation, as_threshold
@@ -39,7 +40,8 @@ class Budget:
     """What the delta model must keep against dense on the tuning clip.
 
     Attributes:
-      min_top1_agreement: fraction of frames x streams whose arg-max agrees (e.g. 0.99), or None.
+      min_top1_agreement: the smallest agreement the metric may give (e.g. 0.99), or None: for classifiers the
+        fraction of frames x streams whose arg-max agrees, for pose the keypoint agreement (``METRICS``).
       max_logit_error: largest relative error ``||delta - dense|| / ||dense||`` of the output, or None.
     """
 
@@ -64,7 +66,7 @@ class Trial:
     threshold: float
     accepted: bool
     mac_ratio: float
-    top1_agreement: float
+    top1_agreement: float | None  # the metric's agreement (top-1, keypoints), None for images
     logit_error: float
 
 
@@ -78,14 +80,42 @@ class TuneResult:
     seconds: float
 
     def table(self) -> str:
-        lines = [f"{'group':<40} {'threshold':>9} {'MACs/dense':>10} {'top-1 agr.':>10} {'logit err':>10}  kept"]
+        lines = [f"{'group':<40} {'threshold':>9} {'MACs/dense':>10} {'agreement':>10} {'rel. error':>10}  kept"]
         for t in self.trials:
+            agreement = "-" if t.top1_agreement is None else f"{t.top1_agreement:.3f}"
             lines.append(
-                f"{t.group:<40} {t.threshold:9.3g} {t.mac_ratio:10.3f} {t.top1_agreement:10.3f} "
+                f"{t.group:<40} {t.threshold:9.3g} {t.mac_ratio:10.3f} {agreement:>10} "
                 f"{t.logit_error:10.2e}  {'yes' if t.accepted else 'no'}"
             )
         lines.append(f"{len(self.trials)} trials, {self.compiles} compiled program(s), {self.seconds:.1f} s")
         return "\n".join(lines)
+
+
+def classes_metric(outs, dense) -> tuple[float, float]:
+    """Class scores ``[T, N, K]``: top-1 agreement and the largest relative error, against dense."""
+    agreement, errors = stats_lib.compare_outputs(outs, dense)
+    return agreement, float(errors.max())
+
+
+def keypoints_metric(outs, dense) -> tuple[float, float]:
+    """Pose maps ``[T, N, H, W, 57]``: keypoint agreement (``keypoints.compare``) and the largest relative error."""
+    from deltajax import keypoints
+
+    return keypoints.compare(np.asarray(dense), np.asarray(outs))["agreement"], classes_metric(outs, dense)[1]
+
+
+def image_metric(outs, dense) -> tuple[None, float]:
+    """Images ``[T, N, H, W, C]``: no agreement, the largest relative error (for a clip, a PSNR floor)."""
+    return None, classes_metric(outs, dense)[1]
+
+
+# What each bundled model's outputs are compared by: (agreement or None, largest relative error) of outs to dense.
+METRICS = {
+    "efficientnet_lite0": classes_metric,
+    "mobilenet_v2": classes_metric,
+    "pose": keypoints_metric,
+    "superres": image_metric,
+}
 
 
 def input_level(preprocess: Callable) -> jax.Array:
@@ -103,21 +133,21 @@ def noise_floor_budget(
     draws: int = 3,
     seed: int = 0,
     frame_argnum: int = -1,
-    classes: bool = True,
+    metric: Callable = classes_metric,
 ) -> Budget:
     """The budget that dense itself keeps under the noise a video already carries.
 
     Dense runs on ``clip`` and on ``clip`` plus uniform noise in ``[-noise, noise]`` (``draws`` draws); the
-    budget is the worst top-1 agreement and the largest relative output error among them. A threshold set within
-    it moves the outputs no more than a level or two of camera or compression noise moves dense's.
+    budget is the worst agreement and the largest relative output error among them (``metric``). A threshold set
+    within it moves the outputs no more than a level or two of camera or compression noise moves dense's.
 
     Args:
       fn, clip, *args, frame_argnum: as for ``tune_thresholds``.
       noise: amplitude in input units, a number or per channel ``[C]`` (``levels * input_level(preprocess)``).
       draws: noise draws; the worst one sets the budget.
       seed: of the draws.
-      classes: the outputs are class scores (top-1 agreement is part of the budget); False for outputs such as
-        heatmaps or images, whose budget is the relative error alone (for an image, a PSNR floor).
+      metric: ``(outs, dense) -> (agreement or None, relative error)`` (``METRICS``): ``classes_metric`` (top-1),
+        ``keypoints_metric`` (pose), ``image_metric`` (the relative error alone: for an image, a PSNR floor).
     """
     clip = jnp.asarray(clip)
     pos = frame_argnum if frame_argnum >= 0 else len(args) + 1 + frame_argnum
@@ -127,10 +157,10 @@ def noise_floor_budget(
     agreements, errors = [], []
     for key in jax.random.split(jax.random.key(seed), draws):
         noisy = clip + jax.random.uniform(key, clip.shape, clip.dtype, -1.0, 1.0) * amplitude
-        agreement, error = stats_lib.compare_outputs(dense(noisy), clean)
+        agreement, error = metric(dense(noisy), clean)
         agreements.append(agreement)
-        errors.append(float(error.max()))
-    return Budget(min_top1_agreement=min(agreements) if classes else None, max_logit_error=max(errors))
+        errors.append(error)
+    return Budget(None if None in agreements else min(agreements), max(errors))
 
 
 def block_groups(name: str) -> str:
@@ -192,6 +222,7 @@ def tune_thresholds(
     base: DeltaConfig = DeltaConfig(),
     frame_argnum: int = -1,
     verbose: bool = False,
+    metric: Callable = classes_metric,
 ) -> TuneResult:
     """Finds per-layer thresholds front to back within ``budget``.
 
@@ -207,6 +238,7 @@ def tune_thresholds(
         block, which keeps the number of trials small); ``lambda n: n`` tunes
         every layer on its own.
       base: the starting configuration (kept where no candidate holds).
+      metric: how outputs compare with dense, as for ``noise_floor_budget`` (default: class scores).
 
     Returns:
       A ``TuneResult``: the tuned ``DeltaConfig``, every trial (for the trade-off curve), the programs compiled
@@ -229,8 +261,8 @@ def tune_thresholds(
     def evaluate(config):
         thresholds = jnp.asarray([_threshold_of(config, n, kinds[n]) for n in names], jnp.float32)
         outs, stats = run(thresholds, clip, args)
-        agreement, errors = stats_lib.compare_outputs(outs, dense)
-        return agreement, float(errors.max()), stats_lib.mac_ratio(stats)
+        agreement, error = metric(outs, dense)
+        return agreement, error, stats_lib.mac_ratio(stats)
 
     config, trials = base, []
 

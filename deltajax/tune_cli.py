@@ -7,8 +7,6 @@ import os
 
 from deltajax import native_check
 
-CLASSIFIERS = ("efficientnet_lite0", "mobilenet_v2")  # the others' outputs are heatmaps (pose) or images (superres)
-
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="deltajax tune", description=__doc__)
@@ -28,7 +26,7 @@ def main(argv: list[str]) -> int:
     )
     p.add_argument("--noise-levels", type=float, default=1.0, help="input noise of the noise budget, 8-bit levels")
     p.add_argument(
-        "--min-top1", type=float, default=0.99, help="absolute budget: minimum top-1 agreement (classifiers)"
+        "--min-top1", type=float, default=0.99, help="absolute budget: minimum agreement (top-1; pose: keypoints)"
     )
     p.add_argument("--max-error", type=float, default=None, help="absolute budget: maximum relative logit error")
     p.add_argument("--candidates", default="0.01,0.02,0.05,0.1,0.2,0.4", help="comma-separated thresholds")
@@ -47,15 +45,15 @@ def main(argv: list[str]) -> int:
     clip = preprocess(jnp.asarray(read_clip(args.video, start=args.start, max_frames=args.frames, size=(h, w))))[
         :, None
     ]
-    classes = args.model in CLASSIFIERS
+    metric = tune.METRICS[args.model]
     if args.budget == "noise":
         noise = args.noise_levels * tune.input_level(preprocess)
-        budget = tune.noise_floor_budget(module.apply, clip, variables, noise=noise, classes=classes)
+        budget = tune.noise_floor_budget(module.apply, clip, variables, noise=noise, metric=metric)
         print(f"budget: what dense keeps under +-{args.noise_levels:g} levels of input noise: {budget}")
-    elif classes:
+    elif metric is not tune.image_metric:
         budget = tune.Budget(args.min_top1, args.max_error)
     elif args.max_error is None:
-        p.error(f"--budget absolute for {args.model} (not a classifier) needs --max-error")
+        p.error(f"--budget absolute for {args.model} (images: no agreement to keep) needs --max-error")
     else:
         budget = tune.Budget(None, args.max_error)
     result = tune.tune_thresholds(
@@ -63,6 +61,7 @@ def main(argv: list[str]) -> int:
         clip,
         variables,
         budget=budget,
+        metric=metric,
         candidates=[float(c) for c in args.candidates.split(",")],
         verbose=True,
     )

@@ -154,10 +154,16 @@ def test_tuning_within_the_noise_floor(model_and_clip):
 
 
 def test_noise_floor_of_outputs_that_are_not_classes(model_and_clip):
-    """For heatmaps or images the budget is the relative error alone."""
+    """For images the budget is the relative error alone; for pose maps the keypoint agreement joins it."""
     model, variables, clip = model_and_clip
-    budget = tune.noise_floor_budget(model.apply, clip, variables, noise=0.01, classes=False)
+    budget = tune.noise_floor_budget(model.apply, clip, variables, noise=0.01, metric=tune.image_metric)
     assert budget.min_top1_agreement is None and budget.max_logit_error > 0
+    rng = np.random.default_rng(5)
+    dense = rng.random((2, 1, 6, 8, 57)).astype(np.float32)
+    agreement, error = tune.keypoints_metric(dense, dense)
+    assert (agreement, error) == (1.0, 0.0)
+    agreement, error = tune.keypoints_metric(dense + rng.normal(0, 0.3, dense.shape).astype(np.float32), dense)
+    assert agreement < 1.0 and error > 0
 
 
 def test_cli_tunes_super_resolution_within_its_noise_floor(tmp_path, capsys):
