@@ -118,6 +118,16 @@ METRICS = {
 }
 
 
+def _frame_position(args: tuple, frame_argnum: int) -> int:
+    """Where the frame goes among ``fn``'s arguments ``args`` (``frame_argnum`` may count from the end)."""
+    return frame_argnum if frame_argnum >= 0 else len(args) + 1 + frame_argnum
+
+
+def _dense_program(fn: Callable, pos: int):
+    """``dense(clip [T, ...], args) -> [T, ...]``: ``fn`` frame by frame with the frame at ``pos``, jitted."""
+    return jax.jit(jax.vmap(lambda frame, args: fn(*args[:pos], frame, *args[pos:]), in_axes=(0, None)))
+
+
 def input_level(preprocess: Callable) -> jax.Array:
     """``[C]``: one 8-bit level of the raw frame in the model's input units, per channel (``preprocess`` maps uint8
     ``[N, H, W, C]`` frames to the model's input and is affine per channel, as the bundled models' are)."""
@@ -150,14 +160,13 @@ def noise_floor_budget(
         ``keypoints_metric`` (pose), ``image_metric`` (the relative error alone: for an image, a PSNR floor).
     """
     clip = jnp.asarray(clip)
-    pos = frame_argnum if frame_argnum >= 0 else len(args) + 1 + frame_argnum
-    dense = jax.jit(jax.vmap(lambda frame: fn(*args[:pos], frame, *args[pos:])))
-    clean = dense(clip)
+    program = _dense_program(fn, _frame_position(args, frame_argnum))
+    clean = program(clip, args)
     amplitude = jnp.broadcast_to(jnp.asarray(noise, clip.dtype), clip.shape)  # a number or per channel
     agreements, errors = [], []
     for key in jax.random.split(jax.random.key(seed), draws):
         noisy = clip + jax.random.uniform(key, clip.shape, clip.dtype, -1.0, 1.0) * amplitude
-        agreement, error = metric(dense(noisy), clean)
+        agreement, error = metric(program(noisy, args), clean)
         agreements.append(agreement)
         errors.append(error)
     return Budget(None if None in agreements else min(agreements), max(errors))
@@ -246,7 +255,7 @@ def tune_thresholds(
     """
     start = time.perf_counter()
     clip = jnp.asarray(clip)
-    pos = frame_argnum if frame_argnum >= 0 else len(args) + 1 + frame_argnum
+    pos = _frame_position(args, frame_argnum)
     call = (*args[:pos], clip[0], *args[pos:])
     kinds = delta(fn, frame_argnum=frame_argnum, config=base).layers(*call)
     names = [n for n, kind in kinds.items() if kind in ("act", "sparsify")]
@@ -254,8 +263,7 @@ def tune_thresholds(
     for name in names:
         groups.setdefault(group(name), []).append(name)
 
-    dense_fn = jax.jit(jax.vmap(lambda frame: fn(*args[:pos], frame, *args[pos:])))
-    dense = dense_fn(clip)
+    dense = _dense_program(fn, pos)(clip, args)
     run, traces = _trial_program(fn, frame_argnum, base, names)
 
     def evaluate(config):

@@ -40,20 +40,20 @@ def main(argv: list[str]) -> int:
     from deltajax import models, tune
     from deltajax.video import read_clip
 
+    metric = tune.METRICS[args.model]
+    if args.budget == "absolute" and metric is tune.image_metric and args.max_error is None:
+        p.error(f"--budget absolute for {args.model} (images: no agreement to keep) needs --max-error")
     h, w = (int(v) for v in args.size.lower().split("x"))
     module, variables, preprocess = models.load(args.model)
     clip = preprocess(jnp.asarray(read_clip(args.video, start=args.start, max_frames=args.frames, size=(h, w))))[
         :, None
     ]
-    metric = tune.METRICS[args.model]
     if args.budget == "noise":
         noise = args.noise_levels * tune.input_level(preprocess)
         budget = tune.noise_floor_budget(module.apply, clip, variables, noise=noise, metric=metric)
         print(f"budget: what dense keeps under +-{args.noise_levels:g} levels of input noise: {budget}")
     elif metric is not tune.image_metric:
         budget = tune.Budget(args.min_top1, args.max_error)
-    elif args.max_error is None:
-        p.error(f"--budget absolute for {args.model} (images: no agreement to keep) needs --max-error")
     else:
         budget = tune.Budget(None, args.max_error)
     result = tune.tune_thresholds(
