@@ -1,12 +1,17 @@
 """The demo: a pretrained CNN on a video, dense and delta side by side.
 
-``deltajax demo`` decodes a clip (the bundled one by default), runs
-EfficientNet-Lite0 (or MobileNetV2, or OpenPose MobileNet-thin with
-``--model pose``) densely and as a delta model on the same frames, and reports
-frames per second of each, the speedup, the top-1 agreement and logit error
-against dense (pose: keypoint agreement, pixel error, heatmap/PAF error), and
-the per-layer active-pixel fractions; it writes a picture (PNG) and an animation (GIF) of the updated
-pixels over the frames (pose: next to the skeletons drawn on the frames).
+``deltajax demo`` decodes a clip (the bundled one by default) and runs a
+pretrained model densely and as a delta model on the same frames: by default
+Real-ESRGAN's compact x4 video super-resolution network (``--model superres``:
+the clip downscaled to ``--size`` in, 4x that size out), or EfficientNet-Lite0,
+MobileNetV2, or OpenPose MobileNet-thin (``--model pose``). It reports frames
+per second of each, the speedup, the task's agreement with dense (superres: PSNR
+of delta against dense and the largest 8-bit error, and the PSNR of dense, delta
+and a bicubic upscale against the clip at the output size; classifiers: top-1
+agreement and logit error; pose: keypoint agreement, pixel error, heatmap/PAF
+error) and the per-layer active-pixel fractions; it writes a picture (PNG) and
+an animation (GIF) of the updated input pixels over the frames, next to the
+super-resolved frames (superres) or the skeletons drawn on the frames (pose).
 """
 
 from __future__ import annotations
@@ -20,25 +25,37 @@ import numpy as np
 
 from deltajax import native_check
 
+MODELS = ("superres", "efficientnet_lite0", "mobilenet_v2", "pose")
+# --size when not given: superres takes the clip downscaled 4x (the person clip's 432x768 is its output).
+DEFAULT_SIZE = {"superres": "108x192"}
+DEFAULT_SIZE_OTHERS = "216x384"
+
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="deltajax demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--video", help="a video file (default: the bundled person-detection clip from frame 75)")
     p.add_argument("--start", type=int, help="first frame to use (default: where a bundled clip's action begins)")
-    p.add_argument("--model", default="efficientnet_lite0", choices=["efficientnet_lite0", "mobilenet_v2", "pose"])
+    p.add_argument("--model", default="superres", choices=MODELS, help="default: superres (x4 super-resolution)")
     p.add_argument(
         "--thresholds",
         help="per-layer thresholds JSON from 'deltajax tune' (default: the tuned ones shipped for the model, if any)",
     )
     p.add_argument("--threshold", type=float, help="one threshold for the input and every layer (overrides JSON)")
-    p.add_argument("--size", default="216x384", help="HxW frames are resized to (default 216x384), or 'native'")
+    p.add_argument(
+        "--size",
+        help="HxW frames are resized to, or 'native'; for superres the low-resolution input, 4x that out "
+        f"(default {DEFAULT_SIZE['superres']} for superres, else {DEFAULT_SIZE_OTHERS})",
+    )
     p.add_argument("--frames", type=int, default=60, help="at most this many frames (default 60)")
     p.add_argument("--streams", type=int, default=1, help="batch of independent streams (the clip, time-shifted)")
     p.add_argument("--backend", default="auto", choices=["auto", "cpu", "gpu"])
     p.add_argument("--out", default="deltajax_demo", help="folder for the PNG, GIF and JSON (default ./deltajax_demo)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     native_check.add_arguments(p, require_by_default=False)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.size is None:
+        args.size = DEFAULT_SIZE.get(args.model, DEFAULT_SIZE_OTHERS)
+    return args
 
 
 def _size(text: str) -> tuple[int, int] | None:
@@ -69,6 +86,7 @@ def _timed_loop(fn, frames, desc, disable):
 
 def run(args: argparse.Namespace) -> dict:
     """Runs the demo; returns the report (also written as JSON)."""
+    size = _size(args.size)
     if args.backend != "auto":
         import jax
 
@@ -78,13 +96,13 @@ def run(args: argparse.Namespace) -> dict:
     import jax.numpy as jnp
 
     import deltajax
-    from deltajax import models, pictures, tune
+    from deltajax import models, tune
     from deltajax.video import ACTION_START, bundled_clip, read_clip, time_shifted_streams
 
     os.makedirs(args.out, exist_ok=True)
     video = args.video or bundled_clip("people")
     start = args.start if args.start is not None else ACTION_START.get(os.path.basename(video), 0)
-    clip = read_clip(video, start=start, max_frames=args.frames, size=_size(args.size))
+    clip = read_clip(video, start=start, max_frames=args.frames, size=size)
     if len(clip) < 2:
         raise SystemExit("deltajax demo: the video needs at least 2 frames")
     module, variables, preprocess = models.load(args.model)
@@ -115,26 +133,26 @@ def run(args: argparse.Namespace) -> dict:
     jax.block_until_ready(step_fn(state, frames[1]))
     compile_s["delta"] = time.perf_counter() - t0
 
-    dense_logits = [None] * len(frames)
+    dense_out = [None] * len(frames)
 
     def dense_frame(t, frame):
-        dense_logits[t] = jax.block_until_ready(dense_fn(frame))
+        dense_out[t] = jax.block_until_ready(dense_fn(frame))
 
     dense_s = _timed_loop(dense_frame, frames, "dense", args.no_progress)
 
-    delta_logits, layer_stats, holder = [None] * len(frames), [], {}
+    delta_out, layer_stats, holder = [None] * len(frames), [], {}
 
     def delta_frame(t, frame):
         if t == 0:
             out, holder["state"], stats = start_fn(frame)
         else:
             out, holder["state"], stats = step_fn(holder["state"], frame)
-        delta_logits[t] = jax.block_until_ready(out)
+        delta_out[t] = jax.block_until_ready(out)
         layer_stats.append(stats)
 
     delta_s = _timed_loop(delta_frame, frames, "delta", args.no_progress)
 
-    dense_logits, delta_logits = np.stack(dense_logits), np.stack(delta_logits)  # [T, S, ...]
+    dense_out, delta_out = np.stack(dense_out), np.stack(delta_out)  # [T, S, ...]
     stats = jax.tree_util.tree_map(lambda *a: np.stack(a), *layer_stats[1:])  # delta frames only
     report = {
         "model": args.model,
@@ -146,22 +164,70 @@ def run(args: argparse.Namespace) -> dict:
         "size": list(frames.shape[2:4]),
         "dense_fps": float(len(frames) * args.streams / dense_s.sum()),
         "delta_fps": float((len(frames) - 1) * args.streams / delta_s[1:].sum()),
-        **deltajax.stats.task_metric(args.model, delta_logits, dense_logits),
+        **deltajax.stats.task_metric(args.model, delta_out, dense_out),
         "mac_ratio": deltajax.stats.mac_ratio(stats),
         "compile_s": compile_s,
         "layers_active": {name: float(np.mean(s.active)) for name, s in stats.items()},
         "fallback_layers": deltajax.stats.fallback_layers(stats),
     }
     report["speedup"] = report["delta_fps"] / report["dense_fps"]
-    rgb, captions = _annotated(args.model, np.asarray(clip), delta_logits)
-    _write_pictures(args, config, frames, rgb, captions, pictures)
+    if args.model == "superres":
+        original = _original_clip(video, start, len(clip), size)
+        report.update(_superres_quality(clip, original, dense_out, delta_out, args.streams))
+    shown, captions = _annotated(args.model, np.asarray(clip), delta_out, dense_out)
+    _write_pictures(args.out, shown, _input_masks(config, frames), captions)
     with open(os.path.join(args.out, "report.json"), "w") as f:
         json.dump(report, f, indent=1)
     return report
 
 
-def _annotated(model: str, rgb: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Frames of stream 0 as shown (skeletons drawn for pose) and their captions (the prediction)."""
+def _psnr_db(a, b, peak: float = 255.0) -> float:
+    """PSNR of ``a`` against ``b`` (same shape, values up to ``peak``) over all values, in dB; inf if equal."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(peak**2 / mse))
+
+
+def _original_clip(video: str, start: int, frames: int, size: tuple[int, int] | None) -> np.ndarray | None:
+    """Super-resolution's reference: the clip read again at the output size (4x ``size``; the reader resizes
+    from the decoded frames both times), ``[T, 4H, 4W, 3]`` uint8; None for ``--size native``, which has no
+    original at 4x its size."""
+    from deltajax.models import superres
+    from deltajax.video import read_clip
+
+    if size is None:
+        return None
+    return read_clip(video, start=start, max_frames=frames, size=(superres.SCALE * size[0], superres.SCALE * size[1]))
+
+
+def _superres_quality(clip: np.ndarray, original: np.ndarray | None, dense, delta, streams: int) -> dict:
+    """Report fields of super-resolution against the original clip: ``output_size`` and, given ``original``
+    ``[T, 4H, 4W, 3]``, the PSNR (8-bit outputs) of the dense and delta outputs ``[T, S, 4H, 4W, 3]`` in [0, 1]
+    and of the input ``clip`` ``[T, H, W, 3]`` upscaled bicubically (``psnr_*_vs_original_db``)."""
+    import jax
+    import jax.numpy as jnp
+
+    from deltajax.models import superres
+    from deltajax.video import time_shifted_streams
+
+    fields = {"output_size": list(dense.shape[-3:-1])}
+    if original is None:
+        return fields
+    original = time_shifted_streams(original, streams)
+    lowres = jnp.asarray(time_shifted_streams(clip, streams), jnp.float32) / 255.0
+    bicubic = jax.image.resize(lowres, original.shape, method="bicubic")
+    for name, images in (("dense", dense), ("delta", delta), ("bicubic", bicubic)):
+        fields[f"psnr_{name}_vs_original_db"] = _psnr_db(superres.to_uint8(images), original)
+    return fields
+
+
+def _annotated(model: str, rgb: np.ndarray, outputs: np.ndarray, dense: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Frames of stream 0 as shown (superres: the delta outputs; pose: skeletons drawn) and their captions (the
+    prediction; superres: the PSNR against dense)."""
+    if model == "superres":
+        from deltajax.models import superres
+
+        psnr = [_psnr_db(o[0], d[0], peak=1.0) for o, d in zip(outputs, dense, strict=True)]
+        return superres.to_uint8(outputs[:, 0]), [f"frame {t}: PSNR {p:.1f} dB vs dense" for t, p in enumerate(psnr)]
     if model == "pose":
         from deltajax import keypoints, skeletons
         from deltajax.models import pose
@@ -175,23 +241,46 @@ def _annotated(model: str, rgb: np.ndarray, outputs: np.ndarray) -> tuple[np.nda
     return rgb, [f"frame {t}: {labels[int(o[0].argmax())]}" for t, o in enumerate(outputs)]
 
 
-def _write_pictures(args, config, frames, rgb, captions, pictures) -> None:
-    """Input-layer update masks of stream 0 (the pixels the network recomputes from), as PNG and GIF."""
+def _input_masks(config, frames) -> np.ndarray:
+    """Input-layer update masks of stream 0 ``[T, H, W]``: the pixels the network recomputes from (none on the
+    first frame)."""
     from deltajax import ops
 
-    masks = [np.zeros(rgb.shape[1:3], bool)]
+    masks = [np.zeros(frames.shape[2:4], bool)]
     _, state = ops.sparsify_init(frames[0][:1])
     cfg = ops.SparsifyConfig(config.threshold, config.dilation)
     for frame in frames[1:]:
         d, state = ops.sparsify(state, frame[:1], cfg)
         masks.append(np.asarray(d.mask[0]))
-    masks = np.stack(masks)
-    picks = np.linspace(1, len(rgb) - 1, num=min(4, len(rgb) - 1)).round().astype(int)
-    pictures.save_grid(os.path.join(args.out, "updates.png"), rgb[picks], masks[picks], [captions[i] for i in picks])
-    pictures.save_animation(os.path.join(args.out, "updates.gif"), rgb, masks, captions)
+    return np.stack(masks)
+
+
+def _write_pictures(out: str, shown: np.ndarray, masks: np.ndarray, captions: list[str]) -> None:
+    """``updates.png`` (four frames) and ``updates.gif`` (all) of the frames ``shown`` ``[T, H, W, 3]`` with the
+    update masks ``[T, h, w]``, upsampled by nearest to the frames' size (superres: 4x)."""
+    from deltajax import pictures
+
+    scale = shown.shape[1] // masks.shape[1]
+    masks = masks.repeat(scale, axis=1).repeat(scale, axis=2)
+    picks = np.linspace(1, len(shown) - 1, num=min(4, len(shown) - 1)).round().astype(int)
+    pictures.save_grid(os.path.join(out, "updates.png"), shown[picks], masks[picks], [captions[i] for i in picks])
+    pictures.save_animation(os.path.join(out, "updates.gif"), shown, masks, captions)
 
 
 def _task_line(report: dict) -> str:
+    """The task's measure against dense as a line (superres: a second one against the original)."""
+    if "psnr_vs_dense_db" in report:
+        line = (
+            f"PSNR of delta vs dense: {report['psnr_vs_dense_db']:.1f} dB   "
+            f"max error: {report['max_error_8bit']:.3g} of 255 levels"
+        )
+        if "psnr_dense_vs_original_db" in report:
+            line += (
+                f"\nPSNR vs the original at {report['output_size'][0]}x{report['output_size'][1]}: "
+                f"dense {report['psnr_dense_vs_original_db']:.2f} dB, delta {report['psnr_delta_vs_original_db']:.2f} "
+                f"dB, bicubic upscale {report['psnr_bicubic_vs_original_db']:.2f} dB"
+            )
+        return line
     if "keypoint_agreement" in report:
         return (
             f"keypoint agreement with dense: {100 * report['keypoint_agreement']:.1f} % of "
@@ -204,10 +293,16 @@ def _task_line(report: dict) -> str:
     )
 
 
+def _size_text(report: dict) -> str:
+    """``HxW``, with ``-> HxW`` of the output for super-resolution."""
+    out = report.get("output_size")
+    return "x".join(map(str, report["size"])) + (f" -> {out[0]}x{out[1]}" if out else "")
+
+
 def format_report(report: dict, top: int = 8) -> str:
     lines = [
         f"{report['model']} on {report['video']}: {report['frames']} frames x {report['streams']} stream(s) at "
-        f"{report['size'][0]}x{report['size'][1]}, {report['device']} ({report['backend']})",
+        f"{_size_text(report)}, {report['device']} ({report['backend']})",
         f"dense: {report['dense_fps']:.1f} frames/s   delta: {report['delta_fps']:.1f} frames/s   "
         f"speedup: {report['speedup']:.2f}x",
         _task_line(report),

@@ -1,4 +1,5 @@
-"""The demo from Python: EfficientNet-Lite0 on the bundled clip, dense vs delta (same as `deltajax demo`)."""
+"""The demo from Python: x4 super-resolution (the default model) on the bundled clip, dense vs delta (same as
+`deltajax demo`)."""
 
 from deltajax import demo
 

