@@ -4,6 +4,7 @@
 # rows on its own card. Builds deltajax with CUDA first. Writes OUTDIR/e2e_gpu<i>.json (rows are written as they
 # finish, so a run cut short keeps what it measured), the logs, and OUTDIR/end_to_end.json with every row.
 # Usage: scripts/gpu_e2e.sh OUTDIR [SECONDS: each process's time limit, default 540] [benchmark arguments]
+# MODELS and VIDEOS (space-separated) pick the pairs (default: the preset's four models, both bundled clips).
 set -uo pipefail
 OUTDIR=$1
 LIMIT=${2:-540}
@@ -17,8 +18,8 @@ build_cuda || exit 1
 export XLA_FLAGS="${XLA_FLAGS:-} $BEST_XLA_FLAGS"
 gpus=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
 pairs=()
-for video in deltajax/data/one-by-one-person-detection.mp4 deltajax/data/asl_gestures_book.mkv; do
-  for model in efficientnet_lite0 mobilenet_v2; do
+for video in ${VIDEOS:-deltajax/data/one-by-one-person-detection.mp4 deltajax/data/asl_gestures_book.mkv}; do
+  for model in ${MODELS:-efficientnet_lite0 mobilenet_v2 pose superres}; do
     pairs+=("$model $video")
   done
 done
