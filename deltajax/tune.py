@@ -232,6 +232,7 @@ def tune_thresholds(
     frame_argnum: int = -1,
     verbose: bool = False,
     metric: Callable = classes_metric,
+    input_candidates: Sequence[float] | None = None,
 ) -> TuneResult:
     """Finds per-layer thresholds front to back within ``budget``.
 
@@ -248,6 +249,9 @@ def tune_thresholds(
         every layer on its own.
       base: the starting configuration (kept where no candidate holds).
       metric: how outputs compare with dense, as for ``noise_floor_budget`` (default: class scores).
+      input_candidates: thresholds tried for the frame's input (the group holding the ``"input"`` sparsify
+        alone), in the model's input units, which are not the activations' (e.g. ``levels * input_level``);
+        default: ``candidates``.
 
     Returns:
       A ``TuneResult``: the tuned ``DeltaConfig``, every trial (for the trade-off curve), the programs compiled
@@ -286,8 +290,8 @@ def tune_thresholds(
             config = trial_config
         return ok
 
-    ordered = sorted(candidates)
     for key, members in groups.items():
+        ordered = sorted(input_candidates if members == ["input"] and input_candidates is not None else candidates)
         # The largest candidate first: when it holds (common for late layers) one evaluation settles the group.
         if len(ordered) > 1 and attempt(key, members, ordered[-1]):
             continue

@@ -8,6 +8,17 @@ import os
 from deltajax import native_check
 
 
+def _thresholds(p: argparse.ArgumentParser, flag: str, text: str) -> list[float]:
+    """The comma-separated non-negative numbers of ``flag``; a usage error naming the flag otherwise."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or any(not v >= 0 for v in values):
+        p.error(f"{flag} must be comma-separated non-negative numbers, e.g. 0.01,0.1, got {text!r}")
+    return values
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="deltajax tune", description=__doc__)
     p.add_argument(
@@ -29,7 +40,15 @@ def main(argv: list[str]) -> int:
         "--min-top1", type=float, default=0.99, help="absolute budget: minimum agreement (top-1; pose: keypoints)"
     )
     p.add_argument("--max-error", type=float, default=None, help="absolute budget: maximum relative logit error")
-    p.add_argument("--candidates", default="0.01,0.02,0.05,0.1,0.2,0.4", help="comma-separated thresholds")
+    p.add_argument(
+        "--candidates", default="0.01,0.02,0.05,0.1,0.2,0.4", help="comma-separated thresholds of the layers"
+    )
+    p.add_argument(
+        "--input-levels",
+        default="0.5,1,2,4,8",
+        help="comma-separated thresholds of the input, in 8-bit levels of the frame (converted to the model's "
+        "input units: the smallest channel's level)",
+    )
     p.add_argument("--out", default="deltajax_tune", help="folder for thresholds.json, tradeoff.png, table")
     native_check.add_arguments(p, require_by_default=False)
     args = p.parse_args(argv)
@@ -40,6 +59,8 @@ def main(argv: list[str]) -> int:
     from deltajax import models, tune
     from deltajax.video import read_clip
 
+    candidates = _thresholds(p, "--candidates", args.candidates)
+    input_levels = _thresholds(p, "--input-levels", args.input_levels)
     metric = tune.METRICS[args.model]
     if args.budget == "absolute" and metric is tune.image_metric and args.max_error is None:
         p.error(f"--budget absolute for {args.model} (images: no agreement to keep) needs --max-error")
@@ -48,6 +69,8 @@ def main(argv: list[str]) -> int:
     clip = preprocess(jnp.asarray(read_clip(args.video, start=args.start, max_frames=args.frames, size=(h, w))))[
         :, None
     ]
+    level = float(jnp.min(tune.input_level(preprocess)))
+    print(f"one 8-bit level of the input: {level:.4g} in the model's units (input thresholds are levels x this)")
     if args.budget == "noise":
         noise = args.noise_levels * tune.input_level(preprocess)
         budget = tune.noise_floor_budget(module.apply, clip, variables, noise=noise, metric=metric)
@@ -62,7 +85,8 @@ def main(argv: list[str]) -> int:
         variables,
         budget=budget,
         metric=metric,
-        candidates=[float(c) for c in args.candidates.split(",")],
+        candidates=candidates,
+        input_candidates=[v * level for v in input_levels],
         verbose=True,
     )
     os.makedirs(args.out, exist_ok=True)

@@ -46,6 +46,18 @@ def test_tuned_thresholds_meet_the_budget_and_save_work(model_and_clip, tmp_path
     assert (tmp_path / "tradeoff.png").stat().st_size > 0
 
 
+def test_the_input_tries_its_own_candidates(model_and_clip):
+    """The frame's input is tuned over ``input_candidates`` (input units), every other group over ``candidates``."""
+    model, variables, clip = model_and_clip
+    budget = tune.Budget(min_top1_agreement=None, max_logit_error=1e9)  # every trial holds: one per group
+    result = tune.tune_thresholds(
+        model.apply, clip, variables, budget=budget, candidates=(0.02, 0.1), input_candidates=(0.003, 0.3)
+    )
+    tried = {t.group: t.threshold for t in result.trials}
+    assert tried.pop("input") == pytest.approx(0.3)
+    assert tried and all(t == pytest.approx(0.1) for t in tried.values())
+
+
 def test_json_round_trip_of_every_setting_kind():
     config = deltajax.DeltaConfig(
         0.1, 1, deltajax.Truncation("l2", 0.2), {"a/act": deltajax.Truncation("rms", 0.3), "b/act": 0.05}
@@ -172,10 +184,15 @@ def test_cli_tunes_super_resolution_within_its_noise_floor(tmp_path, capsys):
     from deltajax import tune_cli
 
     args = ["--model", "superres", "--frames", "3", "--size", "27x48", "--candidates", "0.1", "--out", str(tmp_path)]
-    assert tune_cli.main(args) == 0
+    assert tune_cli.main([*args, "--input-levels", "1,4"]) == 0
     out = capsys.readouterr().out
+    assert "one 8-bit level of the input: 0.003922 in the model's units" in out
+    assert "Trial(group='input', threshold=0.0156" in out  # 4 levels of 1/255 first
     assert "budget: what dense keeps under +-1 levels of input noise: Budget(min_top1_agreement=None" in out
     assert "1 compiled program(s)" in out
     assert (tmp_path / "thresholds.json").exists() and (tmp_path / "tradeoff.png").stat().st_size > 0
     with pytest.raises(SystemExit):
         tune_cli.main(["--model", "superres", "--budget", "absolute", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        tune_cli.main([*args, "--input-levels", "1,two"])
+    assert "--input-levels must be comma-separated non-negative numbers" in capsys.readouterr().err
