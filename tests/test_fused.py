@@ -86,6 +86,37 @@ def test_fused_other_activations_and_truncations(act, trunc):
     assert 0 < kept <= active and (kept < active) == (trunc.mode != "none")
 
 
+@native
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("case", ["3x3", "depthwise_5x5_strided"])
+def test_fused_prelu_equals_conv_then_prelu(case, dtype):
+    """Per-channel PReLU (super-resolution's activation) fuses too: its slopes are one more operand of its own
+    target, deltajax_conv_prelu where a backend has it."""
+    x, kernel, state, scale, kw = _case(case, dtype, seed=4, act="identity")
+    slopes = jnp.asarray(np.random.default_rng(5).uniform(-0.5, 0.5, kernel.shape[3]), jnp.float32)
+    state = ops.ActivationState(state.acc, jnp.where(state.acc >= 0, state.acc, slopes[None, None, None] * state.acc))
+    trunc = ops.Truncation("max", 0.05)
+
+    def fused(x, kernel, state, scale):
+        return ops.conv_activation(state, x, kernel, "prelu", trunc, scale, slopes=slopes, **kw)
+
+    def unfused(x, kernel, state, scale):
+        conv = ops.conv(x, kernel, **kw)
+        y, new = ops.activation(state, conv, "prelu", trunc, scale=scale, slopes=slopes)
+        return y, new, conv.mask
+
+    if "deltajax_conv_activation" in _native.targets(_native.default_platform()):
+        assert _targets(fused, x, kernel, state, scale) == {"deltajax_conv_prelu": 1}
+    got, ref = both(fused, x, kernel, state, scale)
+    (want,) = both(unfused, x, kernel, state, scale)[1:]
+    for result in (got, ref):
+        assert_delta_close(result[0], want[0], TOL[jnp.dtype(dtype)])
+        assert_tree_close(result[1], want[1], TOL[jnp.dtype(dtype)])
+        np.testing.assert_array_equal(np.asarray(result[2]), np.asarray(want[2]))
+    kept, active = int(got[0].mask.sum()), int(got[2].sum())
+    assert 0 < kept < active
+
+
 def _targets(fn, *args) -> Counter:
     """The deltajax custom calls left in ``fn``'s optimised program (dead ones are gone)."""
     jax.clear_caches()  # trace afresh: the choice of kernels is made when tracing

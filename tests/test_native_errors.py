@@ -38,6 +38,22 @@ def activation_call(scale=(3,), acc=None, sent=None, **attrs):
     return ffi("deltajax_activation", ACT_RESULTS, z(), z(S[:3], BOOL), z(scale), acc, sent, **{**ACT_ATTRS, **attrs})
 
 
+CONV_ATTRS = {
+    **{k: np.int32(0) for k in ("pad_top", "pad_left")},
+    **{k: np.int32(1) for k in ("stride_h", "stride_w", "lhs_dil_h", "lhs_dil_w", "rhs_dil_h", "rhs_dil_w")},
+    **dict(groups=np.int32(1), precision=np.int32(1)),
+}
+PRELU = 11  # ActKind::kPRelu
+
+
+def conv_prelu_call(slopes=z((3,)), act=PRELU):
+    """deltajax_conv_prelu (CPU) of a 1x1 conv 3 -> 3 on x = zeros S, all masks off, with the slopes or the kind
+    made bad."""
+    results = (*ACT_RESULTS[:2], sds(S, F32), sds(S, F32), sds(S[:3], BOOL), sds((21,), jnp.int32))
+    args = (z(), z(S[:3], BOOL), z((1, 1, 3, 3)), z((3,)), slopes, z(), z())
+    return ffi("deltajax_conv_prelu", results, *args, **CONV_ATTRS, **{**ACT_ATTRS, "act": np.int32(act)})
+
+
 POOL_ATTRS = dict(kh=np.int32(2), kw=np.int32(2), stride_h=np.int32(2), stride_w=np.int32(2))
 POOL_RESULTS = (sds((1, 2, 2, 3), F32), sds((1, 2, 2), BOOL), sds(S, F32))
 
@@ -126,6 +142,18 @@ CASES = {
     "global pool state": (
         lambda: ffi("deltajax_global_avg_pool", sds((1, 4), F32), z(), z(S[:3], BOOL), z((1, 4))),
         r"deltajax_global_avg_pool: argument 'acc' must have shape \(1, 3\), got \(1, 4\)",
+    ),
+    "conv prelu slopes shape": (
+        lambda: conv_prelu_call(slopes=z((4,))),
+        r"deltajax_conv_prelu: argument 'slopes' must have shape \(3,\), got \(4,\)",
+    ),
+    "conv prelu slopes dtype": (
+        lambda: conv_prelu_call(slopes=z((3,), jnp.bfloat16)),
+        r"deltajax_conv_prelu: argument 'slopes' must be float32",
+    ),
+    "conv prelu kind": (
+        lambda: conv_prelu_call(act=1),
+        r"deltajax_conv_prelu: attribute 'act' must be prelu \(11\) exactly when per-channel slopes are given",
     ),
     "conv groups": (
         lambda: ffi(

@@ -15,6 +15,14 @@ namespace deltajax::ffi_ops {
 namespace ffi = xla::ffi;
 using namespace deltajax::ffi_util;
 
+// Reads prelu's per-channel slopes [c] float32 into p.slopes.
+inline ffi::Error SetSlopes(const std::string& op, const ffi::AnyBuffer& slopes, int64_t c, ActivationParams& p) {
+  DELTAJAX_RETURN_IF_ERROR(expect_type(op, "slopes", slopes, ffi::DataType::F32, "float32"));
+  DELTAJAX_RETURN_IF_ERROR(expect_dims(op, "slopes", slopes, {c}));
+  p.slopes = static_cast<const float*>(slopes.untyped_data());
+  return ffi::Error::Success();
+}
+
 // Validates the activation's attributes, results and state (aliased in place) and fills p; launches nothing.
 template <class B>
 ffi::Error ActivationSetup(const std::string& op, typename B::Stream stream, ActivationParams& p,
@@ -67,11 +75,7 @@ ffi::Error ScaledActivation(const std::string& op, typename B::Stream stream, co
   } else {
     DELTAJAX_RETURN_IF_ERROR(expect_dims(op, "scale", scale, {p.c}));
   }
-  if (slopes != nullptr) {
-    DELTAJAX_RETURN_IF_ERROR(expect_type(op, "slopes", *slopes, ffi::DataType::F32, "float32"));
-    DELTAJAX_RETURN_IF_ERROR(expect_dims(op, "slopes", *slopes, {p.c}));
-    p.slopes = static_cast<const float*>(slopes->untyped_data());
-  }
+  if (slopes != nullptr) DELTAJAX_RETURN_IF_ERROR(SetSlopes(op, *slopes, p.c, p));
   p.x_mask = static_cast<const uint8_t*>(x_mask.untyped_data());
   p.scale = static_cast<const float*>(scale.untyped_data());
   DELTAJAX_RETURN_IF_ERROR(ActivationSetup<B>(op, stream, p, x, acc, sent, out, out_mask, acc_out, sent_out, act,

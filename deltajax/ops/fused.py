@@ -66,26 +66,35 @@ def conv_activation(
     check_slopes(op, act, slopes, kernel.shape[3])
     scale = jnp.ones(kernel.shape[3:], jnp.float32) if scale is None else jnp.asarray(scale, jnp.float32)
 
-    def composed(values, mask, kernel, scale, acc, sent):
+    def composed(values, mask, kernel, scale, *rest):  # rest: [slopes,] acc, sent
+        *params, acc, sent = rest
         c = linear_conv(Delta(values, mask), kernel, None, precision=precision, **geometry)
-        y, new = activation(ActivationState(acc, sent), c, act, truncation, scale=scale, slopes=slopes)
+        y, new = activation(
+            ActivationState(acc, sent), c, act, truncation, scale=scale, slopes=params[0] if params else None
+        )
         return y.values, y.mask, new.acc, new.sent, c.mask
 
-    args = (x.values, x.mask, kernel.astype(x.dtype), scale, state.acc, state.sent)
-    # A named activation with a number as threshold: the fused kernel (prelu, traced thresholds: conv, then the rule)
-    if has_native_kernel(act) and slopes is None and not is_traced(truncation.threshold):
-        native = functools.partial(_native, geometry=geometry, act=act, truncation=truncation, precision=precision)
-        values, keep, acc, sent, conv_mask = dispatch("deltajax_conv_activation", composed, native, *args)
+    params = () if slopes is None else (jnp.asarray(slopes, jnp.float32),)  # prelu's: one more operand
+    args = (x.values, x.mask, kernel.astype(x.dtype), scale, *params, state.acc, state.sent)
+    # A named activation with a number as threshold: the fused kernel (traced thresholds: conv, then the rule)
+    if has_native_kernel(act) and not is_traced(truncation.threshold):
+        target = "deltajax_conv_activation" if slopes is None else "deltajax_conv_prelu"
+        native = functools.partial(
+            _native, target=target, geometry=geometry, act=act, truncation=truncation, precision=precision
+        )
+        values, keep, acc, sent, conv_mask = dispatch(target, composed, native, *args)
     else:
         values, keep, acc, sent, conv_mask = composed(*args)
     return Delta(values, keep), ActivationState(acc, sent), conv_mask
 
 
-def _native(values, mask, kernel, scale, acc, sent, *, geometry, act, truncation, precision):
+def _native(*args, target, geometry, act, truncation, precision):
+    """``values, mask, kernel, scale, [slopes,] acc, sent`` -> the fused target's results."""
+    values, kernel = args[0], args[2]
     n, (ho, wo) = values.shape[0], output_size(values, kernel, geometry)
     shape = (n, ho, wo, kernel.shape[3])
     out, keep, acc, sent, conv_mask, _ = jax.ffi.ffi_call(
-        "deltajax_conv_activation",
+        target,
         (
             jax.ShapeDtypeStruct(shape, values.dtype),
             jax.ShapeDtypeStruct(shape[:3], jnp.bool_),
@@ -94,16 +103,7 @@ def _native(values, mask, kernel, scale, acc, sent, *, geometry, act, truncation
             jax.ShapeDtypeStruct(shape[:3], jnp.bool_),
             jax.ShapeDtypeStruct((n * ho * wo + 1,), jnp.int32),  # workspace: active output pixels + count
         ),
-        input_output_aliases={4: 2, 5: 3},
+        input_output_aliases={len(args) - 2: 2, len(args) - 1: 3},
         vmap_method="sequential",
-    )(
-        values,
-        mask,
-        kernel,
-        scale,
-        acc,
-        sent,
-        **native_conv_attrs(geometry, precision),
-        **native_activation_attrs(act, truncation),
-    )
+    )(*args, **native_conv_attrs(geometry, precision), **native_activation_attrs(act, truncation))
     return out, keep, acc, sent, conv_mask
