@@ -199,13 +199,19 @@ def _original_clip(video: str, start: int, frames: int, size: tuple[int, int] | 
     return read_clip(video, start=start, max_frames=frames, size=(superres.SCALE * size[0], superres.SCALE * size[1]))
 
 
+def _bicubic(images: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """uint8 RGB ``images`` ``[..., H, W, 3]`` resized bicubically to ``shape``, in [0, 1]: what super-resolution is
+    compared with."""
+    import jax
+    import jax.numpy as jnp
+
+    return np.asarray(jax.image.resize(jnp.asarray(images, jnp.float32) / 255.0, shape, method="bicubic"))
+
+
 def _superres_quality(clip: np.ndarray, original: np.ndarray | None, dense, delta, streams: int) -> dict:
     """Report fields of super-resolution against the original clip: ``output_size`` and, given ``original``
     ``[T, 4H, 4W, 3]``, the PSNR (8-bit outputs) of the dense and delta outputs ``[T, S, 4H, 4W, 3]`` in [0, 1]
     and of the input ``clip`` ``[T, H, W, 3]`` upscaled bicubically (``psnr_*_vs_original_db``)."""
-    import jax
-    import jax.numpy as jnp
-
     from deltajax.models import superres
     from deltajax.video import time_shifted_streams
 
@@ -213,21 +219,22 @@ def _superres_quality(clip: np.ndarray, original: np.ndarray | None, dense, delt
     if original is None:
         return fields
     original = time_shifted_streams(original, streams)
-    lowres = jnp.asarray(time_shifted_streams(clip, streams), jnp.float32) / 255.0
-    bicubic = jax.image.resize(lowres, original.shape, method="bicubic")
+    bicubic = _bicubic(time_shifted_streams(clip, streams), original.shape)
     for name, images in (("dense", dense), ("delta", delta), ("bicubic", bicubic)):
         fields[f"psnr_{name}_vs_original_db"] = _psnr_db(superres.to_uint8(images), original)
     return fields
 
 
 def _annotated(model: str, rgb: np.ndarray, outputs: np.ndarray, dense: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Frames of stream 0 as shown (superres: the delta outputs; pose: skeletons drawn) and their captions (the
-    prediction; superres: the PSNR against dense)."""
+    """Frames of stream 0 as shown (superres: the input upscaled bicubically beside the delta outputs, ``[T, 4H,
+    8W, 3]``; pose: skeletons drawn) and their captions (the prediction; superres: the PSNR against dense)."""
     if model == "superres":
         from deltajax.models import superres
 
+        sr = superres.to_uint8(outputs[:, 0])
+        side_by_side = np.concatenate([superres.to_uint8(_bicubic(rgb, sr.shape)), sr], axis=2)
         psnr = [_psnr_db(o[0], d[0], peak=1.0) for o, d in zip(outputs, dense, strict=True)]
-        return superres.to_uint8(outputs[:, 0]), [f"frame {t}: PSNR {p:.1f} dB vs dense" for t, p in enumerate(psnr)]
+        return side_by_side, [f"frame {t}: bicubic | x4, {p:.1f} dB vs dense" for t, p in enumerate(psnr)]
     if model == "pose":
         from deltajax import keypoints, skeletons
         from deltajax.models import pose
@@ -256,13 +263,16 @@ def _input_masks(config, frames) -> np.ndarray:
 
 
 def _write_pictures(out: str, shown: np.ndarray, masks: np.ndarray, captions: list[str]) -> None:
-    """``updates.png`` (four frames) and ``updates.gif`` (all) of the frames ``shown`` ``[T, H, W, 3]`` with the
-    update masks ``[T, h, w]``, upsampled by nearest to the frames' size (superres: 4x)."""
+    """``updates.png`` (four frames, two when they are wide) and ``updates.gif`` (all) of the frames ``shown``
+    ``[T, H, W, 3]`` with the update masks ``[T, h, w]``, upsampled by nearest to the frames' height (superres: 4x)
+    and repeated across frames shown side by side (superres: bicubic | x4)."""
     from deltajax import pictures
 
     scale = shown.shape[1] // masks.shape[1]
     masks = masks.repeat(scale, axis=1).repeat(scale, axis=2)
-    picks = np.linspace(1, len(shown) - 1, num=min(4, len(shown) - 1)).round().astype(int)
+    masks = np.tile(masks, (1, 1, shown.shape[2] // masks.shape[2]))
+    columns = 2 if shown.shape[2] > 2 * shown.shape[1] else 4  # wide pictures (side by side): fewer, larger
+    picks = np.linspace(1, len(shown) - 1, num=min(columns, len(shown) - 1)).round().astype(int)
     pictures.save_grid(os.path.join(out, "updates.png"), shown[picks], masks[picks], [captions[i] for i in picks])
     pictures.save_animation(os.path.join(out, "updates.gif"), shown, masks, captions)
 

@@ -30,7 +30,8 @@ def save_grid(path: str | os.PathLike, frames: np.ndarray, masks: np.ndarray, ca
     import matplotlib.pyplot as plt
 
     k = len(frames)
-    fig, axes = plt.subplots(2, k, figsize=(3.2 * k, 4.6), squeeze=False)
+    column = 3.2 * max(1.0, frames.shape[2] / frames.shape[1] / (16 / 9))  # inches: wider frames, wider columns
+    fig, axes = plt.subplots(2, k, figsize=(column * k, 4.6), squeeze=False)
     for i in range(k):
         axes[0, i].imshow(frames[i])
         axes[0, i].set_title(captions[i], fontsize=8)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 
 
@@ -58,6 +59,20 @@ def test_demo_super_resolves_by_default_and_matches_dense_at_threshold_0(tmp_pat
     assert report["psnr_dense_vs_original_db"] > report["psnr_bicubic_vs_original_db"] > 15
     text = demo.format_report(report)
     assert "speedup" in text and "PSNR of delta vs dense" in text and "bicubic upscale" in text
+
+
+def test_super_resolution_is_shown_beside_bicubic():
+    """The demo's pictures show the input upscaled bicubically on the left, the x4 output on the right."""
+    from deltajax import demo
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)
+    outputs = rng.random((3, 1, 20, 28, 3)).astype(np.float32)
+    shown, captions = demo._annotated("superres", rgb, outputs, outputs)
+    assert shown.shape == (3, 20, 56, 3) and shown.dtype == np.uint8
+    np.testing.assert_array_equal(shown[:, :, 28:], np.clip(np.rint(outputs[:, 0] * 255), 0, 255))
+    assert abs(float(shown[:, :, :28].mean()) - float(rgb.mean())) < 10  # the bicubic upscale of the input
+    assert captions[1] == "frame 1: bicubic | x4, inf dB vs dense"
 
 
 def test_demo_refuses_a_bad_size():

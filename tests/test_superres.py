@@ -184,9 +184,10 @@ def realesrgan():
 
 
 def test_pretrained_threshold_zero_is_exact_on_the_person_clip(realesrgan):
-    """Over 100 frames of the clip, within 1e-5 of dense on the CPU. On a GPU within 8e-5: there the native conv's float32 HIGHEST is 3xTF32,
-    products good to ~21 bits rather than float32's 24 (8x the rounding), and this net's 18 convolutions with
-    weights up to ~14 amplify it (H200: 2.6e-5 against dense, which differs from XLA:CPU by 1.9e-6)."""
+    """Over 100 frames of the clip, within 1e-5 of dense on the CPU. On a GPU within 8e-5: there the native
+    conv's float32 HIGHEST is 3xTF32, products good to ~21 bits rather than float32's 24 (8x the rounding), and
+    this net's 18 convolutions with weights up to ~14 amplify it (H200, 5 frames: 2.6e-5 against dense, which
+    differs from XLA:CPU by 1.9e-6)."""
     model, variables = realesrgan
     frames = video.read_clip(video.bundled_clip("people"), start=75, max_frames=100, size=(18, 32))
     clip = superres.preprocess(frames)[:, None]
