@@ -53,8 +53,9 @@ def save_animation(
     images = []
     for frame, mask, caption in zip(frames, masks, captions, strict=True):
         image = Image.fromarray(overlay(frame, mask))
-        if image.width > 480:
-            image = image.resize((480, round(480 * image.height / image.width)))
+        width = 960 if image.width > 2 * image.height else 480  # frames side by side keep their size each
+        if image.width > width:
+            image = image.resize((width, round(width * image.height / image.width)))
         draw = ImageDraw.Draw(image)
         draw.rectangle((0, 0, image.width, 14), fill=(0, 0, 0))
         draw.text((3, 2), caption, fill=(255, 255, 255))
