@@ -181,12 +181,6 @@ def run(args: argparse.Namespace) -> dict:
     return report
 
 
-def _psnr_db(a, b, peak: float = 255.0) -> float:
-    """PSNR of ``a`` against ``b`` (same shape, values up to ``peak``) over all values, in dB; inf if equal."""
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return float("inf") if mse == 0 else float(10 * np.log10(peak**2 / mse))
-
-
 def _original_clip(video: str, start: int, frames: int, size: tuple[int, int] | None) -> np.ndarray | None:
     """Super-resolution's reference: the clip read again at the output size (4x ``size``; the reader resizes
     from the decoded frames both times), ``[T, 4H, 4W, 3]`` uint8; None for ``--size native``, which has no
@@ -212,6 +206,7 @@ def _superres_quality(clip: np.ndarray, original: np.ndarray | None, dense, delt
     """Report fields of super-resolution against the original clip: ``output_size`` and, given ``original``
     ``[T, 4H, 4W, 3]``, the PSNR (8-bit outputs) of the dense and delta outputs ``[T, S, 4H, 4W, 3]`` in [0, 1]
     and of the input ``clip`` ``[T, H, W, 3]`` upscaled bicubically (``psnr_*_vs_original_db``)."""
+    from deltajax import stats
     from deltajax.models import superres
     from deltajax.video import time_shifted_streams
 
@@ -221,7 +216,7 @@ def _superres_quality(clip: np.ndarray, original: np.ndarray | None, dense, delt
     original = time_shifted_streams(original, streams)
     bicubic = _bicubic(time_shifted_streams(clip, streams), original.shape)
     for name, images in (("dense", dense), ("delta", delta), ("bicubic", bicubic)):
-        fields[f"psnr_{name}_vs_original_db"] = _psnr_db(superres.to_uint8(images), original)
+        fields[f"psnr_{name}_vs_original_db"] = stats.psnr_db(superres.to_uint8(images), original, peak=255.0)
     return fields
 
 
@@ -229,11 +224,12 @@ def _annotated(model: str, rgb: np.ndarray, outputs: np.ndarray, dense: np.ndarr
     """Frames of stream 0 as shown (superres: the input upscaled bicubically beside the delta outputs, ``[T, 4H,
     8W, 3]``; pose: skeletons drawn) and their captions (the prediction; superres: the PSNR against dense)."""
     if model == "superres":
+        from deltajax import stats
         from deltajax.models import superres
 
         sr = superres.to_uint8(outputs[:, 0])
         side_by_side = np.concatenate([superres.to_uint8(_bicubic(rgb, sr.shape)), sr], axis=2)
-        psnr = [_psnr_db(o[0], d[0], peak=1.0) for o, d in zip(outputs, dense, strict=True)]
+        psnr = [stats.psnr_db(o[0], d[0]) for o, d in zip(outputs, dense, strict=True)]
         return side_by_side, [f"frame {t}: bicubic | x4, {p:.1f} dB vs dense" for t, p in enumerate(psnr)]
     if model == "pose":
         from deltajax import keypoints, skeletons

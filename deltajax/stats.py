@@ -117,6 +117,12 @@ def compare_outputs(outs, dense) -> tuple[float, np.ndarray]:
     return float(np.mean(outs.argmax(-1) == dense.argmax(-1))), err
 
 
+def psnr_db(a, b, peak: float = 1.0) -> float:
+    """PSNR of ``a`` against ``b`` (same shape, values up to ``peak``) over all values, in dB; inf if equal."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(peak**2 / mse))
+
+
 def task_metric(model: str, outs, dense) -> dict:
     """The task's measure of delta outputs against dense ones ``[T, N, ...]``, as report fields.
 
@@ -127,11 +133,7 @@ def task_metric(model: str, outs, dense) -> dict:
     """
     if model == "superres":
         diff = np.asarray(outs, np.float64) - np.asarray(dense, np.float64)
-        mse = float(np.mean(diff**2))
-        return {
-            "psnr_vs_dense_db": float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse)),
-            "max_error_8bit": float(np.max(np.abs(diff)) * 255),
-        }
+        return {"psnr_vs_dense_db": psnr_db(outs, dense), "max_error_8bit": float(np.max(np.abs(diff)) * 255)}
     if model == "pose":
         from deltajax import keypoints
 

@@ -72,7 +72,8 @@ _ACT_KIND = {
     "prelu": 11,
 }
 # The targets with a per-channel-slopes (prelu) variant; prelu elsewhere runs on the reference.
-_PRELU_TARGET = {"deltajax_activation": "deltajax_prelu"}
+# The target that takes prelu's slopes (after the inputs, before the state) for each target of an activation rule.
+PRELU_TARGET = {"deltajax_activation": "deltajax_prelu", "deltajax_conv_activation": "deltajax_conv_prelu"}
 # TruncMode of the native kernels.
 _TRUNC_MODE = {"max": 0, "l2": 1, "rms": 2, "none": 3}
 
@@ -220,12 +221,12 @@ def activation_dispatch(target: str, act: Activation, truncation: Truncation, in
     reference = functools.partial(_activation_reference, act=act, truncation=truncation)
     if (
         not has_native_kernel(act)
-        or (slopes is not None and target not in _PRELU_TARGET)
+        or (slopes is not None and target not in PRELU_TARGET)
         or is_traced(truncation.threshold)
     ):
         return reference(*inputs, *state)  # (the native kernels take a number as threshold)
     if slopes is not None:
-        target = _PRELU_TARGET[target]
+        target = PRELU_TARGET[target]
     native = functools.partial(_activation_native, target=target, act=act, truncation=truncation)
     return dispatch(target, reference, native, *inputs, *state)
 

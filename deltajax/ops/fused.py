@@ -18,6 +18,7 @@ from deltajax.ops._delta import STATE_DTYPE, Delta, check_delta, check_state, ch
 from deltajax.ops.config import Truncation, is_traced
 from deltajax.ops.conv import conv_geometry, linear_conv, native_conv_attrs, output_size
 from deltajax.ops.elementwise import (
+    PRELU_TARGET,
     ActivationState,
     activation,
     as_activation,
@@ -78,7 +79,7 @@ def conv_activation(
     args = (x.values, x.mask, kernel.astype(x.dtype), scale, *params, state.acc, state.sent)
     # A named activation with a number as threshold: the fused kernel (traced thresholds: conv, then the rule)
     if has_native_kernel(act) and not is_traced(truncation.threshold):
-        target = "deltajax_conv_activation" if slopes is None else "deltajax_conv_prelu"
+        target = "deltajax_conv_activation" if slopes is None else PRELU_TARGET["deltajax_conv_activation"]
         native = functools.partial(
             _native, target=target, geometry=geometry, act=act, truncation=truncation, precision=precision
         )
