@@ -39,8 +39,23 @@ def path(request):
     jax.clear_caches()
 
 
+# Modules whose tests take 10-50 s each: they start first, so that with pytest-xdist (scripts/gpu_check.sh runs 14
+# workers) the run does not end on one worker still busy with a long test picked up last.
+_LONG_MODULES = (
+    "test_benchmarks",
+    "test_examples",
+    "test_pose",
+    "test_superres",
+    "test_sharding",
+    "test_demo",
+    "test_conv_rules",
+    "test_frame_modes",
+)
+
+
 def pytest_collection_modifyitems(config, items):
-    """GPU tests skip without a GPU, unless DELTAJAX_REQUIRE_GPU=1 turns that into a failure."""
+    """Long modules first; GPU tests skip without a GPU, unless DELTAJAX_REQUIRE_GPU=1 turns that into a failure."""
+    items.sort(key=lambda item: item.module.__name__.rpartition(".")[2] not in _LONG_MODULES)
     has_gpu = any(d.platform == "gpu" for d in jax.devices())
     if has_gpu:
         return
