@@ -113,6 +113,10 @@ SHAPES = {
     "5x5_c64_to_32_s2_valid": (1, 21, 18, 64, 32, 5, {"strides": 2, "padding": "VALID"}),
     "1x7_c32": (1, 9, 20, 32, 32, (1, 7), {}),
     "3x3_c40_odd_channels": (1, 12, 12, 40, 72, 3, {}),
+    # Narrow outputs on tensor cores: row tiles spanning many image rows.
+    "3x3_c32_to_40_w5": (2, 11, 5, 32, 40, 3, {}),
+    "1x1_c32_w7": (1, 21, 7, 32, 32, 1, {}),
+    "3x3_c64_s2_w6": (1, 30, 6, 64, 64, 3, {"strides": 2}),
     "depthwise_3x3_c32": (2, 12, 15, 32, 32, 3, {"groups": 32}),
     "depthwise_5x5_s2_c24": (1, 17, 13, 24, 24, 5, {"groups": 24, "strides": 2}),
     # Depthwise kernel (conv_depthwise.cu): 16-byte channel vectors when C is a multiple of 8 (16-bit) or 4
@@ -132,7 +136,8 @@ SHAPES = {
     "depthwise_3x3_c520": (1, 6, 7, 520, 520, 3, {"groups": 520}),
     "depthwise_3x3_c1": (1, 8, 9, 1, 1, 3, {"groups": 1}),
     # Output masks by 32-bit words (conv.cu, mask_words_kernel): W and Wo multiples of 4, stride 1 and no
-    # dilation along rows, kw <= 5; every byte offset of a tap window (pad_left 0..3), row strides and dilations.
+    # dilation along rows, kw <= 5; every byte offset of a tap window (pad_left 0..3), row strides and dilations;
+    # for the tensor-core kernel and, with groups = 2, for the direct kernel.
     "words_3x3_c64": (2, 13, 16, 64, 64, 3, {}),
     "words_5x5_c32": (1, 9, 20, 32, 32, 5, {}),
     "words_1x1_c32_to_48": (2, 7, 8, 32, 48, 1, {}),
@@ -141,6 +146,10 @@ SHAPES = {
     "words_3x3_row_stride2": (1, 17, 24, 32, 32, 3, {"strides": (2, 1)}),
     "words_3x3_row_dil2": (1, 15, 20, 32, 32, 3, {"dilation": (2, 1)}),
     "words_3x1_c24": (2, 11, 8, 24, 24, (3, 1), {}),
+    "words_direct_3x3_c64_g2": (2, 13, 16, 64, 64, 3, {"groups": 2}),
+    "words_direct_5x5_pad_0_4_g2": (1, 10, 12, 32, 32, 5, {"padding": ((2, 2), (0, 4)), "groups": 2}),
+    "words_direct_3x3_pad_3_3_g2": (1, 9, 12, 32, 40, 3, {"padding": ((1, 1), (3, 3)), "groups": 2}),
+    "words_direct_3x3_row_stride2_g2": (1, 17, 24, 32, 32, 3, {"strides": (2, 1), "groups": 2}),
     "grouped_3x3_c32_g4": (1, 10, 10, 32, 64, 3, {"groups": 4}),
     "transposed_3x3_s2_c16": (1, 7, 9, 16, 8, 3, {"transpose": True, "strides": 2}),
     "transposed_4x4_s2_c64": (2, 6, 5, 64, 64, 4, {"transpose": True, "strides": 2}),
@@ -382,7 +391,8 @@ def _assert_kernel_matches_reference(fn, args, dtype):
     "case",
     [
         "gemm",
-        "gemm_words",
+        "gemm_narrow",
+        "direct_words",
         "unaligned",
         "depthwise",
         "depthwise_c13_s2",
@@ -396,7 +406,8 @@ def test_sanitize_small(case, dtype):
     """Small cases for compute-sanitizer (memcheck / racecheck): every kernel path once."""
     kw = {
         "gemm": dict(n=2, h=9, w=11, cin=32, cout=72, k=3),
-        "gemm_words": dict(n=2, h=9, w=12, cin=32, cout=72, k=3),
+        "gemm_narrow": dict(n=2, h=9, w=5, cin=32, cout=72, k=3),
+        "direct_words": dict(n=1, h=9, w=12, cin=3, cout=16, k=3),
         "unaligned": dict(n=1, h=7, w=9, cin=12, cout=10, k=3),
         "depthwise": dict(n=2, h=8, w=8, cin=16, cout=16, k=3, groups=16),
         "depthwise_c13_s2": dict(n=2, h=9, w=10, cin=13, cout=13, k=5, groups=13, strides=2),
