@@ -6,9 +6,9 @@
 # OUTDIR.
 # Usage: scripts/gpu_check.sh [OUTDIR]   (needs a GPU, jax with CUDA, a CUDA toolkit; no network)
 # Every step has a time limit so the whole check ends within the GPU machine's 10 minutes per command. Measured on
-# H200s (2026-12-04): wheels 22-35 s, smoke test 12-14 s, the benchmark row 72-135 s (its compiles took 30 s on
-# one machine, 57 s on another), soak 67-86 s, suite 179 s on 14 workers with the sanitizers beside it (on the
-# slower machine it had run ~880 of ~890 tests after 255 s, with the OpenPose tests in): 360-540 s in all.
+# H200s (2026-12-04): wheels 22-39 s, smoke test 12-14 s, the benchmark row 72-135 s (its compiles took 30 s on
+# one machine, 57 s on another), soak 67-86 s, the suite 179 s on 14 workers with the sanitizers beside it, 289 s
+# once the OpenPose tests ran too (851 tests, the long modules first): 360-562 s in all.
 # GPU_CHECK_FULL_BENCH=1 runs the full benchmark presets instead (much longer).
 set -uo pipefail
 OUTDIR=${1:-${OUT:-gpu_check_out}}
