@@ -37,12 +37,14 @@ def reference_forced() -> bool:
     return _force_reference
 
 
-def dispatch(target: str, reference: Callable, native: Callable, *args):
+def dispatch(target: str, reference: Callable, native: Callable, *args, native_ok: bool = True):
     """Runs ``native(*args)`` on platforms whose module registered ``target``, else ``reference(*args)``.
 
-    Both must return the same pytree structure, shapes and dtypes.
+    Both must return the same pytree structure, shapes and dtypes. ``native_ok=False`` runs the reference
+    everywhere: for a call the kernel cannot take, such as a traced threshold (the kernels take numbers).
     """
-    platforms = [] if _force_reference else [p for p in _native.native_platforms() if target in _native.targets(p)]
+    native_ok = native_ok and not _force_reference
+    platforms = [p for p in _native.native_platforms() if target in _native.targets(p)] if native_ok else []
     if not platforms:
         return reference(*args)
     return jax.lax.platform_dependent(*args, default=reference, **{p: native for p in platforms})

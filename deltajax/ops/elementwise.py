@@ -219,16 +219,12 @@ def activation_dispatch(target: str, act: Activation, truncation: Truncation, in
     if slopes is not None:  # the prelu targets take the slopes after the inputs
         inputs = (*inputs, jnp.asarray(slopes, jnp.float32))
     reference = functools.partial(_activation_reference, act=act, truncation=truncation)
-    if (
-        not has_native_kernel(act)
-        or (slopes is not None and target not in PRELU_TARGET)
-        or is_traced(truncation.threshold)
-    ):
-        return reference(*inputs, *state)  # (the native kernels take a number as threshold)
+    native_ok = has_native_kernel(act) and not is_traced(truncation.threshold)
     if slopes is not None:
-        target = PRELU_TARGET[target]
+        native_ok = native_ok and target in PRELU_TARGET
+        target = PRELU_TARGET.get(target, target)
     native = functools.partial(_activation_native, target=target, act=act, truncation=truncation)
-    return dispatch(target, reference, native, *inputs, *state)
+    return dispatch(target, reference, native, *inputs, *state, native_ok=native_ok)
 
 
 def _activation_reference(*args, act: Activation, truncation: Truncation):

@@ -78,14 +78,12 @@ def conv_activation(
     params = () if slopes is None else (jnp.asarray(slopes, jnp.float32),)  # prelu's: one more operand
     args = (x.values, x.mask, kernel.astype(x.dtype), scale, *params, state.acc, state.sent)
     # A named activation with a number as threshold: the fused kernel (traced thresholds: conv, then the rule)
-    if has_native_kernel(act) and not is_traced(truncation.threshold):
-        target = "deltajax_conv_activation" if slopes is None else PRELU_TARGET["deltajax_conv_activation"]
-        native = functools.partial(
-            _native, target=target, geometry=geometry, act=act, truncation=truncation, precision=precision
-        )
-        values, keep, acc, sent, conv_mask = dispatch(target, composed, native, *args)
-    else:
-        values, keep, acc, sent, conv_mask = composed(*args)
+    target = "deltajax_conv_activation" if slopes is None else PRELU_TARGET["deltajax_conv_activation"]
+    native = functools.partial(
+        _native, target=target, geometry=geometry, act=act, truncation=truncation, precision=precision
+    )
+    native_ok = has_native_kernel(act) and not is_traced(truncation.threshold)
+    values, keep, acc, sent, conv_mask = dispatch(target, composed, native, *args, native_ok=native_ok)
     return Delta(values, keep), ActivationState(acc, sent), conv_mask
 
 

@@ -77,12 +77,10 @@ def sparsify(
     check_nhwc("sparsify", "x", x)
     check_state("sparsify", "state.ref", state.ref, x.shape, "sparsify_init")
     reference = functools.partial(_sparsify_reference, config=config)
-    if is_traced(config.threshold):  # the native kernels take a number as threshold
-        values, mask, ref = reference(state.ref, x)
-    else:
-        values, mask, ref = dispatch(
-            "deltajax_sparsify", reference, functools.partial(_sparsify_native, config=config), state.ref, x
-        )
+    native = functools.partial(_sparsify_native, config=config)
+    values, mask, ref = dispatch(
+        "deltajax_sparsify", reference, native, state.ref, x, native_ok=not is_traced(config.threshold)
+    )
     return Delta(values, mask), SparsifyState(ref)
 
 
