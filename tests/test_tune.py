@@ -58,6 +58,39 @@ def test_the_input_tries_its_own_candidates(model_and_clip):
     assert tried and all(t == pytest.approx(0.1) for t in tried.values())
 
 
+def test_two_passes_keep_the_one_with_fewer_macs_and_run_a_configuration_once(model_and_clip):
+    """The input first, then last; the kept pass has the fewest multiply-adds; a configuration the second pass
+    repeats is not run again."""
+    model, variables, clip = model_and_clip
+    runs = []
+
+    def counted(outs, dense):
+        runs.append(1)
+        return tune.classes_metric(outs, dense)
+
+    budget = tune.Budget(min_top1_agreement=None, max_logit_error=0.05)
+    result = tune.tune_thresholds(model.apply, clip, variables, budget=budget, candidates=(0.02, 0.1), metric=counted)
+    passes = {t.order for t in result.trials}
+    assert passes == {tune.INPUT_FIRST, tune.INPUT_LAST}
+    last = [t for t in result.trials if t.order == tune.INPUT_LAST]
+    assert last[-1].group == "input" and last[0].group != "input"
+
+    def final_macs(order):
+        kept = [t.mac_ratio for t in result.trials if t.order == order and t.accepted]
+        return kept[-1] if kept else float("inf")
+
+    assert final_macs(result.order) == min(final_macs(o) for o in passes)
+    assert f"kept the {result.order} pass" in result.table()
+
+    runs.clear()
+    everything = tune.Budget(min_top1_agreement=None, max_logit_error=1e9)  # both passes end on every largest
+    result = tune.tune_thresholds(
+        model.apply, clip, variables, budget=everything, candidates=(0.02, 0.1), metric=counted
+    )
+    assert len(runs) == len(result.trials) - 1
+    assert result.order == tune.INPUT_FIRST  # a tie keeps the input first
+
+
 def test_json_round_trip_of_every_setting_kind():
     config = deltajax.DeltaConfig(
         0.1, 1, deltajax.Truncation("l2", 0.2), {"a/act": deltajax.Truncation("rms", 0.3), "b/act": 0.05}
