@@ -71,8 +71,8 @@ _ACT_KIND = {
     "tanh": 10,
     "prelu": 11,
 }
-# The targets with a per-channel-slopes (prelu) variant; prelu elsewhere runs on the reference.
-# The target that takes prelu's slopes (after the inputs, before the state) for each target of an activation rule.
+# The target that takes prelu's slopes (after the inputs, before the state) for each target of an activation rule
+# that has one; prelu elsewhere runs on the reference.
 PRELU_TARGET = {"deltajax_activation": "deltajax_prelu", "deltajax_conv_activation": "deltajax_conv_prelu"}
 # TruncMode of the native kernels.
 _TRUNC_MODE = {"max": 0, "l2": 1, "rms": 2, "none": 3}
