@@ -8,8 +8,7 @@
 # Every step has a time limit so the whole check ends within the GPU machine's 10 minutes per command. Measured on
 # H200s (2026-12-04): wheels 22-39 s, smoke test 12-14 s, the benchmark row 72-135 s (its compiles took 30 s on
 # one machine, 57 s on another), soak 67-86 s, the suite 179 s on 14 workers with the sanitizers beside it, 289 s
-# once the OpenPose tests ran too (851 tests, the long modules first): 360-562 s in all. The sanitizers (20-40 s)
-# now run beside the soak instead of the suite.
+# once the OpenPose tests ran too (851 tests, the long modules first): 360-562 s in all.
 # GPU_CHECK_FULL_BENCH=1 runs the full benchmark presets instead (much longer).
 set -uo pipefail
 OUTDIR=${1:-${OUT:-gpu_check_out}}
@@ -40,9 +39,15 @@ if [ "$full_bench" = 1 ]; then
     --out "$OUTDIR/kernels.json"
   tail -n 30 "$OUTDIR/bench_kernels.log"
 fi
-# XLA's autotuning of the dense references launches many kernels of its own and costs compile time; the
-# sanitizers, the soak and the tests run without it.
+# XLA's autotuning of the dense references launches many kernels of its own and costs compile time; the soak,
+# the tests and the sanitizers run without it.
 export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=0"
+# The soak (error over 10 000 frames of EfficientNet-Lite0 at 384x216, TF32 and bf16) runs alone: beside the
+# suite's processes, which share the card by time slices, its 20 000 small steps took minutes. Not under
+# BEST_XLA_FLAGS: cuDNN failed to trace its float32 HIGHEST dense reference into a command buffer (status 5003).
+step soak 200 $PY -m benchmarks.soak --preset gpu --json "$OUTDIR/soak.json" --markdown "$OUTDIR/soak.md" \
+  --png "$OUTDIR/soak.png"
+cat "$OUTDIR/soak.md"
 # memcheck, then racecheck, of the small CUDA cases, one process per tool; its exit status is the first failure's.
 # --report-api-errors no: cuDNN probes stream capture during XLA's autotuning and reports API errors
 # (cudaErrorStreamCaptureInvalidated) that are not memory errors. Racecheck instruments only deltajax's kernels
@@ -87,13 +92,6 @@ sanitize() {
 }
 sanitize &
 sanitizers=$!
-# The soak (error over 10 000 frames of EfficientNet-Lite0 at 384x216, TF32 and bf16) runs beside the sanitizers
-# (one small process at a time), which then leave the machine's cores to the suite; beside the suite's processes,
-# which share the card by time slices, its 20 000 small steps took minutes. Not under BEST_XLA_FLAGS: cuDNN failed
-# to trace its float32 HIGHEST dense reference into a command buffer (status 5003).
-step soak 200 $PY -m benchmarks.soak --preset gpu --json "$OUTDIR/soak.json" --markdown "$OUTDIR/soak.md" \
-  --png "$OUTDIR/soak.png"
-cat "$OUTDIR/soak.md"
 # The suite gets what is left of the machine's 10 minutes (with the full benchmarks, 7 minutes).
 left=$((585 - SECONDS))
 [ "$full_bench" = 1 ] && left=420
