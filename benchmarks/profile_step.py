@@ -119,9 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.trace:
             planes, labels = "/device:", None
             if jax.default_backend() != "gpu":  # the host's thunks, named by the compiled step's custom calls
-                compiled = deltajax.video._stream_step.lower(
-                    state[0], clip[1], (variables,), None, model=stepper, keyframe_every=None, mesh=None
-                ).compile()
+                compiled = step.lower(state[0], clip[1]).compile()
                 planes, labels = "/host:CPU", custom_call_labels(compiled.as_text())
             for kind, frame in (("still", clip[-2]), ("moving", clip[-1])):
                 folder = os.path.join(args.trace, kind)

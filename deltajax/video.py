@@ -302,6 +302,9 @@ def streaming(
         over it on ``N``, and every state leaf is each device's own state
         stacked on a leading device axis (``[D, ...]``, split over the mesh):
         it stays on its device from step to step, donated there.
+        ``args`` and ``variables`` (an NNX module's variables too) are bound
+        here, compiled into the step as constants: a later change to them
+        needs a new ``streaming`` call (and a new compile).
 
     Returns:
       ``StreamFns(start, step)``: ``out, state = start(frame)`` (dense, the one
@@ -317,44 +320,47 @@ def streaming(
     model, args = _nnx_unbound(model, args)
     if mesh is not None:
         sharding.check_mesh("streaming", mesh)
-        args, variables = sharding.put_replicated((args, variables), mesh)
+    start, step = _bound_stream_fns(args, variables, model=model, keyframe_every=keyframe_every, mesh=mesh)
+    if mesh is None:
+        return StreamFns(start, step)
 
     def put(op: str, frame):
-        if mesh is None:
-            return frame
         sharding.check_streams(op, "frame", tuple(np.shape(frame)), 0, mesh)
         return sharding.put_streams(frame, mesh, 0)
 
-    static = dict(model=model, keyframe_every=keyframe_every, mesh=mesh)
     return StreamFns(
-        lambda frame: _stream_start(put("streaming start", frame), args, variables, **static),
-        lambda state, frame: _stream_step(state, put("streaming step", frame), args, variables, **static),
+        lambda frame: start(put("streaming start", frame)),
+        lambda state, frame: step(state, put("streaming step", frame)),
     )
 
 
-@functools.partial(jax.jit, static_argnames=("model", "keyframe_every", "mesh"))
-def _stream_start(frame, args, variables, *, model, keyframe_every, mesh):
-    def start(frame, args, variables):
+def _bound_stream_fns(args, variables, *, model, keyframe_every, mesh) -> tuple[Callable, Callable]:
+    """Jitted ``start(frame)`` and ``step(state, frame)`` (the state donated) with ``args`` and ``variables``
+    bound as compile-time constants.
+
+    A streamed call then passes the state and the frame only: passing EfficientNet-Lite0's 247 parameter arrays
+    at every call made a step with no change cost 0.69 ms on an H200 (bf16, 1x768x432), 0.31 ms bound.
+    """
+
+    def start(frame):
         out, state, _ = _frame_pair(model, args, variables)[0](frame)
         return out, (jnp.int32(1), state)
 
-    return _per_device_frame(start, mesh, takes_state=False)(frame, args, variables)
-
-
-@functools.partial(jax.jit, static_argnames=("model", "keyframe_every", "mesh"), donate_argnums=0)
-def _stream_step(state, frame, args, variables, *, model, keyframe_every, mesh):
-    def step(state, frame, args, variables):
+    def step(state, frame):
         out, state, _ = _keyframed(_frame_pair(model, args, variables)[1], keyframe_every)(state, frame)
         return out, state
 
-    return _per_device_frame(step, mesh, takes_state=True)(state, frame, args, variables)
+    return (
+        jax.jit(_per_device_frame(start, mesh, takes_state=False)),
+        jax.jit(_per_device_frame(step, mesh, takes_state=True), donate_argnums=0),
+    )
 
 
 def _per_device_frame(fn: Callable, mesh, *, takes_state: bool) -> Callable:
-    """``fn([state,] frame, args, variables) -> (out, state)``, run by each device of ``mesh`` on its streams.
+    """``fn([state,] frame) -> (out, state)``, run by each device of ``mesh`` on its streams.
 
     The frame ``[N, H, W, C]`` and the outputs are split on ``N``, the state is stacked per device
-    (``deltajax.sharding.stack``), ``args`` and ``variables`` are replicated. Without a mesh: ``fn`` itself.
+    (``deltajax.sharding.stack``); what ``fn`` closes over is replicated. Without a mesh: ``fn`` itself.
     """
     if mesh is None:
         return fn
@@ -365,6 +371,5 @@ def _per_device_frame(fn: Callable, mesh, *, takes_state: bool) -> Callable:
         out, state = fn(*inputs)
         return out, sharding.stack(state)
 
-    streams, replicated = sharding.streams_spec(mesh, 0), PartitionSpec()
-    in_specs = (streams,) * (2 if takes_state else 1) + (replicated, replicated)
-    return sharding.per_device(device_fn, mesh, in_specs, streams)
+    streams = sharding.streams_spec(mesh, 0)
+    return sharding.per_device(device_fn, mesh, (streams,) * (2 if takes_state else 1), streams)

@@ -167,7 +167,9 @@ def test_sharded_streaming_state_stays_on_its_devices(model, streamed):
     assert all(p == pointers[0] for p in pointers[1:])
     assert all(o.sharding == on_streams for o in outs)
     clip_out, _ = deltajax.run_clip(stepper, clip, variables, with_stats=True, mesh=mesh)
-    np.testing.assert_array_equal(np.stack(outs), np.asarray(clip_out))
+    # Within float rounding, not bit for bit: the streamed step has the parameters compiled in as constants,
+    # which XLA may fold where run_clip's traced parameters are not.
+    np.testing.assert_allclose(np.stack(outs), np.asarray(clip_out), rtol=1e-5, atol=1e-6)
 
 
 @on_several_devices
@@ -176,7 +178,8 @@ def test_sharded_step_has_no_collectives(model, streamed):
     stepper, mesh, *_, carry = streamed
     frame, args = sharding.put_streams(clip[1], mesh, 0), sharding.put_replicated((variables,), mesh)
     static = dict(model=stepper, keyframe_every=None, mesh=mesh)
-    step_hlo = video._stream_step.lower(carry, frame, args, None, **static).compile().as_text()
+    step = video._bound_stream_fns(args, None, **static)[1]
+    step_hlo = step.lower(carry, frame).compile().as_text()
     clip_hlo = (
         video._run_clip.lower(sharding.put_streams(clip, mesh, 1), args, None, with_stats=True, **static)
         .compile()
