@@ -35,7 +35,9 @@ def test_streaming_equals_run_clip(setup):
     for frame in video[1:]:
         out, state = step(state, frame)
         outs.append(out)
-    np.testing.assert_allclose(np.asarray(jnp.stack(outs)), np.asarray(clip_out), rtol=0, atol=1e-6)
+    # Within float rounding: the streamed step has the parameters compiled in as constants (an H200 gave
+    # 5 ulps on 2 of 300 outputs).
+    np.testing.assert_allclose(np.asarray(jnp.stack(outs)), np.asarray(clip_out), rtol=2e-6, atol=1e-6)
     assert max(rel_error(clip_out[t], dense[t]) for t in range(FRAMES)) <= 1e-4
     # The per-frame stats run_clip returns (packed into one vector per frame inside its scan) are the stepper's.
     _, state, frame_stats = stepper.init_with_stats(variables, video[0])
