@@ -320,6 +320,8 @@ def streaming(
     model, args = _nnx_unbound(model, args)
     if mesh is not None:
         sharding.check_mesh("streaming", mesh)
+    # A snapshot: the functions trace at their first calls, by when the caller's containers may have changed.
+    args, variables = jax.tree_util.tree_map(jnp.asarray, (args, variables))
     start, step = _bound_stream_fns(args, variables, model=model, keyframe_every=keyframe_every, mesh=mesh)
     if mesh is None:
         return StreamFns(start, step)

@@ -55,6 +55,16 @@ def test_streaming_equals_run_clip(setup):
         np.testing.assert_allclose(np.asarray(g, np.float64), np.asarray(w, np.float64), rtol=1e-2)
 
 
+def test_streaming_binds_the_parameters_it_is_given(setup):
+    video, model, variables, dense = setup
+    mine = jax.tree_util.tree_map(lambda a: a, variables)  # the caller's own containers, the same arrays
+    start, step = deltajax.streaming(deltajax.delta(model.apply), mine)
+    mine["params"] = jax.tree_util.tree_map(jnp.zeros_like, mine["params"])  # replaced before the first call
+    _, state = start(video[0])
+    out, _ = step(state, video[1])
+    assert rel_error(out, dense[1]) <= 1e-4
+
+
 def test_streaming_restart_at_scene_cut(setup):
     video, model, variables, dense = setup
     start, step = deltajax.streaming(deltajax.delta(model.apply), variables)
