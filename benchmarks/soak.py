@@ -2,10 +2,11 @@
 
 The clip is played forward and back (a ping-pong of its frames, so thousands of frames need only a few hundred
 decoded) through one ``lax.scan`` for the delta stepper (threshold 0, no adaptive keyframes: every frame a delta
-step) and through ``lax.map`` over the distinct frames for dense (stateless: each distinct frame once). Per
-precision the row gives the relative logit error ``||delta - dense|| / ||dense||`` over the first 10 % of frames,
-the last 10 % and its max, the top-1 agreement, and as the noise floor the error of dense in that precision
-against dense float32 (HIGHEST) on the same frames.
+step but the state's refresh keyframes, ``DeltaConfig.refresh_every``: the library's default, or
+``--refresh-every``) and through ``lax.map`` over the distinct frames for dense (stateless: each distinct frame
+once). Per precision the row gives the relative logit error ``||delta - dense|| / ||dense||`` over the first
+10 % of frames, the last 10 % and its max, the top-1 agreement, and as the noise floor the error of dense in
+that precision against dense float32 (HIGHEST) on the same frames.
 
     python -m benchmarks.soak --preset cpu --json soak.json --markdown soak.md --png soak.png
 """
@@ -31,14 +32,15 @@ DENSE_BATCH = 50
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """What a soak runs: model, precisions, frames, the distinct frames ping-ponged, and the frame size
-    ``(height, width)``."""
+    """What a soak runs: model, precisions, frames, the distinct frames ping-ponged, the frame size
+    ``(height, width)`` and the state's refresh period."""
 
     model: str
     precisions: tuple[str, ...]
     frames: int
     distinct: int
     size: tuple[int, int]
+    refresh_every: int | None | str = "default"  # DeltaConfig.refresh_every ("default": the library's)
 
 
 PRESETS = {
@@ -54,7 +56,9 @@ def ping_pong(distinct: int, frames: int) -> np.ndarray:
     return np.resize(period.astype(np.int32), frames)
 
 
-def soak_errors(apply, variables, base, order, precision: str, dense_reference=None) -> dict:
+def soak_errors(
+    apply, variables, base, order, precision: str, dense_reference=None, refresh_every: int | None | str = "default"
+) -> dict:
     """Per-frame errors of one precision.
 
     Args:
@@ -64,6 +68,8 @@ def soak_errors(apply, variables, base, order, precision: str, dense_reference=N
       order: ``[T]`` int32 indices into ``base``: the frames played.
       precision: a key of ``PRECISIONS``.
       dense_reference: ``[T, N, K]`` dense float32 HIGHEST logits (the noise floor's reference), or None.
+      refresh_every: ``DeltaConfig.refresh_every`` ("default": the library's; None: every frame after the first a
+        delta step).
 
     Returns:
       ``{"delta": [T], "floor": [T] or None, "top1": float}``: the relative logit error of delta against dense of
@@ -76,7 +82,10 @@ def soak_errors(apply, variables, base, order, precision: str, dense_reference=N
     import deltajax
 
     order = jnp.asarray(order)
-    stepper = deltajax.delta(apply, config=deltajax.DeltaConfig(keyframe_above=None))
+    config = deltajax.DeltaConfig(keyframe_above=None)
+    if refresh_every != "default":
+        config = dataclasses.replace(config, refresh_every=refresh_every)
+    stepper = deltajax.delta(apply, config=config)
 
     with _matmul_precision(PRECISIONS[precision][1]):
 
@@ -95,7 +104,7 @@ def soak_errors(apply, variables, base, order, precision: str, dense_reference=N
         outs, dense = run(variables, base, order)
     agreement, err = deltajax.stats.compare_outputs(outs, dense)
     floor = None if dense_reference is None else deltajax.stats.compare_outputs(dense, dense_reference)[1].mean(1)
-    return {"delta": err.mean(1), "floor": floor, "top1": agreement}
+    return {"delta": err.mean(1), "floor": floor, "top1": agreement, "refresh_every": config.refresh_every}
 
 
 def dense_frames(apply, variables, base, order):
@@ -122,6 +131,7 @@ def summarise(precision: str, errors: dict) -> dict:
     row = {
         "precision": precision,
         "frames": len(err) + 1,
+        "refresh_every": errors["refresh_every"],
         "rel_error_first_10pct": first,
         "rel_error_last_10pct": last,
         "rel_error_max": float(err.max()),
@@ -137,14 +147,15 @@ def summarise(precision: str, errors: dict) -> dict:
 def markdown(rows: list[dict]) -> str:
     """The rows as a markdown table."""
     lines = [
-        "| precision | frames | rel. logit error, first 10 % | last 10 % | max | growth | top-1 agreement "
-        "| dense vs float32, mean / max |",
-        "|---|---|---|---|---|---|---|---|",
+        "| precision | frames | refresh every | rel. logit error, first 10 % | last 10 % | max | growth "
+        "| top-1 agreement | dense vs float32, mean / max |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         floor = f"{r['noise_floor_mean']:.2e} / {r['noise_floor_max']:.2e}" if "noise_floor_mean" in r else "-"
         lines.append(
-            f"| {r['precision']} | {r['frames']} | {r['rel_error_first_10pct']:.2e} | {r['rel_error_last_10pct']:.2e} "
+            f"| {r['precision']} | {r['frames']} | {r['refresh_every'] or 'never'} | {r['rel_error_first_10pct']:.2e} "
+            f"| {r['rel_error_last_10pct']:.2e} "
             f"| {r['rel_error_max']:.2e} | {r['growth']:.2f}x | {100 * r['top1_agreement']:.1f} % | {floor} |"
         )
     return "\n".join(lines) + "\n"
@@ -183,7 +194,13 @@ def run(preset: Preset, video: str) -> tuple[list[dict], dict[str, np.ndarray]]:
         start = time.perf_counter()
         dtype = jnp.dtype(PRECISIONS[precision][0])
         errors = soak_errors(
-            module.apply, cast_tree(variables, dtype), cast_tree(base, dtype), order, precision, reference
+            module.apply,
+            cast_tree(variables, dtype),
+            cast_tree(base, dtype),
+            order,
+            precision,
+            reference,
+            preset.refresh_every,
         )
         rows.append(summarise(precision, errors))
         print(f"{precision}: {preset.frames} frames in {time.perf_counter() - start:.0f} s", flush=True)
@@ -200,6 +217,15 @@ def cast_tree(tree, dtype):
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), tree)
 
 
+def _refresh_period(text: str) -> int | None | str:
+    """``--refresh-every``'s value: 'never' -> None, 'default' as it is, else a positive int."""
+    if text in ("never", "default"):
+        return None if text == "never" else text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int or 'never', got {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
@@ -208,12 +234,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the rows and curves here")
     p.add_argument("--markdown", help="write the table here")
     p.add_argument("--png", help="write the error curves here (needs matplotlib)")
+    p.add_argument(
+        "--refresh-every",
+        type=_refresh_period,
+        default="default",
+        help="DeltaConfig.refresh_every: a positive int, or 'never' (default: the library's)",
+    )
     args = p.parse_args(argv)
     from deltajax.video import bundled_clip
 
     preset = PRESETS[args.preset]
     if args.frames is not None:
         preset = dataclasses.replace(preset, frames=args.frames)
+    preset = dataclasses.replace(preset, refresh_every=args.refresh_every)
     video = args.video or bundled_clip("people")
     rows, curves = run(preset, video)
     table = markdown(rows)

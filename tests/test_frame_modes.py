@@ -70,6 +70,29 @@ def test_forced_keyframes_restart_exactly(video):
     assert max(errors) <= 1e-4, errors
 
 
+def test_the_state_is_refreshed_after_refresh_every_delta_steps(video):
+    """With refresh_every=2, the changed frame after each second delta step since the state was built runs as a
+    keyframe, exactly dense, and the count restarts there; skipped frames (3 and 7 repeat the frame before) are
+    not counted."""
+    model, variables = _model(video)
+    config = deltajax.DeltaConfig(keyframe_above=None, refresh_every=2)
+    got, stats = deltajax.run_clip(deltajax.delta(model.apply, config=config), video, variables, with_stats=True)
+    modes = ["dense", "delta", "delta", "skip", "dense", "delta", "delta", "skip", "dense", "delta", "delta", "dense"]
+    assert _modes(stats) == modes
+    want = _dense(model, variables, video)
+    for t in (4, 8, 11):
+        assert rel_error(got[t], want[t]) <= 1e-6, t
+    never = deltajax.DeltaConfig(keyframe_above=None, refresh_every=None)
+    _, stats = deltajax.run_clip(deltajax.delta(model.apply, config=never), video, variables, with_stats=True)
+    assert list(np.flatnonzero(dstats.keyframes(stats))) == [0]
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "often"])
+def test_refresh_every_is_validated(bad):
+    with pytest.raises(ValueError, match=r"DeltaConfig: refresh_every must be a positive int or None, got"):
+        deltajax.DeltaConfig(refresh_every=bad)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_frame_gives_dense_output_and_the_stream_recovers(path, video, bad):
     """Property 5: a frame holding NaN / Inf runs the plain dense model (its output is dense's, non-finite where

@@ -36,7 +36,13 @@ class DeltaWrapper(nn.Module):
         stepper = delta(lambda v, f, *a: unbound.apply(v, f, *a), frame_argnum=1, config=self.config)
 
         def saved(state: StreamState, spec):
-            return {"layers": state.layers, "output": state.output, "restart": state.restart, "frame": spec}
+            return {
+                "layers": state.layers,
+                "output": state.output,
+                "restart": state.restart,
+                "age": state.age,
+                "frame": spec,
+            }
 
         def init():
             out, state = stepper.init(inner, frame, *args)
@@ -45,7 +51,12 @@ class DeltaWrapper(nn.Module):
         def step(held):
             spec = held["frame"]
             state = StreamState(
-                held["layers"], held["output"], held["restart"], tuple(spec.shape[1:]), np.dtype(spec.dtype).name
+                held["layers"],
+                held["output"],
+                held["restart"],
+                held["age"],
+                tuple(spec.shape[1:]),
+                np.dtype(spec.dtype).name,
             )
             out, state = stepper(state, inner, frame, *args)
             return out, saved(state, spec)

@@ -85,6 +85,19 @@ def restarts(mode: jax.Array, restart: jax.Array) -> jax.Array:
     return (mode == DENSE) | (restart & (mode == SKIP))
 
 
+def refreshed(mode: jax.Array, age: jax.Array, every: int | None) -> jax.Array:
+    """``mode``, with DELTA turned into KEYFRAME once the state has taken ``every`` delta steps since it was built
+    (``DeltaConfig.refresh_every``; None: never)."""
+    if every is None:
+        return mode
+    return jnp.where((mode == DELTA) & (age >= every), KEYFRAME, mode)
+
+
+def aged(mode: jax.Array, age: jax.Array) -> jax.Array:
+    """Delta steps since the state was built, after a frame of ``mode``: reset by KEYFRAME, counted by DELTA."""
+    return jnp.where(mode == KEYFRAME, 0, age + (mode == DELTA)).astype(jnp.int32)
+
+
 def run_if(pred: jax.Array, fn: Callable, carry):
     """``fn(carry)`` if ``pred`` else ``carry`` (same pytree structure, shapes and dtypes).
 

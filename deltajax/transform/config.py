@@ -33,6 +33,11 @@ class DeltaConfig:
         measured for the platform (``deltajax.transform._frames.AUTO_CROSSOVER``);
         None: only non-finite frames (and the frame after one) run densely.
         Frames with no active input pixel are skipped in every setting.
+      refresh_every: after this many delta steps since the layers' state was
+        last built, the next changed frame runs as a keyframe (dense, state
+        rebuilt). Each delta step adds its rounding to the accumulated state,
+        float32 included, so without it the error against dense random-walks
+        upwards over thousands of frames. None: never.
 
     Example:
       >>> cfg = DeltaConfig(threshold=0.05, layers={"Net/Conv_0/act": 0.1})
@@ -43,12 +48,16 @@ class DeltaConfig:
     truncation: Truncation = Truncation()
     layers: tuple[tuple[str, LayerSetting], ...] | Mapping[str, LayerSetting] = ()
     keyframe_above: float | Literal["auto"] | None = "auto"
+    refresh_every: int | None = 1000
 
     def __post_init__(self):
         SparsifyConfig(self.threshold, self.dilation)  # validates
         above = self.keyframe_above
         if not (above is None or above == "auto" or (isinstance(above, int | float) and 0 <= above <= 1)):
             raise ValueError(f"DeltaConfig: keyframe_above must be a fraction in [0, 1], 'auto' or None, got {above!r}")
+        every = self.refresh_every
+        if not (every is None or (isinstance(every, int) and not isinstance(every, bool) and every >= 1)):
+            raise ValueError(f"DeltaConfig: refresh_every must be a positive int or None, got {every!r}")
         if not isinstance(self.truncation, Truncation):
             raise TypeError(f"DeltaConfig: truncation must be a Truncation, got {type(self.truncation).__name__}")
         items: Iterable = self.layers.items() if isinstance(self.layers, Mapping) else self.layers

@@ -30,6 +30,7 @@ class StreamState:
       layers: layer name -> that layer's state (fixed shapes, float32).
       output: the last frame's output (a frame with no input change returns it without running the model).
       restart: bool scalar, True when the last frame held non-finite values: the next frame runs densely.
+      age: int32 scalar, delta steps since the layers' state was built (``DeltaConfig.refresh_every``).
       frame_shape: ``(N, H, W, C)`` of the frames this stream was started with (static).
       frame_dtype: their dtype name (static).
     """
@@ -37,11 +38,12 @@ class StreamState:
     layers: dict
     output: Any
     restart: jax.Array
+    age: jax.Array
     frame_shape: tuple[int, ...]
     frame_dtype: str
 
     def tree_flatten(self):
-        return (self.layers, self.output, self.restart), (self.frame_shape, self.frame_dtype)
+        return (self.layers, self.output, self.restart, self.age), (self.frame_shape, self.frame_dtype)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
@@ -152,7 +154,7 @@ class Stepper:
         out, layers, stats = self._dense(args)
         nonfinite = _frames.count_nonfinite(frame)
         stats[INPUT] = stats[INPUT]._replace(nonfinite=nonfinite)
-        return out, StreamState(layers, out, nonfinite > 0, *_spec(frame)), stats
+        return out, StreamState(layers, out, nonfinite > 0, jnp.int32(0), *_spec(frame)), stats
 
     def init(self, *args) -> tuple[Any, StreamState]:
         """Starts (or restarts) a stream: runs ``fn(*args)`` densely and returns ``(output, state)``."""
@@ -186,6 +188,7 @@ class Stepper:
         active = _frames.tile_activity(d.mask)
         nonfinite = _frames.count_nonfinite(frame)
         mode = _frames.choose_mode(active, nonfinite, state.restart, jnp.asarray(keyframe), self._crossover())
+        mode = _frames.refreshed(mode, state.age, self.config.refresh_every)
         static = self._static_stats(args)
 
         def static_stats(active: float, keyframe: bool) -> dict:
@@ -221,7 +224,8 @@ class Stepper:
         out, layers, packed = _frames.run_if(mode != _frames.SKIP, changed_frame, carry)
         stats = layer_stats_unpack(packed, skipped)
         stats[INPUT] = stats[INPUT]._replace(nonfinite=nonfinite)
-        return out, StreamState(layers, out, _frames.restarts(mode, state.restart), *want), stats
+        restart, age = _frames.restarts(mode, state.restart), _frames.aged(mode, state.age)
+        return out, StreamState(layers, out, restart, age, *want), stats
 
     def _crossover(self):
         above = self.config.keyframe_above
