@@ -237,7 +237,8 @@ class Stepper:
         The frame runs as a delta step; or is skipped when no input pixel changed; or runs the plain dense model
         when it holds non-finite values or has more active input tiles than ``config.keyframe_above`` (the
         layers' state is then rebuilt by a keyframe at the next changed frame); or runs as a keyframe (dense,
-        rebuilding the state) when ``keyframe`` is True.
+        rebuilding the state) when ``keyframe`` is True, or in place of a delta step once the state has taken
+        ``config.refresh_every`` delta steps.
         """
         out, state, _ = self.step_with_stats(state, *args, keyframe=keyframe)
         return out, state
