@@ -72,9 +72,9 @@ def soak_errors(
         delta step).
 
     Returns:
-      ``{"delta": [T], "floor": [T] or None, "top1": float}``: the relative logit error of delta against dense of
-      this precision per frame (mean over streams), of that dense against ``dense_reference``, and the top-1
-      agreement of delta with dense.
+      ``{"delta": [T], "floor": [T] or None, "top1": float, "refresh_every": int or None}``: the relative logit
+      error of delta against dense of this precision per frame (mean over streams), of that dense against
+      ``dense_reference``, the top-1 agreement of delta with dense, and the refresh period the stepper ran with.
     """
     import jax
     import jax.numpy as jnp
