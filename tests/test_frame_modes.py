@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 import deltajax
+from deltajax import _native
 from deltajax import stats as dstats
+from deltajax.transform import _frames
 from tests.flax_nets import init_model
 from tests.harness import moving_blobs, rel_error
 
@@ -143,13 +145,14 @@ def test_zero_crossover_runs_every_changed_frame_densely(video):
     assert rel_error(got, _dense(model, variables, video)) <= 1e-5
 
 
-def test_a_step_does_not_copy_the_layer_state(video):
+@pytest.mark.parametrize("keyframe_above", ["auto", 0.0])
+def test_a_step_does_not_copy_the_layer_state(video, keyframe_above):
     """The frame modes must leave the donated state in place: XLA copies every array passed through a
     conditional (twice), which made a skipped frame cost a dense one on the GPU. At most a few scalars and the
     output, and the input's reference (a frame: a keyframe stores the frame argument), may be copied, never the
-    layers' arrays."""
+    layers' arrays; also not when every changed frame runs densely (crossover 0)."""
     model, variables = _model(video)
-    stepper = deltajax.delta(model.apply)
+    stepper = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=keyframe_above))
     _, state = stepper.init(variables, video[0])
     step = jax.jit(lambda s, x: stepper(s, variables, x), donate_argnums=0)
     hlo = step.lower(state, video[1]).compile().as_text()
@@ -159,6 +162,34 @@ def test_a_step_does_not_copy_the_layer_state(video):
     copies = re.findall(r"= (\w+\[[\d,]*\])\{[\d,]*\} copy\(", hlo)
     copied = [c for c in copies if c in layer_shapes]
     assert len(layer_shapes) > 3 and not copied, copied
+
+
+def _control_flow(hlo: str) -> tuple[int, int]:
+    """(while loops, conditionals) in a compiled module's text."""
+    return len(re.findall(r" while\(", hlo)), len(re.findall(r" conditional\(", hlo))
+
+
+@pytest.mark.parametrize("platform_crossover", [None, 0.0])
+def test_a_zero_crossover_decides_a_frame_with_one_conditional(video, monkeypatch, platform_crossover):
+    """With a crossover of 0 (set, or measured for the platform: the GPU's) a frame is skipped or runs the plain
+    model: one conditional and no loop, since on a GPU every predicate is a round trip to the host (the loops of
+    the other modes read six for a dense frame). A keyframe that may be asked for brings the loops back."""
+    model, variables = _model(video)
+    if platform_crossover is None:
+        config = deltajax.DeltaConfig(keyframe_above=0.0)
+    else:
+        platform = _native.default_platform()
+        if platform not in _native.native_platforms():
+            pytest.skip(f"no native kernels for {platform}: the reference's crossover applies")
+        monkeypatch.setitem(_frames.AUTO_CROSSOVER, platform, platform_crossover)
+        config = deltajax.DeltaConfig()
+    stepper = deltajax.delta(model.apply, config=config)
+    _, state = stepper.init(variables, video[0])
+    lean = jax.jit(lambda s, x: stepper(s, variables, x)).lower(state, video[1]).compile().as_text()
+    assert _control_flow(lean) == (0, 1)
+    forced = jax.jit(lambda s, x, k: stepper(s, variables, x, keyframe=k)).lower(state, video[1], True)
+    loops, _ = _control_flow(forced.compile().as_text())
+    assert loops >= 2
 
 
 def test_a_clip_with_stats_copies_no_scalar_per_layer(video):

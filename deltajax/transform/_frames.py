@@ -34,13 +34,25 @@ AUTO_CROSSOVER = {"cpu": 1.0, "cuda": 0.0, "reference": 0.5}
 TARGET_OF_DELTA_STEP = "deltajax_sparsify"  # a platform with native kernels registers this one
 
 
+def _measured_platforms() -> list[str]:
+    """Platforms of ``AUTO_CROSSOVER`` whose native kernels are loaded (none when the reference is forced)."""
+    native = [] if reference_forced() else [p for p in _native.native_platforms() if p in AUTO_CROSSOVER]
+    return [p for p in native if TARGET_OF_DELTA_STEP in _native.targets(p)]
+
+
 def auto_crossover() -> jax.Array:
     """The measured crossover of the platform the program runs on (a traced float32 scalar)."""
-    native = [] if reference_forced() else [p for p in _native.native_platforms() if p in AUTO_CROSSOVER]
-    native = [p for p in native if TARGET_OF_DELTA_STEP in _native.targets(p)]
-    branches = {p: (lambda p=p: jnp.float32(AUTO_CROSSOVER[p])) for p in native}
+    branches = {p: (lambda p=p: jnp.float32(AUTO_CROSSOVER[p])) for p in _measured_platforms()}
     default = lambda: jnp.float32(AUTO_CROSSOVER["reference"])  # noqa: E731
     return lax.platform_dependent(default=default, **branches) if branches else default()
+
+
+def per_platform(general: Callable, dense_only: Callable):
+    """``dense_only()`` in the program lowered for a platform whose measured crossover is 0 (every changed frame
+    runs the plain dense model, so no mode needs the layers' state), ``general()`` in the others. Each platform
+    compiles only its own branch: nothing is decided at run time."""
+    lean = [p for p in _measured_platforms() if AUTO_CROSSOVER[p] == 0.0]
+    return lax.platform_dependent(default=general, **{p: dense_only for p in lean}) if lean else general()
 
 
 TILE = 16  # pixels per side of the tiles whose activity decides between a delta step and a dense frame

@@ -10,6 +10,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from deltajax import ops
 from deltajax.ops._delta import SUPPORTED_DTYPES
@@ -187,41 +188,64 @@ class Stepper:
         d, input_state = ops.sparsify(state.layers[INPUT], frame, input_config(self.config))
         active = _frames.tile_activity(d.mask)
         nonfinite = _frames.count_nonfinite(frame)
-        mode = _frames.choose_mode(active, nonfinite, state.restart, jnp.asarray(keyframe), self._crossover())
-        mode = _frames.refreshed(mode, state.age, self.config.refresh_every)
         static = self._static_stats(args)
 
         def static_stats(active: float, keyframe: bool) -> dict:
             """Stats of a skipped (active 0) or plain dense (active 1) frame."""
             return {n: layer_stats(active, m * active, m, fallback, keyframe) for n, (m, fallback) in static.items()}
 
-        # The modes' stats travel packed (one vector, not hundreds of scalars that each loop would copy).
-        def delta_step(carry):
-            _, layers, _ = carry
-            out, run = self._run(args, layers, (d, layers[INPUT]))
-            return out, run.states, layer_stats_pack(run.stats)
-
-        def keyframe_step(carry):  # dense, every layer's state rebuilt
-            out, layers, stats = self._dense(args)
-            return out, layers, layer_stats_pack(stats)
-
-        def dense_step(carry):  # the plain model (XLA's fastest); the layers' state goes stale: restart
-            return self.fn(*args), carry[1], layer_stats_pack(static_stats(1.0, True))
-
         # A skipped frame (no input pixel changed: nothing downstream changes either) keeps the last output and
-        # every layer's state but the input's; each other mode replaces them.
+        # every layer's state but the input's; each other mode replaces them. The modes' stats travel packed (one
+        # vector, not hundreds of scalars that each loop would copy).
         skipped = static_stats(0.0, False)
-        modes = ((_frames.DELTA, delta_step), (_frames.KEYFRAME, keyframe_step), (_frames.DENSE, dense_step))
-
-        def changed_frame(carry):
-            for which, fn in modes:
-                carry = _frames.run_if(mode == which, fn, carry)
-            return carry
-
-        # The modes of a changed frame nest in one loop: a skipped frame waits for one predicate, not three (on a
-        # GPU, each is a round trip to the host).
         carry = (state.output, {**state.layers, INPUT: input_state}, layer_stats_pack(skipped))
-        out, layers, packed = _frames.run_if(mode != _frames.SKIP, changed_frame, carry)
+
+        def dense_output():  # the plain model (XLA's fastest); the layers' state goes stale: restart
+            return self.fn(*args), layer_stats_pack(static_stats(1.0, True))
+
+        def every_mode():
+            mode = _frames.choose_mode(active, nonfinite, state.restart, jnp.asarray(keyframe), self._crossover())
+            mode = _frames.refreshed(mode, state.age, self.config.refresh_every)
+
+            def delta_step(carry):
+                _, layers, _ = carry
+                out, run = self._run(args, layers, (d, layers[INPUT]))
+                return out, run.states, layer_stats_pack(run.stats)
+
+            def keyframe_step(carry):  # dense, every layer's state rebuilt
+                out, layers, stats = self._dense(args)
+                return out, layers, layer_stats_pack(stats)
+
+            def dense_step(carry):
+                out, packed = dense_output()
+                return out, carry[1], packed
+
+            modes = ((_frames.DELTA, delta_step), (_frames.KEYFRAME, keyframe_step), (_frames.DENSE, dense_step))
+
+            def changed_frame(carry):
+                for which, fn in modes:
+                    carry = _frames.run_if(mode == which, fn, carry)
+                return carry
+
+            # The modes of a changed frame nest in one loop: a skipped frame waits for one predicate, not three (on
+            # a GPU, each is a round trip to the host).
+            return (*_frames.run_if(mode != _frames.SKIP, changed_frame, carry), mode)
+
+        def skip_or_dense():
+            """A crossover of 0 and no keyframe asked for: a frame is skipped or runs the plain model, and one
+            conditional decides (one predicate read on a GPU, where the loops of ``every_mode`` read six)."""
+            mode = _frames.choose_mode(active, nonfinite, state.restart, jnp.bool_(False), 0.0)
+            out, packed = lax.cond(mode == _frames.DENSE, dense_output, lambda: (carry[0], carry[2]))
+            return out, carry[1], packed, mode
+
+        may_keyframe = not isinstance(keyframe, bool | np.bool_) or bool(keyframe)  # a traced flag may be True
+        above = self.config.keyframe_above
+        if may_keyframe or above not in ("auto", 0):
+            out, layers, packed, mode = every_mode()
+        elif above == "auto":
+            out, layers, packed, mode = _frames.per_platform(every_mode, skip_or_dense)
+        else:
+            out, layers, packed, mode = skip_or_dense()
         stats = layer_stats_unpack(packed, skipped)
         stats[INPUT] = stats[INPUT]._replace(nonfinite=nonfinite)
         restart, age = _frames.restarts(mode, state.restart), _frames.aged(mode, state.age)
