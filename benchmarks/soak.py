@@ -124,7 +124,8 @@ def _matmul_precision(name: str):
 
 
 def summarise(precision: str, errors: dict) -> dict:
-    """A row: first / last 10 % means, max and growth of the delta error, top-1 agreement, and the noise floor."""
+    """A row: first / last 10 % means, mean, max and growth of the delta error, top-1 agreement, and the noise
+    floor."""
     err = np.asarray(errors["delta"], np.float64)[1:]  # frame 0 is dense in both
     tenth = max(len(err) // 10, 1)
     first, last = float(err[:tenth].mean()), float(err[-tenth:].mean())
@@ -134,6 +135,7 @@ def summarise(precision: str, errors: dict) -> dict:
         "refresh_every": errors["refresh_every"],
         "rel_error_first_10pct": first,
         "rel_error_last_10pct": last,
+        "rel_error_mean": float(err.mean()),
         "rel_error_max": float(err.max()),
         "growth": last / max(first, 1e-30),
         "top1_agreement": errors["top1"],
@@ -147,15 +149,15 @@ def summarise(precision: str, errors: dict) -> dict:
 def markdown(rows: list[dict]) -> str:
     """The rows as a markdown table."""
     lines = [
-        "| precision | frames | refresh every | rel. logit error, first 10 % | last 10 % | max | growth "
+        "| precision | frames | refresh every | rel. logit error, first 10 % | last 10 % | mean | max | growth "
         "| top-1 agreement | dense vs float32, mean / max |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         floor = f"{r['noise_floor_mean']:.2e} / {r['noise_floor_max']:.2e}" if "noise_floor_mean" in r else "-"
         lines.append(
             f"| {r['precision']} | {r['frames']} | {r['refresh_every'] or 'never'} | {r['rel_error_first_10pct']:.2e} "
-            f"| {r['rel_error_last_10pct']:.2e} "
+            f"| {r['rel_error_last_10pct']:.2e} | {r['rel_error_mean']:.2e} "
             f"| {r['rel_error_max']:.2e} | {r['growth']:.2f}x | {100 * r['top1_agreement']:.1f} % | {floor} |"
         )
     return "\n".join(lines) + "\n"

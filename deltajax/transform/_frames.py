@@ -4,8 +4,9 @@ The mode comes from the input's tile activity (computed by the input sparsify,
 which runs first), the count of non-finite input values and the stream's
 restart flag. Each non-skip mode's work is a ``run_if`` (a while loop of zero
 or one trip), so that a skipped frame runs nothing and no mode copies the
-layers' state. There is never a per-layer conditional: on a GPU each costs a
-device-to-host round trip.
+layers' state; where only skip and dense are possible (a crossover of 0), one
+``lax.cond`` over the output decides instead (``per_platform``). There is
+never a per-layer conditional: on a GPU each costs a device-to-host round trip.
 """
 
 from __future__ import annotations
