@@ -1,12 +1,13 @@
 """Error over time: a delta model against dense of the same precision, frame by frame, over a long clip.
 
 The clip is played forward and back (a ping-pong of its frames, so thousands of frames need only a few hundred
-decoded) through one ``lax.scan`` for the delta stepper (threshold 0, no adaptive keyframes: every frame a delta
-step but the state's refresh keyframes, ``DeltaConfig.refresh_every``: the library's default, or
-``--refresh-every``) and through ``lax.map`` over the distinct frames for dense (stateless: each distinct frame
-once). Per precision the row gives the relative logit error ``||delta - dense|| / ||dense||`` over the first
-10 % of frames, the last 10 % and its max, the top-1 agreement, and as the noise floor the error of dense in
-that precision against dense float32 (HIGHEST) on the same frames.
+decoded) through one ``lax.scan`` for the delta stepper (threshold 0, or with ``--thresholds shipped`` the
+thresholds tuned for the model at that frame size; no adaptive keyframes: every frame a delta step but the state's
+refresh keyframes, ``DeltaConfig.refresh_every``: the library's default, or ``--refresh-every``) and through
+``lax.map`` over the distinct frames for dense (stateless: each distinct frame once). Per precision the row
+gives the relative logit error ``||delta - dense|| / ||dense||`` over the first 10 % of frames, the last 10 %,
+all of them and its max, the top-1 agreement, and as the noise floor the error of dense in that precision
+against dense float32 (HIGHEST) on the same frames.
 
     python -m benchmarks.soak --preset cpu --json soak.json --markdown soak.md --png soak.png
 """
@@ -33,7 +34,8 @@ DENSE_BATCH = 50
 @dataclasses.dataclass(frozen=True)
 class Preset:
     """What a soak runs: model, precisions, frames, the distinct frames ping-ponged, the frame size
-    ``(height, width)`` and the state's refresh period."""
+    ``(height, width)``, the state's refresh period and the thresholds ("exact": all 0; "shipped": those tuned
+    for the model at that size, ``deltajax.tune.shipped_thresholds``)."""
 
     model: str
     precisions: tuple[str, ...]
@@ -41,6 +43,7 @@ class Preset:
     distinct: int
     size: tuple[int, int]
     refresh_every: int | None | str = "default"  # DeltaConfig.refresh_every ("default": the library's)
+    thresholds: str = "exact"
 
 
 PRESETS = {
@@ -57,7 +60,14 @@ def ping_pong(distinct: int, frames: int) -> np.ndarray:
 
 
 def soak_errors(
-    apply, variables, base, order, precision: str, dense_reference=None, refresh_every: int | None | str = "default"
+    apply,
+    variables,
+    base,
+    order,
+    precision: str,
+    dense_reference=None,
+    refresh_every: int | None | str = "default",
+    thresholds=None,
 ) -> dict:
     """Per-frame errors of one precision.
 
@@ -70,6 +80,7 @@ def soak_errors(
       dense_reference: ``[T, N, K]`` dense float32 HIGHEST logits (the noise floor's reference), or None.
       refresh_every: ``DeltaConfig.refresh_every`` ("default": the library's; None: every frame after the first a
         delta step).
+      thresholds: a ``DeltaConfig`` whose thresholds the stepper takes (None: all 0, exact).
 
     Returns:
       ``{"delta": [T], "floor": [T] or None, "top1": float, "refresh_every": int or None}``: the relative logit
@@ -82,7 +93,7 @@ def soak_errors(
     import deltajax
 
     order = jnp.asarray(order)
-    config = deltajax.DeltaConfig(keyframe_above=None)
+    config = dataclasses.replace(thresholds or deltajax.DeltaConfig(), keyframe_above=None)
     if refresh_every != "default":
         config = dataclasses.replace(config, refresh_every=refresh_every)
     stepper = deltajax.delta(apply, config=config)
@@ -149,14 +160,15 @@ def summarise(precision: str, errors: dict) -> dict:
 def markdown(rows: list[dict]) -> str:
     """The rows as a markdown table."""
     lines = [
-        "| precision | frames | refresh every | rel. logit error, first 10 % | last 10 % | mean | max | growth "
-        "| top-1 agreement | dense vs float32, mean / max |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| precision | frames | thresholds | refresh every | rel. logit error, first 10 % | last 10 % | mean | max "
+        "| growth | top-1 agreement | dense vs float32, mean / max |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         floor = f"{r['noise_floor_mean']:.2e} / {r['noise_floor_max']:.2e}" if "noise_floor_mean" in r else "-"
         lines.append(
-            f"| {r['precision']} | {r['frames']} | {r['refresh_every'] or 'never'} | {r['rel_error_first_10pct']:.2e} "
+            f"| {r['precision']} | {r['frames']} | {r.get('thresholds', 'exact')} | {r['refresh_every'] or 'never'} "
+            f"| {r['rel_error_first_10pct']:.2e} "
             f"| {r['rel_error_last_10pct']:.2e} | {r['rel_error_mean']:.2e} "
             f"| {r['rel_error_max']:.2e} | {r['growth']:.2f}x | {100 * r['top1_agreement']:.1f} % | {floor} |"
         )
@@ -185,9 +197,17 @@ def run(preset: Preset, video: str) -> tuple[list[dict], dict[str, np.ndarray]]:
     import jax
     import jax.numpy as jnp
 
+    from deltajax import DeltaConfig
     from deltajax.benchmark import load_clip
+    from deltajax.tune import shipped_thresholds
 
     module, variables, base = load_clip(preset.model, video, 1, preset.size, preset.distinct, jnp.float32)
+    thresholds = None
+    if preset.thresholds == "shipped":
+        thresholds = shipped_thresholds(preset.model, preset.size, video)
+        if thresholds == DeltaConfig():  # nothing tuned for this model and size
+            h, w = preset.size
+            raise ValueError(f"soak: no thresholds tuned for {preset.model} at {h}x{w} in deltajax/data/")
     order = ping_pong(base.shape[0], preset.frames)
     with _matmul_precision("highest"):
         reference = jax.jit(functools.partial(dense_frames, module.apply))(variables, base, order)
@@ -203,8 +223,9 @@ def run(preset: Preset, video: str) -> tuple[list[dict], dict[str, np.ndarray]]:
             precision,
             reference,
             preset.refresh_every,
+            thresholds,
         )
-        rows.append(summarise(precision, errors))
+        rows.append({**summarise(precision, errors), "thresholds": preset.thresholds})
         print(f"{precision}: {preset.frames} frames in {time.perf_counter() - start:.0f} s", flush=True)
         curves[f"{precision} delta vs dense"] = np.asarray(errors["delta"])
         curves[f"{precision} dense vs float32 (floor)"] = np.asarray(errors["floor"])
@@ -217,6 +238,14 @@ def cast_tree(tree, dtype):
     import jax.numpy as jnp
 
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), tree)
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``--size``'s value: 'HxW' -> (H, W)."""
+    h, _, w = text.partition("x")
+    if not (h.isdigit() and w.isdigit() and int(h) > 0 and int(w) > 0):
+        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 216x384, got {text!r}")
+    return int(h), int(w)
 
 
 def _refresh_period(text: str) -> int | None | str:
@@ -233,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--frames", type=int, help="frames played (default: the preset's)")
     p.add_argument("--video", help="clip (default: the bundled person clip)")
+    p.add_argument("--size", type=_size, help="frame size HxW (default: the preset's)")
     p.add_argument("--json", help="write the rows and curves here")
     p.add_argument("--markdown", help="write the table here")
     p.add_argument("--png", help="write the error curves here (needs matplotlib)")
@@ -242,13 +272,21 @@ def main(argv: list[str] | None = None) -> int:
         default="default",
         help="DeltaConfig.refresh_every: a positive int, or 'never' (default: the library's)",
     )
+    p.add_argument(
+        "--thresholds",
+        choices=("exact", "shipped"),
+        default="exact",
+        help="all 0 (default), or those tuned for the model at the preset's size (deltajax/data/)",
+    )
     args = p.parse_args(argv)
     from deltajax.video import bundled_clip
 
     preset = PRESETS[args.preset]
     if args.frames is not None:
         preset = dataclasses.replace(preset, frames=args.frames)
-    preset = dataclasses.replace(preset, refresh_every=args.refresh_every)
+    if args.size is not None:
+        preset = dataclasses.replace(preset, size=args.size)
+    preset = dataclasses.replace(preset, refresh_every=args.refresh_every, thresholds=args.thresholds)
     video = args.video or bundled_clip("people")
     rows, curves = run(preset, video)
     table = markdown(rows)
