@@ -136,12 +136,16 @@ def test_keyframe_above_is_validated(bad):
         deltajax.DeltaConfig(keyframe_above=bad)
 
 
-def test_zero_crossover_runs_every_changed_frame_densely(video):
+@pytest.mark.parametrize("keyframe_every", [None, 3])
+def test_zero_crossover_runs_every_changed_frame_densely(video, keyframe_every):
+    """Repeated frames (3, 7) are skipped, every other frame runs densely; a keyframe asked for runs densely even
+    on a repeated frame."""
     model, variables = _model(video)
     stepper = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=0.0))
-    got, stats = deltajax.run_clip(stepper, video, variables, with_stats=True)
+    got, stats = deltajax.run_clip(stepper, video, variables, with_stats=True, keyframe_every=keyframe_every)
     modes = _modes(stats)
-    assert modes == ["skip" if t in (3, 7) else "dense" for t in range(len(video))], modes
+    forced = (lambda t: False) if keyframe_every is None else (lambda t: t % keyframe_every == 0)
+    assert modes == ["skip" if t in (3, 7) and not forced(t) else "dense" for t in range(len(video))], modes
     assert rel_error(got, _dense(model, variables, video)) <= 1e-5
 
 
@@ -173,7 +177,7 @@ def _control_flow(hlo: str) -> tuple[int, int]:
 def test_a_zero_crossover_decides_a_frame_with_one_conditional(video, monkeypatch, platform_crossover):
     """With a crossover of 0 (set, or measured for the platform: the GPU's) a frame is skipped or runs the plain
     model: one conditional and no loop, since on a GPU every predicate is a round trip to the host (the loops of
-    the other modes read six for a dense frame). A keyframe that may be asked for brings the loops back."""
+    the other modes read six for a dense frame), also where a keyframe may be asked for."""
     model, variables = _model(video)
     if platform_crossover is None:
         config = deltajax.DeltaConfig(keyframe_above=0.0)
@@ -188,7 +192,9 @@ def test_a_zero_crossover_decides_a_frame_with_one_conditional(video, monkeypatc
     lean = jax.jit(lambda s, x: stepper(s, variables, x)).lower(state, video[1]).compile().as_text()
     assert _control_flow(lean) == (0, 1)
     forced = jax.jit(lambda s, x, k: stepper(s, variables, x, keyframe=k)).lower(state, video[1], True)
-    loops, _ = _control_flow(forced.compile().as_text())
+    assert _control_flow(forced.compile().as_text()) == (0, 1)
+    general = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=0.5))
+    loops, _ = _control_flow(jax.jit(lambda s, x: general(s, variables, x)).lower(state, video[1]).compile().as_text())
     assert loops >= 2
 
 

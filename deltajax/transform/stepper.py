@@ -232,20 +232,20 @@ class Stepper:
             return (*_frames.run_if(mode != _frames.SKIP, changed_frame, carry), mode)
 
         def skip_or_dense():
-            """A crossover of 0 and no keyframe asked for: a frame is skipped or runs the plain model, and one
-            conditional decides (one predicate read on a GPU, where the loops of ``every_mode`` read six)."""
-            mode = _frames.choose_mode(active, nonfinite, state.restart, jnp.bool_(False), 0.0)
+            """A crossover of 0: no frame runs as a delta step, so no mode reads the layers' state, and a keyframe
+            asked for runs as a dense frame (the state it would rebuild is never read). A frame is skipped or runs
+            the plain model, and one conditional decides (one predicate read on a GPU, where the loops of
+            ``every_mode`` read six for a dense frame)."""
+            chosen = _frames.choose_mode(active, nonfinite, state.restart, jnp.asarray(keyframe), 0.0)
+            mode = jnp.where(chosen == _frames.SKIP, _frames.SKIP, _frames.DENSE)
             out, packed = lax.cond(mode == _frames.DENSE, dense_output, lambda: (carry[0], carry[2]))
             return out, carry[1], packed, mode
 
-        may_keyframe = not isinstance(keyframe, bool | np.bool_) or bool(keyframe)  # a traced flag may be True
         above = self.config.keyframe_above
-        if may_keyframe or above not in ("auto", 0):
-            out, layers, packed, mode = every_mode()
-        elif above == "auto":
+        if above == "auto":
             out, layers, packed, mode = _frames.per_platform(every_mode, skip_or_dense)
         else:
-            out, layers, packed, mode = skip_or_dense()
+            out, layers, packed, mode = skip_or_dense() if above == 0 else every_mode()
         stats = layer_stats_unpack(packed, skipped)
         stats[INPUT] = stats[INPUT]._replace(nonfinite=nonfinite)
         restart, age = _frames.restarts(mode, state.restart), _frames.aged(mode, state.age)
