@@ -221,14 +221,15 @@ def run(preset: Preset, video: str) -> tuple[list[dict], dict[str, np.ndarray]]:
             cast_tree(base, dtype),
             order,
             precision,
-            reference,
+            None if precision == "f32_highest" else reference,  # that dense is the reference: no floor
             preset.refresh_every,
             thresholds,
         )
         rows.append({**summarise(precision, errors), "thresholds": preset.thresholds})
         print(f"{precision}: {preset.frames} frames in {time.perf_counter() - start:.0f} s", flush=True)
         curves[f"{precision} delta vs dense"] = np.asarray(errors["delta"])
-        curves[f"{precision} dense vs float32 (floor)"] = np.asarray(errors["floor"])
+        if errors["floor"] is not None:
+            curves[f"{precision} dense vs float32 (floor)"] = np.asarray(errors["floor"])
     return rows, curves
 
 
