@@ -167,24 +167,7 @@ class Stepper:
 
         ``keyframe`` (a bool, traced or not) forces a dense frame that restarts the state.
         """
-        pos, frame = self._frame("deltajax.delta step", args)
-        if not isinstance(state, StreamState):
-            raise TypeError(
-                f"deltajax.delta step: argument 'state' must be the StreamState returned by stepper.init, "
-                f"got {type(state).__name__}; start the stream with stepper.init(*args)"
-            )
-        got, want = _spec(frame), (state.frame_shape, state.frame_dtype)
-        if got != want:
-            raise ValueError(
-                f"deltajax.delta step: argument args[{pos}] (the frame) has shape {got[0]} and dtype {got[1]}, "
-                f"expected shape {want[0]} and dtype {want[1]} as the stream was started with; for a new "
-                "resolution, a scene cut or another dtype start again with stepper.init(*args)"
-            )
-        if INPUT not in state.layers:
-            raise ValueError(
-                "deltajax.delta step: argument 'state' has no 'input' layer; it was not made by stepper.init of "
-                "this model; start the stream with stepper.init(*args)"
-            )
+        frame = self._check_step(state, args)
         d, input_state = ops.sparsify(state.layers[INPUT], frame, input_config(self.config))
         active = _frames.tile_activity(d.mask)
         nonfinite = _frames.count_nonfinite(frame)
@@ -249,7 +232,29 @@ class Stepper:
         stats = layer_stats_unpack(packed, skipped)
         stats[INPUT] = stats[INPUT]._replace(nonfinite=nonfinite)
         restart, age = _frames.restarts(mode, state.restart), _frames.aged(mode, state.age)
-        return out, StreamState(layers, out, restart, age, *want), stats
+        return out, StreamState(layers, out, restart, age, state.frame_shape, state.frame_dtype), stats
+
+    def _check_step(self, state, args: tuple):
+        """The frame of a step's ``args``, once ``state`` is a stream of this model started on such frames."""
+        pos, frame = self._frame("deltajax.delta step", args)
+        if not isinstance(state, StreamState):
+            raise TypeError(
+                f"deltajax.delta step: argument 'state' must be the StreamState returned by stepper.init, "
+                f"got {type(state).__name__}; start the stream with stepper.init(*args)"
+            )
+        got, want = _spec(frame), (state.frame_shape, state.frame_dtype)
+        if got != want:
+            raise ValueError(
+                f"deltajax.delta step: argument args[{pos}] (the frame) has shape {got[0]} and dtype {got[1]}, "
+                f"expected shape {want[0]} and dtype {want[1]} as the stream was started with; for a new "
+                "resolution, a scene cut or another dtype start again with stepper.init(*args)"
+            )
+        if INPUT not in state.layers:
+            raise ValueError(
+                "deltajax.delta step: argument 'state' has no 'input' layer; it was not made by stepper.init of "
+                "this model; start the stream with stepper.init(*args)"
+            )
+        return frame
 
     def _crossover(self):
         above = self.config.keyframe_above
@@ -262,7 +267,8 @@ class Stepper:
         when it holds non-finite values or has more active input tiles than ``config.keyframe_above`` (the
         layers' state is then rebuilt by a keyframe at the next changed frame); or runs as a keyframe (dense,
         rebuilding the state) when ``keyframe`` is True, or in place of a delta step once the state has taken
-        ``config.refresh_every`` delta steps.
+        ``config.refresh_every`` delta steps. Where the crossover is 0 (CUDA's measured one, or
+        ``keyframe_above=0``) no frame runs as a delta step: a changed frame or a keyframe runs the plain model.
         """
         out, state, _ = self.step_with_stats(state, *args, keyframe=keyframe)
         return out, state
