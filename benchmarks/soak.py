@@ -201,13 +201,16 @@ def run(preset: Preset, video: str) -> tuple[list[dict], dict[str, np.ndarray]]:
     from deltajax.benchmark import load_clip
     from deltajax.tune import shipped_thresholds
 
-    module, variables, base = load_clip(preset.model, video, 1, preset.size, preset.distinct, jnp.float32)
     thresholds = None
     if preset.thresholds == "shipped":
         thresholds = shipped_thresholds(preset.model, preset.size, video)
         if thresholds == DeltaConfig():  # nothing tuned for this model and size
             h, w = preset.size
-            raise ValueError(f"soak: no thresholds tuned for {preset.model} at {h}x{w} in deltajax/data/")
+            raise ValueError(
+                f"soak: argument --thresholds shipped: no thresholds tuned for {preset.model} at {h}x{w} in "
+                "deltajax/data/; pick a --size they were tuned at, or tune them (deltajax tune)"
+            )
+    module, variables, base = load_clip(preset.model, video, 1, preset.size, preset.distinct, jnp.float32)
     order = ping_pong(base.shape[0], preset.frames)
     with _matmul_precision("highest"):
         reference = jax.jit(functools.partial(dense_frames, module.apply))(variables, base, order)

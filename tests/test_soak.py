@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import deltajax
 from benchmarks import soak
+from deltajax.video import bundled_clip
 from tests.flax_nets import init_model
 from tests.harness import moving_blobs
 
@@ -62,6 +66,25 @@ def test_error_under_thresholds_stays_bounded_over_10000_frames():
     row = soak.summarise("f32_highest", errors)
     assert 1e-4 < row["rel_error_max"] <= 0.2, row
     assert row["rel_error_last_10pct"] <= 1.2 * row["rel_error_first_10pct"], row
+
+
+def test_soak_refuses_shipped_thresholds_that_were_never_tuned():
+    """--thresholds shipped at a size no thresholds were tuned at: an error naming the argument, not a silent
+    exact run labelled "shipped"."""
+    preset = dataclasses.replace(soak.PRESETS["cpu"], thresholds="shipped", size=(100, 150))
+    with pytest.raises(ValueError, match=r"soak: argument --thresholds shipped: no thresholds tuned for "):
+        soak.run(preset, bundled_clip("people"))
+
+
+@pytest.mark.parametrize("text, size", [("216x384", (216, 384)), ("1x1", (1, 1))])
+def test_soak_size_argument(text, size):
+    assert soak._size(text) == size
+
+
+@pytest.mark.parametrize("text", ["216", "x384", "0x10", "ax3", "-2x3"])
+def test_soak_size_argument_rejects_what_is_not_hxw(text):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"expected HxW"):
+        soak._size(text)
 
 
 def _dense_logits(model, variables, base, order):
