@@ -11,6 +11,7 @@ traced earlier keep their choice.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterator
 
@@ -37,14 +38,18 @@ def reference_forced() -> bool:
     return _force_reference
 
 
-def dispatch(target: str, reference: Callable, native: Callable, *args, native_ok: bool = True):
+def dispatch(
+    target: str, reference: Callable, native: Callable, *args, native_ok: bool = True, by_platform: bool = False
+):
     """Runs ``native(*args)`` on platforms whose module registered ``target``, else ``reference(*args)``.
 
     Both must return the same pytree structure, shapes and dtypes. ``native_ok=False`` runs the reference
     everywhere: for a call the kernel cannot take, such as a traced threshold (the kernels take numbers).
+    ``by_platform=True`` calls ``native(*args, platform=name)``, for a target whose buffers differ by backend.
     """
     native_ok = native_ok and not _force_reference
     platforms = [p for p in _native.native_platforms() if target in _native.targets(p)] if native_ok else []
     if not platforms:
         return reference(*args)
-    return jax.lax.platform_dependent(*args, default=reference, **{p: native for p in platforms})
+    branches = {p: functools.partial(native, platform=p) if by_platform else native for p in platforms}
+    return jax.lax.platform_dependent(*args, default=reference, **branches)

@@ -1,5 +1,6 @@
-"""ops.conv_activation: the fused kernel (CPU) against conv then activation, the composed path where a backend
-has no fused kernel, its errors, and the transform's use of it."""
+"""ops.conv_activation: the fused target against conv then activation, the unrounded float32 convolution result
+that it accumulates in 16-bit streams, the composed path where a backend has no fused target, its errors, and the
+transform's use of it."""
 
 from __future__ import annotations
 
@@ -117,6 +118,29 @@ def test_fused_prelu_equals_conv_then_prelu(case, dtype):
     assert 0 < kept < active
 
 
+@pytest.mark.parametrize("case", ["3x3", "1x1_narrow", "depthwise", "grouped"])
+def test_16bit_streams_accumulate_the_unrounded_convolution(case):
+    """In a bfloat16 stream the activation's state takes the convolution's float32 result, not that result rounded
+    to bfloat16 (whose error the state would otherwise accumulate frame after frame): the state's update equals
+    the float32 convolution of the bfloat16 values to float32 precision, on the native target and the reference.
+    bfloat16 rounding of the conv result would put it ~1e-3 off (relative)."""
+    x, kernel, state, scale, kw = _case(case, jnp.bfloat16, seed=6)
+    trunc = ops.Truncation("none")
+
+    def fused(x, kernel, state, scale):
+        return ops.conv_activation(state, x, kernel, "relu6", trunc, scale, **kw)
+
+    wide = ops.conv(
+        ops.Delta(x.values.astype(jnp.float32), x.mask), kernel.astype(jnp.float32), **kw
+    )  # float32 HIGHEST: exact products of bfloat16 values
+    m = np.asarray(wide.mask)[..., None]
+    want = np.where(m, np.asarray(wide.values) * np.asarray(scale), 0)
+    for got in both(fused, x, kernel, state, scale):
+        update = np.where(m, np.asarray(got[1].acc) - np.asarray(state.acc), 0)
+        np.testing.assert_array_equal(np.asarray(got[2]), np.asarray(wide.mask))
+        assert np.abs(update - want).max() <= 2e-6 * np.abs(want).max() + 4e-6, np.abs(update - want).max()
+
+
 def _targets(fn, *args) -> Counter:
     """The deltajax custom calls left in ``fn``'s optimised program (dead ones are gone)."""
     jax.clear_caches()  # trace afresh: the choice of kernels is made when tracing
@@ -126,7 +150,7 @@ def _targets(fn, *args) -> Counter:
 
 @native
 def test_without_the_fused_kernel_the_native_conv_and_activation_run(monkeypatch):
-    """What a backend with no fused kernel (CUDA today) runs: the composed path, each op still native."""
+    """What a backend with no fused target runs: the composed path, each op still native."""
     x, kernel, state, scale, kw = _case("3x3", jnp.float32)
 
     def fused(x, kernel, state, scale):

@@ -43,13 +43,18 @@ struct ConvParams {
   int groups = 1;
   int precision = 0;  // 0: default (TF32 allowed on tensor cores for float32), 1: highest (full float32)
   DType dtype = DType::kF32;
+  DType out_dtype = DType::kF32;     // out's: dtype, or float32 (the CUDA conv_activation's pre-activation)
   const void* x = nullptr;           // [N, H, W, Cin] dtype; unspecified where in_mask is 0
   const uint8_t* in_mask = nullptr;  // [N, H, W]
   const void* kernel = nullptr;      // [kh, kw, Cin / groups, Cout] dtype
-  void* out = nullptr;               // [N, Ho, Wo, Cout] dtype; written at active output pixels only
+  void* out = nullptr;               // [N, Ho, Wo, Cout] out_dtype; written at active output pixels only
   uint8_t* out_mask = nullptr;       // [N, Ho, Wo]
-  int32_t* workspace = nullptr;      // [N * Ho * Wo + 1]: active output pixel list, then its count
+  int32_t* workspace = nullptr;      // [N * Ho * Wo + 1]: active output pixel list, then its count (and, for a
+                                     // backend's conv_activation, what else that backend asks for after them)
 };
+
+// Int32 elements of a convolution's active output pixel list and its count.
+inline int64_t conv_list_size(const ConvParams& p) { return p.n * p.ho * p.wo + 1; }
 
 }  // namespace deltajax
 
@@ -88,10 +93,11 @@ struct ActivationParams {
   const float* slopes = nullptr;  // prelu: [C] float32, x if x >= 0 else slopes[c] * x
   TruncMode truncation = TruncMode::kMax;
   float threshold = 0.f;
-  DType dtype = DType::kF32;
-  const void* x = nullptr;          // [N, H, W, C] dtype
+  DType dtype = DType::kF32;        // out's
+  DType x_dtype = DType::kF32;      // x's and y's: dtype, or float32 (the CUDA conv_activation's pre-activation)
+  const void* x = nullptr;          // [N, H, W, C] x_dtype
   const uint8_t* x_mask = nullptr;  // [N, H, W]
-  const void* y = nullptr;          // optional second addend [N, H, W, C] dtype
+  const void* y = nullptr;          // optional second addend [N, H, W, C] x_dtype
   const uint8_t* y_mask = nullptr;  // [N, H, W] when y is given
   const float* scale = nullptr;     // optional [C] float32: x's update is x * scale (a fused batch-norm scale),
   int64_t scale_group = 0;          // or [B, C] under vmap: row i / scale_group for pixel i (0: one row)

@@ -11,11 +11,11 @@ namespace {
 // update. A lane takes V consecutive channels per access (V = 4 where C allows: 16-byte float32 state loads).
 // Pixels with no input update only get out_mask = 0. Error feedback: acc takes the update, the output is
 // f(acc) - sent, and sent takes the value emitted after its rounding to T; both passes form acc + d the same way,
-// so the score tests exactly the update that is emitted.
-template <typename T, int V, class F>
+// so the score tests exactly the update that is emitted. Tin: x's and y's type (T, or float32 for 16-bit T).
+template <typename Tin, typename T, int V, class F>
 __global__ void __launch_bounds__(kBlock) activation_kernel(ActivationParams p, F f) {
-  const T* x = static_cast<const T*>(p.x);
-  const T* y = static_cast<const T*>(p.y);
+  const Tin* x = static_cast<const Tin*>(p.x);
+  const Tin* y = static_cast<const Tin*>(p.y);
   T* out = static_cast<T*>(p.out);
   const int64_t c = p.c;
   const auto active = [&](int64_t i) { return p.x_mask[i] || (y != nullptr && p.y_mask[i]); };
@@ -86,21 +86,28 @@ __global__ void __launch_bounds__(kBlock) activation_kernel(ActivationParams p, 
 
 bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
+template <typename Tin, typename T>
+cudaError_t launch(const ActivationParams& p, cudaStream_t stream) {
+  constexpr int kV = 4;  // 16-byte float32 accesses; the other pointers need kV * their element size
+  const bool vector = p.c % kV == 0 && aligned(p.acc, 16) && aligned(p.sent, 16) && aligned(p.x, kV * sizeof(Tin)) &&
+                      aligned(p.y, kV * sizeof(Tin)) && aligned(p.out, kV * sizeof(T));
+  with_activation(p.act, p.negative_slope, p.slopes, [&](auto f) {
+    if (vector)
+      activation_kernel<Tin, T, kV><<<pixel_walk_grid(p.n * p.h * p.w, p.c / kV), kBlock, 0, stream>>>(p, f);
+    else
+      activation_kernel<Tin, T, 1><<<pixel_walk_grid(p.n * p.h * p.w, p.c), kBlock, 0, stream>>>(p, f);
+  });
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 cudaError_t activation(const ActivationParams& p, cudaStream_t stream) {
   return dispatch_dtype(p.dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
-    constexpr int kV = 4;  // 16-byte float32 accesses; the dtype's pointers need kV * sizeof(T)
-    const bool vector = p.c % kV == 0 && aligned(p.acc, 16) && aligned(p.sent, 16) && aligned(p.x, kV * sizeof(T)) &&
-                        aligned(p.y, kV * sizeof(T)) && aligned(p.out, kV * sizeof(T));
-    with_activation(p.act, p.negative_slope, p.slopes, [&](auto f) {
-      if (vector)
-        activation_kernel<T, kV><<<pixel_walk_grid(p.n * p.h * p.w, p.c / kV), kBlock, 0, stream>>>(p, f);
-      else
-        activation_kernel<T, 1><<<pixel_walk_grid(p.n * p.h * p.w, p.c), kBlock, 0, stream>>>(p, f);
-    });
-    return cudaGetLastError();
+    if (p.x_dtype == DType::kF32) return launch<float, T>(p, stream);
+    if (p.x_dtype != p.dtype) return cudaErrorInvalidValue;
+    return launch<T, T>(p, stream);
   });
 }
 

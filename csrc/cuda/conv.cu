@@ -137,8 +137,8 @@ __global__ void __launch_bounds__(kWordBlock) mask_words_kernel(ConvParams p, in
 // Grouped convolutions (and narrow or many-tap layers): one thread per (active output pixel, output channel);
 // consecutive threads take consecutive channels of a pixel, so loads of the kernel and the store are coalesced.
 // Plain float32 FMAs. The grid-stride walk over (pixel, channel) carries the pair as two 32-bit counters (no
-// division in the loop; 64-bit division costs dozens of instructions).
-template <typename T>
+// division in the loop; 64-bit division costs dozens of instructions). OutT: the output's type (T, or float32).
+template <typename T, typename OutT>
 __global__ void __launch_bounds__(256, 4)
     conv_direct_kernel(ConvParams p, const int32_t* __restrict__ list, const int32_t* __restrict__ count_ptr) {
   const int cin = int(p.cin), cout = int(p.cout), cin_g = cin / p.groups, cout_g = cout / p.groups;
@@ -146,7 +146,7 @@ __global__ void __launch_bounds__(256, 4)
   const unsigned count = unsigned(*count_ptr);
   const T* __restrict__ x = static_cast<const T*>(p.x);
   const T* __restrict__ wt = static_cast<const T*>(p.kernel);
-  T* __restrict__ out = static_cast<T*>(p.out);
+  OutT* __restrict__ out = static_cast<OutT*>(p.out);
   const unsigned stride = gridDim.x * blockDim.x, first = blockIdx.x * blockDim.x + threadIdx.x;  // < 2^31
   const unsigned step_r = stride / unsigned(cout), step_c = stride % unsigned(cout);
   unsigned r = first / unsigned(cout), co = first % unsigned(cout);  // item r * cout + co; r < 2^31 + 2^31
@@ -175,7 +175,7 @@ __global__ void __launch_bounds__(256, 4)
         for (int ci = 0; ci < cin_g; ++ci, wk += cout) acc = fmaf(to_float(xi[ci]), to_float(*wk), acc);
       }
     }
-    out[int64_t(o) * cout + co] = from_float<T>(acc);
+    out[int64_t(o) * cout + co] = from_float<OutT>(acc);
   }
 }
 
@@ -247,7 +247,11 @@ cudaError_t conv(const ConvParams& p, cudaStream_t stream) {
     int64_t blocks = (work + kBlock - 1) / kBlock;
     const int64_t cap = int64_t(device_sms()) * 8;  // persistent: 8 blocks of 256 per SM stride over the list
     if (blocks > cap) blocks = cap;
-    conv_direct_kernel<T><<<unsigned(blocks > 0 ? blocks : 1), kBlock, 0, stream>>>(p, list, count);
+    const unsigned grid = unsigned(blocks > 0 ? blocks : 1);
+    if (p.out_dtype == DType::kF32)
+      conv_direct_kernel<T, float><<<grid, kBlock, 0, stream>>>(p, list, count);
+    else
+      conv_direct_kernel<T, T><<<grid, kBlock, 0, stream>>>(p, list, count);
     return cudaGetLastError();
   });
 }

@@ -10,8 +10,8 @@
 //      the HWIO weights and its stores are whole 16-byte pieces of contiguous rows. A thread walks the block's
 //      pixels kPix at a time (one weight load per tap serves kPix pixels), taps that read an inactive or
 //      out-of-bounds input are skipped by their bit (never loaded: their values are unspecified), float32
-//      accumulation, output rounded to the activation dtype. Index math is 32-bit; only the final pixel *
-//      channels offset is widened to 64 bits (one IMAD.WIDE).
+//      accumulation, output rounded to the activation dtype (or float32: conv_activation). Index math is 32-bit; only
+//      the final pixel * channels offset is widened to 64 bits (one IMAD.WIDE).
 // Channel counts that are not a multiple of the vector width (C = 3, 13, ...) or unaligned buffers take element
 // loads and stores of the same kernel (kVector = false).
 //
@@ -103,8 +103,23 @@ __device__ __forceinline__ void store_vec(T* p, int n, const float (&f)[kVecOf<T
   }
 }
 
+// The float32 output of 16-bit values (conv_activation's pre-activation): V floats as 16-byte stores (kVector:
+// p 16-byte aligned, V a multiple of 4), else the first n by element stores.
+template <int V, bool kVector>
+__device__ __forceinline__ void store_float32(float* p, int n, const float (&f)[V]) {
+  if constexpr (kVector) {
+#pragma unroll
+    for (int j = 0; j < V; j += 4) *reinterpret_cast<float4*>(p + j) = make_float4(f[j], f[j + 1], f[j + 2], f[j + 3]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < V; ++j)
+      if (j < n) p[j] = f[j];
+  }
+}
+
 // seg: output columns per block (<= kMaxSeg); slots_per_block: channel vectors per block (<= kMaxSlots).
-template <typename T, bool kVector>
+// OutT: the output's type (T, or float32 for 16-bit T).
+template <typename T, typename OutT, bool kVector>
 __global__ void __launch_bounds__(kThreads, 4) depthwise_kernel(ConvParams p, int seg, int slots_per_block) {
   constexpr int V = kVecOf<T>;
   __shared__ uint8_t span[kMaskSpan];
@@ -164,7 +179,7 @@ __global__ void __launch_bounds__(kThreads, 4) depthwise_kernel(ConvParams p, in
   const int nch = min(V, c - c0);  // V unless this is the last, partial vector (element path only)
   const T* __restrict__ xb = static_cast<const T*>(p.x) + int64_t(b) * in_h * in_w * c + c0;  // image b
   const T* __restrict__ wb = static_cast<const T*>(p.kernel) + c0;                            // [kh, kw, 1, C]
-  T* __restrict__ ob = static_cast<T*>(p.out) + (int64_t(row) * wo + x0) * c + c0;
+  OutT* __restrict__ ob = static_cast<OutT*>(p.out) + (int64_t(row) * wo + x0) * c + c0;
   // Element (pixel / tap / column) k of those rows: in 16-byte units with a 32-bit unsigned offset for the vector
   // path (one IMAD.WIDE.U32; the launcher checks that an image has < 2^32 vectors), 64-bit otherwise.
   auto at = [slots, c](auto* base, int k) {
@@ -218,11 +233,15 @@ __global__ void __launch_bounds__(kThreads, 4) depthwise_kernel(ConvParams p, in
     }
 #pragma unroll
     for (int q = 0; q < kPix; ++q)
-      if (j + q * lanes < count) store_vec<T, kVector>(at(ob, col[q]), nch, acc[q]);
+      if (j + q * lanes >= count) continue;
+    if constexpr (std::is_same_v<OutT, T>)
+      store_vec<T, kVector>(at(ob, col[q]), nch, acc[q]);
+    else
+      store_float32<V, kVector>(ob + int64_t(col[q]) * c, nch, acc[q]);
   }
 }
 
-template <typename T>
+template <typename T, typename OutT>
 cudaError_t launch(const ConvParams& p, int sms, cudaStream_t stream) {
   constexpr int V = kVecOf<T>;
   const int64_t slots = (p.cin + V - 1) / V;
@@ -242,9 +261,9 @@ cudaError_t launch(const ConvParams& p, int sms, cudaStream_t stream) {
           0;
   const dim3 grid{unsigned(rows), unsigned(segs), unsigned(z)};
   if (vector)
-    depthwise_kernel<T, true><<<grid, kThreads, 0, stream>>>(p, seg, int(per_block));
+    depthwise_kernel<T, OutT, true><<<grid, kThreads, 0, stream>>>(p, seg, int(per_block));
   else
-    depthwise_kernel<T, false><<<grid, kThreads, 0, stream>>>(p, seg, int(per_block));
+    depthwise_kernel<T, OutT, false><<<grid, kThreads, 0, stream>>>(p, seg, int(per_block));
   return cudaGetLastError();
 }
 
@@ -256,7 +275,11 @@ bool depthwise_eligible(const ConvParams& p) {
 }
 
 cudaError_t conv_depthwise(const ConvParams& p, int sms, cudaStream_t stream) {
-  return dispatch_dtype(p.dtype, [&](auto tag) -> cudaError_t { return launch<decltype(tag)>(p, sms, stream); });
+  return dispatch_dtype(p.dtype, [&](auto tag) -> cudaError_t {
+    using T = decltype(tag);
+    if (p.out_dtype == DType::kF32) return launch<T, float>(p, sms, stream);
+    return launch<T, T>(p, sms, stream);
+  });
 }
 
 }  // namespace deltajax::cuda

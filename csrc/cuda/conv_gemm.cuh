@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <type_traits>
 
 #include "common/conv_geometry.h"
 #include "cuda/dtype.cuh"
@@ -35,7 +36,8 @@ struct Config {
   static constexpr int kBM = BM, kBKBytes = BKBytes, kStages = Stages;
 };
 
-template <typename T, class C>
+// OutT: the output's type, T or float32 (conv_activation's pre-activation of 16-bit values).
+template <typename T, class C, typename OutT = T>
 struct Tile {
   static constexpr int kBM = C::kBM, kStages = C::kStages;
   static constexpr int kThreads = 2 * kBM;
@@ -47,15 +49,16 @@ struct Tile {
   static constexpr int kAElems = kBM * kAStride;
   static constexpr int kBElems = kBK * kBStride;
   static constexpr int kStageBytes = (kAElems + kBElems) * int(sizeof(T));
-  static constexpr int kCBytes = kBM * kCStride * int(sizeof(T));
+  static constexpr int kOutVec = 16 / int(sizeof(OutT));  // output elements per 16-byte store
+  static constexpr int kCBytes = kBM * kCStride * int(sizeof(OutT));
   static constexpr int kPipeBytes = kStages * kStageBytes > kCBytes ? kStages* kStageBytes : kCBytes;
 };
 
 // Pipeline ring (or epilogue staging), then per row: output pixel, input-pixel base, input row/column origin,
 // then the tap table.
-template <typename T, class C>
+template <typename T, class C, typename OutT>
 inline size_t smem_bytes(int taps) {
-  return size_t(Tile<T, C>::kPipeBytes) + size_t(C::kBM) * (4 + taps) * sizeof(int32_t);
+  return size_t(Tile<T, C, OutT>::kPipeBytes) + size_t(C::kBM) * (4 + taps) * sizeof(int32_t);
 }
 
 // ---- PTX wrappers ------------------------------------------------------------------------------------------------
@@ -137,10 +140,11 @@ __device__ __forceinline__ void store_pair(__half* p, float a, float b) {
 
 // kMode (float32 only): 0 = TF32, 1 = 3xTF32. kAligned: Cin and Cout are multiples of 16 bytes, so every
 // operand row is copied in 16-byte pieces; otherwise element loads (first layers with C = 3 and the like).
-template <typename T, int kMode, bool kAligned, class C>
+// OutT: the output's type (T, or float32 for 16-bit T).
+template <typename T, typename OutT, int kMode, bool kAligned, class C>
 __global__ void __launch_bounds__(2 * C::kBM)
     conv_gemm_kernel(ConvParams p, const int32_t* __restrict__ list, const int32_t* __restrict__ count_ptr) {
-  using L = Tile<T, C>;
+  using L = Tile<T, C, OutT>;
   constexpr int kThreads = L::kThreads, kBM = L::kBM, kStages = L::kStages;
   extern __shared__ __align__(16) unsigned char smem[];
   T* pipe = reinterpret_cast<T*>(smem);
@@ -161,7 +165,7 @@ __global__ void __launch_bounds__(2 * C::kBM)
   const int g = lane >> 2, t4 = lane & 3;                 // mma fragment coordinates
   const T* __restrict__ x = static_cast<const T*>(p.x);
   const T* __restrict__ w = static_cast<const T*>(p.kernel);
-  T* __restrict__ out = static_cast<T*>(p.out);
+  OutT* __restrict__ out = static_cast<OutT*>(p.out);
   const int howo = int(p.ho * p.wo), wo = int(p.wo), in_h = int(p.h), in_w = int(p.w);
   const int num_tiles = (count + kBM - 1) / kBM;
 
@@ -353,8 +357,8 @@ __global__ void __launch_bounds__(2 * C::kBM)
     cp_async_wait<0>();
     __syncthreads();
 
-    // Epilogue: fragments -> shared staging (as T) -> whole 16-byte pieces of each output row.
-    T* Cs = pipe;
+    // Epilogue: fragments -> shared staging (as OutT) -> whole 16-byte pieces of each output row.
+    OutT* Cs = reinterpret_cast<OutT*>(smem);
 #pragma unroll
     for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
@@ -365,13 +369,13 @@ __global__ void __launch_bounds__(2 * C::kBM)
       }
     __syncthreads();
     if constexpr (kAligned) {
-      constexpr int kSegC = kBN / L::kVec;
+      constexpr int kSegC = kBN / L::kOutVec;
       for (int s = tid; s < kBM * kSegC; s += kThreads) {
-        const int r = s / kSegC, seg = s % kSegC, n = n0 + seg * L::kVec;
+        const int r = s / kSegC, seg = s % kSegC, n = n0 + seg * L::kOutVec;
         const int o = rows[r];
         if (o >= 0 && n < cout)
           *reinterpret_cast<uint4*>(out + int64_t(o) * cout + n) =
-              *reinterpret_cast<const uint4*>(Cs + r * L::kCStride + seg * L::kVec);
+              *reinterpret_cast<const uint4*>(Cs + r * L::kCStride + seg * L::kOutVec);
       }
     } else {
       for (int e = tid; e < kBM * kBN; e += kThreads) {
@@ -394,14 +398,14 @@ struct LaunchCache {
 constexpr int kMaxDevices = 64;
 
 // Persistent launch: enough blocks to fill the device, never more than the worst-case number of tiles.
-template <typename T, int kMode, bool kAligned, class C>
+template <typename T, typename OutT, int kMode, bool kAligned, class C>
 cudaError_t launch_conv_gemm_cfg(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
                                  cudaStream_t stream) {
   static LaunchCache cache[kMaxDevices];
-  auto kernel = conv_gemm_kernel<T, kMode, kAligned, C>;
-  constexpr int kThreads = Tile<T, C>::kThreads;
+  auto kernel = conv_gemm_kernel<T, OutT, kMode, kAligned, C>;
+  constexpr int kThreads = Tile<T, C, OutT>::kThreads;
   const int taps = p.kh * p.kw;
-  const size_t smem = smem_bytes<T, C>(taps);
+  const size_t smem = smem_bytes<T, C, OutT>(taps);
   int device = 0;
   if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
   LaunchCache& c = cache[device < kMaxDevices ? device : 0];
@@ -412,7 +416,7 @@ cudaError_t launch_conv_gemm_cfg(const ConvParams& p, const int32_t* list, const
     c.sms.store(sms, std::memory_order_relaxed);
   }
   if (!c.smem_opt_in.load(std::memory_order_acquire)) {  // allow the largest tap table once
-    const size_t most = smem_bytes<T, C>(kMaxTaps);
+    const size_t most = smem_bytes<T, C, OutT>(kMaxTaps);
     if (most > 48 * 1024) {
       if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(most));
           e != cudaSuccess)
@@ -449,29 +453,48 @@ using Cfg5 = Config<64, 128, 4>;
 constexpr int kVariants = 6;
 int variant();
 
-template <typename T, int kMode, bool kAligned>
+// OutT other than T (float32 results of 16-bit values, for conv_activation) takes the default configuration only.
+template <typename T, typename OutT, int kMode, bool kAligned>
 cudaError_t launch_conv_gemm(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
                              cudaStream_t stream) {
   if constexpr (!kAligned) {  // element loads: odd channel counts are small layers; one configuration
-    return launch_conv_gemm_cfg<T, kMode, false, Cfg1>(p, list, count, max_rows, stream);
+    return launch_conv_gemm_cfg<T, OutT, kMode, false, Cfg1>(p, list, count, max_rows, stream);
+  } else if constexpr (!std::is_same_v<T, OutT>) {
+    return launch_conv_gemm_cfg<T, OutT, kMode, true, Cfg4>(p, list, count, max_rows, stream);
   } else {
     int v = variant();
     if (v < 0) v = sizeof(T) == 4 ? 2 : 4;
     switch (v) {
       case 1:
-        return launch_conv_gemm_cfg<T, kMode, true, Cfg1>(p, list, count, max_rows, stream);
+        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg1>(p, list, count, max_rows, stream);
       case 2:
-        return launch_conv_gemm_cfg<T, kMode, true, Cfg2>(p, list, count, max_rows, stream);
+        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg2>(p, list, count, max_rows, stream);
       case 3:
-        return launch_conv_gemm_cfg<T, kMode, true, Cfg3>(p, list, count, max_rows, stream);
+        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg3>(p, list, count, max_rows, stream);
       case 4:
-        return launch_conv_gemm_cfg<T, kMode, true, Cfg4>(p, list, count, max_rows, stream);
+        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg4>(p, list, count, max_rows, stream);
       case 5:
-        return launch_conv_gemm_cfg<T, kMode, true, Cfg5>(p, list, count, max_rows, stream);
+        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg5>(p, list, count, max_rows, stream);
       default:
-        return launch_conv_gemm_cfg<T, kMode, true, Cfg0>(p, list, count, max_rows, stream);
+        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg0>(p, list, count, max_rows, stream);
     }
   }
+}
+
+// The launch for values of type T: 16-byte copies where every operand row is whole 16-byte pieces, else element
+// loads; the output in T, or (16-bit T, p.out_dtype float32) in float32.
+template <typename T, int kMode>
+cudaError_t launch_conv_gemm_for(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
+                                 cudaStream_t stream) {
+  constexpr int kVec = 16 / int(sizeof(T));
+  const bool aligned = p.cin % kVec == 0 && p.cout % kVec == 0;
+  if constexpr (!std::is_same_v<T, float>) {
+    if (p.out_dtype == DType::kF32)
+      return aligned ? launch_conv_gemm<T, float, kMode, true>(p, list, count, max_rows, stream)
+                     : launch_conv_gemm<T, float, kMode, false>(p, list, count, max_rows, stream);
+  }
+  return aligned ? launch_conv_gemm<T, T, kMode, true>(p, list, count, max_rows, stream)
+                 : launch_conv_gemm<T, T, kMode, false>(p, list, count, max_rows, stream);
 }
 
 // Instantiations, one file each so that they compile in parallel.

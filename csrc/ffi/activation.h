@@ -50,6 +50,7 @@ ffi::Error ActivationSetup(const std::string& op, typename B::Stream stream, Act
   p.truncation = static_cast<TruncMode>(truncation);
   p.threshold = threshold;
   p.x = x.untyped_data();
+  p.x_dtype = p.dtype;
   p.out = out.untyped_data();
   p.out_mask = static_cast<uint8_t*>(out_mask.untyped_data());
   return ffi::Error::Success();

@@ -30,6 +30,7 @@ struct Cpu {
   }
   static xla::ffi::Error sparsify(const SparsifyParams& p, Stream) { return run(cpu::sparsify, p); }
   static xla::ffi::Error conv(const ConvParams& p, Stream) { return run(cpu::conv, p); }
+  static int64_t conv_activation_workspace(const ConvParams& p) { return conv_list_size(p); }
   static xla::ffi::Error conv_activation(const ConvParams& p, const ActivationParams& a, Stream) {
     cpu::conv_activation(p, a);
     return xla::ffi::Error::Success();

@@ -27,6 +27,10 @@ struct Cuda {
   }
   static xla::ffi::Error sparsify(const SparsifyParams& p, Stream s) { return check("sparsify", cuda::sparsify(p, s)); }
   static xla::ffi::Error conv(const ConvParams& p, Stream s) { return check("conv", cuda::conv(p, s)); }
+  static int64_t conv_activation_workspace(const ConvParams& p) { return cuda::conv_activation_workspace(p); }
+  static xla::ffi::Error conv_activation(const ConvParams& p, const ActivationParams& a, Stream s) {
+    return check("conv_activation", cuda::conv_activation(p, a, s));
+  }
   static xla::ffi::Error activation(const ActivationParams& p, Stream s) {
     return check("activation", cuda::activation(p, s));
   }

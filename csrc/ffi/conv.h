@@ -9,12 +9,12 @@ namespace deltajax::ffi_ops {
 namespace ffi = xla::ffi;
 using namespace deltajax::ffi_util;
 
-// Validates a delta convolution's buffers and attributes and fills p.
+// Validates a delta convolution's buffers (all but the workspace: ConvWorkspace) and attributes and fills p.
 inline ffi::Error ConvSetup(const std::string& op, const ffi::AnyBuffer& x, const ffi::AnyBuffer& mask,
                             const ffi::AnyBuffer& kernel, ffi::AnyBuffer* out, ffi::AnyBuffer* out_mask,
-                            ffi::AnyBuffer* workspace, int32_t stride_h, int32_t stride_w, int32_t pad_top,
-                            int32_t pad_left, int32_t lhs_dil_h, int32_t lhs_dil_w, int32_t rhs_dil_h,
-                            int32_t rhs_dil_w, int32_t groups, int32_t precision, ConvParams& p) {
+                            int32_t stride_h, int32_t stride_w, int32_t pad_top, int32_t pad_left, int32_t lhs_dil_h,
+                            int32_t lhs_dil_w, int32_t rhs_dil_h, int32_t rhs_dil_w, int32_t groups, int32_t precision,
+                            ConvParams& p) {
   DELTAJAX_RETURN_IF_ERROR(activation_dtype(op, "x", x, &p.dtype));
   DELTAJAX_RETURN_IF_ERROR(nhwc(op, "x", x, &p.n, &p.h, &p.w, &p.cin));
   DELTAJAX_RETURN_IF_ERROR(expect_type(op, "mask", mask, ffi::DataType::PRED, "bool"));
@@ -33,8 +33,6 @@ inline ffi::Error ConvSetup(const std::string& op, const ffi::AnyBuffer& x, cons
   DELTAJAX_RETURN_IF_ERROR(expect_same_type(op, "out", *out, x, "x"));
   DELTAJAX_RETURN_IF_ERROR(expect_type(op, "out_mask", *out_mask, ffi::DataType::PRED, "bool"));
   DELTAJAX_RETURN_IF_ERROR(expect_dims(op, "out_mask", *out_mask, without_channels(*out)));
-  DELTAJAX_RETURN_IF_ERROR(expect_type(op, "workspace", *workspace, ffi::DataType::S32, "int32"));
-  DELTAJAX_RETURN_IF_ERROR(expect_dims(op, "workspace", *workspace, {p.n * p.ho * p.wo + 1}));
   DELTAJAX_RETURN_IF_ERROR(fits_int32(op, p.n * p.ho * p.wo));
   if (stride_h < 1 || stride_w < 1 || lhs_dil_h < 1 || lhs_dil_w < 1 || rhs_dil_h < 1 || rhs_dil_w < 1)
     return invalid(op, "strides and dilations must be >= 1");
@@ -57,7 +55,16 @@ inline ffi::Error ConvSetup(const std::string& op, const ffi::AnyBuffer& x, cons
   p.kernel = kernel.untyped_data();
   p.out = out->untyped_data();
   p.out_mask = static_cast<uint8_t*>(out_mask->untyped_data());
-  p.workspace = static_cast<int32_t*>(workspace->untyped_data());
+  p.out_dtype = p.dtype;
+  return ffi::Error::Success();
+}
+
+// Checks that the workspace is `size` int32 elements (at least the active output pixel list and its count:
+// conv_list_size) and sets p.workspace.
+inline ffi::Error ConvWorkspace(const std::string& op, ffi::AnyBuffer& workspace, int64_t size, ConvParams& p) {
+  DELTAJAX_RETURN_IF_ERROR(expect_type(op, "workspace", workspace, ffi::DataType::S32, "int32"));
+  DELTAJAX_RETURN_IF_ERROR(expect_dims(op, "workspace", workspace, {size}));
+  p.workspace = static_cast<int32_t*>(workspace.untyped_data());
   return ffi::Error::Success();
 }
 
@@ -68,9 +75,9 @@ ffi::Error Conv(typename B::Stream stream, ffi::AnyBuffer x, ffi::AnyBuffer mask
                 int32_t pad_left, int32_t lhs_dil_h, int32_t lhs_dil_w, int32_t rhs_dil_h, int32_t rhs_dil_w,
                 int32_t groups, int32_t precision) {
   ConvParams p;
-  DELTAJAX_RETURN_IF_ERROR(ConvSetup("conv", x, mask, kernel, &*out, &*out_mask, &*workspace, stride_h, stride_w,
-                                     pad_top, pad_left, lhs_dil_h, lhs_dil_w, rhs_dil_h, rhs_dil_w, groups, precision,
-                                     p));
+  DELTAJAX_RETURN_IF_ERROR(ConvSetup("conv", x, mask, kernel, &*out, &*out_mask, stride_h, stride_w, pad_top, pad_left,
+                                     lhs_dil_h, lhs_dil_w, rhs_dil_h, rhs_dil_w, groups, precision, p));
+  DELTAJAX_RETURN_IF_ERROR(ConvWorkspace("conv", *workspace, conv_list_size(p), p));
   return B::conv(p, stream);
 }
 

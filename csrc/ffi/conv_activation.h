@@ -2,10 +2,13 @@
 //   values [N,H,W,Cin], mask [N,H,W] bool, kernel [kh,kw,Cin/g,Cout] (values' dtype), scale [Cout] f32 (the conv
 //   output's update is multiplied by it: a batch-norm scale), acc, sent [N,Ho,Wo,Cout] f32 (aliased to their results)
 //   -> out [N,Ho,Wo,Cout] (values' dtype), out_mask [N,Ho,Wo] bool (the rule's: kept pixels), acc, sent,
-//      conv_mask [N,Ho,Wo] bool (the convolution's output mask), workspace [N*Ho*Wo+1] int32.
+//      conv_mask [N,Ho,Wo] bool (the convolution's output mask), workspace int32 [B::conv_activation_workspace]:
+//      the active output pixel list and its count (N*Ho*Wo+1), then whatever the backend needs (CUDA, for 16-bit
+//      values: the float32 pre-activation, [N,Ho,Wo,Cout] at the next 16-byte boundary).
 // deltajax_conv_prelu: values, mask, kernel, scale, slopes [Cout] f32 (act must be prelu), acc, sent -> the same.
-// Attributes: the convolution's (conv.h), then the activation's (activation.h). Registered for the CPU only;
-// elsewhere ops.conv_activation runs the two ops.
+// Attributes: the convolution's (conv.h), then the activation's (activation.h). The activation rule takes the
+// convolution's float32 result, never rounded to the values' dtype: a 16-bit stream keeps float32 accuracy up to
+// the activation's own emitted output (deltajax/ops/fused.py computes the same in its reference).
 #pragma once
 
 #include "ffi/activation.h"
@@ -25,8 +28,9 @@ ffi::Error ScaledConvActivation(const std::string& op, typename B::Stream stream
                                 int32_t groups, int32_t precision, int32_t act, float negative_slope,
                                 int32_t truncation, float threshold) {
   ConvParams cp;
-  DELTAJAX_RETURN_IF_ERROR(ConvSetup(op, x, mask, kernel, &out, &conv_mask, &workspace, stride_h, stride_w, pad_top,
-                                     pad_left, lhs_dil_h, lhs_dil_w, rhs_dil_h, rhs_dil_w, groups, precision, cp));
+  DELTAJAX_RETURN_IF_ERROR(ConvSetup(op, x, mask, kernel, &out, &conv_mask, stride_h, stride_w, pad_top, pad_left,
+                                     lhs_dil_h, lhs_dil_w, rhs_dil_h, rhs_dil_w, groups, precision, cp));
+  DELTAJAX_RETURN_IF_ERROR(ConvWorkspace(op, workspace, B::conv_activation_workspace(cp), cp));
   DELTAJAX_RETURN_IF_ERROR(expect_type(op, "scale", scale, ffi::DataType::F32, "float32"));
   DELTAJAX_RETURN_IF_ERROR(expect_dims(op, "scale", scale, {cp.cout}));
   ActivationParams ap;

@@ -8,8 +8,6 @@
 namespace ffi = xla::ffi;
 namespace ops = deltajax::ffi_ops;
 
-#define DELTAJAX_CPU_ONLY_TARGET(name, Impl, Binding) DELTAJAX_TARGET(name, Impl, Binding)
-
 #define DELTAJAX_TARGET(name, Impl, Binding)                                                             \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(deltajax_##name##_cpu, (ops::WithoutStream<&ops::Impl<ops::Cpu>>::Call), \
                                 ops::Binding<ops::Cpu>());

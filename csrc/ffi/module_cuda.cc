@@ -7,8 +7,6 @@
 namespace ffi = xla::ffi;
 namespace ops = deltajax::ffi_ops;
 
-#define DELTAJAX_CPU_ONLY_TARGET(name, Impl, Binding)
-
 #define DELTAJAX_TARGET(name, Impl, Binding)                                                             \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(deltajax_##name##_cuda, ops::Impl<ops::Cuda>, ops::Binding<ops::Cuda>(), \
                                 {ffi::Traits::kCmdBufferCompatible});

@@ -27,6 +27,7 @@ from deltajax.ops._delta import (
     STATE_DTYPE,
     Delta,
     check_delta,
+    check_dtype,
     check_nhwc,
     check_state,
     check_vector,
@@ -181,6 +182,7 @@ def activation(
     truncation: Truncation = Truncation(),
     scale: jax.Array | None = None,
     slopes: jax.Array | None = None,
+    out_dtype=None,
 ) -> tuple[Delta, ActivationState]:
     """Applies an element-wise non-linearity to a Delta.
 
@@ -194,6 +196,9 @@ def activation(
         the same as ``activation(state, affine(x, scale), ...)`` without the
         pass over the scaled values and their rounding to ``x``'s dtype).
       slopes: ``[C]``, for ``prelu`` and only for it (may be traced).
+      out_dtype: the dtype the output is emitted in (rounded, the rounding fed
+        back); None: ``x``'s. A float32 ``x`` with a 16-bit ``out_dtype`` is a
+        wide input: ``ops.conv_activation``'s unrounded convolution result.
 
     Returns:
       The output Delta (mask: active input pixels that passed truncation)
@@ -206,20 +211,32 @@ def activation(
     check_vector("activation", "scale", scale, x.shape[-1])
     check_slopes("activation", act, slopes, x.shape[-1])
     scale = jnp.ones(x.shape[-1:], jnp.float32) if scale is None else jnp.asarray(scale, jnp.float32)
+    out_dtype = x.dtype if out_dtype is None else jnp.dtype(out_dtype)
+    check_dtype("activation", "out_dtype", jax.ShapeDtypeStruct((), out_dtype))
     values, keep, acc, sent = activation_dispatch(
-        "deltajax_activation", act, truncation, (x.values, x.mask, scale), (state.acc, state.sent), slopes
+        "deltajax_activation",
+        act,
+        truncation,
+        (x.values, x.mask, scale),
+        (state.acc, state.sent),
+        slopes,
+        out_dtype=out_dtype,
     )
     return Delta(values, keep), ActivationState(acc, sent)
 
 
-def activation_dispatch(target: str, act: Activation, truncation: Truncation, inputs, state, slopes=None):
+def activation_dispatch(
+    target: str, act: Activation, truncation: Truncation, inputs, state, slopes=None, out_dtype=None
+):
     """The activation rule on ``inputs``: ``(values, mask, scale)``, or for ``deltajax_add_activation`` two
-    ``(values, mask)`` pairs added first; ``slopes``: prelu's ``[C]`` (checked by the caller). Native for named
-    activations, the reference for callables."""
+    ``(values, mask)`` pairs added first; ``slopes``: prelu's ``[C]`` (checked by the caller); the output in
+    ``out_dtype`` (None: the values'). Native for named activations, the reference for callables and for an output
+    dtype other than the input's (the native targets emit in their input's dtype)."""
+    out_dtype = inputs[0].dtype if out_dtype is None else jnp.dtype(out_dtype)
     if slopes is not None:  # the prelu targets take the slopes after the inputs
         inputs = (*inputs, jnp.asarray(slopes, jnp.float32))
-    reference = functools.partial(_activation_reference, act=act, truncation=truncation)
-    native_ok = has_native_kernel(act) and not is_traced(truncation.threshold)
+    reference = functools.partial(_activation_reference, act=act, truncation=truncation, out_dtype=out_dtype)
+    native_ok = has_native_kernel(act) and not is_traced(truncation.threshold) and out_dtype == inputs[0].dtype
     if slopes is not None:
         native_ok = native_ok and target in PRELU_TARGET
         target = PRELU_TARGET.get(target, target)
@@ -227,22 +244,21 @@ def activation_dispatch(target: str, act: Activation, truncation: Truncation, in
     return dispatch(target, reference, native, *inputs, *state, native_ok=native_ok)
 
 
-def _activation_reference(*args, act: Activation, truncation: Truncation):
+def _activation_reference(*args, act: Activation, truncation: Truncation, out_dtype):
     *inputs, acc, sent = args
     slopes = inputs.pop() if act.fn == "prelu" else None
     if len(inputs) == 4:  # add fused with the activation: the float32 sum, never rounded before it accumulates
         xv, xm, yv, ym = inputs
         update = Delta(xv, xm).masked_values(STATE_DTYPE) + Delta(yv, ym).masked_values(STATE_DTYPE)
-        mask, dtype = xm | ym, xv.dtype
+        mask = xm | ym
     else:
         xv, mask, scale = inputs
         update = Delta(xv, mask).masked_values(STATE_DTYPE) * per_channel(scale, xv.ndim)
-        dtype = xv.dtype
     m = mask[..., None]
     new_acc = jnp.where(m, acc + update, acc)
     y = act(new_acc, slopes) - sent
     keep = mask & passes_truncation(y, truncation)
-    values, emitted = emit(jnp.where(keep[..., None], y, 0.0), dtype)
+    values, emitted = emit(jnp.where(keep[..., None], y, 0.0), out_dtype)
     # error feedback: what was sent so far plus exactly what is emitted now
     return values, keep, new_acc, jnp.where(keep[..., None], sent + emitted, sent)
 

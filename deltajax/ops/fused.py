@@ -1,9 +1,11 @@
 """A delta convolution and the activation on its output (conv -> batch-norm scale -> activation) as one op.
 
-Where a backend has the fused kernel (the CPU), each tile of output pixels goes
-through the activation rule while it is still in cache, so the convolution's
-output is never written out and read back; elsewhere the op runs ``conv`` and
-``activation`` (each on its native kernels). The results are the same.
+The activation rule takes the convolution's float32 result: in a 16-bit stream
+it is not rounded to the stream's dtype before the rule accumulates it, so the
+only rounding per layer is that of the emitted output, which the rule feeds
+back. On the CPU each tile of output pixels goes through the rule while it is
+still in cache; on CUDA the target runs the convolution into a float32 buffer
+and the rule over it; the reference computes the same with the ops.
 """
 
 from __future__ import annotations
@@ -69,9 +71,19 @@ def conv_activation(
 
     def composed(values, mask, kernel, scale, *rest):  # rest: [slopes,] acc, sent
         *params, acc, sent = rest
-        c = linear_conv(Delta(values, mask), kernel, None, precision=precision, **geometry)
+        # The float32 convolution of the values: exact products of 16-bit values, so TF32 loses nothing there.
+        wide = precision if values.dtype == jnp.float32 else None
+        c = linear_conv(
+            Delta(values.astype(jnp.float32), mask), kernel.astype(jnp.float32), None, precision=wide, **geometry
+        )
         y, new = activation(
-            ActivationState(acc, sent), c, act, truncation, scale=scale, slopes=params[0] if params else None
+            ActivationState(acc, sent),
+            c,
+            act,
+            truncation,
+            scale=scale,
+            slopes=params[0] if params else None,
+            out_dtype=values.dtype,
         )
         return y.values, y.mask, new.acc, new.sent, c.mask
 
@@ -83,12 +95,24 @@ def conv_activation(
         _native, target=target, geometry=geometry, act=act, truncation=truncation, precision=precision
     )
     native_ok = has_native_kernel(act) and not is_traced(truncation.threshold)
-    values, keep, acc, sent, conv_mask = dispatch(target, composed, native, *args, native_ok=native_ok)
+    values, keep, acc, sent, conv_mask = dispatch(
+        target, composed, native, *args, native_ok=native_ok, by_platform=True
+    )
     return Delta(values, keep), ActivationState(acc, sent), conv_mask
 
 
-def _native(*args, target, geometry, act, truncation, precision):
-    """``values, mask, kernel, scale, [slopes,] acc, sent`` -> the fused target's results."""
+def workspace_size(platform: str, shape: tuple[int, int, int, int], dtype) -> int:
+    """Int32 elements of the fused target's workspace on ``platform`` for an output ``shape`` ``[N, Ho, Wo, C]``
+    of ``dtype``: the active output pixel list and its count; on CUDA, for 16-bit values, then the float32
+    pre-activation from the next 16-byte boundary on (``conv_activation_workspace`` in csrc/cuda/conv.h)."""
+    pixels = shape[0] * shape[1] * shape[2]
+    if platform != "cuda" or jnp.dtype(dtype) == jnp.float32:
+        return pixels + 1
+    return -(-(pixels + 1) // 4) * 4 + pixels * shape[3]
+
+
+def _native(*args, target, geometry, act, truncation, precision, platform):
+    """``values, mask, kernel, scale, [slopes,] acc, sent`` -> the fused target's results on ``platform``."""
     values, kernel = args[0], args[2]
     n, (ho, wo) = values.shape[0], output_size(values, kernel, geometry)
     shape = (n, ho, wo, kernel.shape[3])
@@ -100,7 +124,7 @@ def _native(*args, target, geometry, act, truncation, precision):
             jax.ShapeDtypeStruct(shape, STATE_DTYPE),
             jax.ShapeDtypeStruct(shape, STATE_DTYPE),
             jax.ShapeDtypeStruct(shape[:3], jnp.bool_),
-            jax.ShapeDtypeStruct((n * ho * wo + 1,), jnp.int32),  # workspace: active output pixels + count
+            jax.ShapeDtypeStruct((workspace_size(platform, shape, values.dtype),), jnp.int32),
         ),
         input_output_aliases={len(args) - 2: 2, len(args) - 1: 3},
         vmap_method="sequential",

@@ -18,15 +18,19 @@ namespace {
 
 // The rule at pixel i, active in x or y; dy is a scratch row of p.c floats. acc takes the update, the output is
 // f(acc) less what was sent so far (error feedback), and sent takes the rounded value that is emitted.
+// pre: the pixel's update as p.c floats (a fused convolution's unrounded result), or nullptr to read x (and y).
 template <typename T, class F>
-inline void rule_at(const ActivationParams& p, F f, int64_t i, float* __restrict dy) {
+inline void rule_at(const ActivationParams& p, F f, int64_t i, float* __restrict dy, const float* pre = nullptr) {
   const int64_t c = p.c;
   const T* y = static_cast<const T*>(p.y);
   const bool xm = p.x_mask[i], ym = y != nullptr && p.y_mask[i];
   float* __restrict acc = p.acc + i * c;
   float* __restrict sent = p.sent + i * c;
   const T* xi = static_cast<const T*>(p.x) + i * c;
-  if (y == nullptr && p.scale != nullptr) {
+  if (pre != nullptr) {
+    const float* scale = p.scale + (p.scale_group ? i / p.scale_group * c : 0);
+    for (int64_t k = 0; k < c; ++k) acc[k] += pre[k] * scale[k];
+  } else if (y == nullptr && p.scale != nullptr) {
     const float* scale = p.scale + (p.scale_group ? i / p.scale_group * c : 0);
     for (int64_t k = 0; k < c; ++k) acc[k] += to_float(xi[k]) * scale[k];
   } else if (y == nullptr) {
@@ -94,10 +98,11 @@ void DELTAJAX_ISA_FN(activation_compute)(const ActivationParams& p) {
   dispatch_dtype(p.dtype, [&](auto tag) { run_typed<decltype(tag)>(p); });
 }
 
-void DELTAJAX_ISA_FN(activation_at)(const ActivationParams& p, const int32_t* pixels, int64_t count, float* scratch) {
+void DELTAJAX_ISA_FN(activation_at)(const ActivationParams& p, const int32_t* pixels, int64_t count, float* scratch,
+                                    const float* pre) {
   dispatch_dtype(p.dtype, [&](auto tag) {
     with_activation(p.act, p.negative_slope, p.slopes, [&](auto f) {
-      for (int64_t k = 0; k < count; ++k) rule_at<decltype(tag)>(p, f, pixels[k], scratch);
+      for (int64_t k = 0; k < count; ++k) rule_at<decltype(tag)>(p, f, pixels[k], scratch, pre + k * p.c);
     });
   });
 }

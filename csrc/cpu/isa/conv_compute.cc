@@ -131,7 +131,7 @@ void general(const ConvParams& p, const int32_t* list, int64_t count, const Acti
   {
     Scratch<const T*> src(taps * kRows);
     Scratch<int32_t> live(taps);
-    Scratch<float> rule_rows(then ? p.cout : 0);
+    Scratch<float> rule_rows(then ? p.cout : 0), pre(then ? kRows * p.cout : 0);  // the rule's input rows
     alignas(32) float acc[kRows * nr];
 #pragma omp for schedule(dynamic, 8)
     for (int64_t tile = 0; tile < tiles; ++tile) {
@@ -164,12 +164,17 @@ void general(const ConvParams& p, const int32_t* list, int64_t count, const Acti
           tile_block<T, NV>(src.data, live.data, n_live, cin_g, g * cin_g, w, acc);
           const int64_t co0 = g * cout_g + blk * nr, cols = std::min<int64_t>(nr, cout_g - blk * nr);
           for (int64_t m = 0; m < rows; ++m) {
-            T* o = out + int64_t(list[first + m]) * p.cout + co0;
             const float* a = acc + m * nr;
-            for (int64_t j = 0; j < cols; ++j) o[j] = from_float<T>(a[j]);
+            if (then) {
+              float* r = pre.data + m * p.cout + co0;
+              for (int64_t j = 0; j < cols; ++j) r[j] = a[j];
+            } else {
+              T* o = out + int64_t(list[first + m]) * p.cout + co0;
+              for (int64_t j = 0; j < cols; ++j) o[j] = from_float<T>(a[j]);
+            }
           }
         }
-      if (then) DELTAJAX_ISA_FN(activation_at)(*then, list + first, rows, rule_rows.data);
+      if (then) DELTAJAX_ISA_FN(activation_at)(*then, list + first, rows, rule_rows.data, pre.data);
     }
   }
 }
@@ -207,9 +212,12 @@ void depthwise(const ConvParams& p, const int32_t* list, int64_t count, const Ac
           for (int64_t ch = 0; ch < c; ++ch) a[ch] += to_float(xi[ch]) * wk[ch];
         }
       }
+      if (then) {
+        DELTAJAX_ISA_FN(activation_at)(*then, list + k, 1, rule_rows.data, a);
+        continue;
+      }
       T* __restrict oi = out + o * c;
       for (int64_t ch = 0; ch < c; ++ch) oi[ch] = from_float<T>(a[ch]);
-      if (then) DELTAJAX_ISA_FN(activation_at)(*then, list + k, 1, rule_rows.data);
     }
   }
 }
