@@ -418,3 +418,25 @@ def test_sanitize_small(case, dtype):
     }[case]
     values, mask, kernel, geometry = _conv_case(1, dtype=dtype, **kw)
     _check_conv(values, mask, kernel, geometry, HIGHEST, TOL[(dtype, "highest")])
+
+
+@pytest.mark.sanitize
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("case", ["3x3", "1x1_wide", "1x1_narrow", "depthwise", "depthwise_5x5_strided"])
+def test_sanitize_conv_activation(case, dtype):
+    """The conv_activation target, whose bfloat16 convolution writes its float32 result after the pixel list in the
+    workspace (aligned and element GEMM, direct, vector and element depthwise paths), against the reference."""
+    from tests.test_fused import _case
+    from tests.test_native import assert_delta_close, assert_tree_close, both
+
+    assert "deltajax_conv_activation" in _native.targets("cuda")
+    x, kernel, state, scale, kw = _case(case, jnp.dtype(dtype), seed=8)
+    trunc = ops.Truncation("max", 0.05)
+    with jax.default_device(_gpu()):
+        got, ref = both(
+            lambda *a: ops.conv_activation(a[2], a[0], a[1], "relu6", trunc, a[3], **kw), x, kernel, state, scale
+        )
+    tol = TOL[(dtype, "highest")]
+    assert_delta_close(got[0], ref[0], tol)
+    assert_tree_close(got[1], ref[1], tol)
+    np.testing.assert_array_equal(np.asarray(got[2]), np.asarray(ref[2]))

@@ -232,12 +232,13 @@ __global__ void __launch_bounds__(kThreads, 4) depthwise_kernel(ConvParams p, in
       }
     }
 #pragma unroll
-    for (int q = 0; q < kPix; ++q)
+    for (int q = 0; q < kPix; ++q) {
       if (j + q * lanes >= count) continue;
-    if constexpr (std::is_same_v<OutT, T>)
-      store_vec<T, kVector>(at(ob, col[q]), nch, acc[q]);
-    else
-      store_float32<V, kVector>(ob + int64_t(col[q]) * c, nch, acc[q]);
+      if constexpr (std::is_same_v<OutT, T>)
+        store_vec<T, kVector>(at(ob, col[q]), nch, acc[q]);
+      else
+        store_float32<V, kVector>(ob + int64_t(col[q]) * c, nch, acc[q]);
+    }
   }
 }
 
