@@ -336,7 +336,8 @@ def tune_thresholds(
 
 
 def config_to_json(config: DeltaConfig) -> dict:
-    """A JSON-ready dict of a DeltaConfig (floats, Truncations and SparsifyConfigs by value)."""
+    """A JSON-ready dict of a DeltaConfig's thresholds (floats, Truncations and SparsifyConfigs by value), and its
+    ``keyframe_above`` where it is not "auto" (a per-platform mapping as an object)."""
 
     def value(v):
         if isinstance(v, Truncation):
@@ -345,17 +346,21 @@ def config_to_json(config: DeltaConfig) -> dict:
             return {"threshold": v.threshold, "dilation": v.dilation}
         return float(v)
 
-    return {
+    data = {
         "threshold": config.threshold,
         "dilation": config.dilation,
         "truncation": value(config.truncation),
         "layers": {name: value(v) for name, v in config.layers},
     }
+    above = config.keyframe_above
+    if above != "auto":
+        data["keyframe_above"] = dict(above) if isinstance(above, tuple) else above
+    return data
 
 
 def config_from_json(data: dict) -> DeltaConfig:
     """Inverse of :func:`config_to_json`; unknown keys are refused."""
-    known = {"threshold", "dilation", "truncation", "layers"}
+    known = {"threshold", "dilation", "truncation", "layers", "keyframe_above"}
     if not isinstance(data, dict) or set(data) - known:
         raise ValueError(f"thresholds JSON: expected an object with keys {sorted(known)}, got {data!r:.200}")
 
@@ -372,6 +377,7 @@ def config_from_json(data: dict) -> DeltaConfig:
         int(data.get("dilation", 0)),
         truncation,
         {name: value(v) for name, v in data.get("layers", {}).items()},
+        keyframe_above=data.get("keyframe_above", "auto"),
     )
 
 

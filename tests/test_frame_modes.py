@@ -130,7 +130,10 @@ def test_streamed_step_returns_last_output_on_a_repeated_frame(video):
     assert not bool(dstats.keyframes(stats)) and float(stats["input"].active) == 0
 
 
-@pytest.mark.parametrize("bad", [-0.1, 1.5, "fast", float("nan")])
+@pytest.mark.parametrize(
+    "bad",
+    [-0.1, 1.5, "fast", float("nan"), True, {"gpu": 0.5}, {"cpu": 1.5}, {"cpu": "auto"}, (("cpu", 0.1), ("cpu", 0.2))],
+)
 def test_keyframe_above_is_validated(bad):
     with pytest.raises(ValueError, match=r"DeltaConfig: keyframe_above must be a fraction in \[0, 1\]"):
         deltajax.DeltaConfig(keyframe_above=bad)
@@ -196,6 +199,37 @@ def test_a_zero_crossover_decides_a_frame_with_one_conditional(video, monkeypatc
     general = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=0.5))
     loops, _ = _control_flow(jax.jit(lambda s, x: general(s, variables, x)).lower(state, video[1]).compile().as_text())
     assert loops >= 2
+
+
+def test_a_per_platform_crossover_applies_on_its_platform_only(video):
+    """keyframe_above={platform: value}: that value on the platform named ("auto" elsewhere), both for the
+    program's structure (a crossover of 0: one conditional, no loop) and for the frames' modes."""
+    model, variables = _model(video)
+    here = _native.default_platform()
+    elsewhere = next(p for p in ("cpu", "cuda") if p != here)
+    _, state = deltajax.delta(model.apply).init(variables, video[0])
+
+    def control_flow(keyframe_above):
+        stepper = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=keyframe_above))
+        return _control_flow(jax.jit(lambda s, x: stepper(s, variables, x)).lower(state, video[1]).compile().as_text())
+
+    assert control_flow({here: 0.0}) == (0, 1)
+    assert control_flow({elsewhere: 0.0, here: None})[0] >= 2
+    busy = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above={here: 0.5, elsewhere: 0.0}))
+    got, stats = deltajax.run_clip(busy, video, variables, with_stats=True)
+    assert _modes(stats)[:10] == [
+        "dense",
+        "delta",
+        "delta",
+        "skip",
+        "delta",
+        "delta",
+        "dense",
+        "skip",
+        "dense",
+        "dense",
+    ]
+    assert rel_error(got, _dense(model, variables, video)) <= 1e-4
 
 
 def test_a_clip_with_stats_copies_no_scalar_per_layer(video):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -91,11 +93,25 @@ def test_two_passes_keep_the_one_with_fewer_macs_and_run_a_configuration_once(mo
     assert result.order == tune.INPUT_FIRST  # a tie keeps the input first
 
 
-def test_json_round_trip_of_every_setting_kind():
+@pytest.mark.parametrize("keyframe_above", ["auto", None, 0.3, {"cpu": 0.6, "cuda": None}])
+def test_json_round_trip_of_every_setting_kind(keyframe_above):
     config = deltajax.DeltaConfig(
-        0.1, 1, deltajax.Truncation("l2", 0.2), {"a/act": deltajax.Truncation("rms", 0.3), "b/act": 0.05}
+        0.1,
+        1,
+        deltajax.Truncation("l2", 0.2),
+        {"a/act": deltajax.Truncation("rms", 0.3), "b/act": 0.05},
+        keyframe_above=keyframe_above,
     )
-    assert tune.config_from_json(tune.config_to_json(config)) == config
+    data = tune.config_to_json(config)
+    assert ("keyframe_above" in data) == (keyframe_above != "auto")  # the files tune writes stay as they were
+    assert tune.config_from_json(json.loads(json.dumps(data))) == config
+
+
+def test_shipped_super_resolution_configs_carry_their_cpu_crossover():
+    """On a CPU a super-resolution delta step with every tile active costs 1.39x its dense frame (where "auto"
+    never goes dense): its shipped configs go dense above 0.6 of the tiles there, and keep "auto" elsewhere."""
+    config = tune.shipped_thresholds("superres", (108, 192), clip=bundled_clip("people"))
+    assert config.layers and config.keyframe_above == (("cpu", 0.6),)
 
 
 def test_bad_thresholds_json_is_refused():

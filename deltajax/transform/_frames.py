@@ -41,19 +41,40 @@ def _measured_platforms() -> list[str]:
     return [p for p in native if TARGET_OF_DELTA_STEP in _native.targets(p)]
 
 
-def auto_crossover() -> jax.Array:
-    """The measured crossover of the platform the program runs on (a traced float32 scalar)."""
-    branches = {p: (lambda p=p: jnp.float32(AUTO_CROSSOVER[p])) for p in _measured_platforms()}
-    default = lambda: jnp.float32(AUTO_CROSSOVER["reference"])  # noqa: E731
-    return lax.platform_dependent(default=default, **branches) if branches else default()
+NEVER = 1.0  # a crossover no activity exceeds: a platform mapped to None in DeltaConfig.keyframe_above
 
 
-def per_platform(general: Callable, dense_only: Callable):
-    """``dense_only()`` in the program lowered for a platform whose measured crossover is 0 (every changed frame
-    runs the plain dense model, so no mode needs the layers' state), ``general()`` in the others. Each platform
-    compiles only its own branch: nothing is decided at run time."""
-    lean = [p for p in _measured_platforms() if AUTO_CROSSOVER[p] == 0.0]
-    return lax.platform_dependent(default=general, **{p: dense_only for p in lean}) if lean else general()
+def _crossovers(setting) -> tuple[dict[str, float], float | None]:
+    """``DeltaConfig.keyframe_above`` as ``(crossover per platform, crossover elsewhere)``: a number or None
+    applies everywhere; "auto" gives the measured crossover of each platform with native kernels and the
+    reference's elsewhere; a mapping (sorted pairs) overrides "auto" on the platforms it names."""
+    if not (setting == "auto" or isinstance(setting, tuple)):
+        return {}, setting
+    values = {p: AUTO_CROSSOVER[p] for p in _measured_platforms()}
+    if isinstance(setting, tuple):
+        values.update({p: NEVER if v is None else float(v) for p, v in setting})
+    return values, AUTO_CROSSOVER["reference"]
+
+
+def crossover(setting):
+    """The crossover that ``DeltaConfig.keyframe_above`` sets on the platform the program runs on: None (never),
+    a number, or a float32 scalar chosen per platform."""
+    values, default = _crossovers(setting)
+    if not values:
+        return default
+    branches = {p: (lambda v=v: jnp.float32(v)) for p, v in values.items()}
+    return lax.platform_dependent(default=lambda: jnp.float32(default), **branches)
+
+
+def per_platform(setting, general: Callable, dense_only: Callable):
+    """``dense_only()`` in the program lowered for a platform whose crossover under ``setting``
+    (``DeltaConfig.keyframe_above``) is 0 (every changed frame runs the plain dense model, so no mode needs the
+    layers' state), ``general()`` in the others. Each platform compiles only its own branch: nothing is decided
+    at run time."""
+    values, default = _crossovers(setting)
+    base, other = (dense_only, general) if default == 0 else (general, dense_only)
+    moved = [p for p, v in values.items() if (v == 0) != (default == 0)]
+    return lax.platform_dependent(default=base, **{p: other for p in moved}) if moved else base()
 
 
 TILE = 16  # pixels per side of the tiles whose activity decides between a delta step and a dense frame

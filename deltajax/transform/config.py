@@ -9,6 +9,9 @@ from typing import Literal
 from deltajax.ops.config import SparsifyConfig, Truncation, as_threshold, is_traced
 
 LayerSetting = Truncation | SparsifyConfig | float
+KeyframeAbove = float | Literal["auto"] | None | tuple[tuple[str, float | None], ...] | Mapping[str, float | None]
+# lax.platform_dependent's names: the platforms a per-platform keyframe_above may name
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +34,12 @@ class DeltaConfig:
         this runs densely and restarts the state, since a delta step would cost
         more than a dense frame there. ``"auto"``: the crossover
         measured for the platform (``deltajax.transform._frames.AUTO_CROSSOVER``);
-        None: only non-finite frames (and the frame after one) run densely.
+        None: only non-finite frames (and the frame after one) run densely;
+        a mapping ``{platform: fraction or None}`` (platforms 'cpu', 'cuda',
+        'rocm', 'tpu'; stored as sorted pairs): those values on the platforms
+        it names, "auto" on the others: a model's own crossover where it
+        differs from the platform's (``deltajax tune``'s shipped configs carry
+        it, e.g. super-resolution's {"cpu": 0.6}).
         Frames with no active input pixel are skipped in every setting.
       refresh_every: after this many delta steps since the layers' state was
         last built, the next changed frame runs as a keyframe (dense, state
@@ -47,14 +55,12 @@ class DeltaConfig:
     dilation: int = 0
     truncation: Truncation = Truncation()
     layers: tuple[tuple[str, LayerSetting], ...] | Mapping[str, LayerSetting] = ()
-    keyframe_above: float | Literal["auto"] | None = "auto"
+    keyframe_above: KeyframeAbove = "auto"
     refresh_every: int | None = 1000
 
     def __post_init__(self):
         SparsifyConfig(self.threshold, self.dilation)  # validates
-        above = self.keyframe_above
-        if not (above is None or above == "auto" or (isinstance(above, int | float) and 0 <= above <= 1)):
-            raise ValueError(f"DeltaConfig: keyframe_above must be a fraction in [0, 1], 'auto' or None, got {above!r}")
+        object.__setattr__(self, "keyframe_above", _keyframe_above(self.keyframe_above))
         every = self.refresh_every
         if not (every is None or (isinstance(every, int) and not isinstance(every, bool) and every >= 1)):
             raise ValueError(f"DeltaConfig: refresh_every must be a positive int or None, got {every!r}")
@@ -92,3 +98,25 @@ class DeltaConfig:
     def sparsify_for(self, name: str, default: SparsifyConfig) -> SparsifyConfig:
         value = dict(self.layers).get(name, default)
         return value if isinstance(value, SparsifyConfig) else SparsifyConfig(as_threshold(value), default.dilation)
+
+
+def _is_fraction(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+def _keyframe_above(above) -> KeyframeAbove:
+    """``DeltaConfig.keyframe_above`` validated; a per-platform mapping as sorted ``(platform, value)`` pairs."""
+    if above is None or above == "auto" or _is_fraction(above):
+        return above
+    if isinstance(above, Mapping | tuple):
+        try:
+            pairs = tuple(sorted((p, v) for p, v in (above.items() if isinstance(above, Mapping) else above)))
+        except (TypeError, ValueError):
+            pairs = None
+        valid = pairs is not None and len(dict(pairs)) == len(pairs)
+        if valid and all(p in PLATFORMS and (v is None or _is_fraction(v)) for p, v in pairs):
+            return pairs
+    raise ValueError(
+        "DeltaConfig: keyframe_above must be a fraction in [0, 1], 'auto', None, or a mapping from platforms "
+        f"{PLATFORMS} to fractions in [0, 1] or None, got {above!r}"
+    )

@@ -187,7 +187,8 @@ class Stepper:
             return self.fn(*args), layer_stats_pack(static_stats(1.0, True))
 
         def every_mode():
-            mode = _frames.choose_mode(active, nonfinite, state.restart, jnp.asarray(keyframe), self._crossover())
+            crossover = _frames.crossover(self.config.keyframe_above)
+            mode = _frames.choose_mode(active, nonfinite, state.restart, jnp.asarray(keyframe), crossover)
             mode = _frames.refreshed(mode, state.age, self.config.refresh_every)
 
             def delta_step(carry):
@@ -224,11 +225,7 @@ class Stepper:
             out, packed = lax.cond(mode == _frames.DENSE, dense_output, lambda: (carry[0], carry[2]))
             return out, carry[1], packed, mode
 
-        above = self.config.keyframe_above
-        if above == "auto":
-            out, layers, packed, mode = _frames.per_platform(every_mode, skip_or_dense)
-        else:
-            out, layers, packed, mode = skip_or_dense() if above == 0 else every_mode()
+        out, layers, packed, mode = _frames.per_platform(self.config.keyframe_above, every_mode, skip_or_dense)
         stats = layer_stats_unpack(packed, skipped)
         stats[INPUT] = stats[INPUT]._replace(nonfinite=nonfinite)
         restart, age = _frames.restarts(mode, state.restart), _frames.aged(mode, state.age)
@@ -255,10 +252,6 @@ class Stepper:
                 "this model; start the stream with stepper.init(*args)"
             )
         return frame
-
-    def _crossover(self):
-        above = self.config.keyframe_above
-        return _frames.auto_crossover() if above == "auto" else above
 
     def __call__(self, state: StreamState, *args, keyframe=False) -> tuple[Any, StreamState]:
         """One frame: ``(output, new state)``; pure, jit-able with the state donated.
