@@ -27,6 +27,7 @@ from jax.sharding import PartitionSpec
 
 import deltajax
 from deltajax import sharding, tune
+from deltajax._cli import frame_size
 from deltajax.benchmark import PRECISIONS, _precision_scope, _seconds, load_clip
 from deltajax.video import bundled_clip
 
@@ -108,12 +109,11 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 def _sizes(text: str) -> list[tuple[int, int]]:
     try:
-        sizes = [tuple(int(v) for v in s.split("x")) for s in text.split(",")]
-    except ValueError:
-        sizes = []
-    if not sizes or any(len(s) != 2 or min(s) < 1 for s in sizes):
-        raise SystemExit(f"multi_device: argument '--sizes' must be HxW[,HxW...] of positive ints, got {text!r}")
-    return sizes
+        return [frame_size(s) for s in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise SystemExit(
+            f"multi_device: argument '--sizes' must be HxW[,HxW...] of positive ints, got {text!r}"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -244,14 +244,6 @@ def cast_tree(tree, dtype):
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), tree)
 
 
-def _size(text: str) -> tuple[int, int]:
-    """``--size``'s value: 'HxW' -> (H, W)."""
-    h, _, w = text.partition("x")
-    if not (h.isdigit() and w.isdigit() and int(h) > 0 and int(w) > 0):
-        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 216x384, got {text!r}")
-    return int(h), int(w)
-
-
 def _refresh_period(text: str) -> int | None | str:
     """``--refresh-every``'s value: 'never' -> None, 'default' as it is, else a positive int."""
     if text in ("never", "default"):
@@ -262,11 +254,13 @@ def _refresh_period(text: str) -> int | None | str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from deltajax._cli import frame_size
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--frames", type=int, help="frames played (default: the preset's)")
     p.add_argument("--video", help="clip (default: the bundled person clip)")
-    p.add_argument("--size", type=_size, help="frame size HxW (default: the preset's)")
+    p.add_argument("--size", type=frame_size, help="frame size HxW (default: the preset's)")
     p.add_argument("--json", help="write the rows and curves here")
     p.add_argument("--markdown", help="write the table here")
     p.add_argument("--png", help="write the error curves here (needs matplotlib)")

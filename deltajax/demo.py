@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from deltajax import native_check
+from deltajax._cli import frame_size
 
 MODELS = ("superres", "efficientnet_lite0", "mobilenet_v2", "pose")
 # --size when not given: superres takes the clip downscaled 4x (the person clip's 432x768 is its output).
@@ -62,10 +63,11 @@ def _size(text: str) -> tuple[int, int] | None:
     if text == "native":
         return None
     try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"deltajax demo: --size must be HxW (e.g. 216x384) or 'native', got {text!r}") from None
-    return h, w
+        return frame_size(text)
+    except argparse.ArgumentTypeError:
+        raise SystemExit(
+            f"deltajax demo: --size must be HxW of positive ints (e.g. 216x384) or 'native', got {text!r}"
+        ) from None
 
 
 def _progress(iterable, desc: str, disable: bool):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 
@@ -75,11 +76,27 @@ def test_super_resolution_is_shown_beside_bicubic():
     assert captions[1] == "frame 1: bicubic | x4, inf dB vs dense"
 
 
-def test_demo_refuses_a_bad_size():
+@pytest.mark.parametrize("size", ["big", "-2x3", "0x10", "216x"])
+def test_demo_refuses_a_bad_size(size):
     from deltajax import demo
 
-    with pytest.raises(SystemExit, match="--size must be HxW"):
-        demo.run(demo.parse_args(["--size", "big"]))
+    with pytest.raises(SystemExit, match="--size must be HxW of positive ints"):
+        demo.run(demo.parse_args([f"--size={size}"]))
+
+
+@pytest.mark.parametrize("text, size", [("216x384", (216, 384)), ("1X1", (1, 1)), (" 8x9 ", (8, 9))])
+def test_frame_size_argument(text, size):
+    from deltajax._cli import frame_size
+
+    assert frame_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["216", "x384", "0x10", "ax3", "-2x3", "2x3x4", ""])
+def test_frame_size_argument_rejects_what_is_not_hxw(text):
+    from deltajax._cli import frame_size
+
+    with pytest.raises(argparse.ArgumentTypeError, match=r"expected HxW of positive ints, e\.g\. 216x384, got"):
+        frame_size(text)
 
 
 def test_cli_dispatches_and_documents(capsys):

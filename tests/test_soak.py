@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 
 import jax.numpy as jnp
@@ -79,17 +78,6 @@ def test_soak_refuses_shipped_thresholds_that_were_never_tuned():
     preset = dataclasses.replace(soak.PRESETS["cpu"], thresholds="shipped", size=(100, 150))
     with pytest.raises(ValueError, match=r"soak: argument --thresholds shipped: no thresholds tuned for "):
         soak.run(preset, bundled_clip("people"))
-
-
-@pytest.mark.parametrize("text, size", [("216x384", (216, 384)), ("1x1", (1, 1))])
-def test_soak_size_argument(text, size):
-    assert soak._size(text) == size
-
-
-@pytest.mark.parametrize("text", ["216", "x384", "0x10", "ax3", "-2x3"])
-def test_soak_size_argument_rejects_what_is_not_hxw(text):
-    with pytest.raises(argparse.ArgumentTypeError, match=r"expected HxW"):
-        soak._size(text)
 
 
 def _dense_logits(model, variables, base, order):

@@ -1,0 +1,14 @@
+"""Argument types shared by the command-line applications (demo, tune, the benchmarks)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def frame_size(text: str) -> tuple[int, int]:
+    """A frame size 'HxW' of positive ints (e.g. '216x384') -> ``(H, W)``; ``argparse.ArgumentTypeError``
+    (naming what was expected and what came) for anything else."""
+    h, sep, w = text.strip().lower().partition("x")
+    if not (sep and h.isdigit() and w.isdigit() and int(h) > 0 and int(w) > 0):
+        raise argparse.ArgumentTypeError(f"expected HxW of positive ints, e.g. 216x384, got {text!r}")
+    return int(h), int(w)
