@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import deltajax
 from benchmarks.timing import blob_mask, median_time, stepped_time
 from deltajax import native_check
+from deltajax._cli import frame_size
 from deltajax.benchmark import PRECISIONS, _precision_scope, load_clip
 from deltajax.transform._frames import tile_activity
 from deltajax.video import bundled_clip
@@ -98,13 +99,13 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.crossover", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="efficientnet_lite0,mobilenet_v2")
-    p.add_argument("--size", default="432x768", help="HxW")
+    p.add_argument("--size", type=frame_size, default=(432, 768), help="HxW (default 432x768)")
     p.add_argument("--precisions", help="comma-separated subset of " + ",".join(PRECISIONS))
     p.add_argument("--out", help="write the rows as JSON here")
     native_check.add_arguments(p, require_by_default=True)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     native_check.check(p.prog, args.require_native)
-    size = tuple(int(x) for x in args.size.split("x"))
+    size = args.size
     gpu = jax.default_backend() == "gpu"
     precisions = args.precisions.split(",") if args.precisions else (PRECISIONS if gpu else ("f32_highest",))
     device = jax.devices()[0].device_kind

@@ -26,6 +26,7 @@ import numpy as np
 
 import deltajax
 from deltajax import native_check, tune
+from deltajax._cli import frame_size
 from deltajax.benchmark import _precision_scope, _still_step_seconds, load_clip
 from deltajax.video import streaming
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="efficientnet_lite0")
     p.add_argument("--video", help="the clip (default: the bundled person clip)")
     p.add_argument("--streams", type=int, default=8)
-    p.add_argument("--size", default="432x768", help="HxW")
+    p.add_argument("--size", type=frame_size, default=(432, 768), help="HxW (default 432x768)")
     p.add_argument("--precision", default="bf16", choices=["f32_highest", "f32_default", "bf16"])
     p.add_argument("--thresholds", help="thresholds JSON (default: the shipped ones for the size, else exact)")
     p.add_argument("--frames", type=int, default=12)
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     native_check.check("python -m benchmarks.profile_step", args.require_native)
 
-    size = tuple(int(v) for v in args.size.lower().split("x"))
+    size = args.size
     dtype = jnp.bfloat16 if args.precision == "bf16" else jnp.float32
     video = args.video or deltajax.video.bundled_clip("people")
     module, variables, clip = load_clip(args.model, video, args.streams, size, args.frames, dtype)

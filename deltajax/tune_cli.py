@@ -6,6 +6,7 @@ import argparse
 import os
 
 from deltajax import native_check
+from deltajax._cli import frame_size
 
 
 def _thresholds(p: argparse.ArgumentParser, flag: str, text: str) -> list[float]:
@@ -25,7 +26,7 @@ def main(argv: list[str]) -> int:
         "--model", default="efficientnet_lite0", choices=["efficientnet_lite0", "mobilenet_v2", "pose", "superres"]
     )
     p.add_argument("--video", help="the clip to tune on (default: the bundled ASL clip)")
-    p.add_argument("--size", default="216x384", help="HxW to resize frames to")
+    p.add_argument("--size", type=frame_size, default=(216, 384), help="HxW to resize frames to (default 216x384)")
     p.add_argument("--start", type=int, default=0, help="first frame of the clip to tune on")
     p.add_argument("--frames", type=int, default=40, help="frames of the clip to tune on")
     p.add_argument(
@@ -64,7 +65,7 @@ def main(argv: list[str]) -> int:
     metric = tune.METRICS[args.model]
     if args.budget == "absolute" and metric is tune.image_metric and args.max_error is None:
         p.error(f"--budget absolute for {args.model} (images: no agreement to keep) needs --max-error")
-    h, w = (int(v) for v in args.size.lower().split("x"))
+    h, w = args.size
     module, variables, preprocess = models.load(args.model)
     clip = preprocess(jnp.asarray(read_clip(args.video, start=args.start, max_frames=args.frames, size=(h, w))))[
         :, None
