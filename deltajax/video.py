@@ -123,11 +123,12 @@ class StreamFns(NamedTuple):
     step: Callable
 
 
-def _frame_pair(model, args: tuple, variables):
+def _frame_pair(model, args: tuple, variables, with_stats: bool = False):
     """``(init, step)`` of a stepper or a delta Linen module, both returning ``(out, state, stats)``.
 
     ``init(frame)`` starts a stream; ``step(state, frame, keyframe=False)`` runs one frame, densely (restarting
-    the state) where ``keyframe`` is True.
+    the state) where ``keyframe`` is True. A stepper's steps compute their stats only ``with_stats`` (else
+    ``{}``): the per-layer reductions would run at every frame.
     """
     from deltajax.transform import Stepper
 
@@ -138,10 +139,12 @@ def _frame_pair(model, args: tuple, variables):
         def call(frame):
             return (*args[:pos], frame, *args[pos:])
 
-        return (
-            lambda frame: model.init_with_stats(*call(frame)),
-            lambda state, frame, keyframe=False: model.step_with_stats(state, *call(frame), keyframe=keyframe),
-        )
+        def step(state, frame, keyframe=False):
+            if with_stats:
+                return model.step_with_stats(state, *call(frame), keyframe=keyframe)
+            return (*model(state, *call(frame), keyframe=keyframe), {})
+
+        return lambda frame: model.init_with_stats(*call(frame)), step
     import flax.linen as nn
 
     from deltajax import linen
@@ -217,7 +220,7 @@ def _run_clip(clip, args, variables, *, model, keyframe_every, with_stats, mesh)
 
 def _clip_loop(clip, args, variables, *, model, keyframe_every, with_stats):
     """``(outputs [T, ...], stats of [T] or None)`` of one scan over ``clip`` (all streams it is given)."""
-    init, step = _frame_pair(model, args, variables)
+    init, step = _frame_pair(model, args, variables, with_stats)
     counted_step = _keyframed(step, keyframe_every)
     out0, state, stats0 = init(clip[0])
 

@@ -277,6 +277,19 @@ def test_global_avg_pool():
     assert_tree_close((y_n, s_n), (y_r, s_r))
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize(
+    "shape",  # channels past a slice of 32 and pixels past the CUDA kernel's 16 warps x 4 in flight; one pixel
+    [(2, 7, 9, 40), (1, 33, 70, 3), (3, 1, 1, 1280), (1, 14, 24, 1280)],
+)
+def test_global_avg_pool_shapes(shape, dtype):
+    x, acc = rand_delta(33, shape, dtype), rand_state(34, (shape[0], shape[-1]))
+    (y_n, s_n), (y_r, s_r) = both(lambda s, x: ops.global_avg_pool(s, x), ops.GlobalPoolState(acc), x)
+    tol = 1e-5 if dtype == jnp.float32 else TOL[jnp.dtype(dtype)]
+    np.testing.assert_allclose(np.asarray(s_n.acc), np.asarray(s_r.acc), rtol=tol, atol=tol)
+    np.testing.assert_allclose(np.asarray(y_n, np.float32), np.asarray(y_r, np.float32), rtol=tol, atol=tol)
+
+
 def test_global_avg_pool_by_hand():
     d = ops.Delta(
         jnp.full((1, 2, 2, 1), jnp.nan).at[0, 0, 0, 0].set(8.0), jnp.zeros((1, 2, 2), bool).at[0, 0, 0].set(True)
