@@ -1,6 +1,7 @@
 """At which fraction of changed input pixels a delta step costs as much as a dense frame.
 
-    python -m benchmarks.crossover [--models M,...] [--size HxW] [--precisions P,...] [--out FILE.json]
+    python -m benchmarks.crossover [--models M,...] [--size HxW] [--precisions P,...] [--trace DIR]
+        [--out FILE.json]
 
 For each bundled model and precision it times, in one process on one device: a dense frame (XLA), and a delta
 step (threshold 0, every frame a delta step: ``keyframe_above=None``) between two frames that differ in round
@@ -8,6 +9,12 @@ blobs covering a fraction ``p`` of the pixels, for p from 0 to 1. The crossover 
 (``tile_activity``: the fraction of 16x16 tiles with a changed pixel) where the step's time reaches the dense
 frame's (linear interpolation between the measured points); it is the value that
 ``DeltaConfig(keyframe_above="auto")`` uses on that platform (``deltajax/transform/_frames.py``).
+
+With ``--trace DIR`` each row also lists the kernels of one delta step at the smallest nonzero fraction, where
+the step costs what it costs with almost nothing changed (``kernels_per_step``, ``kernel_ms_per_step``, ``top``
+per step). On a GPU, compile with autotuning at its default or with the convolutions out of the command
+buffers: with both ``--xla_gpu_autotune_level=0`` and ``CUDNN,CONVOLUTION`` command buffers, cuDNN failed to
+trace into a command buffer on an H200 (status 5003).
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import jax
 import jax.numpy as jnp
 
 import deltajax
-from benchmarks.timing import blob_mask, median_time, stepped_time
+from benchmarks.profile_step import traced_kernels
+from benchmarks.timing import _stepped_program, blob_mask, median_time, stepped_time
 from deltajax import native_check
 from deltajax._cli import frame_size
 from deltajax.benchmark import PRECISIONS, _precision_scope, load_clip
@@ -49,8 +57,12 @@ def crossover(fractions, ratios) -> float | None:
     return 0.0 if ratios[0] >= 1 else None
 
 
-def measure(model: str, size: tuple[int, int], precision: str) -> dict:
-    """Dense frame and delta-step seconds at each of FRACTIONS, for one model and precision."""
+STEPS = 16  # steps per stepped program (benchmarks.timing.stepped_time's default)
+
+
+def measure(model: str, size: tuple[int, int], precision: str, trace: str | None = None) -> dict:
+    """Dense frame and delta-step seconds at each of FRACTIONS, for one model and precision; with ``trace`` (a
+    folder) also the kernels of one step at FRACTIONS[1]."""
     dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32
     module, variables, clip = load_clip(model, bundled_clip("people"), 1, size, 1, dtype)
     frame = clip[0]
@@ -65,12 +77,16 @@ def measure(model: str, size: tuple[int, int], precision: str) -> dict:
             return stepper(state, v, a)
 
         init = jax.jit(stepper.init)
+        kernels = None
         for p in FRACTIONS:
             other, tile = changed_frame(frame, p)
             tiles.append(tile)
             _, state = init(variables, frame)
-            step_s.append(stepped_time(there_and_back, state, variables, frame, other) / 2)
+            step_s.append(stepped_time(there_and_back, state, variables, frame, other, reps=STEPS) / 2)
+            if trace and p == FRACTIONS[1]:
+                kernels = _step_kernels(there_and_back, init(variables, frame)[1], (variables, frame, other), trace)
     ratios = [s / dense_s for s in step_s]
+    extra = {} if kernels is None else {"kernels_at": FRACTIONS[1], **kernels}
     return {
         "model": model,
         "precision": precision,
@@ -81,6 +97,23 @@ def measure(model: str, size: tuple[int, int], precision: str) -> dict:
         "delta_ms": [s * 1e3 for s in step_s],
         "delta_over_dense": ratios,
         "crossover": crossover(tiles, ratios),
+        **extra,
+    }
+
+
+def _step_kernels(there_and_back, state, args: tuple, folder: str) -> dict:
+    """The kernels of one delta step: one stepped program (``STEPS`` round trips) traced, counts per step."""
+    many = _stepped_program(there_and_back, STEPS)  # compiled by stepped_time
+
+    def run():
+        jax.block_until_ready(many(state, *args))
+
+    table = traced_kernels(run, folder, lambda: many.lower(state, *args), top=60)
+    steps = 2 * STEPS
+    return {
+        "kernels_per_step": table["kernels"] / steps,
+        "kernel_ms_per_step": table["kernel_ms"] / steps,
+        "top": [{**t, "count": t["count"] / steps, "ms": t["ms"] / steps} for t in table["top"]],
     }
 
 
@@ -101,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="efficientnet_lite0,mobilenet_v2")
     p.add_argument("--size", type=frame_size, default=(432, 768), help="HxW (default 432x768)")
     p.add_argument("--precisions", help="comma-separated subset of " + ",".join(PRECISIONS))
+    p.add_argument("--trace", help="folder for JAX profiler traces: list one delta step's kernels per row")
     p.add_argument("--out", help="write the rows as JSON here")
     native_check.add_arguments(p, require_by_default=True)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
@@ -113,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for model in args.models.split(","):
         for prec in precisions:
-            rows.append(measure(model, size, prec))
+            trace = os.path.join(args.trace, f"{model}_{prec}") if args.trace else None
+            rows.append(measure(model, size, prec, trace))
             print(table(rows[-1:]).split("\n", 2)[2], flush=True)
             if args.out:
                 with open(args.out, "w") as f:

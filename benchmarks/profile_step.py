@@ -71,6 +71,18 @@ def kernel_table(trace_dir: str, top: int = 40, planes: str = "/device:", labels
     }
 
 
+def traced_kernels(run, folder: str, lower, top: int = 40) -> dict:
+    """``kernel_table`` of one ``run()`` (which blocks) traced into ``folder``: the device's kernels on a GPU, else
+    the host's thunks named by the custom calls of ``lower()`` (the ``jax.stages.Lowered`` program that ``run``
+    calls)."""
+    planes, labels = "/device:", None
+    if jax.default_backend() != "gpu":
+        planes, labels = "/host:CPU", custom_call_labels(lower().compile().as_text())
+    with jax.profiler.trace(folder):
+        run()
+    return kernel_table(folder, top=top, planes=planes, labels=labels)
+
+
 def _per_call_ms(fn, runs: int) -> float:
     """Median milliseconds of ``fn()`` (which blocks) over ``runs`` calls after one warm-up call."""
     fn()
@@ -118,15 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         run_steps(clip[1:-1])  # compiles; the state is now at the clip's last frame but one
         traces = {}
         if args.trace:
-            planes, labels = "/device:", None
-            if jax.default_backend() != "gpu":  # the host's thunks, named by the compiled step's custom calls
-                compiled = step.lower(state[0], clip[1]).compile()
-                planes, labels = "/host:CPU", custom_call_labels(compiled.as_text())
+
+            def lower():
+                return step.lower(state[0], clip[1])
+
             for kind, frame in (("still", clip[-2]), ("moving", clip[-1])):
                 folder = os.path.join(args.trace, kind)
-                with jax.profiler.trace(folder):
-                    run_steps([frame])
-                traces[kind] = kernel_table(folder, planes=planes, labels=labels)
+                traces[kind] = traced_kernels(lambda f=frame: run_steps([f]), folder, lower)
         else:
             run_steps(clip[-1:])
         # Back to the first frame and forward to the last again: every step is a one-frame change.

@@ -59,6 +59,18 @@ def test_end_to_end_benchmark_writes_rows(tmp_path):
     assert row["still_frame_ms"] > 0 and row["still_frame_in_clip_ms"] >= 0
 
 
+def test_crossover_lists_the_kernels_of_a_step(tmp_path):
+    from benchmarks import crossover
+
+    out = tmp_path / "crossover.json"
+    argv = ["--models", "efficientnet_lite0", "--size", "32x48", "--precisions", "f32_highest"]
+    assert crossover.main([*argv, "--trace", str(tmp_path / "trace"), "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["kernels_at"] == crossover.FRACTIONS[1] and len(row["delta_ms"]) == len(crossover.FRACTIONS)
+    assert row["kernels_per_step"] > 0 and row["kernel_ms_per_step"] > 0
+    assert any("deltajax" in t["kernel | hlo_op"] for t in row["top"]), row["top"][:5]
+
+
 def test_crossover_finds_where_delta_reaches_dense():
     from benchmarks.crossover import crossover
 
