@@ -355,6 +355,14 @@ def test_pixelwise_kernels_every_lane_layout(c, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("shape", [(1, 181, 211, 8), (2, 300, 1001, 8)])
+def test_pixelwise_kernels_on_large_frames(shape, dtype):
+    """Frames large enough that the walk skims the masks several bytes per lane (spans of 2 to 16 chunks of 32
+    pixels, teams cut to fewer warps), with a ragged tail after the last whole span."""
+    _assert_kernel_matches_reference(_pixelwise_ops, _pixelwise_case(sum(shape), *shape, dtype), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("c", [3, 64, 144])
 def test_prelu_kernel_matches_reference(c, dtype):
     """Per-channel PReLU (the super-resolution model's activation), scaled and truncated, on poisoned deltas."""

@@ -8,14 +8,12 @@ namespace {
 
 // out = x + y on the union of the masks, lanes across the channels of each active pixel.
 template <typename T>
-__global__ void __launch_bounds__(kBlock) add_kernel(AddParams p) {
+__global__ void __launch_bounds__(kBlock) add_kernel(AddParams p, PixelWalk w) {
   const T* x = static_cast<const T*>(p.x);
   const T* y = static_cast<const T*>(p.y);
   T* out = static_cast<T*>(p.out);
   const int64_t c = p.c;
-  const auto active = [&](int64_t i) { return p.x_mask[i] || p.y_mask[i]; };
-  const auto inactive = [&](int64_t i) { p.out_mask[i] = 0; };
-  for_active_pixels(p.n * p.h * p.w, c, active, inactive, [&](PixelLanes l) {
+  for_active_pixels(w, PixelMasks{p.x_mask, p.y_mask, p.out_mask}, [&](PixelLanes l) {
     if (l.pixel < 0) return;
     const int64_t i = l.pixel, row = i * c;
     const bool xm = p.x_mask[i], ym = p.y_mask[i];
@@ -30,7 +28,8 @@ __global__ void __launch_bounds__(kBlock) add_kernel(AddParams p) {
 
 cudaError_t add(const AddParams& p, cudaStream_t stream) {
   return dispatch_dtype(p.dtype, [&](auto tag) -> cudaError_t {
-    add_kernel<decltype(tag)><<<pixel_walk_grid(p.n * p.h * p.w, p.c), kBlock, 0, stream>>>(p);
+    const PixelWalk w = pixel_walk(p.n * p.h * p.w, p.c);
+    add_kernel<decltype(tag)><<<walk_grid(w), kBlock, 0, stream>>>(p, w);
     return cudaGetLastError();
   });
 }

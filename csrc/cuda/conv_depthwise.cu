@@ -250,9 +250,11 @@ cudaError_t launch(const ConvParams& p, int sms, cudaStream_t stream) {
   const int64_t per_block = (slots + z - 1) / z;  // <= kMaxSlots, balanced over the z slices
   z = (slots + per_block - 1) / per_block;        // every slice gets >= 1 vector
   const int64_t rows = p.n * p.ho;
-  // Small frames: shorter segments (more blocks) until the grid covers the device a few times over.
+  // Small frames: shorter segments (more blocks) until the grid covers the device a few times over. Each thread
+  // walks the taps of its pixels one after the other, so on the late layers (27x48 and 14x24 pixels at 768x432)
+  // blocks of 8 pixels cut that chain of dependent loads to one round: 32-pixel blocks took 15-23 us there.
   int seg = kMaxSeg;
-  while (seg > 32 && rows * ((p.wo + seg - 1) / seg) * z < int64_t(4) * sms) seg /= 2;
+  while (seg > 8 && rows * ((p.wo + seg - 1) / seg) * z < int64_t(4) * sms) seg /= 2;
   const int64_t segs = (p.wo + seg - 1) / seg;
   if (rows >= (int64_t(1) << 31) || segs > 65535 || z > 65535) return cudaErrorInvalidValue;
   const bool vector =

@@ -25,8 +25,9 @@ __device__ __forceinline__ int source_index(int pos, int lhs_dil, int size) {
 // (kBits, needs kh * kw <= 64), or is just nonzero when any tap does (!kBits: stops at the first one).
 // The input mask columns [lo, hi] the segment can read are staged in `span` (kMaskSpan bytes of shared memory),
 // as many kernel rows at a time as fit (one pair of barriers per batch of rows, the rows' loads issued
-// together); spans too wide to stage (huge strides) are read from global memory. Every thread of the block must
-// call it (it has barriers); all its branches around barriers are uniform over the block.
+// together; a batch with no active byte skips its per-tap tests); spans too wide to stage (huge strides) are
+// read from global memory. Every thread of the block must call it (it has barriers); all its branches around
+// barriers are uniform over the block.
 template <int kThreads, int kItems, bool kBits, typename Taps>
 __device__ __forceinline__ void receptive_field(const ConvParams& p, int b, int oy, int x0, int n_out, uint8_t* span,
                                                 Taps (&taps)[kItems]) {
@@ -48,14 +49,16 @@ __device__ __forceinline__ void receptive_field(const ConvParams& p, int b, int 
     const int k1 = min(p.kh, k0 + step);
     if (batch > 0) {
       __syncthreads();  // the previous batch's reads are done
+      int staged_active = 0;
       for (int ky = k0; ky < k1; ++ky) {
         const int iy = source_index(oy * p.stride_h + ky * p.rhs_dil_h - p.pad_top, p.lhs_dil_h, in_h);
         if (iy < 0) continue;  // uniform
         const uint8_t* mrow = m + int64_t(iy) * in_w + lo;
         uint8_t* srow = span + (ky - k0) * width;
-        for (int j = tid; j < width; j += kThreads) srow[j] = mrow[j];
+        for (int j = tid; j < width; j += kThreads) staged_active |= srow[j] = mrow[j];
       }
-      __syncthreads();
+      // Rows with no active pixel in reach set no tap: the per-tap tests below are skipped (uniform).
+      if (!__syncthreads_or(staged_active)) continue;
     }
     for (int ky = k0; ky < k1; ++ky) {
       const int iy = source_index(oy * p.stride_h + ky * p.rhs_dil_h - p.pad_top, p.lhs_dil_h, in_h);
