@@ -4,16 +4,17 @@
 // chunk of the span with an active pixel, the team's warps share the chunk's passes. A pixel gets `group` lanes (a
 // power of two: at least min(units, 8), so that neighbouring lanes touch neighbouring channels of NHWC, and
 // growing with the pixel's channel units (channels, or vectors of channels) until a lane takes at most 16, up to
-// 32 lanes); a warp takes 32 / group of the chunk's active pixels per pass. The host sizes the walk (pixel_walk):
-// a team has as many warps as a fully active chunk needs passes (group), and spans grow, then teams shrink, until
-// the grid has at most kWalkWarps warps, so a frame with few active pixels costs about one wave of warps that read
-// the masks 16 bytes per lane.
+// 32 lanes; on frames of few chunks, until a lane takes at most 4 while the grid allows); a warp takes 32 / group
+// of the chunk's active pixels per pass. The host sizes the walk (pixel_walk): a team has as many warps as a fully
+// active chunk needs passes (group), and spans grow, then teams shrink, until the grid has at most kWalkWarps
+// warps, so a frame with few active pixels costs a few waves of warps that read the masks up to 16 bytes a lane.
 // History, on an H100 / H200 (EfficientNet-Lite0): one thread per pixel with a serial loop over its channels, then
 // one warp per 32 pixels with <= 8 lanes per pixel, left the wide late layers (480-1280 channels on few pixels)
 // latency-bound: 21.8 of a 25 ms step in the activations. Teams of `group` warps per chunk fixed that (2.4 ms) but
 // launched a warp per chunk and team member: at about 60 registers a thread, four blocks of 256 threads fit an SM,
-// so an inactive 1080p frame of 64 channels took ~15 waves of warps that each read 32 mask bytes (58 us), and the
-// 33 activations of a step with 0.1 % of its 768x432 input changed cost 0.45 ms.
+// so an inactive 1080p frame of 64 channels took ~15 waves of warps that each read 32 mask bytes (58 us; 25 us
+// with the skim). Lanes that took 15-30 channel vectors each on the late layers (27x48 and 14x24 pixels at
+// 768x432, nearly all active once 1 % of the input changed) cost 12-24 us an activation: hence up to 32 lanes.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -51,7 +52,8 @@ __host__ __device__ constexpr int lanes_per_pixel(int64_t units) {
   return g;
 }
 
-// About two waves of warps on an H200 (132 multiprocessors, ~32 resident warps each at these kernels' registers).
+// Two to four waves of warps on an H200 (132 multiprocessors, 16-32 resident warps each at these kernels'
+// registers).
 constexpr int64_t kWalkWarps = 8192;
 
 inline PixelWalk pixel_walk(int64_t pixels, int64_t units) {
