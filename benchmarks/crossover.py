@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 import deltajax
 from benchmarks.profile_step import traced_kernels
-from benchmarks.timing import _stepped_program, blob_mask, median_time, stepped_time
+from benchmarks.timing import blob_mask, median_time, stepped_program, stepped_time
 from deltajax import native_check
 from deltajax._cli import frame_size
 from deltajax.benchmark import PRECISIONS, _precision_scope, load_clip
@@ -103,7 +103,7 @@ def measure(model: str, size: tuple[int, int], precision: str, trace: str | None
 
 def _step_kernels(there_and_back, state, args: tuple, folder: str) -> dict:
     """The kernels of one delta step: one stepped program (``STEPS`` round trips) traced, counts per step."""
-    many = _stepped_program(there_and_back, STEPS)  # compiled by stepped_time
+    many = stepped_program(there_and_back, STEPS)  # compiled by stepped_time
 
     def run():
         jax.block_until_ready(many(state, *args))

@@ -70,7 +70,7 @@ def stepped_time(step: Callable, state, *args, reps: int = 16, runs: int = 5) ->
     XLA would copy it before each in-place update.
     """
 
-    many = _stepped_program(step, reps)
+    many = stepped_program(step, reps)
     state, _ = many(state, *args)
     jax.block_until_ready(state)
     samples = []
@@ -83,8 +83,9 @@ def stepped_time(step: Callable, state, *args, reps: int = 16, runs: int = 5) ->
 
 
 @functools.lru_cache(maxsize=16)
-def _stepped_program(step: Callable, reps: int) -> Callable:
-    """``reps`` steps in one jitted scan, the state donated; one compile per ``step`` for all calls."""
+def stepped_program(step: Callable, reps: int) -> Callable:
+    """``reps`` steps in one jitted scan, the state donated; one compile per ``step`` for all calls (cached: the
+    program that ``stepped_time`` timed, for a caller that traces or lowers it)."""
 
     def run(state, *args):
         def body(st, _):
