@@ -25,7 +25,9 @@ def test_error_is_flat_over_10000_frames(precision):
     """A small MobileNet-style net over 10 000 frames of 8 streams of moving blobs (40 distinct, played forward and
     back), with the library's default refresh: the mean error of the last 10 % of frames is at most 1.2x that of
     the first 10 %, and bfloat16 delta stays on average as close to dense bfloat16 as dense bfloat16 is to float32.
-    Without the refresh the same run's error grows (3.1x in float32, 6.8x in bfloat16 on the 2-core CPU).
+    Without the refresh the float32 error grows (3.1x on the 2-core CPU: each step's float32 rounding, summed by
+    the state), while bfloat16, whose every delta is emitted with its rounding fed back (the activations and the
+    feedback nodes of DeltaConfig.feedback), stays flat (1.01x; 6.8x before the feedback nodes).
 
     Eight streams, because a frame's error is their mean: with one stream each 1000-frame refresh cycle's mean
     depended on the frame of the 78-frame loop it began on (cycles 1001 frames long: every 6th cycle the same,
@@ -52,7 +54,11 @@ def test_error_is_flat_over_10000_frames(precision):
         assert row["rel_error_max"] <= 2 * row["noise_floor_max"], row
     else:
         assert row["rel_error_max"] <= 1e-5, row
-    assert soak_row(None)["growth"] > 2, "the refresh is what keeps it flat"
+    unrefreshed = soak_row(None)["growth"]
+    if precision == "bf16":
+        assert unrefreshed <= 1.2, f"bfloat16 drifts without the refresh: {unrefreshed:.2f}x"
+    else:
+        assert unrefreshed > 2, "the refresh is what keeps float32 flat"
 
 
 def test_error_under_thresholds_stays_bounded_over_10000_frames():

@@ -62,8 +62,9 @@ def add_activation(
 ) -> tuple[Delta, ActivationState]:
     """``f(x + y)`` on Deltas: the add, then the activation rule with its state, in one kernel.
 
-    Equals ``activation(state, add(x, y), activation_fn, truncation)`` (the sum is rounded to the
-    values' dtype before the activation reads it, as there).
+    Equals ``activation(state, add(x, y), activation_fn, truncation)`` but for the sum, which is taken in
+    float32 and never rounded to the values' dtype before the rule accumulates it (``add`` rounds it). With the
+    identity it is an add whose 16-bit rounding is fed back (the transform's feedback node for adds).
     """
     act = as_activation("add_activation", activation_fn)
     check_delta("add_activation", "x", x)

@@ -41,6 +41,7 @@ class Run:
         (a batch-norm scale), so that an activation reading it can take the factor fused.
       convs: Var -> how a native delta conv made that Var's Delta (``_rules.ConvCall``), so that an
         activation reading nothing else can redo it fused (``ops.conv_activation``).
+      native_convs: the Vars made by native delta convs (recorded in both passes, unlike ``convs``).
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class Run:
         self.kinds: dict = {}
         self.scaled: dict = {}
         self.convs: dict = {}
+        self.native_convs: set = set()
         self._dense_memo: dict = {}
         self._delta_memo: dict = {}
 

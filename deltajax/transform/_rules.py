@@ -202,6 +202,24 @@ def _track_scaled(run, eqn: Eqn, roles, operands) -> None:
         run.scaled[out] = (operands[i], vector) if before is None else (before[0], before[1] * vector)
 
 
+# -- error feedback of 16-bit deltas that no activation emits ----------------------------------------------------
+_IDENTITY = ops.Activation("identity")
+_EXACT = ops.Truncation("max", 0.0)  # drops a pixel only when its whole update is zero
+
+
+def _fed_back(run, var: Var) -> bool:
+    """Whether a delta of ``var`` that no activation emits goes out through a feedback node: for 16-bit images,
+    unless ``DeltaConfig.feedback`` is off.
+
+    Rounding a linear layer's output delta to bfloat16 every frame, with nothing to take the rounding back, is a
+    random walk in every consumer's accumulated state. A feedback node is the identity activation rule: it
+    accumulates the layer's float32 result (the convolution's, or the exact sum of an add) and emits the rounded
+    difference to what it has sent, so consumers hold that value rounded once. Float32 streams need none.
+    """
+    sixteen_bit = jnp.dtype(var.dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    return run.config.feedback and len(var.shape) == 4 and sixteen_bit
+
+
 def _linear(run, eqn: Eqn, roles) -> None:
     """The linear rule on any primitive linear in its frame-dependent operands."""
     (out,) = eqn.outputs
@@ -248,19 +266,41 @@ def _conv(run, eqn: Eqn, frame) -> None:
     kernel = run.read(rhs)
     kernel_hwio = jnp.transpose(kernel, (dims.rhs_spec[2], dims.rhs_spec[3], dims.rhs_spec[1], dims.rhs_spec[0]))
     kh, kw, cin_g, cout = kernel_hwio.shape
+    per_active = kh * kw * cin_g * cout
     name = run.node(eqn.scope, "conv")
+    if lhs_dil == (1, 1):
+        run.native_convs.add(out)
+    # A group that reads this conv alone feeds it back itself (its activation, or _group_feedback); else here.
+    feedback = (
+        run.node(eqn.scope, "feedback")
+        if _fed_back(run, out) and lhs_dil == (1, 1) and (out not in run.analysis.private_roots)
+        else None
+    )
     if run.init:
         (value,) = _bind(eqn, [run.read(lhs), kernel])
+        if feedback:
+            value, run.states[feedback] = ops.activation_init(value, _IDENTITY)
+        made = value
     else:
         d = to_delta(run.read(lhs))
         kwargs = dict(padding=pads, dilation=tuple(p["rhs_dilation"]), precision=p["precision"])
-        if lhs_dil == (1, 1):
-            kwargs.update(strides=strides, groups=p["feature_group_count"])
-            value = ops.conv(d, kernel_hwio, **kwargs)
-            run.convs[out] = ConvCall(value, d, kernel_hwio, kwargs, name, _macs(eqn), kh * kw * cin_g * cout)
+        if lhs_dil != (1, 1):
+            value = made = ops.conv_transpose(
+                d, kernel_hwio, strides=lhs_dil, groups=p["feature_group_count"], **kwargs
+            )
         else:
-            value = ops.conv_transpose(d, kernel_hwio, strides=lhs_dil, groups=p["feature_group_count"], **kwargs)
-    run.record(name, value, _macs(eqn), per_active=kh * kw * cin_g * cout)
+            kwargs.update(strides=strides, groups=p["feature_group_count"])
+            if feedback:
+                value, run.states[feedback], conv_mask = ops.conv_activation(
+                    run.state(feedback), d, kernel_hwio, _IDENTITY, _EXACT, **kwargs
+                )
+                made = ops.Delta(value.values, conv_mask)  # the conv's own output mask, for its stats
+            else:
+                value = made = ops.conv(d, kernel_hwio, **kwargs)
+                run.convs[out] = ConvCall(value, d, kernel_hwio, kwargs, name, _macs(eqn), per_active)
+    run.record(name, made, _macs(eqn), per_active=per_active)
+    if feedback:
+        run.record(feedback, value)
     run.set(out, value, "delta")
 
 
@@ -304,10 +344,9 @@ def _scale_folded_into_conv(run, eqn: Eqn, roles, operands, root: Var):
     return value
 
 
-def _activation_step(run, name: str, root: Var, start: Var, act: ops.Activation, slopes):
+def _activation_step(run, name: str, root: Var, start: Var, act: ops.Activation, slopes, trunc: ops.Truncation):
     """The activation rule on a step (``slopes``: prelu's ``[C]``, else None), fused with the conv that made
     ``start``'s delta where nothing else reads that conv's output (its own call is then dead, and XLA drops it)."""
-    trunc = run.config.truncation_for(name)
     x, scale = run.scaled.get(start, (to_delta(run.read(start)), None))  # batch-norm scale fused if any
     conv = _private_conv(run, root, x)
     if conv is None:
@@ -558,7 +597,11 @@ def _group_member(run, eqn: Eqn, root: Var) -> None:
     else:
         value = None
     run.set(out, value, "delta")
-    if affine or out not in run.analysis.escapes:
+    if out not in run.analysis.escapes:
+        return
+    if affine:
+        if _fed_back(run, out) and root in run.native_convs and run.analysis.private_roots.get(root) is out:
+            _group_feedback(run, eqn, root)
         return
     fn, scope = _group_fn(run, eqn, root)
     if not (len(root.shape) == 4 and is_float(out.dtype) and out.shape == root.shape):
@@ -576,7 +619,21 @@ def _group_member(run, eqn: Eqn, root: Var) -> None:
     if run.init:
         value, run.states[name] = ops.activation_init(run.read(start), act, slopes)
     else:
-        value, run.states[name] = _activation_step(run, name, root, start, act, slopes)
+        value, run.states[name] = _activation_step(run, name, root, start, act, slopes, run.config.truncation_for(name))
+    run.record(name, value)
+    run.set(out, value, "delta")
+
+
+def _group_feedback(run, eqn: Eqn, root: Var) -> None:
+    """The feedback node of a group that ends without an activation (a projection conv -> batch norm): the identity
+    rule, fused with the conv (its float32 result times the batch-norm scale) where the group's delta is the conv's
+    scaled by per-channel factors."""
+    (out,) = eqn.outputs
+    name = run.node(eqn.scope, "feedback")
+    if run.init:
+        value, run.states[name] = ops.activation_init(run.read(out), _IDENTITY)
+    else:
+        value, run.states[name] = _activation_step(run, name, root, out, _IDENTITY, None, _EXACT)
     run.record(name, value)
     run.set(out, value, "delta")
 
@@ -593,7 +650,18 @@ def _multi_root(run, eqn: Eqn, frame) -> None:
         a, b = (eqn.inputs + (None,))[:2]
         if eqn.name == "add" and frame == (True, True) and a.shape == b.shape == out.shape and len(out.shape) == 4:
             x, y = run.need_delta(a), run.need_delta(b)
-            run.set(out, ops.add(x, y) if run.init else ops.add(to_delta(x), to_delta(y)), "delta")
+            if not _fed_back(run, out):
+                run.set(out, ops.add(x, y) if run.init else ops.add(to_delta(x), to_delta(y)), "delta")
+                return
+            name = run.node(eqn.scope, "feedback")  # the float32 sum accumulated, its rounding sent later
+            if run.init:
+                value, run.states[name] = ops.add_activation_init(x, y, _IDENTITY)
+            else:
+                value, run.states[name] = ops.add_activation(
+                    run.state(name), to_delta(x), to_delta(y), _IDENTITY, _EXACT
+                )
+            run.record(name, value)
+            run.set(out, value, "delta")
         else:
             _linear(run, eqn, roles)
         return

@@ -46,6 +46,16 @@ class DeltaConfig:
         rebuilt). Each delta step adds its rounding to the accumulated state,
         float32 included, so without it the error against dense random-walks
         upwards over thousands of frames. None: never.
+      feedback: in a 16-bit (bfloat16, float16) stream, send the output of
+        each layer that no activation follows (a projection conv and its batch
+        norm, a residual add) through a feedback node: it accumulates the
+        layer's float32 result and emits the rounded difference to what it has
+        sent, so the rounding is not a random walk in its consumers' state
+        (``Stepper.layers`` lists the nodes as kind "feedback"). It costs a
+        float32 state of two arrays per node: EfficientNet-Lite0 in bfloat16
+        at 768x432 has 25 nodes and 373 MB of state instead of 331. False:
+        those outputs are rounded and sent as they are. Float32 streams are
+        unaffected.
 
     Example:
       >>> cfg = DeltaConfig(threshold=0.05, layers={"Net/Conv_0/act": 0.1})
@@ -57,6 +67,7 @@ class DeltaConfig:
     layers: tuple[tuple[str, LayerSetting], ...] | Mapping[str, LayerSetting] = ()
     keyframe_above: KeyframeAbove = "auto"
     refresh_every: int | None = 1000
+    feedback: bool = True
 
     def __post_init__(self):
         SparsifyConfig(self.threshold, self.dilation)  # validates
@@ -64,6 +75,8 @@ class DeltaConfig:
         every = self.refresh_every
         if not (every is None or (isinstance(every, int) and not isinstance(every, bool) and every >= 1)):
             raise ValueError(f"DeltaConfig: refresh_every must be a positive int or None, got {every!r}")
+        if not isinstance(self.feedback, bool):
+            raise TypeError(f"DeltaConfig: feedback must be a bool, got {type(self.feedback).__name__}")
         if not isinstance(self.truncation, Truncation):
             raise TypeError(f"DeltaConfig: truncation must be a Truncation, got {type(self.truncation).__name__}")
         items: Iterable = self.layers.items() if isinstance(self.layers, Mapping) else self.layers
