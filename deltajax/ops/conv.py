@@ -195,7 +195,12 @@ def conv(
 
     Returns:
       ``[N, Ho, Wo, C_out]`` dense, or a Delta whose mask is the OR of the
-      input mask over each output pixel's receptive field.
+      input mask over each output pixel's receptive field. A 16-bit Delta's
+      values are rounded to its dtype, and nothing takes that rounding back:
+      a stateful consumer sums it frame after frame. Where no activation
+      follows, ``conv_activation`` with the identity accumulates the float32
+      result and feeds the rounding back (``deltajax.delta`` does so in 16-bit
+      streams: ``DeltaConfig.feedback``).
 
     Example:
       >>> w = jnp.ones((3, 3, 2, 4)); x = jnp.ones((1, 5, 5, 2))

@@ -278,9 +278,11 @@ class Stepper:
         return out, state
 
     def layers(self, *args) -> dict[str, str]:
-        """Layer name -> kind ('act', 'conv', 'sparsify', 'fallback:sort', ...) for arguments like ``args``.
+        """Layer name -> kind ('act', 'conv', 'sparsify', 'feedback', 'fallback:sort', ...) for arguments like
+        ``args``.
 
-        The names of 'act' and 'sparsify' layers are what ``DeltaConfig.layers`` takes.
+        The names of 'act' and 'sparsify' layers are what ``DeltaConfig.layers`` takes; 'feedback' nodes (16-bit
+        streams, ``DeltaConfig.feedback``) take no setting.
         """
         self._frame("deltajax.delta layers", args)
         kinds = {}
