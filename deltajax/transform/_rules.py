@@ -220,6 +220,13 @@ def _fed_back(run, var: Var) -> bool:
     return run.config.feedback and len(var.shape) == 4 and sixteen_bit
 
 
+def _group_fed_back(run, root: Var) -> bool:
+    """Whether the group of ``root``, a native conv's output that only the group reads, ends without an activation
+    in a feedback node (``_group_feedback``), which takes the conv and its batch-norm scale fused."""
+    out = run.analysis.private_roots.get(root)
+    return out in run.analysis.affine and root in run.native_convs and _fed_back(run, out)
+
+
 def _linear(run, eqn: Eqn, roles) -> None:
     """The linear rule on any primitive linear in its frame-dependent operands."""
     (out,) = eqn.outputs
@@ -330,9 +337,9 @@ def _scale_folded_into_conv(run, eqn: Eqn, roles, operands, root: Var):
     """A per-channel factor (a batch-norm scale) on the delta of a native conv that nothing else reads, in a group
     that ends without an activation (a projection conv -> batch norm), as that conv with the factor folded into
     its kernel's output channels: one conv instead of a conv and an affine pass. Else None. (Where an activation
-    follows, it takes the conv and the factor fused instead: ``_activation_step``.)"""
+    or a feedback node follows, it takes the conv and the factor fused instead: ``_activation_step``.)"""
     factor = _channel_factor(eqn, roles, operands)
-    if factor is None or run.analysis.private_roots.get(root) not in run.analysis.affine:
+    if factor is None or run.analysis.private_roots.get(root) not in run.analysis.affine or _group_fed_back(run, root):
         return None
     i, vector = factor
     conv = _private_conv(run, root, operands[i])
@@ -600,7 +607,7 @@ def _group_member(run, eqn: Eqn, root: Var) -> None:
     if out not in run.analysis.escapes:
         return
     if affine:
-        if _fed_back(run, out) and root in run.native_convs and run.analysis.private_roots.get(root) is out:
+        if run.analysis.private_roots.get(root) is out and _group_fed_back(run, root):
             _group_feedback(run, eqn, root)
         return
     fn, scope = _group_fn(run, eqn, root)
