@@ -15,7 +15,7 @@ import numpy as np
 from deltajax import ops
 from deltajax.ops import SparsifyConfig
 from deltajax.stats import layer_stats
-from deltajax.transform import _rules
+from deltajax.transform import _refresh, _rules
 from deltajax.transform._analysis import Analysis, analyse
 from deltajax.transform._jaxpr import Const, Program, Var, flatten
 from deltajax.transform._values import active_fraction, flat_delta, to_delta
@@ -42,14 +42,26 @@ class Run:
       convs: Var -> how a native delta conv made that Var's Delta (``_rules.ConvCall``), so that an
         activation reading nothing else can redo it fused (``ops.conv_activation``).
       native_convs: the Vars made by native delta convs (recorded in both passes, unlike ``convs``).
+      holders: Var -> ``(bands, start, h) -> rows`` of the value its consumers have received in total, for the Vars that
+        stateful nodes emit (the rolling refresh's sources: ``_refresh``).
+      refresh_targets: the state arrays the rolling refresh recomputes (``_refresh.Target``).
+      unrefreshed: node name -> the primitive without a band rule that keeps the rolling refresh from it.
     """
 
     def __init__(
-        self, program: Program, analysis: Analysis, config: DeltaConfig, states_in: dict | None, input_delta=None
+        self,
+        program: Program,
+        analysis: Analysis,
+        config: DeltaConfig,
+        states_in: dict | None,
+        input_delta=None,
+        refresh_phase=None,
     ):
-        """``input_delta``: the frame's sparsify already run, ``(Delta, SparsifyState)`` (step mode only)."""
+        """``input_delta``: the frame's sparsify already run, ``(Delta, SparsifyState)`` (step mode only);
+        ``refresh_phase``: int32 scalar in ``[0, config.rolling_refresh)``, the band the rolling refresh recomputes
+        (step mode with ``config.rolling_refresh`` only; None: no refresh)."""
         self.program, self.analysis, self.config = program, analysis, config
-        self.input_delta = input_delta
+        self.input_delta, self.refresh_phase = input_delta, refresh_phase
         self.init = states_in is None
         self.states_in = states_in
         self.env: dict = {}
@@ -61,6 +73,9 @@ class Run:
         self.scaled: dict = {}
         self.convs: dict = {}
         self.native_convs: set = set()
+        self.holders: dict = {}
+        self.refresh_targets: list = []
+        self.unrefreshed: dict = {}
         self._dense_memo: dict = {}
         self._delta_memo: dict = {}
 
@@ -104,6 +119,16 @@ class Run:
         macs = dense_macs * frac if per_active is None else per_active * to_delta(out).mask.sum(dtype=np.float32)
         self.stats[name] = layer_stats(frac, macs, dense_macs, fallback)
 
+    def hold(self, var: Var, name: str, held) -> None:
+        """``var`` is emitted by node ``name``: ``held(state, bands, start, h)`` gives rows of its total so far
+        (``_refresh.held``)."""
+        self.holders[var] = lambda bands, start, h: held(self.states[name], bands, start, h)
+
+    def refreshes(self, name: str, field: str, source, extent: str = "rows") -> None:
+        """Node ``name``'s state ``field`` is the value of ``source`` (a Var, or an Eqn computing it): the rolling
+        refresh recomputes it (``_refresh.Target``)."""
+        self.refresh_targets.append(_refresh.Target(name, field, source, extent))
+
     # -- conversions between kinds -------------------------------------------------------------------------------
     def need_dense(self, var):
         """The dense value of any operand; a DELTA var goes through a densify node (once)."""
@@ -120,6 +145,8 @@ class Run:
             d = to_delta(value) if len(var.shape) == 4 else flat_delta(value)
             out, self.states[name] = ops.densify(self.state(name), d)
             dense = out.reshape(var.shape)
+        if len(var.shape) == 4:
+            self.refreshes(name, "out", var)
         self._dense_memo[var] = dense
         return dense
 
@@ -141,6 +168,7 @@ class Run:
         else:
             cfg = self.config.sparsify_for(name, SparsifyConfig())
             out, self.states[name] = ops.sparsify(self.state(name), value, cfg)
+        self.hold(var, name, _refresh.held("ref"))  # what was sent, not the value now: a threshold holds some back
         self.record(name, out)
         self._delta_memo[var] = out
         return out
@@ -153,7 +181,10 @@ class Run:
                 self._input(var, value)
         for eqn in self.program.eqns:
             _rules.apply(self, eqn)
-        return [self.need_dense(v) if self.kind_of(v) == DELTA else self.read(v) for v in self.program.outputs]
+        outs = [self.need_dense(v) if self.kind_of(v) == DELTA else self.read(v) for v in self.program.outputs]
+        if self.refresh_phase is not None:
+            _refresh.refresh(self, self.refresh_phase, self.config.rolling_refresh)
+        return outs
 
     def _input(self, var: Var, frame) -> None:
         self.kinds[INPUT] = "sparsify"
@@ -163,6 +194,7 @@ class Run:
             out, self.states[INPUT] = self.input_delta
         else:
             out, self.states[INPUT] = ops.sparsify(self.state(INPUT), frame, input_config(self.config))
+        self.hold(var, INPUT, _refresh.held("ref"))
         self.record(INPUT, out)
         self.set(var, out, DELTA)
 

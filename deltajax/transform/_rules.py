@@ -18,6 +18,7 @@ import numpy as np
 from jax import lax
 
 from deltajax import ops
+from deltajax.transform import _refresh
 from deltajax.transform._analysis import ELEMENTWISE, linear_roles
 from deltajax.transform._jaxpr import Const, Eqn, Var
 from deltajax.transform._values import Sparse, to_delta, to_sparse
@@ -98,6 +99,7 @@ def _fallback(run, eqn: Eqn, frame=None) -> None:
                 value, s = ops.sparsify(states_in[i], value)
             states.append(s)
             run.set(var, value, "delta")
+            run.hold(var, name, _refresh.held(lambda st, i=i: st[i].ref))
         else:
             states.append(None)
             run.set(var, value, "dense")
@@ -308,7 +310,15 @@ def _conv(run, eqn: Eqn, frame) -> None:
     run.record(name, made, _macs(eqn), per_active=per_active)
     if feedback:
         run.record(feedback, value)
+        _holds_sent(run, out, feedback, eqn)
     run.set(out, value, "delta")
+
+
+def _holds_sent(run, out: Var, name: str, eqn: Eqn) -> None:
+    """``out`` is emitted by the feedback node ``name`` of ``eqn``'s result: the rolling refresh recomputes the node's
+    accumulated input as that result and reads what the node has sent."""
+    run.hold(out, name, _refresh.held("sent"))
+    run.refreshes(name, "acc", eqn)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -415,6 +425,12 @@ def _max_pool(run, eqn: Eqn, frame) -> None:
         value, run.states[name] = ops.max_pool(run.state(name), to_delta(run.read(x)), *args)
     run.record(name, value)
     run.set(eqn.outputs[0], value, "delta")
+    run.refreshes(name, "acc", x)
+
+    def held(st, bands, start, h):  # the window over the accumulated input
+        return bands.eqn(eqn, start, h, lambda _var, s, n: _refresh.rows(st.acc, bands.value(s), n))
+
+    run.hold(eqn.outputs[0], name, held)
 
 
 def _reduce_sum(run, eqn: Eqn, frame) -> None:
@@ -429,6 +445,7 @@ def _reduce_sum(run, eqn: Eqn, frame) -> None:
         mean, run.states[name] = ops.global_avg_pool(run.state(name), to_delta(run.read(x)))
     run.record(name, None)
     run.set(eqn.outputs[0], (mean * (x.shape[1] * x.shape[2])).astype(eqn.outputs[0].dtype), "dense")
+    run.refreshes(name, "acc", x, "mean")
 
 
 # -- element-wise rules ----------------------------------------------------------------------------------------
@@ -629,6 +646,8 @@ def _group_member(run, eqn: Eqn, root: Var) -> None:
         value, run.states[name] = _activation_step(run, name, root, start, act, slopes, run.config.truncation_for(name))
     run.record(name, value)
     run.set(out, value, "delta")
+    run.hold(out, name, _refresh.held("sent"))
+    run.refreshes(name, "acc", start)
 
 
 def _group_feedback(run, eqn: Eqn, root: Var) -> None:
@@ -643,6 +662,7 @@ def _group_feedback(run, eqn: Eqn, root: Var) -> None:
         value, run.states[name] = _activation_step(run, name, root, out, _IDENTITY, None, _EXACT)
     run.record(name, value)
     run.set(out, value, "delta")
+    _holds_sent(run, out, name, eqn)
 
 
 def _multi_root(run, eqn: Eqn, frame) -> None:
@@ -669,6 +689,7 @@ def _multi_root(run, eqn: Eqn, frame) -> None:
                 )
             run.record(name, value)
             run.set(out, value, "delta")
+            _holds_sent(run, out, name, eqn)
         else:
             _linear(run, eqn, roles)
         return
@@ -700,6 +721,15 @@ def _multi_root(run, eqn: Eqn, frame) -> None:
         value, run.states[name] = ops.binary(run.state(name), to_delta(dx), to_delta(dy), fn)
     run.record(name, value)
     run.set(out, value, "delta")
+    run.refreshes(name, "acc_x", x)
+    run.refreshes(name, "acc_y", y, "rows" if y.shape[1] == x.shape[1] else "whole")
+
+    def held(st, bands, start, h):  # the function of the accumulated operands
+        first = bands.value(start)
+        rows_y = _refresh.rows(st.acc_y, first, h) if st.acc_y.shape[1] == st.acc_x.shape[1] else st.acc_y
+        return fn(_refresh.rows(st.acc_x, first, h), rows_y)
+
+    run.hold(out, name, held)
 
 
 _NAMED_BINARY = {"mul": jnp.multiply, "max": jnp.maximum}  # the functions ops.binary has native kernels for

@@ -46,6 +46,14 @@ class DeltaConfig:
         rebuilt). Each delta step adds its rounding to the accumulated state,
         float32 included, so without it the error against dense random-walks
         upwards over thousands of frames. None: never.
+      rolling_refresh: each delta step recomputes a band of ``ceil(H / P)``
+        rows of every stateful layer's accumulated input (``H`` rows) from
+        what its producers hold, so every row is recomputed once per this
+        many (``P``) delta steps: the random walk is bounded without a dense
+        frame, at a cost per step of about ``1 / P`` of one plus the halos of
+        the bands' convolutions (a video codec's intra refresh). Layers behind
+        a primitive it has no band rule for (a reshape, a transposed
+        convolution, a resize) are left to ``refresh_every``. None: off.
       feedback: in a 16-bit (bfloat16, float16) stream, send the output of
         each layer that no activation follows (a projection conv and its batch
         norm, a residual add) through a feedback node: it accumulates the
@@ -67,14 +75,16 @@ class DeltaConfig:
     layers: tuple[tuple[str, LayerSetting], ...] | Mapping[str, LayerSetting] = ()
     keyframe_above: KeyframeAbove = "auto"
     refresh_every: int | None = 1000
+    rolling_refresh: int | None = None
     feedback: bool = True
 
     def __post_init__(self):
         SparsifyConfig(self.threshold, self.dilation)  # validates
         object.__setattr__(self, "keyframe_above", _keyframe_above(self.keyframe_above))
-        every = self.refresh_every
-        if not (every is None or (isinstance(every, int) and not isinstance(every, bool) and every >= 1)):
-            raise ValueError(f"DeltaConfig: refresh_every must be a positive int or None, got {every!r}")
+        for field in ("refresh_every", "rolling_refresh"):
+            every = getattr(self, field)
+            if not (every is None or (isinstance(every, int) and not isinstance(every, bool) and every >= 1)):
+                raise ValueError(f"DeltaConfig: {field} must be a positive int or None, got {every!r}")
         if not isinstance(self.feedback, bool):
             raise TypeError(f"DeltaConfig: feedback must be a bool, got {type(self.feedback).__name__}")
         if not isinstance(self.truncation, Truncation):

@@ -104,9 +104,9 @@ class Stepper:
             self._cache[key] = (*trace(self.fn, abstract, frame_index), frame_index)
         return self._cache[key]
 
-    def _run(self, args: tuple, layers: dict | None, input_delta=None):
+    def _run(self, args: tuple, layers: dict | None, input_delta=None, refresh_phase=None):
         program, analysis, out_tree, frame_index = self._program(args)
-        run = Run(program, analysis, self.config, layers, input_delta)
+        run = Run(program, analysis, self.config, layers, input_delta, refresh_phase)
         try:
             outs = run.run(jax.tree_util.tree_leaves(args), frame_index)
         except StateMismatch as e:
@@ -203,7 +203,9 @@ class Stepper:
 
             def delta_step(carry):
                 _, layers, _ = carry
-                out, run = self._run(args, layers, (d, layers[INPUT]))
+                every = self.config.rolling_refresh
+                phase = None if every is None else state.age % every
+                out, run = self._run(args, layers, (d, layers[INPUT]), phase)
                 return out, run.states, pack(run.stats)
 
             def keyframe_step(carry):  # dense, every layer's state rebuilt
