@@ -3,7 +3,8 @@
 The clip is played forward and back (a ping-pong of its frames, so thousands of frames need only a few hundred
 decoded) through one ``lax.scan`` for the delta stepper (threshold 0, or with ``--thresholds shipped`` the
 thresholds tuned for the model at that frame size; no adaptive keyframes: every frame a delta step but the state's
-refresh keyframes, ``DeltaConfig.refresh_every``: the library's default, or ``--refresh-every``) and through
+refresh keyframes, ``DeltaConfig.refresh_every``: the library's default, or ``--refresh-every``; with
+``--rolling-refresh P`` each step also recomputes a band of every layer, ``DeltaConfig.rolling_refresh``) and through
 ``lax.map`` over the distinct frames for dense (stateless: each distinct frame once). Per precision the row
 gives the relative logit error ``||delta - dense|| / ||dense||`` over the first 10 % of frames, the last 10 %,
 all of them and its max, the top-1 agreement, and as the noise floor the error of dense in that precision
@@ -34,8 +35,8 @@ DENSE_BATCH = 50
 @dataclasses.dataclass(frozen=True)
 class Preset:
     """What a soak runs: model, precisions, frames, the distinct frames ping-ponged, the frame size
-    ``(height, width)``, the state's refresh period and the thresholds ("exact": all 0; "shipped": those tuned
-    for the model at that size, ``deltajax.tune.shipped_thresholds``)."""
+    ``(height, width)``, the state's refresh periods (keyframes, rolling) and the thresholds ("exact": all 0;
+    "shipped": those tuned for the model at that size, ``deltajax.tune.shipped_thresholds``)."""
 
     model: str
     precisions: tuple[str, ...]
@@ -44,6 +45,7 @@ class Preset:
     size: tuple[int, int]
     refresh_every: int | None | str = "default"  # DeltaConfig.refresh_every ("default": the library's)
     thresholds: str = "exact"
+    rolling_refresh: int | None = None  # DeltaConfig.rolling_refresh
 
 
 PRESETS = {
@@ -68,6 +70,7 @@ def soak_errors(
     dense_reference=None,
     refresh_every: int | None | str = "default",
     thresholds=None,
+    rolling_refresh: int | None = None,
 ) -> dict:
     """Per-frame errors of one precision.
 
@@ -81,11 +84,13 @@ def soak_errors(
       refresh_every: ``DeltaConfig.refresh_every`` ("default": the library's; None: every frame after the first a
         delta step).
       thresholds: a ``DeltaConfig`` whose thresholds the stepper takes (None: all 0, exact).
+      rolling_refresh: ``DeltaConfig.rolling_refresh`` (None: off).
 
     Returns:
-      ``{"delta": [T], "floor": [T] or None, "top1": float, "refresh_every": int or None}``: the relative logit
-      error of delta against dense of this precision per frame (mean over streams), of that dense against
-      ``dense_reference``, the top-1 agreement of delta with dense, and the refresh period the stepper ran with.
+      ``{"delta": [T], "floor": [T] or None, "top1": float, "refresh_every": int or None, "rolling_refresh": int
+      or None}``: the relative logit error of delta against dense of this precision per frame (mean over
+      streams), of that dense against ``dense_reference``, the top-1 agreement of delta with dense, and the
+      refresh periods the stepper ran with.
     """
     import jax
     import jax.numpy as jnp
@@ -93,7 +98,9 @@ def soak_errors(
     import deltajax
 
     order = jnp.asarray(order)
-    config = dataclasses.replace(thresholds or deltajax.DeltaConfig(), keyframe_above=None)
+    config = dataclasses.replace(
+        thresholds or deltajax.DeltaConfig(), keyframe_above=None, rolling_refresh=rolling_refresh
+    )
     if refresh_every != "default":
         config = dataclasses.replace(config, refresh_every=refresh_every)
     stepper = deltajax.delta(apply, config=config)
@@ -115,7 +122,13 @@ def soak_errors(
         outs, dense = run(variables, base, order)
     agreement, err = deltajax.stats.compare_outputs(outs, dense)
     floor = None if dense_reference is None else deltajax.stats.compare_outputs(dense, dense_reference)[1].mean(1)
-    return {"delta": err.mean(1), "floor": floor, "top1": agreement, "refresh_every": config.refresh_every}
+    return {
+        "delta": err.mean(1),
+        "floor": floor,
+        "top1": agreement,
+        "refresh_every": config.refresh_every,
+        "rolling_refresh": config.rolling_refresh,
+    }
 
 
 def dense_frames(apply, variables, base, order):
@@ -144,6 +157,7 @@ def summarise(precision: str, errors: dict) -> dict:
         "precision": precision,
         "frames": len(err) + 1,
         "refresh_every": errors["refresh_every"],
+        "rolling_refresh": errors["rolling_refresh"],
         "rel_error_first_10pct": first,
         "rel_error_last_10pct": last,
         "rel_error_mean": float(err.mean()),
@@ -160,19 +174,29 @@ def summarise(precision: str, errors: dict) -> dict:
 def markdown(rows: list[dict]) -> str:
     """The rows as a markdown table."""
     lines = [
-        "| precision | frames | thresholds | refresh every | rel. logit error, first 10 % | last 10 % | mean | max "
+        "| precision | frames | thresholds | refresh | rel. logit error, first 10 % | last 10 % | mean | max "
         "| growth | top-1 agreement | dense vs float32, mean / max |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         floor = f"{r['noise_floor_mean']:.2e} / {r['noise_floor_max']:.2e}" if "noise_floor_mean" in r else "-"
         lines.append(
-            f"| {r['precision']} | {r['frames']} | {r.get('thresholds', 'exact')} | {r['refresh_every'] or 'never'} "
+            f"| {r['precision']} | {r['frames']} | {r.get('thresholds', 'exact')} | {refresh_label(r)} "
             f"| {r['rel_error_first_10pct']:.2e} "
             f"| {r['rel_error_last_10pct']:.2e} | {r['rel_error_mean']:.2e} "
             f"| {r['rel_error_max']:.2e} | {r['growth']:.2f}x | {100 * r['top1_agreement']:.1f} % | {floor} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def refresh_label(row: dict) -> str:
+    """How a row's state was refreshed: 'keyframes every 1000', 'rolling, period 64', both, or 'never'."""
+    parts = []
+    if row.get("rolling_refresh"):
+        parts.append(f"rolling, period {row['rolling_refresh']}")
+    if row["refresh_every"]:
+        parts.append(f"keyframes every {row['refresh_every']}")
+    return " + ".join(parts) or "never"
 
 
 def plot(curves: dict[str, np.ndarray], path: str, title: str) -> None:
@@ -227,6 +251,7 @@ def run(preset: Preset, video: str) -> tuple[list[dict], dict[str, np.ndarray]]:
             None if precision == "f32_highest" else reference,  # that dense is the reference: no floor
             preset.refresh_every,
             thresholds,
+            preset.rolling_refresh,
         )
         rows.append({**summarise(precision, errors), "thresholds": preset.thresholds})
         print(f"{precision}: {preset.frames} frames in {time.perf_counter() - start:.0f} s", flush=True)
@@ -244,9 +269,10 @@ def cast_tree(tree, dtype):
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), tree)
 
 
-def _refresh_period(text: str) -> int | None | str:
-    """``--refresh-every``'s value: 'never' -> None, 'default' as it is, else a positive int."""
-    if text in ("never", "default"):
+def _refresh_period(text: str, default: bool = True) -> int | None | str:
+    """A refresh period option's value: 'never' -> None, 'default' as it is (where ``default``), else a positive
+    int."""
+    if text == "never" or (default and text == "default"):
         return None if text == "never" else text
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive int or 'never', got {text!r}")
@@ -271,6 +297,12 @@ def main(argv: list[str] | None = None) -> int:
         help="DeltaConfig.refresh_every: a positive int, or 'never' (default: the library's)",
     )
     p.add_argument(
+        "--rolling-refresh",
+        type=functools.partial(_refresh_period, default=False),
+        default=None,
+        help="DeltaConfig.rolling_refresh: a positive int, or 'never' (default: never)",
+    )
+    p.add_argument(
         "--thresholds",
         choices=("exact", "shipped"),
         default="exact",
@@ -284,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
         preset = dataclasses.replace(preset, frames=args.frames)
     if args.size is not None:
         preset = dataclasses.replace(preset, size=args.size)
-    preset = dataclasses.replace(preset, refresh_every=args.refresh_every, thresholds=args.thresholds)
+    preset = dataclasses.replace(
+        preset, refresh_every=args.refresh_every, thresholds=args.thresholds, rolling_refresh=args.rolling_refresh
+    )
     video = args.video or bundled_clip("people")
     rows, curves = run(preset, video)
     table = markdown(rows)

@@ -89,10 +89,11 @@ def test_the_state_is_refreshed_after_refresh_every_delta_steps(video):
     assert list(np.flatnonzero(dstats.keyframes(stats))) == [0]
 
 
+@pytest.mark.parametrize("field", ["refresh_every", "rolling_refresh"])
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "often"])
-def test_refresh_every_is_validated(bad):
-    with pytest.raises(ValueError, match=r"DeltaConfig: refresh_every must be a positive int or None, got"):
-        deltajax.DeltaConfig(refresh_every=bad)
+def test_refresh_periods_are_validated(field, bad):
+    with pytest.raises(ValueError, match=rf"DeltaConfig: {field} must be a positive int or None, got"):
+        deltajax.DeltaConfig(**{field: bad})
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

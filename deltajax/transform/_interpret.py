@@ -55,13 +55,13 @@ class Run:
         config: DeltaConfig,
         states_in: dict | None,
         input_delta=None,
-        refresh_phase=None,
+        refresh=None,
     ):
         """``input_delta``: the frame's sparsify already run, ``(Delta, SparsifyState)`` (step mode only);
-        ``refresh_phase``: int32 scalar in ``[0, config.rolling_refresh)``, the band the rolling refresh recomputes
-        (step mode with ``config.rolling_refresh`` only; None: no refresh)."""
+        ``refresh``: ``(phase, period)``, the band of ``period`` the rolling refresh recomputes (phase: an int32
+        scalar in ``[0, period)``; step mode only; None: no refresh)."""
         self.program, self.analysis, self.config = program, analysis, config
-        self.input_delta, self.refresh_phase = input_delta, refresh_phase
+        self.input_delta, self.refresh = input_delta, refresh
         self.init = states_in is None
         self.states_in = states_in
         self.env: dict = {}
@@ -182,8 +182,8 @@ class Run:
         for eqn in self.program.eqns:
             _rules.apply(self, eqn)
         outs = [self.need_dense(v) if self.kind_of(v) == DELTA else self.read(v) for v in self.program.outputs]
-        if self.refresh_phase is not None:
-            _refresh.refresh(self, self.refresh_phase, self.config.rolling_refresh)
+        if self.refresh is not None:
+            _refresh.refresh(self, *self.refresh)
         return outs
 
     def _input(self, var: Var, frame) -> None:

@@ -104,9 +104,9 @@ class Stepper:
             self._cache[key] = (*trace(self.fn, abstract, frame_index), frame_index)
         return self._cache[key]
 
-    def _run(self, args: tuple, layers: dict | None, input_delta=None, refresh_phase=None):
+    def _run(self, args: tuple, layers: dict | None, input_delta=None, refresh=None):
         program, analysis, out_tree, frame_index = self._program(args)
-        run = Run(program, analysis, self.config, layers, input_delta, refresh_phase)
+        run = Run(program, analysis, self.config, layers, input_delta, refresh)
         try:
             outs = run.run(jax.tree_util.tree_leaves(args), frame_index)
         except StateMismatch as e:
@@ -204,8 +204,8 @@ class Stepper:
             def delta_step(carry):
                 _, layers, _ = carry
                 every = self.config.rolling_refresh
-                phase = None if every is None else state.age % every
-                out, run = self._run(args, layers, (d, layers[INPUT]), phase)
+                refresh = None if every is None else (state.age % every, every)
+                out, run = self._run(args, layers, (d, layers[INPUT]), refresh)
                 return out, run.states, pack(run.stats)
 
             def keyframe_step(carry):  # dense, every layer's state rebuilt
@@ -265,6 +265,23 @@ class Stepper:
                 "this model; start the stream with stepper.init(*args)"
             )
         return frame
+
+    def unrefreshed(self, *args) -> dict[str, str]:
+        """Layer name -> the primitive (a reshape, a transposed convolution, a resize) that keeps
+        ``DeltaConfig.rolling_refresh`` from recomputing that layer's state, for arguments like ``args``: those
+        layers are refreshed only by ``DeltaConfig.refresh_every``'s keyframes. Empty when the rolling refresh
+        reaches every layer."""
+        self._frame("deltajax.delta unrefreshed", args)
+        found = {}
+
+        def probe(*a):
+            _, layers, _ = self._dense(a)
+            _, run = self._run(a, layers, refresh=(jnp.int32(0), 1))
+            found.update(run.unrefreshed)
+            return 0
+
+        jax.eval_shape(probe, *args)
+        return found
 
     def __call__(self, state: StreamState, *args, keyframe=False) -> tuple[Any, StreamState]:
         """One frame: ``(output, new state)``; pure, jit-able with the state donated.

@@ -1,0 +1,111 @@
+"""DeltaConfig.rolling_refresh: each delta step recomputes a band of rows of every stateful layer's accumulated
+input from what its producers hold (deltajax/transform/_refresh.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import deltajax
+from deltajax.transform._refresh import band_rows, rows
+from tests import nets
+from tests.harness import DenseCtx, moving_blobs, rel_error
+
+PERIOD = 3
+
+
+def _stepper(net_name: str, rolling: int | None):
+    net, params = nets.NETWORKS[net_name]()
+    config = deltajax.DeltaConfig(keyframe_above=None, refresh_every=None, rolling_refresh=rolling)
+    return deltajax.delta(functools.partial(net, DenseCtx()), config=config), params
+
+
+@pytest.mark.parametrize("start", range(-9, 9))
+@pytest.mark.parametrize("h", [1, 2, 5, 7, 11])
+def test_rows_of_a_band_read_zero_outside_the_map(start, h):
+    x = jnp.arange(1, 11, dtype=jnp.float32).reshape(1, 5, 2, 1)
+    want = np.zeros((1, h, 2, 1), np.float32)
+    for i in range(h):
+        if 0 <= start + i < 5:
+            want[:, i] = np.asarray(x)[:, start + i]
+    np.testing.assert_array_equal(jax.jit(rows, static_argnums=2)(x, jnp.int32(start), h), want)
+
+
+@pytest.mark.parametrize("height", [1, 5, 14, 27, 216])
+@pytest.mark.parametrize("period", [1, 3, 16, 64])
+def test_bands_stay_in_the_map_and_cover_it_in_one_period(height, period):
+    covered = np.zeros(height, bool)
+    for phase in range(period):
+        start, h = band_rows(height, jnp.int32(phase), period)
+        assert int(start) >= 0 and int(start) + h <= height
+        covered[int(start) : int(start) + h] = True
+    assert covered.all()
+
+
+@pytest.mark.parametrize("net_name", sorted(nets.NETWORKS))
+def test_exact_at_every_frame_with_the_rolling_refresh(net_name):
+    """Property 1 with the refresh on: threshold 0, every frame a delta step, each recomputing a band."""
+    stepper, params = _stepper(net_name, PERIOD)
+    video = jnp.asarray(moving_blobs(10, 2, 24, 32, 3, seed=1))
+    out, state = stepper.init(params, video[0])
+    step = jax.jit(stepper)
+    for t in range(1, len(video)):
+        out, state = step(state, params, video[t])
+        assert rel_error(out, stepper.fn(params, video[t])) <= 1e-5, t
+
+
+def _corrupt_first_band(layers: dict, period: int) -> dict:
+    """Noise in the rows of the first band (phase 0) of every accumulator (not in what a node has sent)."""
+    noise = np.random.default_rng(0)
+
+    def corrupt(state):
+        if not hasattr(state, "_replace"):
+            return tuple(corrupt(s) for s in state) if isinstance(state, tuple) else state
+        fields = {}
+        for field in ("acc", "out", "acc_x", "acc_y"):
+            x = getattr(state, field, None)
+            if x is not None and x.ndim == 4:
+                _, h = band_rows(x.shape[1], 0, period)
+                fields[field] = x.at[:, :h].add(jnp.asarray(noise.normal(0, 0.3, x[:, :h].shape), x.dtype))
+        return state._replace(**fields)
+
+    return {name: state if name == "input" else corrupt(state) for name, state in layers.items()}
+
+
+@pytest.mark.parametrize("net_name", ["residual_stack", "depthwise_separable"])
+def test_a_step_recomputes_its_band_of_every_layer(net_name):
+    """Every accumulator corrupted in the rows of the first band; a first delta step changes only the bottom
+    rows (whose receptive fields miss that band), so nothing corrupted is read and sent before the step's refresh
+    recomputes those rows; a second frame then changes everywhere: exact with the rolling refresh, the corruption
+    in the output without it."""
+    video = moving_blobs(2, 1, 24, 32, 3, seed=3)
+    bottom = video[0].copy()
+    bottom[:, 20:] += 0.5
+    later = np.random.default_rng(1).uniform(-1, 1, video[0].shape).astype(np.float32)
+    errors = {}
+    for rolling in (PERIOD, None):
+        stepper, params = _stepper(net_name, rolling)
+        _, state = stepper.init(params, jnp.asarray(video[0]))
+        state = dataclasses.replace(state, layers=_corrupt_first_band(state.layers, PERIOD))
+        _, state = stepper(state, params, jnp.asarray(bottom))
+        out, _ = stepper(state, params, jnp.asarray(later))
+        errors[rolling] = rel_error(out, stepper.fn(params, jnp.asarray(later)))
+    assert errors[PERIOD] <= 1e-5, errors
+    assert errors[None] > 1e-2, errors
+
+
+def test_layers_it_cannot_reach_are_named():
+    """A transposed convolution has no band rule: the activation that reads it, and the output behind a reshape
+    of the U-Net, are left to the keyframes and named; a net of plain convolutions has none."""
+    stepper, params = _stepper("unet_bilinear", PERIOD)
+    frame = jnp.zeros((1, 24, 32, 3))
+    unrefreshed = stepper.unrefreshed(params, frame)
+    assert "conv_general_dilated" in unrefreshed.values(), unrefreshed
+    assert set(unrefreshed) < set(stepper.layers(params, frame))
+    stepper, params = _stepper("residual_stack", PERIOD)
+    assert stepper.unrefreshed(params, frame) == {}
