@@ -12,3 +12,10 @@ def frame_size(text: str) -> tuple[int, int]:
     if not (sep and h.isdigit() and w.isdigit() and int(h) > 0 and int(w) > 0):
         raise argparse.ArgumentTypeError(f"expected HxW of positive ints, e.g. 216x384, got {text!r}")
     return int(h), int(w)
+
+
+def positive_int(text: str) -> int:
+    """A positive int (e.g. a period in frames); ``argparse.ArgumentTypeError`` for anything else."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return int(text)

@@ -7,11 +7,13 @@ of dense XLA and of the delta model (each over the whole clip in one jit),
 the speedup, the active-pixel fractions, the task metric against dense (top-1
 agreement and logit error; pose: keypoint agreement and heatmap/PAF error;
 superres: PSNR against dense and the largest 8-bit error),
-the cost of a frame with no change (streamed, and inside ``run_clip``), and
-compile times. XLA_FLAGS apply to both sides and are
-recorded in the JSON.
+the cost of a frame with no change (streamed, and inside ``run_clip``), of a
+keyframe (a stream's first frame: dense, every layer's state built; what
+``DeltaConfig.refresh_every`` costs once per period), and compile times.
+``--rolling-refresh P`` runs the delta model with ``DeltaConfig.rolling_refresh``.
+XLA_FLAGS apply to both sides and are recorded in the JSON.
 
-Usage: deltajax benchmark [--preset cpu|gpu] [--video FILE ...] [--out FILE.json]
+Usage: deltajax benchmark [--preset cpu|gpu] [--video FILE ...] [--rolling-refresh P] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import time
 import numpy as np
 
 from deltajax import native_check
+from deltajax._cli import positive_int
 
 PRECISIONS = ("f32_highest", "f32_default", "bf16")
 
@@ -151,6 +154,7 @@ def run_one(model: str, video: str, case: Case, precision: str, frames: int, con
         _, stats = jax.block_until_ready(deltajax.run_clip(stepper, clip, variables, with_stats=True))
         still_s = _still_step_seconds(stepper, variables, clip[0])
         still_clip_s = _seconds(run, jnp.broadcast_to(clip[:1], clip.shape), variables)[1]
+        keyframe_s = _seconds(jax.jit(lambda f, v: stepper.init(v, f)), clip[0], variables)[1]
 
     active = {name: float(np.mean(s.active[1:])) for name, s in stats.items()}
     convs = [v for k, v in active.items() if k.endswith("/conv")]
@@ -167,9 +171,12 @@ def run_one(model: str, video: str, case: Case, precision: str, frames: int, con
         "delta_fps": n_frames / delta_s,
         "speedup": dense_s / delta_s,
         "still_frame_ms": still_s * 1e3,
-        # In run_clip: a still clip of the same length costs its first (dense) frame plus T - 1 frames with no change.
-        "still_frame_in_clip_ms": max(still_clip_s - dense_s / clip.shape[0], 0.0) / max(clip.shape[0] - 1, 1) * 1e3,
+        # In run_clip: a still clip of the same length costs its first frame (a keyframe: dense, and the state
+        # built) plus T - 1 frames with no change.
+        "still_frame_in_clip_ms": max(still_clip_s - keyframe_s, 0.0) / max(clip.shape[0] - 1, 1) * 1e3,
+        "keyframe_ms": keyframe_s * 1e3,
         "dense_frame_ms": dense_s / clip.shape[0] * 1e3,
+        "rolling_refresh": config.rolling_refresh,
         **deltajax.stats.task_metric(model, delta_out, dense_out),
         "active_input": active.get("input", float("nan")),
         "active_conv_mean": float(np.mean(convs)),
@@ -209,7 +216,7 @@ def table(rows: list[dict]) -> str:
     head = (
         f"{'model':18} {'clip':32} {'case':22} {'prec':11} {'dense fps':>9} {'delta fps':>9} {'x':>6} "
         f"{'x fastest':>9} {'agree':>6} {'max err':>9} {'act in':>6} {'act conv':>8} {'MACs':>5} "
-        f"{'still ms':>8} {'in clip':>7}"
+        f"{'still ms':>8} {'in clip':>7} {'key ms':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -218,7 +225,7 @@ def table(rows: list[dict]) -> str:
             f"{r['delta_fps']:9.1f} {r['speedup']:6.2f} {r.get('speedup_vs_fastest_dense', float('nan')):9.2f} "
             f"{_agreement(r):6.3f} {_error(r):9.2e} {r['active_input']:6.3f} "
             f"{r['active_conv_mean']:8.3f} {r['mac_ratio']:5.2f} {r['still_frame_ms']:8.2f} "
-            f"{r['still_frame_in_clip_ms']:7.2f}"
+            f"{r['still_frame_in_clip_ms']:7.2f} {r['keyframe_ms']:7.1f}"
         )
     return "\n".join(lines)
 
@@ -235,6 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precisions", help="comma-separated subset of " + ",".join(PRECISIONS))
     p.add_argument(
         "--thresholds", help="thresholds JSON for every model (default: the shipped ones tuned for the clip and size)"
+    )
+    p.add_argument(
+        "--rolling-refresh",
+        type=positive_int,
+        metavar="P",
+        help="run the delta model with DeltaConfig.rolling_refresh=P (default: off)",
     )
     p.add_argument("--out", help="write the rows as JSON here")
     native_check.add_arguments(p, require_by_default=True)
@@ -261,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                     if args.thresholds
                     else tune.shipped_thresholds(model, size, clip=video)
                 )
+                config = dataclasses.replace(config, rolling_refresh=args.rolling_refresh)
                 group = []
                 for prec in precisions:
                     t0 = time.perf_counter()

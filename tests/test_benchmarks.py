@@ -51,12 +51,21 @@ def test_end_to_end_benchmark_writes_rows(tmp_path):
 
     out = tmp_path / "e2e.json"
     argv = ["--preset", "smoke", "--video", bundled_clip("asl"), "--frames", "3", "--out", str(out)]
-    assert benchmark.main(argv) == 0
+    assert benchmark.main([*argv, "--rolling-refresh", "4"]) == 0
     (row,) = json.loads(out.read_text())["rows"]
-    assert row["model"] == "efficientnet_lite0" and row["frames"] == 3
+    assert row["model"] == "efficientnet_lite0" and row["frames"] == 3 and row["rolling_refresh"] == 4
     assert row["dense_fps"] > 0 and row["delta_fps"] > 0 and 0 < row["mac_ratio"] <= 1
     assert 0 <= row["top1_agreement"] <= 1 and 0 < row["active_conv_mean"] <= 1
-    assert row["still_frame_ms"] > 0 and row["still_frame_in_clip_ms"] >= 0
+    assert row["still_frame_ms"] > 0 and row["still_frame_in_clip_ms"] >= 0 and row["keyframe_ms"] > 0
+
+
+@pytest.mark.parametrize("bad", ["0", "-2", "often"])
+def test_end_to_end_benchmark_refuses_a_bad_rolling_period(bad, capsys):
+    from deltajax import benchmark
+
+    with pytest.raises(SystemExit):
+        benchmark.main(["--preset", "smoke", "--rolling-refresh", bad])
+    assert f"argument --rolling-refresh: expected a positive int, got {bad!r}" in capsys.readouterr().err
 
 
 def test_crossover_lists_the_kernels_of_a_step(tmp_path):
