@@ -27,89 +27,56 @@ import sys
 import jax
 import jax.numpy as jnp
 
-import deltajax
 from benchmarks.profile_step import traced_kernels
-from benchmarks.timing import blob_mask, median_time, stepped_program, stepped_time
+from deltajax import crossover as measurement
 from deltajax import native_check
 from deltajax._cli import frame_size
 from deltajax.benchmark import PRECISIONS, _precision_scope, load_clip
-from deltajax.transform._frames import tile_activity
+from deltajax.timing import stepped_program
 from deltajax.video import bundled_clip
 
-FRACTIONS = (0.0, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
-
-
-def changed_frame(frame: jax.Array, fraction: float, seed: int = 0) -> tuple[jax.Array, float]:
-    """``frame`` ``[N, H, W, C]`` with round blobs covering ``fraction`` of the pixels changed, and the change's
-    tile activity (what ``keyframe_above`` is compared with)."""
-    n, h, w, c = frame.shape
-    mask = jnp.asarray(blob_mask(n, h, w, fraction, seed))
-    noise = jax.random.normal(jax.random.key(seed), frame.shape, jnp.float32) * 0.25
-    return jnp.where(mask[..., None], frame + noise.astype(frame.dtype), frame), float(tile_activity(mask))
-
-
-def crossover(fractions, ratios) -> float | None:
-    """The fraction where ``ratios`` (delta time / dense time) first reaches 1 (None: never)."""
-    for i in range(1, len(ratios)):
-        (f0, r0), (f1, r1) = (fractions[i - 1], ratios[i - 1]), (fractions[i], ratios[i])
-        if r0 < 1 <= r1:
-            return f0 + (1 - r0) * (f1 - f0) / (r1 - r0)
-    return 0.0 if ratios[0] >= 1 else None
-
-
-STEPS = 16  # steps per stepped program (benchmarks.timing.stepped_time's default)
+FRACTIONS = measurement.FRACTIONS
 
 
 def measure(model: str, size: tuple[int, int], precision: str, trace: str | None = None) -> dict:
-    """Dense frame and delta-step seconds at each of FRACTIONS, for one model and precision; with ``trace`` (a
-    folder) also the kernels of one step at FRACTIONS[1]."""
+    """Dense frame and delta-step seconds at each of FRACTIONS, for one model and precision
+    (``deltajax.crossover.measure``); with ``trace`` (a folder) also the kernels of one step at FRACTIONS[1]."""
     dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32
     module, variables, clip = load_clip(model, bundled_clip("people"), 1, size, 1, dtype)
     frame = clip[0]
-    config = deltajax.DeltaConfig(threshold=0.0, keyframe_above=None)
-    stepper = deltajax.delta(module.apply, config=config)
     with _precision_scope(precision):
-        dense_s = median_time(lambda v, f: module.apply(v, f), variables, frame)
-        step_s, tiles = [], []
-
-        def there_and_back(state, v, a, b):
-            _, state = stepper(state, v, b)
-            return stepper(state, v, a)
-
-        init = jax.jit(stepper.init)
-        kernels = None
-        for p in FRACTIONS:
-            other, tile = changed_frame(frame, p)
-            tiles.append(tile)
-            _, state = init(variables, frame)
-            step_s.append(stepped_time(there_and_back, state, variables, frame, other, reps=STEPS) / 2)
-            if trace and p == FRACTIONS[1]:
-                kernels = _step_kernels(there_and_back, init(variables, frame)[1], (variables, frame, other), trace)
-    ratios = [s / dense_s for s in step_s]
-    extra = {} if kernels is None else {"kernels_at": FRACTIONS[1], **kernels}
+        curve = measurement.measure(module.apply, variables, frame)
+        extra = {}
+        if trace:
+            stepper = measurement.stepper_for(module.apply)
+            step = measurement.round_trip(stepper, 1)
+            other, _ = measurement.changed_frame(frame, FRACTIONS[1])
+            state = jax.jit(stepper.init)(variables, frame)[1]
+            extra = {"kernels_at": FRACTIONS[1], **_step_kernels(step, state, (frame, other, variables, frame), trace)}
     return {
         "model": model,
         "precision": precision,
         "size": list(size),
-        "dense_ms": dense_s * 1e3,
-        "fractions": list(FRACTIONS),
-        "tile_activity": tiles,
-        "delta_ms": [s * 1e3 for s in step_s],
-        "delta_over_dense": ratios,
-        "crossover": crossover(tiles, ratios),
+        "dense_ms": curve.dense_s * 1e3,
+        "fractions": list(curve.fractions),
+        "tile_activity": list(curve.tile_activity),
+        "delta_ms": [s * 1e3 for s in curve.step_s],
+        "delta_over_dense": list(curve.ratios),
+        "crossover": curve.crossover,
         **extra,
     }
 
 
-def _step_kernels(there_and_back, state, args: tuple, folder: str) -> dict:
+def _step_kernels(round_trip, state, args: tuple, folder: str) -> dict:
     """The kernels of one delta step: one stepped program (``STEPS`` round trips) traced, counts per step."""
-    many = stepped_program(there_and_back, STEPS)  # compiled by stepped_time
+    many = stepped_program(round_trip, measurement.STEPS)
+    state, _ = jax.block_until_ready(many(state, *args))  # compiled outside the trace
 
     def run():
         jax.block_until_ready(many(state, *args))
 
     table = traced_kernels(run, folder, lambda: many.lower(state, *args), top=60)
-    steps = 2 * STEPS
+    steps = 2 * measurement.STEPS
     return {
         "kernels_per_step": table["kernels"] / steps,
         "kernel_ms_per_step": table["kernel_ms"] / steps,

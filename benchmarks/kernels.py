@@ -30,9 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from benchmarks.timing import blob_mask, median_time, stepped_time
 from deltajax import native_check, ops
 from deltajax.backend import use_reference
+from deltajax.timing import blob_mask, median_time, stepped_time
 
 DIMS = ("NHWC", "HWIO", "NHWC")
 LAYERS = {  # name: (kernel size, depthwise)

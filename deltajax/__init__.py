@@ -3,10 +3,11 @@
 ``deltajax.delta(fn)`` runs any JAX CNN (a Flax ``model.apply``, an NNX module)
 as a delta model; ``deltajax.linen`` has Flax layers and a wrapper,
 ``deltajax.nnx`` an NNX wrapper; ``run_clip`` and
-``streaming`` are the frame loops; ``deltajax.stats`` reports the savings.
+``streaming`` are the frame loops; ``deltajax.stats`` reports the savings;
+``deltajax.crossover`` measures where a model's delta step stops paying.
 """
 
-from deltajax import ops, sharding, stats
+from deltajax import crossover, ops, sharding, stats
 from deltajax.ops import Delta, SparsifyConfig, Truncation
 from deltajax.transform import DeltaConfig, Stepper, StreamState, delta
 from deltajax.video import StreamFns, run_clip, streaming
@@ -22,6 +23,7 @@ __all__ = [
     "StreamState",
     "Truncation",
     "__version__",
+    "crossover",
     "delta",
     "linen",
     "nnx",

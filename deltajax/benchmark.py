@@ -11,7 +11,7 @@ the cost of a frame with no change (streamed, and inside ``run_clip``), of a
 keyframe inside ``run_clip`` (a stream's first frame: dense, every layer's
 state built; what ``DeltaConfig.refresh_every`` costs once per period), and
 compile times.
-``--rolling-refresh P`` runs the delta model with ``DeltaConfig.rolling_refresh``.
+``--rolling-refresh P`` also times the delta model with ``DeltaConfig.rolling_refresh``.
 XLA_FLAGS apply to both sides and are recorded in the JSON.
 
 Usage: deltajax benchmark [--preset cpu|gpu] [--video FILE ...] [--rolling-refresh P] [--out FILE.json]
@@ -89,6 +89,19 @@ def _seconds(fn, *args, runs: int = 3) -> tuple[float, float, object]:
     return first, float(np.median(samples)), out
 
 
+def _alternating_seconds(fns, *args, runs: int = 7) -> list[float]:
+    """Median seconds of each of ``fns`` (compiled already) over ``runs`` rounds that call each once in turn."""
+    import jax
+
+    samples = [[] for _ in fns]
+    for _ in range(runs):
+        for fn, times in zip(fns, samples, strict=True):
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times.append(time.perf_counter() - t0)
+    return [float(np.median(t)) for t in samples]
+
+
 def _still_step_seconds(stepper, variables, frame, steps: int = 10) -> float:
     """Median seconds of one streamed step (``deltajax.streaming``, no statistics) on a frame equal to the last:
     every layer's mask is empty. ``steps`` steps are queued per sample, so host dispatch overlaps the device."""
@@ -133,8 +146,12 @@ def load_clip(model: str, video: str, streams: int, size: tuple[int, int], frame
     return module, variables, jnp.asarray(clip, dtype)
 
 
-def run_one(model: str, video: str, case: Case, precision: str, frames: int, config) -> dict:
-    """One row: dense vs delta for a model, clip, case and precision."""
+def run_one(
+    model: str, video: str, case: Case, precision: str, frames: int, config, rolling: int | None = None
+) -> dict:
+    """One row: dense vs delta for a model, clip, case and precision; with ``rolling``, the delta model also with
+    ``DeltaConfig.rolling_refresh=rolling``, its runs alternating with those without (a cost of a few percent
+    is below the spread between runs a minute apart on a shared CPU)."""
     import jax
     import jax.numpy as jnp
 
@@ -152,6 +169,12 @@ def run_one(model: str, video: str, case: Case, precision: str, frames: int, con
         # statistics come from one more run of the same clip.
         run = jax.jit(lambda c, v: deltajax.run_clip(stepper, c, v))
         delta_first, delta_s, delta_out = _seconds(run, clip, variables)
+        rolling_row = {}
+        if rolling is not None:
+            refreshed = deltajax.delta(module.apply, config=dataclasses.replace(config, rolling_refresh=rolling))
+            run_refreshed = jax.jit(lambda c, v: deltajax.run_clip(refreshed, c, v))
+            delta_s, rolling_s = _alternating_seconds((run, run_refreshed), clip, variables)
+            rolling_row = {"rolling_refresh": rolling, "rolling_fps": clip.shape[0] * clip.shape[1] / rolling_s}
         _, stats = jax.block_until_ready(deltajax.run_clip(stepper, clip, variables, with_stats=True))
         still_s = _still_step_seconds(stepper, variables, clip[0])
         # In run_clip a still clip of T frames costs a keyframe (its first frame: dense, the state built) and T - 1
@@ -178,7 +201,7 @@ def run_one(model: str, video: str, case: Case, precision: str, frames: int, con
         "still_frame_in_clip_ms": no_change_s * 1e3,
         "keyframe_ms": (still_s_t - (clip.shape[0] - 1) * no_change_s) * 1e3,
         "dense_frame_ms": dense_s / clip.shape[0] * 1e3,
-        "rolling_refresh": config.rolling_refresh,
+        **rolling_row,
         **deltajax.stats.task_metric(model, delta_out, dense_out),
         "active_input": active.get("input", float("nan")),
         "active_conv_mean": float(np.mean(convs)),
@@ -225,7 +248,7 @@ def table(rows: list[dict]) -> str:
     head = (
         f"{'model':18} {'clip':32} {'case':22} {'prec':11} {'dense fps':>9} {'delta fps':>9} {'x':>6} "
         f"{'x fastest':>9} {'agree':>6} {'max err':>9} {'act in':>6} {'act conv':>8} {'MACs':>5} "
-        f"{'still ms':>8} {'in clip':>7} {'key ms':>7}"
+        f"{'still ms':>8} {'in clip':>7} {'key ms':>7} {'rolling fps':>11}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -234,7 +257,7 @@ def table(rows: list[dict]) -> str:
             f"{r['delta_fps']:9.1f} {r['speedup']:6.2f} {r.get('speedup_vs_fastest_dense', float('nan')):9.2f} "
             f"{_agreement(r):6.3f} {_error(r):9.2e} {r['active_input']:6.3f} "
             f"{r['active_conv_mean']:8.3f} {r['mac_ratio']:5.2f} {r['still_frame_ms']:8.2f} "
-            f"{r['still_frame_in_clip_ms']:7.2f} {r['keyframe_ms']:7.1f}"
+            f"{r['still_frame_in_clip_ms']:7.2f} {r['keyframe_ms']:7.1f} {r.get('rolling_fps', float('nan')):11.1f}"
         )
     return "\n".join(lines)
 
@@ -256,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rolling-refresh",
         type=positive_int,
         metavar="P",
-        help="run the delta model with DeltaConfig.rolling_refresh=P (default: off)",
+        help="also time the delta model with DeltaConfig.rolling_refresh=P, alternating with it off (default: not)",
     )
     p.add_argument("--out", help="write the rows as JSON here")
     native_check.add_arguments(p, require_by_default=True)
@@ -283,11 +306,10 @@ def main(argv: list[str] | None = None) -> int:
                     if args.thresholds
                     else tune.shipped_thresholds(model, size, clip=video)
                 )
-                config = dataclasses.replace(config, rolling_refresh=args.rolling_refresh)
                 group = []
                 for prec in precisions:
                     t0 = time.perf_counter()
-                    group.append(run_one(model, video, CASES[case], prec, frames, config))
+                    group.append(run_one(model, video, CASES[case], prec, frames, config, args.rolling_refresh))
                     print(_progress(group[-1], time.perf_counter() - t0), file=sys.stderr, flush=True)
                     _write(args.out, device, args.preset, frames, rows + group)
                 add_vs_fastest(group)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 from deltajax import native_check
@@ -18,6 +19,18 @@ def _thresholds(p: argparse.ArgumentParser, flag: str, text: str) -> list[float]
     if not values or any(not v >= 0 for v in values):
         p.error(f"{flag} must be comma-separated non-negative numbers, e.g. 0.01,0.1, got {text!r}")
     return values
+
+
+def _with_crossover(fn, variables, frame, config):
+    """``config`` with ``keyframe_above`` set to the crossover measured for its thresholds on this device."""
+    from deltajax import crossover
+
+    curve = crossover.measure(fn, variables, frame, config=config)
+    for p, tiles, ratio in zip(curve.fractions, curve.tile_activity, curve.ratios, strict=True):
+        print(f"crossover: {p:.0%} of the pixels changed ({tiles:.0%} of the tiles): delta step {ratio:.2f}x dense")
+    above = crossover.keyframe_above(curve, config.keyframe_above)
+    print(f"crossover: keyframe_above {above} (dense frame {curve.dense_s * 1e3:.2f} ms)")
+    return dataclasses.replace(config, keyframe_above=above)
 
 
 def main(argv: list[str]) -> int:
@@ -49,6 +62,12 @@ def main(argv: list[str]) -> int:
         default="0.5,1,2,4,8",
         help="comma-separated thresholds of the input, in 8-bit levels of the frame (converted to the model's "
         "input units: the smallest channel's level)",
+    )
+    p.add_argument(
+        "--crossover",
+        action="store_true",
+        help="also measure on this device where the tuned model's delta step costs its dense frame "
+        "(deltajax.crossover) and store it as keyframe_above for this platform",
     )
     p.add_argument("--out", default="deltajax_tune", help="folder for thresholds.json, tradeoff.png, table")
     native_check.add_arguments(p, require_by_default=False)
@@ -90,8 +109,11 @@ def main(argv: list[str]) -> int:
         input_candidates=[v * level for v in input_levels],
         verbose=True,
     )
+    config = result.config
+    if args.crossover:
+        config = _with_crossover(module.apply, variables, clip[0], config)
     os.makedirs(args.out, exist_ok=True)
-    tune.save_thresholds(os.path.join(args.out, "thresholds.json"), result.config)
+    tune.save_thresholds(os.path.join(args.out, "thresholds.json"), config)
     tune.plot_tradeoff(os.path.join(args.out, "tradeoff.png"), result)
     with open(os.path.join(args.out, "tradeoff.txt"), "w") as f:
         f.write(result.table() + "\n")

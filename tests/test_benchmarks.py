@@ -53,7 +53,8 @@ def test_end_to_end_benchmark_writes_rows(tmp_path):
     argv = ["--preset", "smoke", "--video", bundled_clip("asl"), "--frames", "3", "--out", str(out)]
     assert benchmark.main([*argv, "--rolling-refresh", "4"]) == 0
     (row,) = json.loads(out.read_text())["rows"]
-    assert row["model"] == "efficientnet_lite0" and row["frames"] == 3 and row["rolling_refresh"] == 4
+    assert row["model"] == "efficientnet_lite0" and row["frames"] == 3
+    assert row["rolling_refresh"] == 4 and row["rolling_fps"] > 0
     assert row["dense_fps"] > 0 and row["delta_fps"] > 0 and 0 < row["mac_ratio"] <= 1
     assert 0 <= row["top1_agreement"] <= 1 and 0 < row["active_conv_mean"] <= 1
     assert row["still_frame_ms"] > 0 and row["still_frame_in_clip_ms"] >= 0 and row["keyframe_ms"] > 0
@@ -78,14 +79,6 @@ def test_crossover_lists_the_kernels_of_a_step(tmp_path):
     assert row["kernels_at"] == crossover.FRACTIONS[1] and len(row["delta_ms"]) == len(crossover.FRACTIONS)
     assert row["kernels_per_step"] > 0 and row["kernel_ms_per_step"] > 0
     assert any("deltajax" in t["kernel | hlo_op"] for t in row["top"]), row["top"][:5]
-
-
-def test_crossover_finds_where_delta_reaches_dense():
-    from benchmarks.crossover import crossover
-
-    assert crossover([0.0, 0.1, 0.5, 1.0], [0.0, 0.5, 1.5, 2.0]) == pytest.approx(0.3)
-    assert crossover([0.0, 0.5, 1.0], [0.0, 0.4, 0.9]) is None
-    assert crossover([0.0, 1.0], [1.2, 3.0]) == 0.0
 
 
 def test_multi_device_benchmark_writes_rows(tmp_path):

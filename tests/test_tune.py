@@ -11,6 +11,7 @@ import pytest
 
 import deltajax
 from deltajax import tune
+from deltajax._native import default_platform
 from deltajax.video import bundled_clip
 from tests.flax_nets import MobileNetish
 from tests.harness import moving_blobs
@@ -233,8 +234,13 @@ def test_cli_tunes_super_resolution_within_its_noise_floor(tmp_path, capsys):
     from deltajax import tune_cli
 
     args = ["--model", "superres", "--frames", "3", "--size", "27x48", "--candidates", "0.1", "--out", str(tmp_path)]
-    assert tune_cli.main([*args, "--input-levels", "1,4"]) == 0
+    assert tune_cli.main([*args, "--input-levels", "1,4", "--crossover"]) == 0
     out = capsys.readouterr().out
+    saved = tune.load_thresholds(tmp_path / "thresholds.json").keyframe_above
+    # measured on this platform, "auto" on the others
+    assert isinstance(saved, tuple) and dict(saved).keys() == {default_platform()}, saved
+    assert "crossover: 100% of the pixels changed (100% of the tiles): delta step" in out
+    assert f"crossover: keyframe_above {dict(saved)}" in out
     assert "one 8-bit level of the input: 0.003922 in the model's units" in out
     assert "Trial(group='input', threshold=0.0156" in out  # 4 levels of 1/255 first
     assert "budget: what dense keeps under +-1 levels of input noise: Budget(min_top1_agreement=None" in out

@@ -1,4 +1,4 @@
-"""Timing helpers shared by the benchmarks: in-graph repetition, medians, blob masks."""
+"""Timing helpers (the crossover measurement, the benchmarks): in-graph repetition, medians, blob masks."""
 
 from __future__ import annotations
 

@@ -1,0 +1,136 @@
+"""Where a delta model stops paying: the input activity above which its delta step costs more than its dense frame.
+
+``measure(fn, *args)`` times, on the default device, the dense frame (``fn(*args)``, XLA) and a delta step
+(threshold 0, every frame a delta step) between the frame and a copy with round blobs changed over a fraction of
+its pixels, for fractions from 0 to 1. The crossover is the input tile activity
+(``deltajax.transform._frames.tile_activity``: the fraction of 16x16 tiles with a changed pixel, what
+``DeltaConfig.keyframe_above`` is compared with) where the step's time reaches the dense frame's, interpolated
+between the measured points; ``keyframe_above(curve)`` is the setting that makes a frame busier than that run
+densely on this platform and leaves the others at "auto" (``deltajax tune --crossover`` stores it).
+
+Example:
+  >>> curve = deltajax.crossover.measure(model.apply, variables, frame)
+  >>> config = DeltaConfig(keyframe_above=deltajax.crossover.keyframe_above(curve))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from deltajax._native import default_platform
+from deltajax.timing import blob_mask, median_time, stepped_time
+from deltajax.transform._frames import tile_activity
+from deltajax.transform.config import PLATFORMS, DeltaConfig
+from deltajax.transform.stepper import delta
+
+FRACTIONS = (0.0, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)  # of the pixels changed
+STEPS = 16  # delta steps per timed program
+
+
+@dataclasses.dataclass(frozen=True)
+class Curve:
+    """A delta step's cost against the dense frame's, over the changed fraction of the frame's pixels.
+
+    Attributes:
+      dense_s: seconds of one dense frame.
+      fractions: the changed fraction of the pixels at each point.
+      tile_activity: the input tile activity of that change (what ``keyframe_above`` is compared with).
+      step_s: seconds of one delta step with that change.
+    """
+
+    dense_s: float
+    fractions: tuple[float, ...]
+    tile_activity: tuple[float, ...]
+    step_s: tuple[float, ...]
+
+    @property
+    def ratios(self) -> tuple[float, ...]:
+        """Delta step / dense frame at each point."""
+        return tuple(s / self.dense_s for s in self.step_s)
+
+    @property
+    def crossover(self) -> float | None:
+        """The tile activity where the delta step reaches the dense frame (None: never)."""
+        return interpolate(self.tile_activity, self.ratios)
+
+
+def interpolate(activities, ratios) -> float | None:
+    """The activity where ``ratios`` (delta time / dense time, increasing with the activity) first reaches 1,
+    linear between the points; 0 if the first point already does, None if none does."""
+    for i in range(1, len(ratios)):
+        (a0, r0), (a1, r1) = (activities[i - 1], ratios[i - 1]), (activities[i], ratios[i])
+        if r0 < 1 <= r1:
+            return a0 + (1 - r0) * (a1 - a0) / (r1 - r0)
+    return 0.0 if ratios[0] >= 1 else None
+
+
+def changed_frame(frame: jax.Array, fraction: float, seed: int = 0) -> tuple[jax.Array, float]:
+    """``frame`` ``[N, H, W, C]`` with round blobs covering ``fraction`` of the pixels changed (noise added), and
+    the change's tile activity."""
+    n, h, w, _ = frame.shape
+    mask = jnp.asarray(blob_mask(n, h, w, fraction, seed))
+    noise = jax.random.normal(jax.random.key(seed), frame.shape, jnp.float32) * 0.25
+    return jnp.where(mask[..., None], frame + noise.astype(frame.dtype), frame), float(tile_activity(mask))
+
+
+@functools.lru_cache(maxsize=16)
+def round_trip(stepper, frame_pos: int):
+    """``(state, a, b, *args) -> (out, state)``: two delta steps, to frame ``b`` and back to ``a`` (``args`` with
+    the frame at ``frame_pos``), so that a program repeating it changes the same pixels every step. Cached: one
+    function (one compiled program in ``deltajax.timing``) per stepper."""
+
+    def step(state, a, b, *args):
+        def at(frame):
+            return (*args[:frame_pos], frame, *args[frame_pos + 1 :])
+
+        _, state = stepper(state, *at(b))
+        return stepper(state, *at(a))
+
+    return step
+
+
+def stepper_for(fn, frame_argnum: int = -1, config: DeltaConfig = DeltaConfig()):
+    """The stepper ``measure`` times: ``config``'s thresholds, every changed frame a delta step (no crossover, no
+    refresh keyframes)."""
+    return delta(
+        fn, frame_argnum=frame_argnum, config=dataclasses.replace(config, keyframe_above=None, refresh_every=None)
+    )
+
+
+def measure(
+    fn, *args, frame_argnum: int = -1, config: DeltaConfig = DeltaConfig(), fractions=FRACTIONS, seed: int = 0
+) -> Curve:
+    """The delta step of ``fn`` (``config``'s thresholds; 0: exact) against its dense frame on arguments ``args``
+    (the frame ``[N, H, W, C]`` at ``frame_argnum``), at each changed fraction of ``fractions``, on the default
+    device (compiles and runs the model; seconds on a GPU, a minute or more on a CPU at 768x432)."""
+    stepper = stepper_for(fn, frame_argnum, config)
+    pos = stepper._frame("deltajax.crossover.measure", args)[0]
+    frame = args[pos]
+    step = round_trip(stepper, pos)
+    init = jax.jit(stepper.init)
+    dense_s = median_time(fn, *args)
+    step_s, tiles = [], []
+    for p in fractions:
+        other, tiles_p = changed_frame(frame, p, seed)
+        _, state = init(*args)
+        step_s.append(stepped_time(step, state, frame, other, *args, reps=STEPS) / 2)
+        tiles.append(tiles_p)
+    return Curve(dense_s, tuple(fractions), tuple(tiles), tuple(step_s))
+
+
+def keyframe_above(curve: Curve, setting="auto"):
+    """``DeltaConfig.keyframe_above`` with the measured crossover on the default device's platform ('cpu',
+    'cuda', ...: None where the delta step never costs a dense frame), and ``setting`` (a fraction, "auto", None
+    or a per-platform mapping) on the others."""
+    platform = default_platform()
+    if isinstance(setting, tuple | dict):
+        others = dict(setting)
+    elif setting == "auto":
+        others = {}
+    else:
+        others = {p: setting for p in PLATFORMS}
+    return {**others, platform: curve.crossover}

@@ -1,0 +1,57 @@
+"""deltajax.crossover: a model's delta step against its dense frame over the changed fraction of the frame."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import deltajax
+from deltajax import crossover
+from deltajax.transform.config import DeltaConfig
+from tests.flax_nets import init_model
+from tests.harness import moving_blobs
+
+
+def test_interpolate_finds_where_delta_reaches_dense():
+    assert crossover.interpolate([0.0, 0.1, 0.5, 1.0], [0.0, 0.5, 1.5, 2.0]) == pytest.approx(0.3)
+    assert crossover.interpolate([0.0, 0.5, 1.0], [0.0, 0.4, 0.9]) is None
+    assert crossover.interpolate([0.0, 1.0], [1.2, 3.0]) == 0.0
+
+
+def test_changed_frame_changes_the_fraction_asked_for():
+    frame = jnp.zeros((2, 64, 96, 3))
+    for fraction in (0.0, 0.1, 0.5, 1.0):
+        other, tiles = crossover.changed_frame(frame, fraction)
+        changed = float(jnp.mean(jnp.any(other != frame, axis=-1)))
+        assert changed == pytest.approx(fraction, abs=0.05) and tiles >= changed - 1e-6
+    assert crossover.changed_frame(frame, 0.0)[1] == 0.0 and crossover.changed_frame(frame, 1.0)[1] == 1.0
+
+
+def test_measure_times_dense_and_every_fraction_and_gives_a_setting():
+    """A small net on a small frame: a time per point, the tile activity rising from 0 to 1, and a setting that
+    DeltaConfig takes, this platform's crossover in it."""
+    frame = jnp.asarray(moving_blobs(1, 1, 48, 64, 3)[0])
+    model, variables = init_model("mobilenet", frame)
+    fractions = (0.0, 0.1, 1.0)
+    curve = crossover.measure(model.apply, variables, frame, fractions=fractions)
+    assert curve.fractions == fractions and len(curve.step_s) == len(curve.ratios) == 3
+    assert curve.dense_s > 0 and all(s > 0 for s in curve.step_s)
+    assert curve.tile_activity[0] == 0.0 and curve.tile_activity[-1] == 1.0
+    assert curve.crossover is None or 0.0 <= curve.crossover <= 1.0
+    setting = crossover.keyframe_above(curve, {"cuda": 0.0})
+    assert setting == {"cuda": 0.0, "cpu": curve.crossover}
+    assert dict(DeltaConfig(keyframe_above=setting).keyframe_above) == setting
+    assert crossover.keyframe_above(curve, None) == {"cpu": curve.crossover, "cuda": None, "rocm": None, "tpu": None}
+
+
+def test_a_synthetic_curve_gives_its_crossover():
+    curve = crossover.Curve(2.0, (0.0, 0.5, 1.0), (0.0, 0.6, 1.0), (0.2, 1.4, 3.0))
+    assert curve.ratios == (0.1, 0.7, 1.5)
+    assert curve.crossover == pytest.approx(0.6 + 0.3 / 0.8 * 0.4)
+    assert deltajax.crossover.keyframe_above(curve) == {"cpu": curve.crossover}
+
+
+def test_measure_names_a_frame_that_is_not_an_image():
+    with pytest.raises(ValueError, match=r"deltajax.crossover.measure: argument args\[1\] \(the frame\) must be"):
+        crossover.measure(lambda p, x: x, {}, np.zeros((4, 4)))
