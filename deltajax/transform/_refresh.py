@@ -22,8 +22,9 @@ since its band last passed, whatever the depth of the network.
 
 A node whose input passes through a primitive with no band rule here (a
 reshape, a transposed convolution, a resize) is left to the keyframes
-(``Run.unrefreshed`` names it). A global average pool's vector is recomputed
-whole on every step (its input is the network's smallest map), and so is a squeeze-excite gate's one-row map.
+(``Stepper.unrefreshed`` names it). A global average pool's vector is
+recomputed whole on every step (at the end of a classifier its input is the
+network's smallest map), and so is a squeeze-excite gate's one-row map.
 """
 
 from __future__ import annotations
