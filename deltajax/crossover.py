@@ -107,12 +107,18 @@ def measure(
     """The delta step of ``fn`` (``config``'s thresholds; 0: exact) against its dense frame on arguments ``args``
     (the frame ``[N, H, W, C]`` at ``frame_argnum``), at each changed fraction of ``fractions``, on the default
     device (compiles and runs the model; seconds on a GPU, a minute or more on a CPU at 768x432)."""
-    stepper = stepper_for(fn, frame_argnum, config)
+    return measure_stepper(stepper_for(fn, frame_argnum, config), *args, fractions=fractions, seed=seed)
+
+
+def measure_stepper(stepper, *args, fractions=FRACTIONS, seed: int = 0) -> Curve:
+    """``measure`` of a stepper made by ``stepper_for``: its delta step against its function's dense frame. The
+    program timed for each fraction is ``deltajax.timing.stepped_program(round_trip(stepper, frame position),
+    STEPS)``, compiled once (a caller that traces it finds it compiled)."""
     pos = stepper._frame("deltajax.crossover.measure", args)[0]
     frame = args[pos]
     step = round_trip(stepper, pos)
     init = jax.jit(stepper.init)
-    dense_s = median_time(fn, *args)
+    dense_s = median_time(stepper.fn, *args)
     step_s, tiles = [], []
     for p in fractions:
         other, tiles_p = changed_frame(frame, p, seed)
