@@ -10,8 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 
 import deltajax
+from deltajax.models import superres
 from deltajax.transform._refresh import band_rows, rows
 from tests import nets
 from tests.harness import DenseCtx, moving_blobs, rel_error
@@ -100,12 +102,62 @@ def test_a_step_recomputes_its_band_of_every_layer(net_name):
 
 
 def test_layers_it_cannot_reach_are_named():
-    """A transposed convolution has no band rule: the activation that reads it, and the output behind a reshape
-    of the U-Net, are left to the keyframes and named; a net of plain convolutions has none."""
-    stepper, params = _stepper("unet_bilinear", PERIOD)
+    """A bilinear resize contracts the rows with a matrix: the band of the U-Net's output would need the whole
+    resized map, so the output is left to the keyframes and named; transposed convolutions, nearest upsampling
+    and plain convolutions are all reached."""
     frame = jnp.zeros((1, 24, 32, 3))
-    unrefreshed = stepper.unrefreshed(params, frame)
-    assert "conv_general_dilated" in unrefreshed.values(), unrefreshed
-    assert set(unrefreshed) < set(stepper.layers(params, frame))
-    stepper, params = _stepper("residual_stack", PERIOD)
-    assert stepper.unrefreshed(params, frame) == {}
+    stepper, params = _stepper("unet_bilinear", PERIOD)
+    assert stepper.unrefreshed(params, frame) == {"densify_0": "dot_general"}
+    for net_name in ("unet_nearest", "residual_stack"):
+        stepper, params = _stepper(net_name, PERIOD)
+        assert stepper.unrefreshed(params, frame) == {}, net_name
+
+
+def _exact_with_rolling_refresh(fn, params, video, period=PERIOD):
+    """Every frame a delta step at threshold 0 recomputing its band, the output equal to ``fn``'s; the refresh
+    reaches every node."""
+    config = deltajax.DeltaConfig(keyframe_above=None, refresh_every=None, rolling_refresh=period)
+    stepper = deltajax.delta(fn, config=config)
+    assert stepper.unrefreshed(params, video[0]) == {}
+    out, state = stepper.init(params, video[0])
+    step = jax.jit(stepper)
+    for t in range(1, len(video)):
+        out, state = step(state, params, video[t])
+        assert rel_error(out, fn(params, video[t])) <= 1e-5, t
+
+
+@pytest.mark.parametrize(
+    "kernel, strides, padding",
+    [
+        (2, 2, "SAME"),
+        (3, 2, "SAME"),
+        (3, 2, "VALID"),
+        (4, 3, ((2, 1), (1, 2))),
+        (3, 1, ((0, -1), (1, 1))),
+        (5, 2, ((-1, 0), (2, 2))),
+    ],
+)
+def test_transposed_convolutions_are_refreshed(kernel, strides, padding):
+    """A transposed convolution's band: its input rows are a floor division of the output band's, and its output
+    starts where the dilated input does (negative padding crops)."""
+    keys = jax.random.split(jax.random.PRNGKey(kernel * 10 + strides), 3)
+    params = {
+        "up": 0.3 * jax.random.normal(keys[0], (kernel, kernel, 4, 5)),
+        "conv": 0.3 * jax.random.normal(keys[1], (3, 3, 3, 4)),
+    }
+
+    def fn(p, x):
+        h = jax.nn.relu(DenseCtx().conv(x, p["conv"]))
+        y = lax.conv_transpose(h, p["up"], (strides, strides), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.tanh(y)
+
+    _exact_with_rolling_refresh(fn, params, jnp.asarray(moving_blobs(8, 2, 13, 11, 3, seed=4)), period=4)
+
+
+def test_a_pixel_shuffle_is_refreshed():
+    """Super-resolution's tail: a 4x depth-to-space (reshape, transpose, reshape) plus the nearest-upsampled input
+    (broadcasts and reshapes): every band is read through them."""
+    model = superres.SRVGGNetCompact(features=8, body_convs=2)
+    video = jnp.asarray(moving_blobs(8, 2, 14, 18, 3, seed=5))
+    params = model.init(jax.random.PRNGKey(0), video[0])
+    _exact_with_rolling_refresh(model.apply, params, video, period=5)

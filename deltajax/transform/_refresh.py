@@ -21,8 +21,10 @@ have actually received. Each node's error is then what it has accumulated
 since its band last passed, whatever the depth of the network.
 
 A node whose input passes through a primitive with no band rule here (a
-reshape, a transposed convolution, a resize) is left to the keyframes
-(``Stepper.unrefreshed`` names it). A global average pool's vector is
+bilinear resize: its rows are contracted with a matrix, so a band would read the whole map resized along the
+columns on every step) is left to the keyframes (``Stepper.unrefreshed`` names it). Reshapes, transposes and
+broadcasts (a pixel shuffle, a nearest upsampling) carry the rows along whichever axis holds them, and a
+transposed convolution reads the input rows its band's dilated window covers. A global average pool's vector is
 recomputed whole on every step (at the end of a classifier its input is the
 network's smallest map), and so is a squeeze-excite gate's one-row map.
 """
@@ -30,6 +32,7 @@ network's smallest map), and so is a squeeze-excite gate's one-row map.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import jax
@@ -63,19 +66,32 @@ class Target:
 
 @dataclasses.dataclass(frozen=True)
 class Start:
-    """A band's first row: ``scale * b + offset``, ``b`` the first row of this step's band of a map of ``height``
-    rows (``band_rows``). Symbolic, so that two requests for the same rows of a value share one result."""
+    """A band's first row: ``(scale * base + offset) // divisor``, where ``base`` is the first row of this step's
+    band of a map of ``base`` rows (an int: ``band_rows``) or another Start. Symbolic, so that two requests for
+    the same rows of a value share one result."""
 
-    height: int
+    base: int | Start
     scale: int = 1
     offset: int = 0
+    divisor: int = 1
 
     def moved(self, scale: int, offset: int) -> Start:
         """The start ``scale * self + offset``."""
-        return Start(self.height, self.scale * scale, self.offset * scale + offset)
+        if self.divisor == 1:
+            return Start(self.base, self.scale * scale, self.offset * scale + offset)
+        return Start(self, scale, offset)
+
+    def floordiv(self, divisor: int) -> Start:
+        """The start ``self // divisor``."""
+        return Start(self.base, self.scale, self.offset, self.divisor * divisor)
 
 
 WHOLE = 0  # Start(height, WHOLE): row 0 of the map, whatever the step
+
+
+def whole(height: int) -> Start:
+    """The start of a band that is the whole map of ``height`` rows."""
+    return Start(height, WHOLE)
 
 
 def band_rows(height: int, phase, period: int) -> tuple[jax.Array, int]:
@@ -85,26 +101,31 @@ def band_rows(height: int, phase, period: int) -> tuple[jax.Array, int]:
     return jnp.minimum((phase * height) // period, height - h).astype(jnp.int32), h
 
 
-def rows(x: jax.Array, start, h: int) -> jax.Array:
-    """Rows ``[start, start + h)`` of ``x`` ``[N, H, W, C]``, zero where a row is outside ``[0, H)``.
+def _pad_axis(x: jax.Array, axis: int, lo: int, hi: int) -> jax.Array:
+    return jnp.pad(x, [(lo, hi) if i == axis else (0, 0) for i in range(x.ndim)])
+
+
+def rows(x: jax.Array, start, h: int, axis: int = 1) -> jax.Array:
+    """Rows ``[start, start + h)`` of ``x`` along ``axis`` (an NHWC map's rows by default), zero where a row is
+    outside the array.
 
     Slices: ``h`` rows from where they fit in ``x``, then, padded with ``h`` zero rows each side, ``h`` rows
     shifted by how far the band overhangs the map (0 unless it starts above it or ends below it)."""
-    height = x.shape[1]
+    height = x.shape[axis]
     if h > height:  # a band taller than the map (a small map's halo): pad the map itself
-        x, start, height = jnp.pad(x, ((0, 0), (h, h), (0, 0), (0, 0))), start + h, height + 2 * h
+        x, start, height = _pad_axis(x, axis, h, h), start + h, height + 2 * h
     fit = jnp.clip(start, 0, height - h)
-    inside = lax.dynamic_slice_in_dim(x, fit, h, axis=1)
-    padded = jnp.pad(inside, ((0, 0), (h, h), (0, 0), (0, 0)))
+    inside = lax.dynamic_slice_in_dim(x, fit, h, axis=axis)
     # a band entirely outside the map reads only zeros (lax.dynamic_slice would wrap a negative start)
-    return lax.dynamic_slice_in_dim(padded, jnp.clip(h + start - fit, 0, 2 * h), h, axis=1)
+    return lax.dynamic_slice_in_dim(_pad_axis(inside, axis, h, h), jnp.clip(h + start - fit, 0, 2 * h), h, axis=axis)
 
 
-def _masked(band: jax.Array, start, height: int, fill) -> jax.Array:
-    """``band`` (rows ``[start, start + h)`` of a map of ``height`` rows) with ``fill`` in rows outside the map."""
-    index = start + jnp.arange(band.shape[1])
-    valid = (index >= 0) & (index < height)
-    return jnp.where(valid[None, :, None, None], band, jnp.asarray(fill, band.dtype))
+def _masked(band: jax.Array, start, height: int, fill, axis: int = 1) -> jax.Array:
+    """``band`` (rows ``[start, start + h)`` along ``axis`` of a map of ``height`` rows) with ``fill`` in rows
+    outside the map."""
+    index = start + jnp.arange(band.shape[axis])
+    valid = ((index >= 0) & (index < height)).reshape([-1 if i == axis else 1 for i in range(band.ndim)])
+    return jnp.where(valid, band, jnp.asarray(fill, band.dtype))
 
 
 def _shape(v) -> tuple[int, ...]:
@@ -121,9 +142,16 @@ def _rows_in(start: Start, h: int, stride: int, size: int, dilation: int, pad_lo
     return start.moved(stride, -pad_lo), (h - 1) * stride + (size - 1) * dilation + 1
 
 
+def _with(values: tuple, index: int, value) -> tuple:
+    return (*values[:index], value, *values[index + 1 :])
+
+
 class Bands:
     """The rows of values that one step's refresh reads (``run``: the step's ``_interpret.Run``; ``phase``: int32
-    scalar in ``[0, period)``), each computed once."""
+    scalar in ``[0, period)``), each computed once.
+
+    A value's rows are along one of its axes: an NHWC map's axis 1, or, inside a chain of reshapes and transposes
+    (a pixel shuffle), the axis that becomes it."""
 
     def __init__(self, run, phase, period: int):
         self.run, self.phase, self.period = run, phase, period
@@ -133,105 +161,187 @@ class Bands:
     def value(self, start: Start):
         """The traced row ``start`` stands for."""
         if start.scale == WHOLE:
-            return jnp.int32(start.offset)
-        if start.height not in self._bases:
-            self._bases[start.height] = band_rows(start.height, self.phase, self.period)[0]
-        return start.scale * self._bases[start.height] + start.offset
+            return jnp.int32(start.offset // start.divisor)
+        if isinstance(start.base, Start):
+            base = self.value(start.base)
+        else:
+            if start.base not in self._bases:
+                self._bases[start.base] = band_rows(start.base, self.phase, self.period)[0]
+            base = self._bases[start.base]
+        first = start.scale * base + start.offset
+        return first if start.divisor == 1 else first // start.divisor
 
-    def of(self, var, start: Start, h: int) -> jax.Array:
-        """Rows ``[start, start + h)`` of the value ``var`` holds (in its dtype); rows outside the map are
-        unspecified (a windowed rule masks its operand)."""
+    def of(self, var, start: Start, h: int, axis: int = 1) -> jax.Array:
+        """Rows ``[start, start + h)`` along ``axis`` of the value ``var`` holds (in its dtype); rows outside the
+        map are unspecified (a windowed rule masks its operand)."""
         run = self.run
         if isinstance(var, Const):
             return var.value
-        key = (var, start, h)
+        key = (var, start, h, axis)
         if key not in self._memo:
             if var in run.holders:
+                if axis != 1:
+                    raise NotRefreshable(run.analysis.producer[var].name)
                 value = run.holders[var](self, start, h).astype(var.dtype)
             elif run.kind_of(var) != "delta":  # a constant, or a value held densely in this frame
                 value = run.read(var)
-                value = rows(value, self.value(start), h) if len(var.shape) == 4 else value
+                value = rows(value, self.value(start), h, axis) if len(var.shape) > axis else value
             else:
-                value = self.eqn(run.analysis.producer[var], start, h)
+                value = self.eqn(run.analysis.producer[var], start, h, axis=axis)
             self._memo[key] = value
         return self._memo[key]
 
-    def eqn(self, eqn: Eqn, start: Start, h: int, operand: Callable | None = None) -> jax.Array:
-        """Rows ``[start, start + h)`` of ``eqn``'s output, from rows of its operands (``operand(var, start, h)``,
-        default ``of``); raises ``NotRefreshable`` for a primitive without a band rule."""
+    def whole(self, v):
+        """The whole value of an operand that a band reads entirely: a constant, a value held densely or by its
+        producer, or a gate ``[N, 1, 1, C]``; raises ``NotRefreshable`` for a map that would be recomputed whole
+        on every step."""
+        if not self._frame_dependent(v):
+            return v.value if isinstance(v, Const) else self.run.read(v)
+        shape = _shape(v)
+        gate = len(shape) == 4 and shape[1] == shape[2] == 1
+        if not (gate or v in self.run.holders or self.run.kind_of(v) != "delta"):
+            raise NotRefreshable(self.run.analysis.producer[v].name)
+        return self.of(v, whole(shape[1]), shape[1])
+
+    def eqn(self, eqn: Eqn, start: Start, h: int, operand: Callable | None = None, axis: int = 1) -> jax.Array:
+        """Rows ``[start, start + h)`` along ``axis`` of ``eqn``'s output, from rows of its operands
+        (``operand(var, start, h, axis)``, default ``of``); raises ``NotRefreshable`` for a primitive without a
+        band rule."""
         operand = operand or self.of
         (out,) = eqn.outputs if len(eqn.outputs) == 1 else (None,)
-        if out is None or len(out.shape) != 4:
+        if out is None or len(out.shape) <= axis:
             raise NotRefreshable(eqn.name)
-        if eqn.name in ELEMENTWISE or (eqn.name == "concatenate" and eqn.params["dimension"] == 3):
+        if eqn.name in ELEMENTWISE or (eqn.name == "concatenate" and eqn.params["dimension"] != axis):
             # an operand with one row (a per-channel constant, a gate) broadcasts over the rows: taken whole
-            banded = [len(_shape(v)) == 4 and _shape(v)[1] == out.shape[1] for v in eqn.inputs]
-            values = [operand(v, start, h) if b else self._whole(v) for v, b in zip(eqn.inputs, banded, strict=True)]
+            values = [
+                operand(v, start, h, axis)
+                if len(_shape(v)) == len(out.shape) and _shape(v)[axis] == out.shape[axis]
+                else self.whole(v)
+                for v in eqn.inputs
+            ]
             return _bind(eqn, values)
         rule = {
-            "dot_general": self._pixelwise_matmul,
+            "dot_general": self._dot_general,
             "conv_general_dilated": self._conv,
             "reduce_window_sum": self._window,
             "reduce_window_max": self._window,
             "pad": self._pad,
+            "transpose": self._transpose,
+            "reshape": self._reshape,
+            "broadcast_in_dim": self._broadcast,
         }.get(eqn.name)
         if rule is None:
             raise NotRefreshable(eqn.name)
-        return rule(eqn, start, h, operand)
-
-    def _whole(self, v):
-        return v.value if isinstance(v, Const) else self.run.read(v)
+        return rule(eqn, start, h, operand, axis)
 
     def _frame_dependent(self, v) -> bool:
         return isinstance(v, Var) and self.run.kind_of(v) != "const"
 
-    def _conv(self, eqn: Eqn, start: Start, h: int, operand) -> jax.Array:
+    def _conv(self, eqn: Eqn, start: Start, h: int, operand, axis: int) -> jax.Array:
+        """A convolution over an NHWC map, transposed (``lhs_dilation``) or not."""
         lhs, rhs = eqn.inputs
         p = eqn.params
         dims = p["dimension_numbers"]
+        dilation, stride = p["lhs_dilation"][0], p["window_strides"][0]
         if (
-            self._frame_dependent(rhs)
+            axis != 1
+            or self._frame_dependent(rhs)
             or tuple(dims.lhs_spec) != _NHWC
             or tuple(dims.out_spec) != _NHWC
-            or tuple(p["lhs_dilation"]) != (1, 1)
+            or (dilation > 1 and stride > 1)
             or p["batch_group_count"] != 1
-            or min(p["padding"][0]) < 0
         ):
             raise NotRefreshable("conv_general_dilated")
         size = _shape(rhs)[dims.rhs_spec[2]]
-        s, n = _rows_in(start, h, p["window_strides"][0], size, p["rhs_dilation"][0], p["padding"][0][0])
-        x = _masked(operand(lhs, s, n), self.value(s), lhs.shape[1], 0.0)
-        return _bind(eqn, [x, self._whole(rhs)], padding=((0, 0), tuple(p["padding"][1])))
+        taps, lo = (size - 1) * p["rhs_dilation"][0] + 1, p["padding"][0][0]
+        kernel = self.whole(rhs)
+        if dilation == 1:
+            s, n = _rows_in(start, h, stride, size, p["rhs_dilation"][0], lo)
+            x = _masked(operand(lhs, s, n, 1), self.value(s), lhs.shape[1], 0.0)
+            return _bind(eqn, [x, kernel], padding=((0, 0), tuple(p["padding"][1])))
+        # Transposed: input row i sits at row i * dilation of the dilated input, output row o reads dilated rows
+        # [o - lo, o - lo + taps). The band's n input rows from s cover them; its output starts `skip` rows early.
+        first = start.moved(1, -lo)
+        s = first.floordiv(dilation)
+        n = (dilation + h + taps - 3) // dilation + 1
+        x = _masked(operand(lhs, s, n, 1), self.value(s), lhs.shape[1], 0.0)
+        hi = dilation - 1 + h - 1 - (n - 1) * dilation + taps - 1
+        out = _bind(eqn, [x, kernel], padding=((0, hi), tuple(p["padding"][1])))
+        skip = self.value(first) - dilation * self.value(s)
+        return lax.dynamic_slice_in_dim(out, skip, h, axis=1)
 
-    def _pixelwise_matmul(self, eqn: Eqn, start: Start, h: int, operand) -> jax.Array:
-        """A matmul over the channels of an NHWC value (a 1x1 convolution written as ``x @ w``)."""
-        lhs, rhs = eqn.inputs
+    def _dot_general(self, eqn: Eqn, start: Start, h: int, operand, axis: int) -> jax.Array:
+        """A matmul without batch axes whose output rows are a free axis of one operand (a 1x1 convolution
+        written as ``x @ w``, one pass of a separable resize); the other operand is read whole."""
         (contract, batch) = eqn.params["dimension_numbers"]
-        if self._frame_dependent(rhs) or tuple(contract[0]) != (3,) or len(_shape(lhs)) != 4 or batch[0]:
+        if batch[0] or batch[1]:
             raise NotRefreshable("dot_general")
-        return _bind(eqn, [operand(lhs, start, h), self._whole(rhs)])
+        free = [[i for i in range(len(_shape(v))) if i not in c] for v, c in zip(eqn.inputs, contract, strict=True)]
+        side = 0 if axis < len(free[0]) else 1
+        banded = free[side][axis - side * len(free[0])]
+        values = [self.whole(v) for v in eqn.inputs]
+        values[side] = operand(eqn.inputs[side], start, h, banded)
+        return _bind(eqn, values)
 
-    def _window(self, eqn: Eqn, start: Start, h: int, operand) -> jax.Array:
+    def _window(self, eqn: Eqn, start: Start, h: int, operand, axis: int) -> jax.Array:
         """A pooling window (``reduce_window_sum`` or ``_max``) over the rows and columns of an NHWC value."""
         (x,) = eqn.inputs
         p = eqn.params
         win, strides, pads = p["window_dimensions"], p["window_strides"], p["padding"]
-        if win[0] != 1 or strides[0] != 1 or tuple(pads[0]) != (0, 0) or set(p["base_dilation"]) != {1}:
+        if axis != 1 or win[0] != 1 or strides[0] != 1 or tuple(pads[0]) != (0, 0) or set(p["base_dilation"]) != {1}:
             raise NotRefreshable(eqn.name)
         s, n = _rows_in(start, h, strides[1], win[1], p["window_dilation"][1], pads[1][0])
         fill = -jnp.inf if eqn.name == "reduce_window_max" else 0.0
-        band_in = _masked(operand(x, s, n), self.value(s), x.shape[1], fill)
+        band_in = _masked(operand(x, s, n, 1), self.value(s), x.shape[1], fill)
         return _bind(eqn, [band_in], padding=((0, 0), (0, 0), *map(tuple, pads[2:])))
 
-    def _pad(self, eqn: Eqn, start: Start, h: int, operand) -> jax.Array:
+    def _pad(self, eqn: Eqn, start: Start, h: int, operand, axis: int) -> jax.Array:
         x, value = eqn.inputs
         config = eqn.params["padding_config"]
-        (lo, _, interior) = config[1]
-        if self._frame_dependent(value) or interior != 0 or float(self._whole(value)) != 0.0:
+        (lo, _, interior) = config[axis]
+        if self._frame_dependent(value) or interior != 0 or float(self.whole(value)) != 0.0:
             raise NotRefreshable("pad")
         s = start.moved(1, -lo)
-        band_in = _masked(operand(x, s, h), self.value(s), x.shape[1], 0.0)
-        return _bind(eqn, [band_in, self._whole(value)], padding_config=(config[0], (0, 0, 0), *config[2:]))
+        band_in = _masked(operand(x, s, h, axis), self.value(s), x.shape[axis], 0.0, axis)
+        return _bind(eqn, [band_in, self.whole(value)], padding_config=_with(tuple(config), axis, (0, 0, 0)))
+
+    def _transpose(self, eqn: Eqn, start: Start, h: int, operand, axis: int) -> jax.Array:
+        (x,) = eqn.inputs
+        return _bind(eqn, [operand(x, start, h, eqn.params["permutation"][axis])])
+
+    def _reshape(self, eqn: Eqn, start: Start, h: int, operand, axis: int) -> jax.Array:
+        """A reshape that keeps the rows, merges them with the next axis (``[.., H, r, ..] -> [.., H * r, ..]``:
+        a pixel shuffle, a nearest upsampling) or splits them (``[.., H * r, ..] -> [.., H, r, ..]``)."""
+        (x,) = eqn.inputs
+        ins, outs = x.shape, eqn.outputs[0].shape
+        size, before = outs[axis], math.prod(outs[:axis])
+        if eqn.params["dimensions"] is not None:
+            raise NotRefreshable("reshape")
+        if size == 1:  # a map of one row (a gate): all of it
+            return _bind(eqn, [self.whole(x)])
+        # the input axis the rows come from: past as many elements as come before them, skipping axes of size 1
+        for b in (b for b in range(len(ins)) if math.prod(ins[:b]) == before and ins[b] != 1):
+            if ins[b] == size:  # the same rows
+                return _bind(eqn, [operand(x, start, h, b)], new_sizes=_with(outs, axis, h))
+            if axis + 1 < len(outs) and ins[b] == size * outs[axis + 1]:  # split: row o is input rows o * r ..
+                r = outs[axis + 1]
+                return _bind(eqn, [operand(x, start.moved(r, 0), h * r, b)], new_sizes=_with(outs, axis, h))
+            if b + 1 < len(ins) and ins[b] * ins[b + 1] == size:  # merged: output row o is input row o // r
+                r = ins[b + 1]
+                s, n = start.floordiv(r), (h - 1) // r + 2
+                merged = _bind(eqn, [operand(x, s, n, b)], new_sizes=_with(outs, axis, n * r))
+                return lax.dynamic_slice_in_dim(merged, self.value(start) - r * self.value(s), h, axis=axis)
+        raise NotRefreshable("reshape")
+
+    def _broadcast(self, eqn: Eqn, start: Start, h: int, operand, axis: int) -> jax.Array:
+        """A broadcast that keeps the operand's rows (``[N, H, W, C] -> [N, H, r, W, C]``), or copies an operand
+        without them along the rows."""
+        (x,) = eqn.inputs
+        dims, out_shape = eqn.params["broadcast_dimensions"], eqn.params["shape"]
+        shape = _with(tuple(out_shape), axis, h)
+        if axis in dims and _shape(x)[dims.index(axis)] == out_shape[axis]:
+            return _bind(eqn, [operand(x, start, h, dims.index(axis))], shape=shape)
+        return _bind(eqn, [self.whole(x)], shape=shape)
 
     def source(self, target: Target, start: Start, h: int) -> jax.Array:
         """Rows of a target's source value."""
@@ -263,8 +373,8 @@ def refresh(run, phase, period: int) -> None:
                 value = bands.source(target, start, h).astype(old.dtype)
                 new = lax.dynamic_update_slice_in_dim(old, value, bands.value(start), axis=1)
             else:
-                whole = bands.source(target, Start(height, WHOLE), height).astype(old.dtype)
-                new = jnp.mean(whole, axis=(1, 2)) if target.extent == "mean" else whole
+                value = bands.source(target, whole(height), height).astype(old.dtype)
+                new = jnp.mean(value, axis=(1, 2)) if target.extent == "mean" else value
         except NotRefreshable as e:
             run.unrefreshed[target.name] = e.args[0]
             continue

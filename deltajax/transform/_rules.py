@@ -428,7 +428,7 @@ def _max_pool(run, eqn: Eqn, frame) -> None:
     run.refreshes(name, "acc", x)
 
     def held(st, bands, start, h):  # the window over the accumulated input
-        return bands.eqn(eqn, start, h, lambda _var, s, n: _refresh.rows(st.acc, bands.value(s), n))
+        return bands.eqn(eqn, start, h, lambda _var, s, n, _axis: _refresh.rows(st.acc, bands.value(s), n))
 
     run.hold(eqn.outputs[0], name, held)
 

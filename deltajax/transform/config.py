@@ -55,8 +55,8 @@ class DeltaConfig:
         ``P`` rows recomputes ``1 / H`` of itself, and a convolution's band
         reads its halo too (EfficientNet-Lite0 at 768x432, ``P`` = 64: 4.3 %
         of a dense frame's FLOPs, against 1.6 %). Layers behind
-        a primitive it has no band rule for (a reshape, a transposed
-        convolution, a resize) are left to ``refresh_every``. None: off.
+        a primitive it has no band rule for (a bilinear resize) are left to
+        ``refresh_every`` (``Stepper.unrefreshed`` names them). None: off.
       feedback: in a 16-bit (bfloat16, float16) stream, send the output of
         each layer that no activation follows (a projection conv and its batch
         norm, a residual add) through a feedback node: it accumulates the

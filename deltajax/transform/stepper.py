@@ -267,8 +267,8 @@ class Stepper:
         return frame
 
     def unrefreshed(self, *args) -> dict[str, str]:
-        """Layer name -> the primitive (a reshape, a transposed convolution, a resize) that keeps
-        ``DeltaConfig.rolling_refresh`` from recomputing that layer's state, for arguments like ``args``: those
+        """Layer name -> the primitive that keeps ``DeltaConfig.rolling_refresh`` from recomputing that layer's
+        state (``dot_general`` behind a bilinear resize), for arguments like ``args``: those
         layers are refreshed only by ``DeltaConfig.refresh_every``'s keyframes. Empty when the rolling refresh
         reaches every layer."""
         self._frame("deltajax.delta unrefreshed", args)
