@@ -272,11 +272,14 @@ def cast_tree(tree, dtype):
 def _refresh_period(text: str, default: bool = True) -> int | None | str:
     """A refresh period option's value: 'never' -> None, 'default' as it is (where ``default``), else a positive
     int."""
+    from deltajax._cli import positive_int
+
     if text == "never" or (default and text == "default"):
         return None if text == "never" else text
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive int or 'never', got {text!r}")
-    return int(text)
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive int or 'never', got {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

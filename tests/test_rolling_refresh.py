@@ -123,6 +123,18 @@ def test_layers_it_cannot_reach_are_named():
         assert stepper.unrefreshed(params, frame) == {}, net_name
 
 
+def test_a_held_map_read_across_its_rows_is_named():
+    """An NCHW frame transposed to NHWC: the input's held rows are its axis 1 (channels here), so the band of the
+    convolution's rows would read it along another axis; the layer is named, with the input as the reason."""
+    kernel = jax.random.normal(jax.random.PRNGKey(0), (3, 3, 3, 4))
+
+    def fn(w, x):
+        return jax.nn.relu(DenseCtx().conv(jnp.transpose(x, (0, 2, 3, 1)), w))
+
+    stepper = deltajax.delta(fn, config=deltajax.DeltaConfig(keyframe_above=None, rolling_refresh=PERIOD))
+    assert set(stepper.unrefreshed(kernel, jnp.zeros((1, 3, 16, 20))).values()) == {"input"}
+
+
 def _exact_with_rolling_refresh(fn, params, video, period=PERIOD):
     """Every frame a delta step at threshold 0 recomputing its band, the output equal to ``fn``'s; the refresh
     reaches every node."""

@@ -226,8 +226,8 @@ class Bands:
         key = (var, start, h, axis)
         if key not in self._memo:
             if var in run.holders:
-                if axis != 1:
-                    raise NotRefreshable(run.analysis.producer[var].name)
+                if axis != 1:  # a held map's rows are its axis 1
+                    raise NotRefreshable(self._producer(var))
                 value = run.holders[var](self, start, h).astype(var.dtype)
             elif run.kind_of(var) != "delta":  # a constant, or a value held densely in this frame
                 value = run.read(var)
@@ -246,8 +246,12 @@ class Bands:
         shape = _shape(v)
         gate = len(shape) == 4 and shape[1] == shape[2] == 1
         if not (gate or v in self.run.holders or self.run.kind_of(v) != "delta"):
-            raise NotRefreshable(self.run.analysis.producer[v].name)
+            raise NotRefreshable(self._producer(v))
         return self.of(v, whole(shape[1]), shape[1])
+
+    def _producer(self, var: Var) -> str:
+        eqn = self.run.analysis.producer.get(var)
+        return "input" if eqn is None else eqn.name
 
     def eqn(self, eqn: Eqn, start: Start, h: int, operand: Callable | None = None, axis: int = 1) -> jax.Array:
         """Rows ``[start, start + h)`` along ``axis`` of ``eqn``'s output, from rows of its operands
