@@ -90,7 +90,7 @@ class Start:
 WHOLE = 0  # Start(height, WHOLE): row 0 of the map, whatever the step
 
 
-def whole(height: int) -> Start:
+def whole_map(height: int) -> Start:
     """The start of a band that is the whole map of ``height`` rows."""
     return Start(height, WHOLE)
 
@@ -143,14 +143,17 @@ def _rows_in(start: Start, h: int, stride: int, size: int, dilation: int, pad_lo
     return start.moved(stride, -pad_lo), (h - 1) * stride + (size - 1) * dilation + 1
 
 
-def _depthwise(x: jax.Array, kernel: jax.Array, eqn: Eqn) -> jax.Array:
-    """A depthwise convolution (``eqn``, one input channel per group) of a band ``x`` ``[N, n, W, C]`` whose rows
+def kernel_hwio(kernel: jax.Array, dims) -> jax.Array:
+    """A convolution's kernel in ``[kh, kw, C_in / groups, C_out]`` layout, from its ``ConvDimensionNumbers``."""
+    return jnp.transpose(kernel, (dims.rhs_spec[2], dims.rhs_spec[3], dims.rhs_spec[1], dims.rhs_spec[0]))
+
+
+def _depthwise(x: jax.Array, w: jax.Array, eqn: Eqn) -> jax.Array:
+    """A depthwise convolution (``eqn``, kernel ``w`` ``[kh, kw, 1, C]``) of a band ``x`` ``[N, n, W, C]`` whose rows
     are its window's (no row padding) as a sum over the taps of strided slices times per-channel weights: one
     fused loop. XLA's grouped convolution of a band of a few rows costs up to a millisecond on a CPU (1x48x672,
     5x5: 0.8 M multiply-adds), more than the rest of a delta step's refresh together."""
     p = eqn.params
-    dims = p["dimension_numbers"]
-    w = jnp.transpose(kernel, (dims.rhs_spec[2], dims.rhs_spec[3], dims.rhs_spec[1], dims.rhs_spec[0]))
     (sh, sw), (dh, dw) = p["window_strides"], p["rhs_dilation"]
     rows_out, cols_out = (x.shape[1] - (w.shape[0] - 1) * dh - 1) // sh + 1, eqn.outputs[0].shape[2]
     x = _pad_axis(x, 2, *p["padding"][1]).astype(jnp.float32)
@@ -167,15 +170,13 @@ def _depthwise(x: jax.Array, kernel: jax.Array, eqn: Eqn) -> jax.Array:
     return out
 
 
-def _native_conv(x: jax.Array, kernel: jax.Array, eqn: Eqn) -> jax.Array:
+def _native_conv(x: jax.Array, hwio: jax.Array, eqn: Eqn) -> jax.Array:
     """``eqn`` (a convolution) of a 16-bit band ``x`` ``[N, n, W, C]`` whose rows are its window's (no row
     padding), on the delta step's own convolution kernels, every pixel active: XLA's CPU convolution converts
     16-bit operands, the weights included, to float32 on every call (EfficientNet-Lite0 in bfloat16: 84
     conversions, 9 ms of a 2-core CPU's step, against 5 ms for the whole refresh this way). In float32 XLA's
     own is faster (0.13 ms a call here against its 0.04)."""
     p = eqn.params
-    dims = p["dimension_numbers"]
-    hwio = jnp.transpose(kernel, (dims.rhs_spec[2], dims.rhs_spec[3], dims.rhs_spec[1], dims.rhs_spec[0]))
     band = ops.Delta(x, jnp.ones(x.shape[:3], bool))
     return ops.conv(
         band,
@@ -247,7 +248,7 @@ class Bands:
         gate = len(shape) == 4 and shape[1] == shape[2] == 1
         if not (gate or v in self.run.holders or self.run.kind_of(v) != "delta"):
             raise NotRefreshable(self._producer(v))
-        return self.of(v, whole(shape[1]), shape[1])
+        return self.of(v, whole_map(shape[1]), shape[1])
 
     def _producer(self, var: Var) -> str:
         eqn = self.run.analysis.producer.get(var)
@@ -309,9 +310,9 @@ class Bands:
             s, n = _rows_in(start, h, stride, size, p["rhs_dilation"][0], lo)
             x = _masked(operand(lhs, s, n, 1), self.value(s), lhs.shape[1], 0.0)
             if p["feature_group_count"] == lhs.shape[3] == eqn.outputs[0].shape[3] > 1:
-                return _depthwise(x, kernel, eqn).astype(eqn.outputs[0].dtype)
+                return _depthwise(x, kernel_hwio(kernel, dims), eqn).astype(eqn.outputs[0].dtype)
             if eqn.outputs[0].dtype == x.dtype == kernel.dtype and x.dtype.itemsize == 2:
-                return _native_conv(x, kernel, eqn)
+                return _native_conv(x, kernel_hwio(kernel, dims), eqn)
             return _bind(eqn, [x, kernel], padding=((0, 0), tuple(p["padding"][1])))
         # Transposed: input row i sits at row i * dilation of the dilated input, output row o reads dilated rows
         # [o - lo, o - lo + taps). The band's n input rows from s cover them; its output starts `skip` rows early.
@@ -427,7 +428,7 @@ def refresh(run, phase, period: int) -> None:
                 value = bands.source(target, start, h).astype(old.dtype)
                 new = lax.dynamic_update_slice_in_dim(old, value, bands.value(start), axis=1)
             else:
-                value = bands.source(target, whole(height), height).astype(old.dtype)
+                value = bands.source(target, whole_map(height), height).astype(old.dtype)
                 new = jnp.mean(value, axis=(1, 2)) if target.extent == "mean" else value
         except NotRefreshable as e:
             run.unrefreshed[target.name] = e.args[0]

@@ -273,7 +273,7 @@ def _conv(run, eqn: Eqn, frame) -> None:
         return
     out = eqn.outputs[0]
     kernel = run.read(rhs)
-    kernel_hwio = jnp.transpose(kernel, (dims.rhs_spec[2], dims.rhs_spec[3], dims.rhs_spec[1], dims.rhs_spec[0]))
+    kernel_hwio = _refresh.kernel_hwio(kernel, dims)
     kh, kw, cin_g, cout = kernel_hwio.shape
     per_active = kh * kw * cin_g * cout
     name = run.node(eqn.scope, "conv")
