@@ -11,6 +11,9 @@ all of them and its max, the top-1 agreement, and as the noise floor the error o
 against dense float32 (HIGHEST) on the same frames.
 
     python -m benchmarks.soak --preset cpu --json soak.json --markdown soak.md --png soak.png
+
+With ``--max-growth G`` it exits with status 1 when a precision's error grew more than ``G`` times (the last 10 %
+of frames' mean against the first 10 %'s), after writing its outputs; ``scripts/gpu_check.sh`` passes 1.2.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import dataclasses
 import functools
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -171,6 +175,16 @@ def summarise(precision: str, errors: dict) -> dict:
     return row
 
 
+def grown(rows: list[dict], max_growth: float) -> list[str]:
+    """A line for each row whose error grew more than ``max_growth`` times, naming its precision and refresh."""
+    return [
+        f"soak: {r['precision']} ({refresh_label(r)}): the error grew {r['growth']:.2f}x over {r['frames']} frames "
+        f"({r['rel_error_first_10pct']:.3g} -> {r['rel_error_last_10pct']:.3g}), more than --max-growth {max_growth}"
+        for r in rows
+        if r["growth"] > max_growth
+    ]
+
+
 def markdown(rows: list[dict]) -> str:
     """The rows as a markdown table."""
     lines = [
@@ -283,7 +297,7 @@ def _refresh_period(text: str, default: bool = True) -> int | None | str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from deltajax._cli import frame_size
+    from deltajax._cli import frame_size, positive_float
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
@@ -311,6 +325,11 @@ def main(argv: list[str] | None = None) -> int:
         default="exact",
         help="all 0 (default), or those tuned for the model at the preset's size (deltajax/data/)",
     )
+    p.add_argument(
+        "--max-growth",
+        type=positive_float,
+        help="exit with status 1 when a precision's last-10 %% mean error exceeds this multiple of its first-10 %%",
+    )
     args = p.parse_args(argv)
     from deltajax.video import bundled_clip
 
@@ -329,7 +348,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         import jax
 
-        meta = {"device": str(jax.devices()[0]), "preset": dataclasses.asdict(preset), "video": os.path.basename(video)}
+        device = jax.devices()[0]
+        meta = {
+            "device": f"{device.device_kind} ({device.platform})",
+            "preset": dataclasses.asdict(preset),
+            "video": os.path.basename(video),
+        }
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows, "curves": {k: v.tolist() for k, v in curves.items()}}, f)
     if args.markdown:
@@ -337,7 +361,10 @@ def main(argv: list[str] | None = None) -> int:
             f.write(table)
     if args.png:
         plot(curves, args.png, f"{preset.model}, {preset.size[1]}x{preset.size[0]}, ping-pong of {preset.distinct}")
-    return 0
+    failures = grown(rows, args.max_growth) if args.max_growth is not None else []
+    for line in failures:
+        print(line, file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -19,3 +19,14 @@ def positive_int(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
     return int(text)
+
+
+def positive_float(text: str) -> float:
+    """A positive finite number (e.g. a bound on a ratio); ``argparse.ArgumentTypeError`` for anything else."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value

@@ -8,7 +8,10 @@
 # Every step has a time limit so the whole check ends within the GPU machine's 10 minutes per command. Measured on
 # H200s (2026-12-04): wheels 22-39 s, smoke test 12-14 s, the benchmark row 72-135 s (its compiles took 30 s on
 # one machine, 57 s on another), soak 67-86 s, the suite 179 s on 14 workers with the sanitizers beside it, 289 s
-# once the OpenPose tests ran too (851 tests, the long modules first): 360-562 s in all.
+# once the OpenPose tests ran too (851 tests, the long modules first): 360-562 s in all. On an H100 (2026-12-05,
+# 1062 tests): wheels 89 s, smoke 13 s, benchmark row 113 s, soak 69 s, and the suite did not finish in the 291 s
+# left (94 % done, memcheck's crash retries beside it); alone on 15 workers it took 323 s. So the suite runs on 15
+# workers, without the test that only runs the CPU's 8 host devices (CI runs it).
 # GPU_CHECK_FULL_BENCH=1 runs the full benchmark presets instead (much longer).
 set -uo pipefail
 OUTDIR=${1:-${OUT:-gpu_check_out}}
@@ -45,8 +48,9 @@ export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=0"
 # The soak (error over 10 000 frames of EfficientNet-Lite0 at 384x216, TF32 and bf16) runs alone: beside the
 # suite's processes, which share the card by time slices, its 20 000 small steps took minutes. Not under
 # BEST_XLA_FLAGS: cuDNN failed to trace its float32 HIGHEST dense reference into a command buffer (status 5003).
-step soak 200 $PY -m benchmarks.soak --preset gpu --json "$OUTDIR/soak.json" --markdown "$OUTDIR/soak.md" \
-  --png "$OUTDIR/soak.png"
+# It fails the check when a precision's error grows more than 1.2x (issue 13's bound: last 10 % against first).
+step soak 200 $PY -m benchmarks.soak --preset gpu --max-growth 1.2 --json "$OUTDIR/soak.json" \
+  --markdown "$OUTDIR/soak.md" --png "$OUTDIR/soak.png"
 cat "$OUTDIR/soak.md"
 # memcheck, then racecheck, of the small CUDA cases, one process per tool; its exit status is the first failure's.
 # --report-api-errors no: cuDNN probes stream capture during XLA's autotuning and reports API errors
@@ -95,7 +99,8 @@ sanitizers=$!
 # The suite gets what is left of the machine's 10 minutes (with the full benchmarks, 7 minutes).
 left=$((585 - SECONDS))
 [ "$full_bench" = 1 ] && left=420
-step tests $((left > 60 ? left : 60)) $PY -m pytest -q -n 14 -p no:cacheprovider tests --durations=30
+step tests $((left > 60 ? left : 60)) $PY -m pytest -q -n 15 -p no:cacheprovider tests --durations=30 -rfE \
+  --deselect tests/test_sharding.py::test_on_8_cpu_devices
 wait $sanitizers || status=1
 cat "$OUTDIR/summary.txt"
 exit $status

@@ -39,8 +39,9 @@ def path(request):
     jax.clear_caches()
 
 
-# Modules whose tests take 10-50 s each: they start first, so that with pytest-xdist (scripts/gpu_check.sh runs 14
-# workers) the run does not end on one worker still busy with a long test picked up last.
+# Modules whose tests take 10-90 s each (on an H100): they start first, so that with pytest-xdist
+# (scripts/gpu_check.sh runs 15 workers) the run does not end on one worker still busy with a long test picked up
+# last.
 _LONG_MODULES = (
     "test_benchmarks",
     "test_examples",
@@ -50,6 +51,8 @@ _LONG_MODULES = (
     "test_demo",
     "test_conv_rules",
     "test_frame_modes",
+    "test_soak",
+    "test_crossover",
 )
 
 

@@ -8,7 +8,8 @@ import pytest
 
 import deltajax
 from deltajax import crossover
-from deltajax.transform.config import DeltaConfig
+from deltajax._native import default_platform
+from deltajax.transform.config import PLATFORMS, DeltaConfig
 from tests.flax_nets import init_model
 from tests.harness import moving_blobs
 
@@ -30,7 +31,7 @@ def test_changed_frame_changes_the_fraction_asked_for():
 
 def test_measure_times_dense_and_every_fraction_and_gives_a_setting():
     """A small net on a small frame: a time per point, the tile activity rising from 0 to 1, and a setting that
-    DeltaConfig takes, this platform's crossover in it."""
+    DeltaConfig takes, the crossover in it under the platform the test runs on (cpu or cuda)."""
     frame = jnp.asarray(moving_blobs(1, 1, 48, 64, 3)[0])
     model, variables = init_model("mobilenet", frame)
     fractions = (0.0, 0.1, 1.0)
@@ -39,17 +40,19 @@ def test_measure_times_dense_and_every_fraction_and_gives_a_setting():
     assert curve.dense_s > 0 and all(s > 0 for s in curve.step_s)
     assert curve.tile_activity[0] == 0.0 and curve.tile_activity[-1] == 1.0
     assert curve.crossover is None or 0.0 <= curve.crossover <= 1.0
-    setting = crossover.keyframe_above(curve, {"cuda": 0.0})
-    assert setting == {"cuda": 0.0, "cpu": curve.crossover}
+    here = default_platform()
+    other = next(p for p in PLATFORMS if p != here)
+    setting = crossover.keyframe_above(curve, {other: 0.0})
+    assert setting == {other: 0.0, here: curve.crossover}
     assert dict(DeltaConfig(keyframe_above=setting).keyframe_above) == setting
-    assert crossover.keyframe_above(curve, None) == {"cpu": curve.crossover, "cuda": None, "rocm": None, "tpu": None}
+    assert crossover.keyframe_above(curve, None) == {**dict.fromkeys(PLATFORMS), here: curve.crossover}
 
 
 def test_a_synthetic_curve_gives_its_crossover():
     curve = crossover.Curve(2.0, (0.0, 0.5, 1.0), (0.0, 0.6, 1.0), (0.2, 1.4, 3.0))
     assert curve.ratios == (0.1, 0.7, 1.5)
     assert curve.crossover == pytest.approx(0.6 + 0.3 / 0.8 * 0.4)
-    assert deltajax.crossover.keyframe_above(curve) == {"cpu": curve.crossover}
+    assert deltajax.crossover.keyframe_above(curve) == {default_platform(): curve.crossover}
 
 
 def test_measure_names_a_frame_that_is_not_an_image():

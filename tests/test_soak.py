@@ -109,7 +109,8 @@ def _dense_logits(model, variables, base, order):
         return jax.jit(jax.vmap(lambda x: model.apply(variables, x)))(jnp.asarray(base)[order])
 
 
-def test_markdown_table_has_a_row_per_precision():
+def _row(**fields) -> dict:
+    """A summarised soak row (``soak.summarise``'s fields) with ``fields`` replaced."""
     row = dict(
         precision="bf16",
         frames=10,
@@ -124,7 +125,27 @@ def test_markdown_table_has_a_row_per_precision():
         noise_floor_mean=5e-3,
         noise_floor_max=9e-3,
     )
-    table = soak.markdown([row, {**row, "precision": "f32_highest", "refresh_every": 1000, "rolling_refresh": 64}])
+    return {**row, **fields}
+
+
+def test_markdown_table_has_a_row_per_precision():
+    table = soak.markdown([_row(), _row(precision="f32_highest", refresh_every=1000, rolling_refresh=64)])
     bf16 = "| bf16 | 10 | exact | never | 1.00e-03 | 1.10e-03 | 1.05e-03 | 2.00e-03 | 1.10x | 100.0 % |"
     f32 = "| f32_highest | 10 | exact | rolling, period 64 + keyframes every 1000 | 1.00e-03 |"
     assert table.count("\n") == 4 and bf16 in table and f32 in table
+
+
+def test_max_growth_names_each_precision_that_grew_more():
+    rows = [_row(), _row(precision="tf32", refresh_every=1000, growth=1.3, rel_error_last_10pct=1.3e-3)]
+    assert soak.grown(rows, 1.2) == [
+        "soak: tf32 (keyframes every 1000): the error grew 1.30x over 10 frames (0.001 -> 0.0013), more than "
+        "--max-growth 1.2"
+    ]
+    assert soak.grown(rows, 1.3) == []
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "nan", "inf", "x", ""])
+def test_max_growth_must_be_a_positive_number(text, capsys):
+    with pytest.raises(SystemExit):
+        soak.main(["--max-growth", text])
+    assert f"argument --max-growth: expected a positive number, got {text!r}" in capsys.readouterr().err
