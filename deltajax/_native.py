@@ -75,10 +75,16 @@ def native_platforms() -> tuple[str, ...]:
     return tuple(_LOADED)
 
 
+def platform_of(device) -> str:
+    """The lax.platform_dependent name ('cpu', 'cuda', 'rocm', 'tpu') of the platform a JAX ``device`` is on."""
+    if device.platform == "gpu":
+        return "cuda" if "cuda" in device.client.platform_version.lower() else "rocm"
+    return device.platform
+
+
 def default_platform() -> str:
     """The lax.platform_dependent name of JAX's default backend ('cpu', 'cuda', ...)."""
-    backend = jax.default_backend()
-    return "cuda" if backend == "gpu" and "cuda" in jax.devices()[0].client.platform_version.lower() else backend
+    return platform_of(jax.devices()[0])
 
 
 def targets(platform: str) -> frozenset[str]:

@@ -15,7 +15,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import PartitionSpec
 
-from deltajax import sharding
+from deltajax import _native, sharding
 from deltajax import stats as deltajax_stats
 
 BUNDLED_CLIPS = {
@@ -185,6 +185,18 @@ def _nnx_unbound(model, args: tuple) -> tuple:
     return nnx.as_stepper(model, args) or (model, args)
 
 
+def _on_devices(model, mesh: jax.sharding.Mesh | None):
+    """A stepper as it runs on the mesh's platform, else JAX's default one (``Stepper.on_platform``: where every
+    changed frame runs the plain model there, one whose state is the input's reference alone); other models as
+    they are. Correct on any platform: such a stepper runs no delta step anywhere."""
+    from deltajax.transform import Stepper
+
+    if not isinstance(model, Stepper):
+        return model
+    device = mesh.devices.flat[0] if mesh is not None else jax.devices()[0]
+    return model.on_platform(_native.platform_of(device))
+
+
 def _keyframed(step, keyframe_every: int | None):
     """A step on ``(t, state)`` that runs a dense keyframe every ``keyframe_every`` frames (never if None)."""
     if keyframe_every is not None and (not isinstance(keyframe_every, int) or keyframe_every < 1):
@@ -288,6 +300,7 @@ def run_clip(
         sharding.check_mesh("run_clip", mesh)
         sharding.check_streams("run_clip", "clip", tuple(np.shape(clip)), 1, mesh)
         clip, args, variables = sharding.put_streams(clip, mesh, 1), *sharding.put_replicated((args, variables), mesh)
+    model = _on_devices(model, mesh)
     outs, stats = _run_clip(
         clip, args, variables, model=model, keyframe_every=keyframe_every, with_stats=with_stats, mesh=mesh
     )
@@ -323,6 +336,7 @@ def streaming(
     model, args = _nnx_unbound(model, args)
     if mesh is not None:
         sharding.check_mesh("streaming", mesh)
+    model = _on_devices(model, mesh)
     # A snapshot: the functions trace at their first calls, by when the caller's containers may have changed.
     args, variables = jax.tree_util.tree_map(jnp.asarray, (args, variables))
     start, step = _bound_stream_fns(args, variables, model=model, keyframe_every=keyframe_every, mesh=mesh)

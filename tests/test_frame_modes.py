@@ -153,13 +153,15 @@ def test_zero_crossover_runs_every_changed_frame_densely(video, keyframe_every):
     assert rel_error(got, _dense(model, variables, video)) <= 1e-5
 
 
-@pytest.mark.parametrize("keyframe_above", ["auto", 0.0])
-def test_a_step_does_not_copy_the_layer_state(video, keyframe_above):
+@pytest.mark.parametrize("crossover_here", ["auto", 0.0])
+def test_a_step_does_not_copy_the_layer_state(video, crossover_here):
     """The frame modes must leave the donated state in place: XLA copies every array passed through a
     conditional (twice), which made a skipped frame cost a dense one on the GPU. At most a few scalars and the
     output, and the input's reference (a frame: a keyframe stores the frame argument), may be copied, never the
-    layers' arrays; also not when every changed frame runs densely (crossover 0)."""
+    layers' arrays; also not when every changed frame runs densely on this platform (crossover 0 here, a stream
+    with every layer's state: started by a stepper that may run delta steps elsewhere)."""
     model, variables = _model(video)
+    keyframe_above = crossover_here if crossover_here == "auto" else {_native.default_platform(): crossover_here}
     stepper = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=keyframe_above))
     _, state = stepper.init(variables, video[0])
     step = jax.jit(lambda s, x: stepper(s, variables, x), donate_argnums=0)
@@ -198,8 +200,64 @@ def test_a_zero_crossover_decides_a_frame_with_one_conditional(video, monkeypatc
     forced = jax.jit(lambda s, x, k: stepper(s, variables, x, keyframe=k)).lower(state, video[1], True)
     assert _control_flow(forced.compile().as_text()) == (0, 1)
     general = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=0.5))
+    _, state = general.init(variables, video[0])
     loops, _ = _control_flow(jax.jit(lambda s, x: general(s, variables, x)).lower(state, video[1]).compile().as_text())
     assert loops >= 2
+
+
+def test_where_no_frame_runs_a_delta_step_the_state_is_the_input_reference(video):
+    """keyframe_above=0 (a crossover of 0 everywhere): no mode reads a layer's state, so a stream keeps the input's
+    reference alone, and runs frame by frame as the general program where this platform's crossover is 0 does
+    (skipped, plain dense, a forced keyframe, a non-finite frame): the same outputs and stats, bit for bit."""
+    model, variables = _model(video)
+    here = _native.default_platform()
+    frames = [*video[:8], video[8].at[0, 0, 0, 0].set(jnp.nan), video[9]]
+    runs = {}
+    for name, above in (("lean", 0.0), ("general", {here: 0.0})):
+        stepper = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=above))
+        assert stepper.never_delta == (name == "lean")
+        out, state, stats = jax.jit(stepper.init_with_stats)(variables, frames[0])
+        assert (set(state.layers) == {"input"}) == (name == "lean")
+        step = jax.jit(stepper.step_with_stats, static_argnames="keyframe")
+        runs[name] = [(out, stats)]
+        for t, frame in enumerate(frames[1:], 1):
+            out, state, stats = step(state, variables, frame, keyframe=t == 5)
+            runs[name].append((out, stats))
+    assert [bool(s["input"].keyframe) for _, s in runs["lean"]] == [1, 1, 1, 0, 1, 1, 1, 0, 1, 1]
+    for t, (lean, general) in enumerate(zip(runs["lean"], runs["general"], strict=True)):
+        np.testing.assert_array_equal(lean[0], general[0], err_msg=f"frame {t}")
+        for a, b in zip(jax.tree_util.tree_leaves(lean[1]), jax.tree_util.tree_leaves(general[1]), strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=f"frame {t}")
+
+
+def test_video_loops_keep_the_input_reference_alone_where_the_platform_crossover_is_0(video):
+    """run_clip and streaming resolve keyframe_above for the platform they run on (Stepper.on_platform): where
+    its crossover is 0 the stream keeps the input's reference alone, with the outputs of the stepper as given;
+    elsewhere the state holds every layer's. A stepper that runs delta steps refuses such a state by name."""
+    model, variables = _model(video)
+    here = _native.default_platform()
+    elsewhere = next(p for p in ("cpu", "cuda") if p != here)
+    lean = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above={here: 0.0}))
+    assert lean.on_platform(here) is lean.on_platform(here) and lean.on_platform(here).never_delta
+    start, step = deltajax.streaming(lean, variables)
+    _, state = start(video[0])
+    assert set(state[1].layers) == {"input"}
+    # streaming compiles the parameters in as constants: the same frames up to float32 rounding
+    streamed = step(state, video[1])[0]
+    assert rel_error(streamed, lean(lean.init(variables, video[0])[1], variables, video[1])[0]) <= 1e-6
+    assert rel_error(deltajax.run_clip(lean, video[:2], variables)[1], streamed) <= 1e-6
+    general = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above={elsewhere: 0.0}))
+    assert general.on_platform(here) is general
+    assert len(deltajax.streaming(general, variables).start(video[0])[1][1].layers) > 1
+    with pytest.raises(ValueError, match=r"argument 'state' holds the input's reference alone .* this stepper runs"):
+        general(state[1], variables, video[1])
+
+
+def test_where_no_frame_runs_a_delta_step_layer_names_are_still_checked(video):
+    model, variables = _model(video)
+    config = deltajax.DeltaConfig(keyframe_above=0.0, layers={"nope/act": 0.1})
+    with pytest.raises(ValueError, match=r"DeltaConfig: layer 'nope/act' is not a configurable layer of this model"):
+        deltajax.delta(model.apply, config=config).init(variables, video[0])
 
 
 def test_a_per_platform_crossover_applies_on_its_platform_only(video):

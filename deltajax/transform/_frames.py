@@ -56,6 +56,20 @@ def _crossovers(setting) -> tuple[dict[str, float], float | None]:
     return values, AUTO_CROSSOVER["reference"]
 
 
+def crossover_on(setting, platform: str) -> float | None:
+    """The crossover that ``DeltaConfig.keyframe_above`` sets on ``platform`` (a lax.platform_dependent name):
+    a number, or None (never)."""
+    values, default = _crossovers(setting)
+    return values.get(platform, default)
+
+
+def never_delta(setting) -> bool:
+    """True when ``DeltaConfig.keyframe_above`` is a crossover of 0 on every platform: no frame runs as a delta
+    step anywhere, so no mode reads the layers' state but the input's."""
+    values, default = _crossovers(setting)
+    return default == 0 and all(v == 0 for v in values.values())
+
+
 def crossover(setting):
     """The crossover that ``DeltaConfig.keyframe_above`` sets on the platform the program runs on: None (never),
     a number, or a float32 scalar chosen per platform."""

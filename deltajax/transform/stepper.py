@@ -28,7 +28,8 @@ class StreamState:
     """The state of one stream (a batch of ``N`` independent videos) of a transformed model.
 
     Attributes:
-      layers: layer name -> that layer's state (fixed shapes, float32).
+      layers: layer name -> that layer's state (fixed shapes, float32); the input's alone where no frame runs
+        as a delta step (``Stepper.never_delta``).
       output: the last frame's output (a frame with no input change returns it without running the model).
       restart: bool scalar, True when the last frame held non-finite values: the next frame runs densely.
       age: int32 scalar, delta steps since the layers' state was built (``DeltaConfig.refresh_every``).
@@ -148,11 +149,40 @@ class Stepper:
         out, run = self._run(args, None)
         return out, run.states, run.stats
 
+    def _plain_start(self, args: tuple, frame):
+        """A fresh start where no frame runs as a delta step (``_frames.never_delta``): ``(output, layer states,
+        stats)`` of the plain model, the states the input's reference alone (no mode reads another layer's: the
+        state stays small, and a streamed call passes a few arrays rather than every layer's), the stats a dense
+        frame's. The layers' names in ``config`` are checked against the model's all the same."""
+        _, input_state = ops.sparsify_init(frame)
+        return self.fn(*args), {INPUT: input_state}, _frame_stats(self._static_stats(args), 1.0, True)
+
+    def on_platform(self, platform: str) -> Stepper:
+        """This stepper as it runs on ``platform`` ('cpu', 'cuda', ...: a lax.platform_dependent name): where
+        ``config.keyframe_above`` sets a crossover of 0 there, a stepper with ``keyframe_above=0.0``, whose
+        streams keep only the input's reference as state (every changed frame runs the plain model there, so no
+        other layer's state is ever read); else this stepper. The same object for the same platform, so that a
+        jit keyed on the stepper compiles once."""
+        if self.never_delta or _frames.crossover_on(self.config.keyframe_above, platform) != 0:
+            return self
+        key = ("on_platform", platform)
+        if key not in self._cache:
+            self._cache[key] = type(self)(
+                self.fn, self.frame_argnum, dataclasses.replace(self.config, keyframe_above=0.0)
+            )
+        return self._cache[key]
+
+    @property
+    def never_delta(self) -> bool:
+        """True when no frame runs as a delta step on any platform (``keyframe_above`` 0): the stream's state is
+        then the input's reference alone."""
+        return _frames.never_delta(self.config.keyframe_above)
+
     # -- public ----------------------------------------------------------------------------------------------------
     def init_with_stats(self, *args) -> tuple[Any, StreamState, dict]:
         """Like ``init``, also returning the per-layer stats of the dense frame."""
         _, frame = self._frame("deltajax.delta init", args)
-        out, layers, stats = self._dense(args)
+        out, layers, stats = self._plain_start(args, frame) if self.never_delta else self._dense(args)
         nonfinite = _frames.count_nonfinite(frame)
         stats[INPUT] = stats[INPUT]._replace(nonfinite=nonfinite)
         return out, StreamState(layers, out, nonfinite > 0, jnp.int32(0), *_spec(frame)), stats
@@ -180,8 +210,7 @@ class Stepper:
         static = self._static_stats(args) if with_stats else {}
 
         def static_stats(active: float, keyframe: bool) -> dict:
-            """Stats of a skipped (active 0) or plain dense (active 1) frame."""
-            return {n: layer_stats(active, m * active, m, fallback, keyframe) for n, (m, fallback) in static.items()}
+            return _frame_stats(static, active, keyframe)
 
         # A skipped frame (no input pixel changed: nothing downstream changes either) keeps the last output and
         # every layer's state but the input's; each other mode replaces them. The modes' stats travel packed (one
@@ -264,6 +293,13 @@ class Stepper:
                 "deltajax.delta step: argument 'state' has no 'input' layer; it was not made by stepper.init of "
                 "this model; start the stream with stepper.init(*args)"
             )
+        if set(state.layers) == {INPUT} and not self.never_delta:
+            raise ValueError(
+                "deltajax.delta step: argument 'state' holds the input's reference alone (a stream started where "
+                "no frame runs as a delta step: keyframe_above=0, or run_clip / streaming on a platform whose "
+                "crossover is 0), but this stepper runs delta steps, which read every layer's state; start the "
+                "stream with this stepper's init, or step it with stepper.on_platform(platform)"
+            )
         return frame
 
     def unrefreshed(self, *args) -> dict[str, str]:
@@ -313,6 +349,12 @@ class Stepper:
 
         jax.eval_shape(probe, *args)
         return kinds
+
+
+def _frame_stats(static: dict, active: float, keyframe: bool) -> dict:
+    """Stats of a skipped (``active`` 0) or plain dense (``active`` 1) frame from the layers' static ones
+    (``Stepper._static_stats``: name -> (dense multiply-adds, fallback))."""
+    return {n: layer_stats(active, m * active, m, fallback, keyframe) for n, (m, fallback) in static.items()}
 
 
 def delta(fn: Callable, *, frame_argnum: int = -1, config: DeltaConfig = DeltaConfig()) -> Stepper:
