@@ -246,7 +246,7 @@ def test_video_loops_keep_the_input_reference_alone_where_the_platform_crossover
     streamed = step(state, video[1])[0]
     assert rel_error(streamed, lean(lean.init(variables, video[0])[1], variables, video[1])[0]) <= 1e-6
     assert rel_error(deltajax.run_clip(lean, video[:2], variables)[1], streamed) <= 1e-6
-    general = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above={elsewhere: 0.0}))
+    general = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above={here: 0.5, elsewhere: 0.0}))
     assert general.on_platform(here) is general
     assert len(deltajax.streaming(general, variables).start(video[0])[1][1].layers) > 1
     with pytest.raises(ValueError, match=r"argument 'state' holds the input's reference alone .* this stepper runs"):
