@@ -151,7 +151,8 @@ def run_one(
 ) -> dict:
     """One row: dense vs delta for a model, clip, case and precision; with ``rolling``, the delta model also with
     ``DeltaConfig.rolling_refresh=rolling``, its runs alternating with those without (a cost of a few percent
-    is below the spread between runs a minute apart on a shared CPU)."""
+    is below the spread between runs a minute apart on a shared CPU; ``delta_fps`` then comes from those
+    alternating runs, the compile times from each program's first call)."""
     import jax
     import jax.numpy as jnp
 
@@ -169,6 +170,7 @@ def run_one(
         # statistics come from one more run of the same clip.
         run = jax.jit(lambda c, v: deltajax.run_clip(stepper, c, v))
         delta_first, delta_s, delta_out = _seconds(run, clip, variables)
+        compile_s = {"dense": dense_first - dense_s, "delta": delta_first - delta_s}
         rolling_row = {}
         if rolling is not None:
             refreshed = deltajax.delta(module.apply, config=dataclasses.replace(config, rolling_refresh=rolling))
@@ -206,7 +208,7 @@ def run_one(
         "active_input": active.get("input", float("nan")),
         "active_conv_mean": float(np.mean(convs)),
         "mac_ratio": deltajax.stats.mac_ratio(jax.tree_util.tree_map(lambda a: a[1:], stats)),
-        "compile_s": {"dense": dense_first - dense_s, "delta": delta_first - delta_s},
+        "compile_s": compile_s,
         "fallback_layers": deltajax.stats.fallback_layers(stats),
     }
 
