@@ -249,6 +249,7 @@ def test_video_loops_keep_the_input_reference_alone_where_the_platform_crossover
     general = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above={here: 0.5, elsewhere: 0.0}))
     assert general.on_platform(here) is general
     assert len(deltajax.streaming(general, variables).start(video[0])[1][1].layers) > 1
+    _, state = start(video[0])  # the first was donated to the step
     with pytest.raises(ValueError, match=r"argument 'state' holds the input's reference alone .* this stepper runs"):
         general(state[1], variables, video[1])
 

@@ -111,6 +111,13 @@ class Stepper:
         try:
             outs = run.run(jax.tree_util.tree_leaves(args), frame_index)
         except StateMismatch as e:
+            if set(layers) == {INPUT}:
+                raise ValueError(
+                    "deltajax.delta step: argument 'state' holds the input's reference alone (a stream started "
+                    "where no frame runs as a delta step: keyframe_above=0, or run_clip / streaming on a platform "
+                    "whose crossover is 0), but this stepper runs delta steps, which read every layer's state; "
+                    "start the stream with this stepper's init, or step it with stepper.on_platform(platform)"
+                ) from None
             raise ValueError(
                 f"deltajax.delta step: argument 'state' has no layer {e.args[0]!r}; it was not made by "
                 f"stepper.init of this model and these argument shapes; start the stream with stepper.init(*args)"
@@ -292,13 +299,6 @@ class Stepper:
             raise ValueError(
                 "deltajax.delta step: argument 'state' has no 'input' layer; it was not made by stepper.init of "
                 "this model; start the stream with stepper.init(*args)"
-            )
-        if set(state.layers) == {INPUT} and not self.never_delta:
-            raise ValueError(
-                "deltajax.delta step: argument 'state' holds the input's reference alone (a stream started where "
-                "no frame runs as a delta step: keyframe_above=0, or run_clip / streaming on a platform whose "
-                "crossover is 0), but this stepper runs delta steps, which read every layer's state; start the "
-                "stream with this stepper's init, or step it with stepper.on_platform(platform)"
             )
         return frame
 
