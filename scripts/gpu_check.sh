@@ -96,11 +96,14 @@ sanitize() {
 }
 sanitize &
 sanitizers=$!
-# The suite gets what is left of the machine's 10 minutes (with the full benchmarks, 7 minutes).
+# The suite gets what is left of the machine's 10 minutes (with the full benchmarks, 7 minutes). -v names each
+# failure as it happens, so that a suite cut short by its limit still says what failed (SIGINT does not stop an
+# xdist run cleanly: its workers finish their tests first).
 left=$((585 - SECONDS))
 [ "$full_bench" = 1 ] && left=420
-step tests $((left > 60 ? left : 60)) $PY -m pytest -q -n 15 -p no:cacheprovider tests --durations=30 -rfE \
-  --deselect tests/test_sharding.py::test_on_8_cpu_devices
+step tests $((left > 60 ? left : 60)) $PY -m pytest -v -n 15 -p no:cacheprovider tests --durations=30 -rfE \
+  --junitxml="$OUTDIR/tests.xml" --deselect tests/test_sharding.py::test_on_8_cpu_devices
+grep -E "^\[gw[0-9]+\] .*(FAILED|ERROR)" "$OUTDIR/tests.log" | head -n 20
 wait $sanitizers || status=1
 cat "$OUTDIR/summary.txt"
 exit $status
