@@ -239,6 +239,10 @@ def test_video_loops_keep_the_input_reference_alone_where_the_platform_crossover
     elsewhere = next(p for p in ("cpu", "cuda") if p != here)
     lean = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above={here: 0.0}))
     assert lean.on_platform(here) is lean.on_platform(here) and lean.on_platform(here).never_delta
+    with pytest.raises(
+        ValueError, match=r"on_platform: argument 'platform' must be one of \['cpu', 'cuda', .* got 'gpu'"
+    ):
+        lean.on_platform("gpu")
     start, step = deltajax.streaming(lean, variables)
     _, state = start(video[0])
     assert set(state[1].layers) == {"input"}

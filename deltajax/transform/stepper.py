@@ -19,7 +19,7 @@ from deltajax.stats import pack as layer_stats_pack
 from deltajax.stats import unpack as layer_stats_unpack
 from deltajax.transform import _frames
 from deltajax.transform._interpret import INPUT, Run, StateMismatch, input_config, trace
-from deltajax.transform.config import DeltaConfig
+from deltajax.transform.config import PLATFORMS, DeltaConfig
 
 
 @jax.tree_util.register_pytree_node_class
@@ -170,6 +170,11 @@ class Stepper:
         streams keep only the input's reference as state (every changed frame runs the plain model there, so no
         other layer's state is ever read); else this stepper. The same object for the same platform, so that a
         jit keyed on the stepper compiles once."""
+        if platform not in PLATFORMS:
+            raise ValueError(
+                f"deltajax.delta on_platform: argument 'platform' must be one of {list(PLATFORMS)} (the names "
+                f"lax.platform_dependent takes; _native.platform_of(device) gives a device's), got {platform!r}"
+            )
         if self.never_delta or _frames.crossover_on(self.config.keyframe_above, platform) != 0:
             return self
         key = ("on_platform", platform)
