@@ -134,7 +134,7 @@ def test_16bit_streams_accumulate_the_unrounded_convolution(case):
         ops.Delta(x.values.astype(jnp.float32), x.mask), kernel.astype(jnp.float32), **kw
     )  # float32 HIGHEST: exact products of bfloat16 values
     m = np.asarray(wide.mask)[..., None]
-    want = np.where(m, np.asarray(wide.values) * np.asarray(scale), 0)
+    want = np.where(m, np.asarray(wide.values), 0) * np.asarray(scale)  # masked-out values are unspecified
     for got in both(fused, x, kernel, state, scale):
         update = np.where(m, np.asarray(got[1].acc) - np.asarray(state.acc), 0)
         np.testing.assert_array_equal(np.asarray(got[2]), np.asarray(wide.mask))
