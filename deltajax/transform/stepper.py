@@ -221,13 +221,10 @@ class Stepper:
         nonfinite = _frames.count_nonfinite(frame)
         static = self._static_stats(args) if with_stats else {}
 
-        def static_stats(active: float, keyframe: bool) -> dict:
-            return _frame_stats(static, active, keyframe)
-
         # A skipped frame (no input pixel changed: nothing downstream changes either) keeps the last output and
         # every layer's state but the input's; each other mode replaces them. The modes' stats travel packed (one
         # vector, not hundreds of scalars that each loop would copy).
-        skipped = static_stats(0.0, False)
+        skipped = _frame_stats(static, 0.0, False)
 
         def pack(stats: dict) -> jax.Array:
             return layer_stats_pack(stats) if with_stats else jnp.zeros((0,), jnp.float32)
@@ -235,7 +232,7 @@ class Stepper:
         carry = (state.output, {**state.layers, INPUT: input_state}, pack(skipped))
 
         def dense_output():  # the plain model (XLA's fastest); the layers' state goes stale: restart
-            return self.fn(*args), pack(static_stats(1.0, True))
+            return self.fn(*args), pack(_frame_stats(static, 1.0, True))
 
         def every_mode():
             crossover = _frames.crossover(self.config.keyframe_above)
