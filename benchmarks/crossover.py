@@ -5,9 +5,11 @@
 
 For each bundled model and precision it times, in one process on one device: a dense frame (XLA), and a delta
 step (threshold 0, every frame a delta step: ``keyframe_above=None``) between two frames that differ in round
-blobs covering a fraction ``p`` of the pixels, for p from 0 to 1. The crossover is the input tile activity
-(``tile_activity``: the fraction of 16x16 tiles with a changed pixel) where the step's time reaches the dense
-frame's (linear interpolation between the measured points); it is the value that
+blobs covering a fraction ``p`` of the pixels, for p from 0 to 1; and the same frames as the default config runs
+them (``keyframe_above="auto"``: a changed frame busier than the platform's crossover runs dense), the row "as
+configured", whose ratios say how much slower than dense XLA a clip changing that much runs. The crossover is
+the input tile activity (``tile_activity``: the fraction of 16x16 tiles with a changed pixel) where the step's
+time reaches the dense frame's (linear interpolation between the measured points); it is the value that
 ``DeltaConfig(keyframe_above="auto")`` uses on that platform (``deltajax/transform/_frames.py``).
 
 With ``--trace DIR`` each row also lists the kernels of one delta step at the smallest nonzero fraction, where
@@ -47,6 +49,7 @@ def measure(model: str, size: tuple[int, int], precision: str, trace: str | None
     with _precision_scope(precision):
         stepper = measurement.stepper_for(module.apply)
         curve = measurement.measure_stepper(stepper, variables, frame)
+        configured = measurement.measure_as_configured(module.apply, variables, frame)
         extra = {}
         if trace:  # the round trip measure_stepper timed (its program compiled)
             step = measurement.round_trip(stepper, 1)
@@ -63,6 +66,9 @@ def measure(model: str, size: tuple[int, int], precision: str, trace: str | None
         "delta_ms": [s * 1e3 for s in curve.step_s],
         "delta_over_dense": list(curve.ratios),
         "crossover": curve.crossover,
+        # the default config ("auto": the platform's crossover decides which changed frames run dense)
+        "configured_ms": [s * 1e3 for s in configured.step_s],
+        "configured_over_dense": list(configured.ratios),
         **extra,
     }
 
@@ -92,6 +98,8 @@ def table(rows: list[dict]) -> str:
         lines.append(f"{r['model']:18} {r['precision']:11} {r['dense_ms']:8.3f} {cells}  {cross}")
         tiles = " ".join(f"{t:7.2f}" for t in r["tile_activity"])
         lines.append(f"{'  tile activity':30} {'':8} {tiles}")
+        configured = " ".join(f"{x:7.2f}" for x in r["configured_over_dense"])
+        lines.append(f"{'  as configured (auto)':30} {'':8} {configured}")
     return "\n".join(lines)
 
 

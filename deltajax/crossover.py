@@ -110,10 +110,22 @@ def measure(
     return measure_stepper(stepper_for(fn, frame_argnum, config), *args, fractions=fractions, seed=seed)
 
 
+def measure_as_configured(
+    fn, *args, frame_argnum: int = -1, config: DeltaConfig = DeltaConfig(), fractions=FRACTIONS, seed: int = 0
+) -> Curve:
+    """Like ``measure``, but each changed frame runs as ``config`` has it on the default device's platform: one
+    busier than its ``keyframe_above`` (default "auto": the platform's measured crossover) runs the plain model,
+    the others a delta step. The ratios are then what a clip changing that much costs per frame against dense XLA:
+    at most about 1 at every fraction where the crossover is right (a dense frame plus the check that decides)."""
+    stepper = delta(fn, frame_argnum=frame_argnum, config=config).on_platform(default_platform())
+    return measure_stepper(stepper, *args, fractions=fractions, seed=seed)
+
+
 def measure_stepper(stepper, *args, fractions=FRACTIONS, seed: int = 0) -> Curve:
-    """``measure`` of a stepper made by ``stepper_for``: its delta step against its function's dense frame. The
-    program timed for each fraction is ``deltajax.timing.stepped_program(round_trip(stepper, frame position),
-    STEPS)``, compiled once (a caller that traces it finds it compiled)."""
+    """``measure`` of a stepper (``stepper_for``'s, or one with its own settings): its frames against its
+    function's dense frame, both timed inside compiled programs. The program timed for each fraction is
+    ``deltajax.timing.stepped_program(round_trip(stepper, frame position), STEPS)``, compiled once (a caller that
+    traces it finds it compiled)."""
     pos = stepper._frame("deltajax.crossover.measure", args)[0]
     frame = args[pos]
     step = round_trip(stepper, pos)

@@ -77,6 +77,8 @@ def test_crossover_lists_the_kernels_of_a_step(tmp_path):
     assert crossover.main([*argv, "--trace", str(tmp_path / "trace"), "--out", str(out)]) == 0
     (row,) = json.loads(out.read_text())["rows"]
     assert row["kernels_at"] == crossover.FRACTIONS[1] and len(row["delta_ms"]) == len(crossover.FRACTIONS)
+    assert len(row["configured_over_dense"]) == len(crossover.FRACTIONS) and min(row["configured_ms"]) > 0
+    assert "as configured (auto)" in crossover.table([row])
     assert row["kernels_per_step"] > 0 and row["kernel_ms_per_step"] > 0
     assert any("deltajax" in t["kernel | hlo_op"] for t in row["top"]), row["top"][:5]
 

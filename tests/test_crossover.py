@@ -48,6 +48,27 @@ def test_measure_times_dense_and_every_fraction_and_gives_a_setting():
     assert crossover.keyframe_above(curve, None) == {**dict.fromkeys(PLATFORMS), here: curve.crossover}
 
 
+def test_measure_as_configured_runs_the_frames_as_the_config_sets_them(monkeypatch):
+    """The default config resolves "auto" for the platform the test runs on; keyframe_above=0 is a stepper whose
+    changed frames all run the plain model. Both are timed over every fraction like ``measure``."""
+    frame = jnp.asarray(moving_blobs(1, 1, 32, 48, 3)[0])
+    model, variables = init_model("mobilenet", frame)
+    seen = []
+    timed = crossover.measure_stepper
+    monkeypatch.setattr(
+        crossover, "measure_stepper", lambda stepper, *a, **k: seen.append(stepper) or timed(stepper, *a, **k)
+    )
+    fractions = (0.0, 1.0)
+    curve = crossover.measure_as_configured(model.apply, variables, frame, fractions=fractions)
+    never = crossover.measure_as_configured(
+        model.apply, variables, frame, config=DeltaConfig(keyframe_above=0.0), fractions=fractions
+    )
+    assert seen[0].config.keyframe_above == DeltaConfig().keyframe_above and not seen[0].never_delta
+    assert seen[1].never_delta
+    for c in (curve, never):
+        assert c.fractions == fractions and c.tile_activity == (0.0, 1.0) and all(s > 0 for s in c.step_s)
+
+
 def test_a_synthetic_curve_gives_its_crossover():
     curve = crossover.Curve(2.0, (0.0, 0.5, 1.0), (0.0, 0.6, 1.0), (0.2, 1.4, 3.0))
     assert curve.ratios == (0.1, 0.7, 1.5)
