@@ -20,6 +20,17 @@ jax.config.update("jax_default_matmul_precision", "highest")
 _frames.AUTO_CROSSOVER["cuda"] = 1.0
 
 
+# DELTAJAX_TEST_TIMES=FILE: each test's seconds appended to FILE as it finishes ("seconds node-id" lines), so that a
+# run cut short by a time limit still tells where its time went (scripts/gpu_check.sh).
+_times_file: str | None = None
+
+
+def pytest_runtest_logreport(report):
+    if _times_file and report.when == "call":
+        with open(_times_file, "a") as f:
+            f.write(f"{report.duration:.2f} {report.nodeid}\n")
+
+
 # One persistent compilation cache for a run's processes (pytest-xdist's workers inherit the folder from the
 # controller, which removes it at the end): programs compiled again by another worker, or after a test's
 # jax.clear_caches(), load instead. A cold cache took four modules' 89 tests from 143 to 92 s on the 2-core CPU.
@@ -38,7 +49,10 @@ def _share_compilation_cache(config) -> None:
 
 
 def pytest_configure(config):
+    global _times_file
     _share_compilation_cache(config)
+    if not hasattr(config, "workerinput"):  # the controller, which sees every worker's reports
+        _times_file = os.environ.get("DELTAJAX_TEST_TIMES")
     config.addinivalue_line("markers", "gpu: needs a GPU and the CUDA module")
     config.addinivalue_line("markers", "sanitize: small CUDA cases run under compute-sanitizer")
 
@@ -59,26 +73,33 @@ def path(request):
     jax.clear_caches()
 
 
-# Modules whose tests take 10-90 s each (on an H100): they start first, so that with pytest-xdist
-# (scripts/gpu_check.sh runs 15 workers) the run does not end on one worker still busy with a long test picked up
-# last.
+# Modules whose tests take 10-90 s each (on an H100), those with the longest tests first: they start first, so
+# that with pytest-xdist (scripts/gpu_check.sh runs 15 workers, one test handed out at a time) the run does not end
+# on one worker still busy with a long test picked up last.
 _LONG_MODULES = (
     "test_benchmarks",
     "test_examples",
+    "test_soak",
+    "test_crossover",
+    "test_conv_rules",
+    "test_fused",
+    "test_tune",
+    "test_demo",
     "test_pose",
     "test_superres",
     "test_sharding",
-    "test_demo",
-    "test_conv_rules",
     "test_frame_modes",
-    "test_soak",
-    "test_crossover",
 )
+
+
+def _start_order(item) -> int:
+    module = item.module.__name__.rpartition(".")[2]
+    return _LONG_MODULES.index(module) if module in _LONG_MODULES else len(_LONG_MODULES)
 
 
 def pytest_collection_modifyitems(config, items):
     """Long modules first; GPU tests skip without a GPU, unless DELTAJAX_REQUIRE_GPU=1 turns that into a failure."""
-    items.sort(key=lambda item: item.module.__name__.rpartition(".")[2] not in _LONG_MODULES)
+    items.sort(key=_start_order)
     has_gpu = any(d.platform == "gpu" for d in jax.devices())
     if has_gpu:
         return
