@@ -7,7 +7,8 @@ For each bundled model and precision it times, in one process on one device: a d
 step (threshold 0, every frame a delta step: ``keyframe_above=None``) between two frames that differ in round
 blobs covering a fraction ``p`` of the pixels, for p from 0 to 1; and the same frames as the default config runs
 them (``keyframe_above="auto"``: a changed frame busier than the platform's crossover runs dense), the row "as
-configured", whose ratios say how much slower than dense XLA a clip changing that much runs. The crossover is
+configured", whose ratios say how much slower than dense XLA a clip changing that much runs (the delta steps
+again where the platform's crossover is "never", as on the CPU). The crossover is
 the input tile activity (``tile_activity``: the fraction of 16x16 tiles with a changed pixel) where the step's
 time reaches the dense frame's (linear interpolation between the measured points); it is the value that
 ``DeltaConfig(keyframe_above="auto")`` uses on that platform (``deltajax/transform/_frames.py``).
@@ -33,8 +34,11 @@ from benchmarks.profile_step import traced_kernels
 from deltajax import crossover as measurement
 from deltajax import native_check
 from deltajax._cli import frame_size
+from deltajax._native import default_platform
 from deltajax.benchmark import PRECISIONS, _precision_scope, load_clip
 from deltajax.timing import stepped_program
+from deltajax.transform._frames import crossover_on
+from deltajax.transform.config import DeltaConfig
 from deltajax.video import bundled_clip
 
 FRACTIONS = measurement.FRACTIONS
@@ -49,7 +53,9 @@ def measure(model: str, size: tuple[int, int], precision: str, trace: str | None
     with _precision_scope(precision):
         stepper = measurement.stepper_for(module.apply)
         curve = measurement.measure_stepper(stepper, variables, frame)
-        configured = measurement.measure_as_configured(module.apply, variables, frame)
+        # where the default config sends no frame dense (the CPU's "auto"), its frames are the delta steps above
+        never_dense = crossover_on(DeltaConfig().keyframe_above, default_platform()) is None
+        configured = curve if never_dense else measurement.measure_as_configured(module.apply, variables, frame)
         extra = {}
         if trace:  # the round trip measure_stepper timed (its program compiled)
             step = measurement.round_trip(stepper, 1)

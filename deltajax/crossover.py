@@ -130,7 +130,9 @@ def measure_stepper(stepper, *args, fractions=FRACTIONS, seed: int = 0) -> Curve
     frame = args[pos]
     step = round_trip(stepper, pos)
     init = jax.jit(stepper.init)
-    dense_s = median_time(stepper.fn, *args)
+    # at most STEPS frames unrolled in one program, as many as a timed delta program steps through: a model
+    # unrolled 64 times (median_time's default for single kernels) took 56 s to compile on a 2-core CPU
+    dense_s = median_time(stepper.fn, *args, max_reps=STEPS)
     step_s, tiles = [], []
     for p in fractions:
         other, tiles_p = changed_frame(frame, p, seed)

@@ -9,6 +9,7 @@ import pytest
 import deltajax
 from deltajax import crossover
 from deltajax._native import default_platform
+from deltajax.transform import _frames
 from deltajax.transform.config import PLATFORMS, DeltaConfig
 from tests.flax_nets import init_model
 from tests.harness import moving_blobs
@@ -49,24 +50,21 @@ def test_measure_times_dense_and_every_fraction_and_gives_a_setting():
 
 
 def test_measure_as_configured_runs_the_frames_as_the_config_sets_them(monkeypatch):
-    """The default config resolves "auto" for the platform the test runs on; keyframe_above=0 is a stepper whose
-    changed frames all run the plain model. Both are timed over every fraction like ``measure``."""
+    """The default config resolved for the platform the test runs on; keyframe_above=0 a stepper whose changed
+    frames all run the plain model, timed over every fraction like ``measure``."""
     frame = jnp.asarray(moving_blobs(1, 1, 32, 48, 3)[0])
     model, variables = init_model("mobilenet", frame)
-    seen = []
-    timed = crossover.measure_stepper
-    monkeypatch.setattr(
-        crossover, "measure_stepper", lambda stepper, *a, **k: seen.append(stepper) or timed(stepper, *a, **k)
-    )
     fractions = (0.0, 1.0)
-    curve = crossover.measure_as_configured(model.apply, variables, frame, fractions=fractions)
     never = crossover.measure_as_configured(
         model.apply, variables, frame, config=DeltaConfig(keyframe_above=0.0), fractions=fractions
     )
-    assert seen[0].config.keyframe_above == DeltaConfig().keyframe_above and not seen[0].never_delta
-    assert seen[1].never_delta
-    for c in (curve, never):
-        assert c.fractions == fractions and c.tile_activity == (0.0, 1.0) and all(s > 0 for s in c.step_s)
+    assert never.fractions == fractions and never.tile_activity == (0.0, 1.0) and all(s > 0 for s in never.step_s)
+    seen = []
+    monkeypatch.setattr(crossover, "measure_stepper", lambda stepper, *args, **kw: seen.append((stepper, kw)))
+    crossover.measure_as_configured(model.apply, variables, frame, fractions=fractions)
+    ((stepper, kw),) = seen
+    here = _frames.crossover_on(DeltaConfig().keyframe_above, default_platform())
+    assert stepper.config == DeltaConfig() and stepper.never_delta == (here == 0) and kw["fractions"] == fractions
 
 
 def test_a_synthetic_curve_gives_its_crossover():
