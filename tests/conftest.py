@@ -33,7 +33,8 @@ def pytest_runtest_logreport(report):
 
 # One persistent compilation cache for a run's processes (pytest-xdist's workers inherit the folder from the
 # controller, which removes it at the end): programs compiled again by another worker, or after a test's
-# jax.clear_caches(), load instead. A cold cache took four modules' 89 tests from 143 to 92 s on the 2-core CPU.
+# jax.clear_caches(), load instead. On the 2-core CPU (-n 2) a cold cache took the whole suite from 836 to 708 s
+# (four modules' 89 tests: 143-149 -> 92-114 s). On a GPU its effect is not yet measured apart.
 _COMPILATION_CACHE_ENV = "DELTAJAX_TEST_COMPILATION_CACHE"
 
 
