@@ -73,6 +73,8 @@ sanitize_tool() {  # TOOL [ARGS...]
   local log=$OUTDIR/sanitize_$tool.log t0=$SECONDS rc=1 try crashes=0 last="" cases
   mapfile -t cases < <($PY -m pytest -q -p no:cacheprovider --collect-only -m sanitize tests/test_cuda.py 2>/dev/null |
     grep '::')
+  # no case collected would leave pytest's arguments empty: the whole suite under the tool
+  [ ${#cases[@]} -gt 0 ] || { echo "sanitize_$tool: no sanitize case collected" | tee -a "$OUTDIR/summary.txt"; return 1; }
   for try in 1 2 3 4 5 6; do
     timeout 150 "${cmd[@]}" $PY -m pytest -v -p no:cacheprovider "${cases[@]}" >"$log.try" 2>&1
     rc=$?
