@@ -74,7 +74,10 @@ sanitize_tool() {  # TOOL [ARGS...]
   mapfile -t cases < <($PY -m pytest -q -p no:cacheprovider --collect-only -m sanitize tests/test_cuda.py 2>/dev/null |
     grep '::')
   # no case collected would leave pytest's arguments empty: the whole suite under the tool
-  [ ${#cases[@]} -gt 0 ] || { echo "sanitize_$tool: no sanitize case collected" | tee -a "$OUTDIR/summary.txt"; return 1; }
+  if [ ${#cases[@]} -eq 0 ]; then
+    echo "sanitize_$tool: no sanitize case collected" | tee -a "$OUTDIR/summary.txt"
+    return 1
+  fi
   for try in 1 2 3 4 5 6; do
     timeout 150 "${cmd[@]}" $PY -m pytest -v -p no:cacheprovider "${cases[@]}" >"$log.try" 2>&1
     rc=$?
@@ -84,7 +87,10 @@ sanitize_tool() {  # TOOL [ARGS...]
     mapfile -t cases < <(for c in "${cases[@]}"; do grep -qF "$c PASSED" "$log.try" || echo "$c"; done)
     [ ${#cases[@]} -eq 0 ] && { rc=0; break; }  # the tool crashed after the last case passed
     if [ "${cases[0]}" = "$last" ]; then crashes=$((crashes + 1)); else crashes=1 last=${cases[0]}; fi
-    [ $crashes -ge 3 ] && { echo "  the tool crashed three times in ${last##*::}" | tee -a "$OUTDIR/summary.txt"; break; }
+    if [ $crashes -ge 3 ]; then
+      echo "  the tool crashed three times in ${last##*::}" | tee -a "$OUTDIR/summary.txt"
+      break
+    fi
   done
   rm -f "$log.try"
   echo "sanitize_$tool: rc=$rc ($((SECONDS - t0)) s)" | tee -a "$OUTDIR/summary.txt"
