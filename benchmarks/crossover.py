@@ -55,7 +55,11 @@ def measure(model: str, size: tuple[int, int], precision: str, trace: str | None
         curve = measurement.measure_stepper(stepper, variables, frame)
         # where the default config sends no frame dense (the CPU's "auto"), its frames are the delta steps above
         never_dense = crossover_on(DeltaConfig().keyframe_above, default_platform()) is None
-        configured = curve if never_dense else measurement.measure_as_configured(module.apply, variables, frame)
+        configured = (
+            curve
+            if never_dense
+            else measurement.measure_as_configured(module.apply, variables, frame, dense_s=curve.dense_s)
+        )
         extra = {}
         if trace:  # the round trip measure_stepper timed (its program compiled)
             step = measurement.round_trip(stepper, 1)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from deltajax._native import default_platform
-from deltajax.timing import blob_mask, median_time, stepped_time
+from deltajax.timing import blob_mask, first_scalar, stepped_time
 from deltajax.transform._frames import tile_activity
 from deltajax.transform.config import PLATFORMS, DeltaConfig
 from deltajax.transform.stepper import delta
@@ -78,6 +78,25 @@ def changed_frame(frame: jax.Array, fraction: float, seed: int = 0) -> tuple[jax
 
 
 @functools.lru_cache(maxsize=16)
+def dense_round_trip(fn, frame_pos: int):
+    """``(token, a, b, *args) -> (out, token)``: ``fn`` on frame ``b``, then on ``a`` (``args`` with the frame at
+    ``frame_pos``), the dense counterpart of ``round_trip``, timed the same way (in a scan, two frames a step).
+    Each frame gets ``0 * token`` added, a scalar of the previous output, so that no frame is loop-invariant (XLA
+    would hoist it out of the loop); what depends on the parameters alone may be hoisted, as in a video loop."""
+
+    def step(token, a, b, *args):
+        def run(frame, token):
+            frame = frame + (token * 0).astype(frame.dtype)
+            out = fn(*args[:frame_pos], frame, *args[frame_pos + 1 :])
+            return out, first_scalar(out)
+
+        _, token = run(b, token)
+        return run(a, token)
+
+    return step
+
+
+@functools.lru_cache(maxsize=16)
 def round_trip(stepper, frame_pos: int):
     """``(state, a, b, *args) -> (out, state)``: two delta steps, to frame ``b`` and back to ``a`` (``args`` with
     the frame at ``frame_pos``), so that a program repeating it changes the same pixels every step. Cached: one
@@ -111,31 +130,39 @@ def measure(
 
 
 def measure_as_configured(
-    fn, *args, frame_argnum: int = -1, config: DeltaConfig = DeltaConfig(), fractions=FRACTIONS, seed: int = 0
+    fn,
+    *args,
+    frame_argnum: int = -1,
+    config: DeltaConfig = DeltaConfig(),
+    fractions=FRACTIONS,
+    seed: int = 0,
+    dense_s: float | None = None,
 ) -> Curve:
     """Like ``measure``, but each changed frame runs as ``config`` has it on the default device's platform: one
     busier than its ``keyframe_above`` (default "auto": the platform's measured crossover) runs the plain model,
     the others a delta step. The ratios are then what a clip changing that much costs per frame against dense XLA:
-    at most about 1 at every fraction where the crossover is right (a dense frame plus the check that decides)."""
+    at most about 1 at every fraction where the crossover is right (a dense frame plus the check that decides).
+    ``dense_s``: the dense frame's seconds, already measured (``measure``'s ``Curve.dense_s``), not timed again."""
     stepper = delta(fn, frame_argnum=frame_argnum, config=config).on_platform(default_platform())
-    return measure_stepper(stepper, *args, fractions=fractions, seed=seed)
+    return measure_stepper(stepper, *args, fractions=fractions, seed=seed, dense_s=dense_s)
 
 
-def measure_stepper(stepper, *args, fractions=FRACTIONS, seed: int = 0) -> Curve:
+def measure_stepper(stepper, *args, fractions=FRACTIONS, seed: int = 0, dense_s: float | None = None) -> Curve:
     """``measure`` of a stepper (``stepper_for``'s, or one with its own settings): its frames against its
-    function's dense frame, both timed inside compiled programs. The program timed for each fraction is
-    ``deltajax.timing.stepped_program(round_trip(stepper, frame position), STEPS)``, compiled once (a caller that
-    traces it finds it compiled)."""
+    function's dense frame (``dense_s`` where given), both timed the same way: ``STEPS`` round trips between the
+    frame and the changed one in one compiled scan (``dense_round_trip``, ``round_trip``), a step's time half a
+    round trip's. The delta program is ``deltajax.timing.stepped_program(round_trip(stepper, frame position),
+    STEPS)``, compiled once (a caller that traces it finds it compiled)."""
     pos = stepper._frame("deltajax.crossover.measure", args)[0]
     frame = args[pos]
     step = round_trip(stepper, pos)
     init = jax.jit(stepper.init)
-    # at most STEPS frames unrolled in one program, as many as a timed delta program steps through: a model
-    # unrolled 64 times (median_time's default for single kernels) took 56 s to compile on a 2-core CPU
-    dense_s = median_time(stepper.fn, *args, max_reps=STEPS)
+    others = [changed_frame(frame, p, seed) for p in fractions]
+    if dense_s is None:  # rolled, not unrolled: 16 copies of a model took 27 s to compile on a 2-core CPU
+        token = jnp.zeros((), jnp.float32)
+        dense_s = stepped_time(dense_round_trip(stepper.fn, pos), token, frame, others[-1][0], *args, reps=STEPS) / 2
     step_s, tiles = [], []
-    for p in fractions:
-        other, tiles_p = changed_frame(frame, p, seed)
+    for other, tiles_p in others:
         _, state = init(*args)
         step_s.append(stepped_time(step, state, frame, other, *args, reps=STEPS) / 2)
         tiles.append(tiles_p)

@@ -14,7 +14,8 @@ from jax import lax
 _SMALL = 1 << 20  # elements: arguments up to this size (weights) are perturbed per repetition
 
 
-def _first_scalar(tree) -> jax.Array:
+def first_scalar(tree) -> jax.Array:
+    """The first element of ``tree``'s first leaf as a float32 scalar: a token that chains a computation to it."""
     leaf = jax.tree_util.tree_leaves(tree)[0]
     return leaf.reshape(-1)[0].astype(jnp.float32)
 
@@ -38,7 +39,7 @@ def repeated(fn: Callable, reps: int) -> Callable:
         token = jnp.zeros((), jnp.float32)
         for _ in range(reps):
             barred, token = lax.optimization_barrier((args, token))
-            token = _first_scalar(fn(*jax.tree_util.tree_map(lambda x, t=token: perturbed(x, t), barred)))
+            token = first_scalar(fn(*jax.tree_util.tree_map(lambda x, t=token: perturbed(x, t), barred)))
         return token
 
     return jax.jit(run)
@@ -90,7 +91,7 @@ def stepped_program(step: Callable, reps: int) -> Callable:
     def run(state, *args):
         def body(st, _):
             out, st = step(st, *args)
-            return st, _first_scalar(out)
+            return st, first_scalar(out)
 
         return lax.scan(body, state, None, length=reps)
 

@@ -56,9 +56,10 @@ def test_measure_as_configured_runs_the_frames_as_the_config_sets_them(monkeypat
     model, variables = init_model("mobilenet", frame)
     fractions = (0.0, 1.0)
     never = crossover.measure_as_configured(
-        model.apply, variables, frame, config=DeltaConfig(keyframe_above=0.0), fractions=fractions
+        model.apply, variables, frame, config=DeltaConfig(keyframe_above=0.0), fractions=fractions, dense_s=0.5
     )
     assert never.fractions == fractions and never.tile_activity == (0.0, 1.0) and all(s > 0 for s in never.step_s)
+    assert never.dense_s == 0.5  # the dense frame measured before, not timed again
     seen = []
     monkeypatch.setattr(crossover, "measure_stepper", lambda stepper, *args, **kw: seen.append((stepper, kw)))
     crossover.measure_as_configured(model.apply, variables, frame, fractions=fractions)
