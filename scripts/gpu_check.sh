@@ -118,7 +118,11 @@ sanitizers=$!
 left=$((575 - SECONDS))
 [ "$full_bench" = 1 ] && left=420
 schedule=()
-$PY -m pytest --help 2>/dev/null | grep -q -- --maxschedchunk && schedule=(--maxschedchunk 1)
+# (grep reads the whole help: with -q it would stop at the match, and pytest's SIGPIPE fails the pipeline under
+# pipefail; on 2026-12-05 that silently left the default chunks of 17 tests, and one worker ran every test of
+# test_benchmarks and test_examples in a row, 290 s of the suite's 337)
+if $PY -m pytest --help 2>/dev/null | grep -- --maxschedchunk >/dev/null; then schedule=(--maxschedchunk 1); fi
+[ ${#schedule[@]} -gt 0 ] || echo "tests: this pytest-xdist has no --maxschedchunk: default chunks" | tee -a "$OUTDIR/summary.txt"
 DELTAJAX_TEST_TIMES=$OUTDIR/test_times.txt step tests $((left > 60 ? left : 60)) $PY -m pytest -v -n 15 \
   "${schedule[@]}" -p no:cacheprovider tests --durations=30 -rfE --junitxml="$OUTDIR/tests.xml" \
   --deselect tests/test_sharding.py::test_on_8_cpu_devices \

@@ -20,15 +20,22 @@ jax.config.update("jax_default_matmul_precision", "highest")
 _frames.AUTO_CROSSOVER["cuda"] = 1.0
 
 
-# DELTAJAX_TEST_TIMES=FILE: each test's seconds appended to FILE as it finishes ("seconds node-id" lines), so that a
-# run cut short by a time limit still tells where its time went (scripts/gpu_check.sh).
+# DELTAJAX_TEST_TIMES=FILE: each test's seconds (setup, call and teardown: module fixtures build models) appended to
+# FILE as it finishes ("seconds node-id" lines), so that a run cut short by a time limit still tells where its time
+# went (scripts/gpu_check.sh).
 _times_file: str | None = None
+_seconds_so_far: dict[str, float] = {}
 
 
 def pytest_runtest_logreport(report):
-    if _times_file and report.when == "call":
-        with open(_times_file, "a") as f:
-            f.write(f"{report.duration:.2f} {report.nodeid}\n")
+    if not _times_file:
+        return
+    seconds = _seconds_so_far.pop(report.nodeid, 0.0) + report.duration
+    if report.when != "teardown":
+        _seconds_so_far[report.nodeid] = seconds
+        return
+    with open(_times_file, "a") as f:
+        f.write(f"{seconds:.2f} {report.nodeid}\n")
 
 
 # One persistent compilation cache for a run's processes (pytest-xdist's workers inherit the folder from the
