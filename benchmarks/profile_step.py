@@ -1,12 +1,14 @@
 """Where one frame step of a bundled model spends its time: GPU kernels, or XLA:CPU's thunks on a CPU.
 
     python -m benchmarks.profile_step [--model M] [--video FILE] [--streams N] [--size HxW] [--precision P]
-        [--thresholds FILE] [--clip-stats] [--trace DIR] [--out FILE.json]
+        [--thresholds FILE] [--clip-stats] [--trace DIR] [--clip-trace DIR] [--out FILE.json]
 
 It times, in one process: a dense frame, a delta step with no change ("still"), a delta step of the clip
 ("moving": one frame forward or back), and with ``--clip-stats`` a whole ``run_clip`` of a still clip with and
 without per-layer stats. With ``--trace DIR`` it also records one still and one moving step with the JAX
-profiler and adds, for each, the device's kernels grouped by name (count and total time), longest first.
+profiler and adds, for each, the device's kernels grouped by name (count and total time), longest first. With
+``--clip-trace DIR`` it traces the end-to-end benchmark's two programs over the clip (dense ``lax.map``, delta
+``run_clip``) and gives, per frame, their kernels, kernel time, and the gaps in which the device waited.
 (ncu crashed under this JAX program on the H100 machine, 2026-11-25; the profiler's trace needs no counters.)
 """
 
@@ -27,7 +29,13 @@ import numpy as np
 import deltajax
 from deltajax import native_check, tune
 from deltajax._cli import frame_size
-from deltajax.benchmark import _precision_scope, _still_step_seconds, load_clip
+from deltajax.benchmark import (
+    _precision_scope,
+    _still_step_seconds,
+    delta_clip_program,
+    dense_clip_program,
+    load_clip,
+)
 from deltajax.video import streaming
 
 _CUSTOM_CALL = re.compile(r"^\s*%?([\w.\-]+) = (.*?) custom-call\(.*custom_call_target=\"(\w+)\"", re.M)
@@ -46,11 +54,13 @@ def custom_call_labels(hlo_text: str) -> dict[str, str]:
 def kernel_table(trace_dir: str, top: int = 40, planes: str = "/device:", labels: dict | None = None) -> dict:
     """The kernels in a JAX profiler trace, on the planes whose names start with ``planes`` (on the host plane:
     XLA's thunks only): their number, total milliseconds and the ``top`` groups by (kernel, HLO op), the op
-    named by ``labels`` where it has one (``custom_call_labels``)."""
+    named by ``labels`` where it has one (``custom_call_labels``); ``span_ms`` from the first kernel's start to
+    the last one's end, and ``busy_ms`` of it with a kernel running (the rest: gaps, waiting on the host)."""
     from jax.profiler import ProfileData
 
     (path,) = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
     groups: dict = collections.defaultdict(lambda: [0, 0.0])
+    intervals = []
     for plane in ProfileData.from_file(path).planes:
         if not plane.name.startswith(planes):
             continue
@@ -63,12 +73,31 @@ def kernel_table(trace_dir: str, top: int = 40, planes: str = "/device:", labels
                 key = f"{event.name[:90]} | {(labels or {}).get(op, op)}"
                 groups[key][0] += 1
                 groups[key][1] += event.duration_ns * 1e-6
+                intervals.append((event.start_ns, event.end_ns))
     ordered = sorted(groups.items(), key=lambda kv: -kv[1][1])
+    span_ms, busy_ms = _span_and_busy_ms(intervals)
     return {
         "kernels": sum(n for n, _ in groups.values()),
         "kernel_ms": sum(ms for _, ms in groups.values()),
+        "span_ms": span_ms,
+        "busy_ms": busy_ms,
         "top": [{"kernel | hlo_op": k, "count": n, "ms": ms} for k, (n, ms) in ordered[:top]],
     }
+
+
+def _span_and_busy_ms(intervals) -> tuple[float, float]:
+    """(milliseconds from the first start to the last end, milliseconds covered by at least one interval) of
+    ``(start_ns, end_ns)`` pairs; (0, 0) for none."""
+    if not intervals:
+        return 0.0, 0.0
+    intervals = sorted(intervals)
+    busy, (start, end) = 0, intervals[0]
+    for s, e in intervals[1:]:
+        if s > end:
+            busy, start = busy + end - start, s
+        end = max(end, e)
+    busy += end - start
+    return (end - intervals[0][0]) * 1e-6, busy * 1e-6
 
 
 def traced_kernels(run, folder: str, lower, top: int = 40) -> dict:
@@ -81,6 +110,26 @@ def traced_kernels(run, folder: str, lower, top: int = 40) -> dict:
     with jax.profiler.trace(folder):
         run()
     return kernel_table(folder, top=top, planes=planes, labels=labels)
+
+
+def clip_trace(program, clip, variables, folder: str) -> dict:
+    """One call of ``program(clip, variables)`` (a 20-frame ``lax.map`` or ``run_clip``, compiled here) timed and
+    traced into ``folder``, per frame of ``clip`` ``[T, ...]``: the call's milliseconds, and its kernels' count,
+    summed time, span and busy time (``kernel_table``); ``gap_ms``, the span not covered by a kernel, is where
+    the device waited (on a GPU: for the host, a loop's or a conditional's predicate round trip)."""
+
+    def run():
+        jax.block_until_ready(program(clip, variables))
+
+    table = traced_kernels(run, folder, lambda: program.lower(clip, variables), top=15)
+    frames = len(clip)
+    per_frame = {k: table[k] / frames for k in ("kernels", "kernel_ms", "span_ms", "busy_ms")}
+    return {
+        "call_ms_per_frame": _per_call_ms(run, 5) / frames,
+        **per_frame,
+        "gap_ms": per_frame["span_ms"] - per_frame["busy_ms"],
+        "top": [{**t, "count": t["count"] / frames, "ms": t["ms"] / frames} for t in table["top"]],
+    }
 
 
 def _per_call_ms(fn, runs: int) -> float:
@@ -105,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=12)
     p.add_argument("--trace", help="folder for JAX profiler traces of one still and one moving step")
     p.add_argument("--clip-stats", action="store_true", help="also time run_clip with and without stats")
+    p.add_argument(
+        "--clip-trace",
+        help="folder for JAX profiler traces of the end-to-end benchmark's two programs over the clip (dense "
+        "lax.map, delta run_clip): per frame, kernels, kernel time and the device's gaps",
+    )
     p.add_argument("--out", help="write the timings as JSON here")
     native_check.add_arguments(p, require_by_default=True)
     args = p.parse_args(argv)
@@ -160,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
                     lambda f=fn: jax.block_until_ready(f(still, variables)), 5
                 ) / len(clip)
         row["traces"] = traces
+        if args.clip_trace:  # the end-to-end benchmark's two programs, over the same clip
+            programs = {"dense": dense_clip_program(module), "delta": delta_clip_program(stepper)}
+            row["clip_traces"] = {
+                name: clip_trace(program, clip, variables, os.path.join(args.clip_trace, name))
+                for name, program in programs.items()
+            }
     print(json.dumps(row, indent=1), flush=True)
     if args.out:
         with open(args.out, "w") as f:

@@ -146,6 +146,23 @@ def load_clip(model: str, video: str, streams: int, size: tuple[int, int], frame
     return module, variables, jnp.asarray(clip, dtype)
 
 
+def dense_clip_program(module):
+    """The dense side of a row: ``(clip [T, N, H, W, C], variables) -> outputs [T, ...]``, jitted, the plain
+    model over the frames in one ``lax.map``."""
+    import jax
+
+    return jax.jit(lambda c, v: jax.lax.map(lambda f: module.apply(v, f), c))
+
+
+def delta_clip_program(stepper):
+    """The delta side of a row: ``(clip, variables) -> outputs [T, ...]``, jitted ``deltajax.run_clip``."""
+    import jax
+
+    import deltajax
+
+    return jax.jit(lambda c, v: deltajax.run_clip(stepper, c, v))
+
+
 def run_one(
     model: str, video: str, case: Case, precision: str, frames: int, config, rolling: int | None = None
 ) -> dict:
@@ -162,19 +179,19 @@ def run_one(
     module, variables, clip = load_clip(model, video, case.streams, case.size, frames, dtype)
 
     with _precision_scope(precision):
-        dense = jax.jit(lambda c, v: jax.lax.map(lambda f: module.apply(v, f), c))
+        dense = dense_clip_program(module)
         dense_first, dense_s, dense_out = _seconds(dense, clip, variables)
         stepper = deltajax.delta(module.apply, config=config)
         # Timed as a user runs it, without the per-layer statistics: returning them is one output per layer and
         # field (on a GPU, ~8 ms per call for EfficientNet-Lite0: 0.4 ms per frame of a 20-frame clip). The row's
         # statistics come from one more run of the same clip.
-        run = jax.jit(lambda c, v: deltajax.run_clip(stepper, c, v))
+        run = delta_clip_program(stepper)
         delta_first, delta_s, delta_out = _seconds(run, clip, variables)
         compile_s = {"dense": dense_first - dense_s, "delta": delta_first - delta_s}
         rolling_row = {}
         if rolling is not None:
             refreshed = deltajax.delta(module.apply, config=dataclasses.replace(config, rolling_refresh=rolling))
-            run_refreshed = jax.jit(lambda c, v: deltajax.run_clip(refreshed, c, v))
+            run_refreshed = delta_clip_program(refreshed)
             delta_s, rolling_s = _alternating_seconds((run, run_refreshed), clip, variables)
             rolling_row = {"rolling_refresh": rolling, "rolling_fps": clip.shape[0] * clip.shape[1] / rolling_s}
         _, stats = jax.block_until_ready(deltajax.run_clip(stepper, clip, variables, with_stats=True))

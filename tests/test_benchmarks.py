@@ -33,9 +33,14 @@ def test_profile_step_times_and_lists_kernels(tmp_path):
 
     out = tmp_path / "step.json"
     argv = ["--streams", "1", "--size", "32x48", "--frames", "3", "--precision", "f32_highest"]
-    assert profile_step.main([*argv, "--trace", str(tmp_path / "trace"), "--out", str(out)]) == 0
+    traces = ["--trace", str(tmp_path / "trace"), "--clip-trace", str(tmp_path / "clip")]
+    assert profile_step.main([*argv, *traces, "--out", str(out)]) == 0
     row = json.loads(out.read_text())
     assert row["dense_frame_ms"] > 0 and row["still_step_ms"] > 0 and row["moving_step_ms"] > 0
+    for name in ("dense", "delta"):  # the end-to-end benchmark's programs over the 3-frame clip, per frame
+        clip = row["clip_traces"][name]
+        assert clip["call_ms_per_frame"] > 0 and clip["kernels"] > 0 and clip["top"]
+        assert 0 < clip["busy_ms"] <= clip["span_ms"] + 1e-9 and clip["gap_ms"] >= -1e-9
     for kind in ("still", "moving"):
         trace = row["traces"][kind]
         assert trace["kernels"] > 0 and trace["kernel_ms"] > 0
@@ -43,6 +48,16 @@ def test_profile_step_times_and_lists_kernels(tmp_path):
         assert any("ffi_call" in t["kernel | hlo_op"] or "deltajax::" in t["kernel | hlo_op"] for t in trace["top"])
         if jax.default_backend() == "cpu":  # thunks named by their custom call: target and output shape
             assert any(re.search(r"\| deltajax_\w+ \w+\[", t["kernel | hlo_op"]) for t in trace["top"])
+
+
+def test_span_and_busy_time_of_overlapping_kernels():
+    from benchmarks.profile_step import _span_and_busy_ms
+
+    ms = 1_000_000  # ns
+    # [0, 2] and [1, 3] overlap, [2.5, 2.8] lies inside, [5, 6] after a 2-ms gap: span 6 ms, busy 4 ms
+    intervals = [(5 * ms, 6 * ms), (0, 2 * ms), (1 * ms, 3 * ms), (int(2.5 * ms), int(2.8 * ms))]
+    assert _span_and_busy_ms(intervals) == pytest.approx((6.0, 4.0))
+    assert _span_and_busy_ms([]) == (0.0, 0.0)
 
 
 def test_end_to_end_benchmark_writes_rows(tmp_path):
