@@ -73,6 +73,7 @@ def test_end_to_end_benchmark_writes_rows(tmp_path):
     assert row["dense_fps"] > 0 and row["delta_fps"] > 0 and 0 < row["mac_ratio"] <= 1
     assert 0 <= row["top1_agreement"] <= 1 and 0 < row["active_conv_mean"] <= 1
     assert row["still_frame_ms"] > 0 and row["still_frame_in_clip_ms"] >= 0 and row["keyframe_ms"] > 0
+    assert 0 < row["call_ms"] < row["dense_frame_ms"] * row["frames"]
 
 
 @pytest.mark.parametrize("bad", ["0", "-2", "often"])
