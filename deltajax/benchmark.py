@@ -89,6 +89,11 @@ def _seconds(fn, *args, runs: int = 3) -> tuple[float, float, object]:
     return first, float(np.median(samples)), out
 
 
+def _rounds(seconds_per_round: float, budget_s: float = 1.0) -> int:
+    """How many rounds of ``_alternating_seconds`` fit in about ``budget_s``: 3 to 25."""
+    return int(np.clip(budget_s / max(seconds_per_round, 1e-9), 3, 25))
+
+
 def _alternating_seconds(fns, *args, runs: int = 7) -> list[float]:
     """Median seconds of each of ``fns`` (compiled already) over ``runs`` rounds that call each once in turn."""
     import jax
@@ -167,9 +172,9 @@ def run_one(
     model: str, video: str, case: Case, precision: str, frames: int, config, rolling: int | None = None
 ) -> dict:
     """One row: dense vs delta for a model, clip, case and precision; with ``rolling``, the delta model also with
-    ``DeltaConfig.rolling_refresh=rolling``, its runs alternating with those without (a cost of a few percent
-    is below the spread between runs a minute apart on a shared CPU; ``delta_fps`` then comes from those
-    alternating runs, the compile times from each program's first call)."""
+    ``DeltaConfig.rolling_refresh=rolling``. The programs' calls alternate, round after round (a difference of a
+    few percent is below the spread between runs a minute apart on a shared CPU, and between processes on a
+    GPU); the compile times come from each program's first call."""
     import jax
     import jax.numpy as jnp
 
@@ -180,20 +185,26 @@ def run_one(
 
     with _precision_scope(precision):
         dense = dense_clip_program(module)
-        dense_first, dense_s, dense_out = _seconds(dense, clip, variables)
+        dense_first, dense_once, dense_out = _seconds(dense, clip, variables, runs=1)
         stepper = deltajax.delta(module.apply, config=config)
         # Timed as a user runs it, without the per-layer statistics: returning them is one output per layer and
         # field (on a GPU, ~8 ms per call for EfficientNet-Lite0: 0.4 ms per frame of a 20-frame clip). The row's
         # statistics come from one more run of the same clip.
         run = delta_clip_program(stepper)
-        delta_first, delta_s, delta_out = _seconds(run, clip, variables)
-        compile_s = {"dense": dense_first - dense_s, "delta": delta_first - delta_s}
-        rolling_row = {}
+        delta_first, delta_once, delta_out = _seconds(run, clip, variables, runs=1)
+        compile_s = {"dense": dense_first - dense_once, "delta": delta_first - delta_once}
+        programs = [dense, run]
         if rolling is not None:
             refreshed = deltajax.delta(module.apply, config=dataclasses.replace(config, rolling_refresh=rolling))
-            run_refreshed = delta_clip_program(refreshed)
-            delta_s, rolling_s = _alternating_seconds((run, run_refreshed), clip, variables)
-            rolling_row = {"rolling_refresh": rolling, "rolling_fps": clip.shape[0] * clip.shape[1] / rolling_s}
+            programs.append(delta_clip_program(refreshed))
+            jax.block_until_ready(programs[-1](clip, variables))  # compiled before the timed rounds
+        # The programs are called in turn, round after round, so that a drift of the machine (clocks, other
+        # tenants) reaches each alike; a GPU's 10-ms calls get up to 25 rounds, a CPU's seconds-long ones 3.
+        times = _alternating_seconds(programs, clip, variables, runs=_rounds(dense_once + delta_once))
+        dense_s, delta_s = times[:2]
+        rolling_row = {}
+        if rolling is not None:
+            rolling_row = {"rolling_refresh": rolling, "rolling_fps": clip.shape[0] * clip.shape[1] / times[2]}
         _, stats = jax.block_until_ready(deltajax.run_clip(stepper, clip, variables, with_stats=True))
         still_s = _still_step_seconds(stepper, variables, clip[0])
         # In run_clip a still clip of T frames costs a keyframe (its first frame: dense, the state built) and T - 1

@@ -60,6 +60,13 @@ def test_span_and_busy_time_of_overlapping_kernels():
     assert _span_and_busy_ms([]) == (0.0, 0.0)
 
 
+def test_alternating_rounds_fill_about_a_second_within_bounds():
+    from deltajax.benchmark import _rounds
+
+    assert _rounds(0.2) == 5  # a GPU's short calls: as many rounds as fit in the budget
+    assert _rounds(0.001) == 25 and _rounds(9.0) == 3  # never more than 25, never fewer than 3
+
+
 def test_end_to_end_benchmark_writes_rows(tmp_path):
     from deltajax import benchmark
     from deltajax.video import bundled_clip
