@@ -212,8 +212,8 @@ def run_one(
         # separates the two exactly).
         still_s_t, still_s_2t = (_seconds(run, _still(clip, k), variables)[1] for k in (1, 2))
         no_change_s = max(still_s_2t - still_s_t, 0.0) / clip.shape[0]
-        # What the still clip's call costs besides its frames (passing the parameters, waiting for the result):
-        # without it the first frame read 1.99 ms against a 0.52-ms dense frame on an H100.
+        # What the still clip's call costs besides its frames (passing the parameters, waiting for the result),
+        # which the first frame's figure used to include (1.99 ms against a 0.52-ms dense frame on an H100).
         call_s = _call_seconds(clip, variables)
 
     active = {name: float(np.mean(s.active[1:])) for name, s in stats.items()}
