@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -154,6 +156,11 @@ def measure_stepper(stepper, *args, fractions=FRACTIONS, seed: int = 0, dense_s:
     round trip's. The delta program is ``deltajax.timing.stepped_program(round_trip(stepper, frame position),
     STEPS)``, compiled once (a caller that traces it finds it compiled)."""
     pos = stepper._frame("deltajax.crossover.measure", args)[0]
+    if dense_s is not None and not (isinstance(dense_s, numbers.Real) and 0 < dense_s < math.inf):
+        raise ValueError(
+            "deltajax.crossover.measure: argument 'dense_s' must be a dense frame's seconds, a positive finite "
+            f"number (Curve.dense_s), or None to time it, got {dense_s!r}"
+        )
     frame = args[pos]
     step = round_trip(stepper, pos)
     init = jax.jit(stepper.init)

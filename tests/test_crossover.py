@@ -78,3 +78,10 @@ def test_a_synthetic_curve_gives_its_crossover():
 def test_measure_names_a_frame_that_is_not_an_image():
     with pytest.raises(ValueError, match=r"deltajax.crossover.measure: argument args\[1\] \(the frame\) must be"):
         crossover.measure(lambda p, x: x, {}, np.zeros((4, 4)))
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), "fast"])
+def test_measure_as_configured_refuses_a_dense_time_that_is_not_one(bad):
+    frame = jnp.zeros((1, 8, 8, 3))
+    with pytest.raises(ValueError, match=r"argument 'dense_s' must be a dense frame's seconds.*got"):
+        crossover.measure_as_configured(lambda p, x: x, {}, frame, dense_s=bad)
