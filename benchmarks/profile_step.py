@@ -113,10 +113,11 @@ def traced_kernels(run, folder: str, lower, top: int = 40) -> dict:
 
 
 def clip_trace(program, clip, variables, folder: str) -> dict:
-    """One call of ``program(clip, variables)`` (a 20-frame ``lax.map`` or ``run_clip``, compiled here) timed and
-    traced into ``folder``, per frame of ``clip`` ``[T, ...]``: the call's milliseconds, and its kernels' count,
-    summed time, span and busy time (``kernel_table``); ``gap_ms``, the span not covered by a kernel, is where
-    the device waited (on a GPU: for the host, a loop's or a conditional's predicate round trip)."""
+    """One call of ``program(clip, variables)`` (the benchmark's dense ``lax.map`` or ``run_clip``, compiled
+    here) timed and traced into ``folder``, per frame of ``clip`` ``[T, ...]``: the call's milliseconds, and its
+    kernels' count, summed time, span and busy time (``kernel_table``); ``gap_ms``, the span not covered by a
+    kernel, is where the device waited (on a GPU: for the host, a loop's or a conditional's predicate round
+    trip)."""
 
     def run():
         jax.block_until_ready(program(clip, variables))
