@@ -123,6 +123,12 @@ class StreamFns(NamedTuple):
     step: Callable
 
 
+def _with_frame(stepper, args: tuple, frame) -> tuple:
+    """A stepper's call arguments: ``args`` (the model's others) with ``frame`` at its ``frame_argnum``."""
+    pos = stepper.frame_argnum if stepper.frame_argnum >= 0 else len(args) + 1 + stepper.frame_argnum
+    return (*args[:pos], frame, *args[pos:])
+
+
 def _frame_pair(model, args: tuple, variables, with_stats: bool = False):
     """``(init, step)`` of a stepper or a delta Linen module, both returning ``(out, state, stats)``.
 
@@ -133,11 +139,9 @@ def _frame_pair(model, args: tuple, variables, with_stats: bool = False):
     from deltajax.transform import Stepper
 
     if isinstance(model, Stepper):
-        n = len(args) + 1
-        pos = model.frame_argnum if model.frame_argnum >= 0 else n + model.frame_argnum
 
         def call(frame):
-            return (*args[:pos], frame, *args[pos:])
+            return _with_frame(model, args, frame)
 
         def step(state, frame, keyframe=False):
             if with_stats:
@@ -230,22 +234,62 @@ def _run_clip(clip, args, variables, *, model, keyframe_every, with_stats, mesh)
     )
 
 
+CHUNK = 8  # frames that run_clip decides at once where no frame runs as a delta step (Stepper.step_frames)
+
+
 def _clip_loop(clip, args, variables, *, model, keyframe_every, with_stats):
-    """``(outputs [T, ...], stats of [T] or None)`` of one scan over ``clip`` (all streams it is given)."""
+    """``(outputs [T, ...], stats of [T] or None)`` of one scan over ``clip`` (all streams it is given).
+
+    A stepper where no frame runs as a delta step (CUDA's crossover of 0) takes the frames ``CHUNK`` at a time
+    (``Stepper.step_frames``: one decision, a device-to-host round trip on a GPU, per chunk rather than per
+    frame), the last ``(T - 1) % CHUNK`` frames as one more chunk; any other model takes them one by one."""
     init, step = _frame_pair(model, args, variables, with_stats)
-    counted_step = _keyframed(step, keyframe_every)
     out0, state, stats0 = init(clip[0])
+    run, size = _chunk_runner(model, args, step, keyframe_every, with_stats)
+    carry, parts = (jnp.int32(1), state), []
+    full = (len(clip) - 1) // size * size
+    if full:
+        chunks = clip[1 : 1 + full].reshape(full // size, size, *clip.shape[1:])
+        carry, part = lax.scan(run, carry, chunks)
+        parts.append(jax.tree_util.tree_map(lambda a: a.reshape(full, *a.shape[2:]), part))
+    if full < len(clip) - 1:
+        parts.append(run(carry, clip[1 + full :])[1])
 
-    def body(carry, frame):
-        out, carry, stats = counted_step(carry, frame)
-        return carry, (out, deltajax_stats.pack(stats) if with_stats else None)
+    def stack(first, *rest):
+        return jnp.concatenate([first[None], *rest])
 
-    _, (outs, packed) = lax.scan(body, (jnp.int32(1), state), clip[1:])
-    stack = functools.partial(jax.tree_util.tree_map, lambda a, b: jnp.concatenate([a[None], b]))
+    outs = jax.tree_util.tree_map(stack, out0, *(p[0] for p in parts))
     if not with_stats:
-        return stack(out0, outs), None
-    packed = jnp.concatenate([deltajax_stats.pack(stats0)[None], packed])
-    return stack(out0, outs), deltajax_stats.unpack(packed, stats0)
+        return outs, None
+    packed = stack(deltajax_stats.pack(stats0), *(p[1] for p in parts))
+    return outs, deltajax_stats.unpack(packed, stats0)
+
+
+def _chunk_runner(model, args: tuple, step, keyframe_every: int | None, with_stats: bool):
+    """``(run, size)``: ``run((t, state), frames [K, ...]) -> ((t + K, state), (outputs [K, ...], packed stats
+    [K, L] or None))`` for chunks of ``size`` frames (``t`` counts the clip's frames, for ``keyframe_every``)."""
+    from deltajax.transform import Stepper
+
+    counted_step = _keyframed(step, keyframe_every)
+    if not (isinstance(model, Stepper) and model.never_delta):
+
+        def one_by_one(carry, frames):  # a chunk of one frame
+            out, carry, stats = counted_step(carry, frames[0])
+            packed = deltajax_stats.pack(stats)[None] if with_stats else None
+            return carry, (jax.tree_util.tree_map(lambda a: a[None], out), packed)
+
+        return one_by_one, 1
+
+    def chunk(carry, frames):
+        t, state = carry
+        times = t + jnp.arange(len(frames), dtype=jnp.int32)
+        keyframes = jnp.zeros(len(frames), jnp.bool_) if keyframe_every is None else times % keyframe_every == 0
+        outs, state, stats = model.step_frames(
+            state, *_with_frame(model, args, frames), keyframes=keyframes, with_stats=with_stats
+        )
+        return (t + len(frames), state), (outs, jax.vmap(deltajax_stats.pack)(stats) if with_stats else None)
+
+    return chunk, CHUNK
 
 
 def run_clip(

@@ -230,6 +230,81 @@ def test_where_no_frame_runs_a_delta_step_the_state_is_the_input_reference(video
             np.testing.assert_array_equal(a, b, err_msg=f"frame {t}")
 
 
+def _chunked_clip(video):
+    """[26, ...]: a keyframe, then (run_clip's chunks of 8) 8 changed frames (a busy one among them), 8 copies of
+    the last (nothing changes), then changed, repeated and non-finite frames mixed, and a last chunk of 1."""
+    changed = [video[t] for t in (1, 2, 4, 5, 6, 8, 9, 10)]
+    nan = video[11].at[1, 3, 4, 0].set(jnp.nan)
+    mixed = [video[11], video[11], nan, video[11], video[0], video[1], video[1], video[2]]
+    return jnp.stack([video[0], *changed, *[video[10]] * 8, *mixed, video[3]])
+
+
+@pytest.mark.parametrize("keyframe_every", [None, 4])
+def test_run_clip_decides_chunks_of_frames_as_frame_by_frame(video, keyframe_every):
+    """Where no frame runs as a delta step, run_clip decides 8 frames at once (Stepper.step_frames: all skipped,
+    all changed, or mixed): the outputs and stats of stepping the frames one by one, bit for bit."""
+    model, variables = _model(video)
+    assert deltajax.video.CHUNK == 8
+    clip = _chunked_clip(video)
+    stepper = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=0.0))
+    got, stats = deltajax.run_clip(stepper, clip, variables, with_stats=True, keyframe_every=keyframe_every)
+    out, state, first = jax.jit(stepper.init_with_stats)(variables, clip[0])
+    step = jax.jit(stepper.step_with_stats)
+    want = [(out, first)]
+    for t in range(1, len(clip)):
+        out, state, frame_stats = step(state, variables, clip[t], keyframe=keyframe_every is not None and t % 4 == 0)
+        want.append((out, frame_stats))
+    modes = _modes(stats)
+    assert modes[9:17] == ["skip" if keyframe_every is None or t % 4 else "dense" for t in range(9, 17)], modes
+    assert modes[1:9] == ["dense"] * 8 and modes[18] == "skip", modes
+    assert int(stats["input"].nonfinite[19]) == 1 and not np.isfinite(np.asarray(got[19])).all()
+    for t, (out, frame_stats) in enumerate(want):
+        np.testing.assert_array_equal(got[t], out, err_msg=f"frame {t}")
+        for name, s in frame_stats.items():
+            for a, b in zip(jax.tree_util.tree_leaves(stats[name]), s, strict=True):
+                np.testing.assert_array_equal(a[t], b, err_msg=f"frame {t}, layer {name}")
+
+
+@pytest.mark.parametrize("keyframe_above", [0.0, 0.5])
+def test_step_frames_is_frame_by_frame(video, keyframe_above):
+    """step_frames over frames [K, ...] gives the outputs, state and stats of K steps, for a stepper that runs
+    no delta step (one decision for the K frames) and for one that does (a scan of steps)."""
+    model, variables = _model(video)
+    stepper = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=keyframe_above))
+    _, state = stepper.init(variables, video[0])
+    keyframes = jnp.arange(1, 6) == 4
+    outs, got, stats = jax.jit(stepper.step_frames, static_argnames="with_stats")(
+        state, variables, video[1:6], keyframes=keyframes, with_stats=True
+    )
+    for t in range(5):
+        out, state, frame_stats = stepper.step_with_stats(state, variables, video[1 + t], keyframe=keyframes[t])
+        np.testing.assert_array_equal(outs[t], out, err_msg=f"frame {t}")
+        assert bool(stats["input"].keyframe[t]) == bool(frame_stats["input"].keyframe)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(state), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert stepper.step_frames(state, variables, video[1:3])[2] is None
+
+
+def test_step_frames_names_bad_frames_and_keyframes(video):
+    model, variables = _model(video)
+    stepper = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=0.0))
+    _, state = stepper.init(variables, video[0])
+    with pytest.raises(
+        ValueError,
+        match=r"step_frames: argument args\[1\] \(the frames\) must be \[K, N, H, W, C\], "
+        r"got ArrayImpl of shape \(2, 40, 56, 3\)",
+    ):
+        stepper.step_frames(state, variables, video[1])
+    with pytest.raises(
+        ValueError,
+        match=r"step_frames: argument 'keyframes' must be a bool array of shape \(2,\) "
+        r"\(one per frame\), got int32 of shape \(3,\)",
+    ):
+        stepper.step_frames(state, variables, video[1:3], keyframes=jnp.zeros(3, jnp.int32))
+    with pytest.raises(ValueError, match=r"has shape \(2, 40, 28, 3\) and dtype float32, expected shape"):
+        stepper.step_frames(state, variables, video[1:3, :, :, :28])
+
+
 def test_video_loops_keep_the_input_reference_alone_where_the_platform_crossover_is_0(video):
     """run_clip and streaming resolve keyframe_above for the platform they run on (Stepper.on_platform): where
     its crossover is 0 the stream keeps the input's reference alone, with the outputs of the stepper as given;

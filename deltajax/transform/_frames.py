@@ -128,6 +128,13 @@ def choose_mode(active: jax.Array, nonfinite: jax.Array, restart: jax.Array, for
     return jnp.where(forced & (nonfinite > 0), DENSE, mode).astype(jnp.int32)
 
 
+def skip_or_dense(active: jax.Array, nonfinite: jax.Array, restart: jax.Array, forced: jax.Array) -> jax.Array:
+    """The frame's mode where the crossover is 0 (int32 scalar): SKIP (no input change, no keyframe asked for) or
+    DENSE (the plain model; a keyframe's rebuilt state would never be read). Arguments as for ``choose_mode``."""
+    chosen = choose_mode(active, nonfinite, restart, forced, 0.0)
+    return jnp.where(chosen == SKIP, SKIP, DENSE).astype(jnp.int32)
+
+
 def restarts(mode: jax.Array, restart: jax.Array) -> jax.Array:
     """The stream's restart flag after a frame of ``mode``: set by DENSE, kept by SKIP, cleared otherwise."""
     return (mode == DENSE) | (restart & (mode == SKIP))

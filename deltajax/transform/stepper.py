@@ -211,6 +211,90 @@ class Stepper:
         """
         return self._step(state, args, keyframe, with_stats=True)
 
+    def step_frames(self, state: StreamState, *args, keyframes=None, with_stats: bool = False):
+        """``K`` frames in one call: ``(outputs [K, ...], state, stats)``, bit for bit what ``K`` calls of
+        ``step_with_stats`` give; the stats ``{layer name: LayerStats}`` of ``[K]`` arrays with ``with_stats``,
+        else None.
+
+        ``args[frame_argnum]`` holds the frames ``[K, N, H, W, C]`` (each like a step's frame); ``keyframes``, a
+        ``[K]`` bool array (default: none), forces keyframes. Where no frame runs as a delta step
+        (``never_delta``: a crossover of 0, as on CUDA under ``Stepper.on_platform``) the input's references are
+        updated first, frame by frame, without running the model, and one ``lax.switch`` decides the ``K``
+        frames: all skipped (the last output again), all changed (the plain model over them in one ``lax.map``),
+        or some of each (frame by frame, a ``lax.cond`` each). On a GPU every decision is a device-to-host round
+        trip (12-38 us on an H200), so a clip whose frames all change costs about what the plain model in a
+        ``lax.map`` does, and a still one a round trip per ``K`` frames. Other steppers scan ``step_with_stats``.
+        """
+        pos = self._frame_pos(args)
+        frames = args[pos]
+        if not hasattr(frames, "shape") or np.ndim(frames) != 5:
+            raise ValueError(
+                f"deltajax.delta step_frames: argument args[{pos}] (the frames) must be [K, N, H, W, C], "
+                f"got {type(frames).__name__} of shape {tuple(np.shape(frames))}"
+            )
+        count = frames.shape[0]
+        keyframes = jnp.zeros((count,), jnp.bool_) if keyframes is None else jnp.asarray(keyframes)
+        if keyframes.shape != (count,) or keyframes.dtype != jnp.bool_:
+            raise ValueError(
+                f"deltajax.delta step_frames: argument 'keyframes' must be a bool array of shape ({count},) (one "
+                f"per frame), got {keyframes.dtype.name} of shape {keyframes.shape}"
+            )
+
+        def args_of(frame):
+            return (*args[:pos], frame, *args[pos + 1 :])
+
+        self._check_step(state, args_of(frames[0]))
+        if not self.never_delta:
+
+            def body(state, xs):
+                out, state, stats = self._step(state, args_of(xs[0]), xs[1], with_stats)
+                return state, (out, stats)
+
+            state, (outs, stats) = lax.scan(body, state, (frames, keyframes))
+            return outs, state, stats if with_stats else None
+        return self._skip_or_dense_frames(state, args_of, frames, keyframes, with_stats)
+
+    def _skip_or_dense_frames(self, state: StreamState, args_of: Callable, frames, keyframes, with_stats: bool):
+        """``step_frames`` where no frame runs as a delta step (``never_delta``)."""
+        count = frames.shape[0]
+        reference, restart, modes, nonfinite = state.layers[INPUT], state.restart, [], []
+        for t in range(count):  # the input's references in order (an elementwise pass per frame), no model run
+            d, reference = ops.sparsify(reference, frames[t], input_config(self.config))
+            nonfinite.append(_frames.count_nonfinite(frames[t]))
+            modes.append(_frames.skip_or_dense(_frames.tile_activity(d.mask), nonfinite[-1], restart, keyframes[t]))
+            restart = _frames.restarts(modes[-1], restart)
+        modes = jnp.stack(modes)
+
+        def plain(frame):
+            return self.fn(*args_of(frame))
+
+        def all_skipped():
+            return jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (count, *a.shape)), state.output)
+
+        def some_skipped():
+            def body(last, xs):
+                frame, mode = xs
+                out = lax.cond(mode == _frames.DENSE, lambda: plain(frame), lambda: last)
+                return out, out
+
+            return lax.scan(body, state.output, (frames, modes))[1]
+
+        which = jnp.where(jnp.all(modes == _frames.SKIP), 0, jnp.where(jnp.all(modes == _frames.DENSE), 1, 2))
+        outs = lax.switch(which, [all_skipped, lambda: lax.map(plain, frames), some_skipped])
+        last = jax.tree_util.tree_map(lambda a: a[-1], outs)
+        state = StreamState(
+            {**state.layers, INPUT: reference}, last, restart, state.age, state.frame_shape, state.frame_dtype
+        )
+        if not with_stats:
+            return outs, state, None
+        static = self._static_stats(args_of(frames[0]))
+        skipped = _frame_stats(static, 0.0, False)
+        dense = layer_stats_pack(_frame_stats(static, 1.0, True))
+        packed = jnp.where((modes == _frames.DENSE)[:, None], dense, layer_stats_pack(skipped))
+        stats = layer_stats_unpack(packed, skipped)
+        stats[INPUT] = stats[INPUT]._replace(nonfinite=jnp.stack(nonfinite))
+        return outs, state, stats
+
     def _step(self, state: StreamState, args: tuple, keyframe, with_stats: bool):
         """One frame: ``(output, state, stats)``; without ``with_stats`` the stats are None and no mode computes
         any (their reductions, carried through the mode loops, are not dead code to XLA: EfficientNet-Lite0's delta
@@ -269,8 +353,7 @@ class Stepper:
             asked for runs as a dense frame (the state it would rebuild is never read). A frame is skipped or runs
             the plain model, and one conditional decides (one predicate read on a GPU, where the loops of
             ``every_mode`` read six for a dense frame)."""
-            chosen = _frames.choose_mode(active, nonfinite, state.restart, jnp.asarray(keyframe), 0.0)
-            mode = jnp.where(chosen == _frames.SKIP, _frames.SKIP, _frames.DENSE)
+            mode = _frames.skip_or_dense(active, nonfinite, state.restart, jnp.asarray(keyframe))
             out, packed = lax.cond(mode == _frames.DENSE, dense_output, lambda: (carry[0], carry[2]))
             return out, carry[1], packed, mode
 
