@@ -41,6 +41,7 @@ class DeltaWrapper(nn.Module):
                 "output": state.output,
                 "restart": state.restart,
                 "age": state.age,
+                "nonfinite": state.nonfinite,
                 "frame": spec,
             }
 
@@ -55,6 +56,7 @@ class DeltaWrapper(nn.Module):
                 held["output"],
                 held["restart"],
                 held["age"],
+                held["nonfinite"],
                 tuple(spec.shape[1:]),
                 np.dtype(spec.dtype).name,
             )

@@ -11,8 +11,8 @@ from deltajax.transform import DeltaConfig, StreamState
 
 class DeltaState(nnx.Variable):
     """The stream state of a ``DeltaWrapper``: a ``deltajax.StreamState`` (per-layer state, the last output, the
-    restart flag, the delta steps since the state was built, the frame shape and dtype), or None before the
-    stream's first frame.
+    restart flag, the delta steps since the state was built, whether the last frame was non-finite, the frame shape
+    and dtype), or None before the stream's first frame.
 
     ``nnx.state(model, DeltaState)`` selects it; ``nnx.state(model, nnx.Param)`` leaves it out.
     """

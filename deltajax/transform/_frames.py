@@ -104,13 +104,15 @@ def tile_activity(mask: jax.Array, tile: int = TILE) -> jax.Array:
     return jnp.mean(jnp.any(tiles, axis=(2, 4)), dtype=jnp.float32)
 
 
-def choose_mode(active: jax.Array, nonfinite: jax.Array, restart: jax.Array, forced: jax.Array, crossover) -> jax.Array:
+def choose_mode(
+    active: jax.Array, nonfinite: jax.Array, restart: jax.Array, forced: jax.Array, crossover, after_nonfinite=False
+) -> jax.Array:
     """The frame's mode (int32 scalar).
 
     - DENSE: the plain dense model, no state written (the stream must restart): a frame holding non-finite
       values, or busier than ``crossover`` (a delta step would cost more).
     - KEYFRAME: dense, every layer's state rebuilt: forced, or the first changed frame after a restart.
-    - SKIP: nothing changed: the last output again.
+    - SKIP: nothing changed (and the last frame was finite): the last output again.
     - DELTA: a delta step.
 
     Args:
@@ -119,20 +121,32 @@ def choose_mode(active: jax.Array, nonfinite: jax.Array, restart: jax.Array, for
       restart: the layers' state is stale (the last changed frame ran DENSE).
       forced: a keyframe was asked for (``keyframe_every``).
       crossover: activity above which the frame runs densely (None: never).
+      after_nonfinite: the last frame held non-finite values (its output is dense's, non-finite where dense's
+        is): this frame counts as changed whatever its activity.
     """
     plain = nonfinite > 0
     if crossover is not None:
         plain = plain | (active > crossover)
     changed = jnp.where(restart, KEYFRAME, DELTA)
-    mode = jnp.where(forced, KEYFRAME, jnp.where(plain, DENSE, jnp.where(active > 0, changed, SKIP)))
+    moved = (active > 0) | after_nonfinite
+    mode = jnp.where(forced, KEYFRAME, jnp.where(plain, DENSE, jnp.where(moved, changed, SKIP)))
     return jnp.where(forced & (nonfinite > 0), DENSE, mode).astype(jnp.int32)
 
 
-def skip_or_dense(active: jax.Array, nonfinite: jax.Array, restart: jax.Array, forced: jax.Array) -> jax.Array:
+def skip_or_dense(
+    active: jax.Array, nonfinite: jax.Array, restart: jax.Array, forced: jax.Array, after_nonfinite=False
+) -> jax.Array:
     """The frame's mode where the crossover is 0 (int32 scalar): SKIP (no input change, no keyframe asked for) or
     DENSE (the plain model; a keyframe's rebuilt state would never be read). Arguments as for ``choose_mode``."""
-    chosen = choose_mode(active, nonfinite, restart, forced, 0.0)
+    chosen = choose_mode(active, nonfinite, restart, forced, 0.0, after_nonfinite)
     return jnp.where(chosen == SKIP, SKIP, DENSE).astype(jnp.int32)
+
+
+def input_reference(reference, frame: jax.Array, after_nonfinite: jax.Array):
+    """The input's reference (``ops.SparsifyState``) to compare ``frame`` with: ``frame`` itself after a frame that
+    held non-finite values (the native sparsify may have stored them: a NaN in the reference would hide every
+    later change of its pixel; the frame runs densely in any case, ``choose_mode``), else ``reference``."""
+    return reference._replace(ref=jnp.where(after_nonfinite, frame.astype(reference.ref.dtype), reference.ref))
 
 
 def restarts(mode: jax.Array, restart: jax.Array) -> jax.Array:

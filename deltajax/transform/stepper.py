@@ -31,8 +31,12 @@ class StreamState:
       layers: layer name -> that layer's state (fixed shapes, float32); the input's alone where no frame runs
         as a delta step (``Stepper.never_delta``).
       output: the last frame's output (a frame with no input change returns it without running the model).
-      restart: bool scalar, True when the last frame held non-finite values: the next frame runs densely.
+      restart: bool scalar, True when the layers' state is stale (the last changed frame ran the plain model:
+        a non-finite or a busy one): the next changed frame is a keyframe.
       age: int32 scalar, delta steps since the layers' state was built (``DeltaConfig.refresh_every``).
+      nonfinite: bool scalar, True when the last frame held non-finite values: the next frame runs densely
+        even where it equals the one before (the last output is the non-finite frame's), its input compared
+        with itself rather than with a reference that may hold the non-finite values.
       frame_shape: ``(N, H, W, C)`` of the frames this stream was started with (static).
       frame_dtype: their dtype name (static).
     """
@@ -41,11 +45,12 @@ class StreamState:
     output: Any
     restart: jax.Array
     age: jax.Array
+    nonfinite: jax.Array
     frame_shape: tuple[int, ...]
     frame_dtype: str
 
     def tree_flatten(self):
-        return (self.layers, self.output, self.restart, self.age), (self.frame_shape, self.frame_dtype)
+        return (self.layers, self.output, self.restart, self.age, self.nonfinite), (self.frame_shape, self.frame_dtype)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
@@ -197,7 +202,7 @@ class Stepper:
         out, layers, stats = self._plain_start(args, frame) if self.never_delta else self._dense(args)
         nonfinite = _frames.count_nonfinite(frame)
         stats[INPUT] = stats[INPUT]._replace(nonfinite=nonfinite)
-        return out, StreamState(layers, out, nonfinite > 0, jnp.int32(0), *_spec(frame)), stats
+        return out, StreamState(layers, out, nonfinite > 0, jnp.int32(0), nonfinite > 0, *_spec(frame)), stats
 
     def init(self, *args) -> tuple[Any, StreamState]:
         """Starts (or restarts) a stream: runs ``fn(*args)`` densely and returns ``(output, state)``."""
@@ -257,12 +262,14 @@ class Stepper:
     def _skip_or_dense_frames(self, state: StreamState, args_of: Callable, frames, keyframes, with_stats: bool):
         """``step_frames`` where no frame runs as a delta step (``never_delta``)."""
         count = frames.shape[0]
-        reference, restart, modes, nonfinite = state.layers[INPUT], state.restart, [], []
+        reference, restart, after, modes, nonfinite = state.layers[INPUT], state.restart, state.nonfinite, [], []
         for t in range(count):  # the input's references in order (an elementwise pass per frame), no model run
+            reference = _frames.input_reference(reference, frames[t], after)
             d, reference = ops.sparsify(reference, frames[t], input_config(self.config))
             nonfinite.append(_frames.count_nonfinite(frames[t]))
-            modes.append(_frames.skip_or_dense(_frames.tile_activity(d.mask), nonfinite[-1], restart, keyframes[t]))
-            restart = _frames.restarts(modes[-1], restart)
+            active = _frames.tile_activity(d.mask)
+            modes.append(_frames.skip_or_dense(active, nonfinite[-1], restart, keyframes[t], after))
+            restart, after = _frames.restarts(modes[-1], restart), nonfinite[-1] > 0
         modes = jnp.stack(modes)
 
         def plain(frame):
@@ -283,7 +290,7 @@ class Stepper:
         outs = lax.switch(which, [all_skipped, lambda: lax.map(plain, frames), some_skipped])
         last = jax.tree_util.tree_map(lambda a: a[-1], outs)
         state = StreamState(
-            {**state.layers, INPUT: reference}, last, restart, state.age, state.frame_shape, state.frame_dtype
+            {**state.layers, INPUT: reference}, last, restart, state.age, after, state.frame_shape, state.frame_dtype
         )
         if not with_stats:
             return outs, state, None
@@ -300,7 +307,8 @@ class Stepper:
         any (their reductions, carried through the mode loops, are not dead code to XLA: EfficientNet-Lite0's delta
         step on an H200 spent 0.14 ms of 1.8 in them), nor does tracing take the abstract pass for the static ones."""
         frame = self._check_step(state, args)
-        d, input_state = ops.sparsify(state.layers[INPUT], frame, input_config(self.config))
+        reference = _frames.input_reference(state.layers[INPUT], frame, state.nonfinite)
+        d, input_state = ops.sparsify(reference, frame, input_config(self.config))
         active = _frames.tile_activity(d.mask)
         nonfinite = _frames.count_nonfinite(frame)
         static = self._static_stats(args) if with_stats else {}
@@ -320,7 +328,9 @@ class Stepper:
 
         def every_mode():
             crossover = _frames.crossover(self.config.keyframe_above)
-            mode = _frames.choose_mode(active, nonfinite, state.restart, jnp.asarray(keyframe), crossover)
+            mode = _frames.choose_mode(
+                active, nonfinite, state.restart, jnp.asarray(keyframe), crossover, state.nonfinite
+            )
             mode = _frames.refreshed(mode, state.age, self.config.refresh_every)
 
             def delta_step(carry):
@@ -353,7 +363,7 @@ class Stepper:
             asked for runs as a dense frame (the state it would rebuild is never read). A frame is skipped or runs
             the plain model, and one conditional decides (one predicate read on a GPU, where the loops of
             ``every_mode`` read six for a dense frame)."""
-            mode = _frames.skip_or_dense(active, nonfinite, state.restart, jnp.asarray(keyframe))
+            mode = _frames.skip_or_dense(active, nonfinite, state.restart, jnp.asarray(keyframe), state.nonfinite)
             out, packed = lax.cond(mode == _frames.DENSE, dense_output, lambda: (carry[0], carry[2]))
             return out, carry[1], packed, mode
 
@@ -363,7 +373,8 @@ class Stepper:
             stats = layer_stats_unpack(packed, skipped)
             stats[INPUT] = stats[INPUT]._replace(nonfinite=nonfinite)
         restart, age = _frames.restarts(mode, state.restart), _frames.aged(mode, state.age)
-        return out, StreamState(layers, out, restart, age, state.frame_shape, state.frame_dtype), stats
+        state = StreamState(layers, out, restart, age, nonfinite > 0, state.frame_shape, state.frame_dtype)
+        return out, state, stats
 
     def _check_step(self, state, args: tuple):
         """The frame of a step's ``args``, once ``state`` is a stream of this model started on such frames."""
