@@ -86,14 +86,20 @@ class Stepper:
             )
         return pos
 
-    def _frame(self, op: str, args: tuple):
+    def _frame_arg(self, op: str, args: tuple, what: str, layout: str, rank: int):
+        """``(position, value)`` of the argument at ``frame_argnum``, once it is an array of ``rank`` axes (``what``
+        and ``layout`` name it and its axes in the error)."""
         pos = self._frame_pos(args)
-        frame = args[pos]
-        if not hasattr(frame, "shape") or np.ndim(frame) != 4:
+        value = args[pos]
+        if not hasattr(value, "shape") or np.ndim(value) != rank:
             raise ValueError(
-                f"{op}: argument args[{pos}] (the frame) must be an NHWC array [N, H, W, C], "
-                f"got {type(frame).__name__} of shape {tuple(np.shape(frame))}"
+                f"{op}: argument args[{pos}] ({what}) must be {layout}, "
+                f"got {type(value).__name__} of shape {tuple(np.shape(value))}"
             )
+        return pos, value
+
+    def _frame(self, op: str, args: tuple):
+        pos, frame = self._frame_arg(op, args, "the frame", "an NHWC array [N, H, W, C]", 4)
         if np.dtype(frame.dtype) not in SUPPORTED_DTYPES:
             raise ValueError(
                 f"{op}: argument args[{pos}] (the frame) has dtype {np.dtype(frame.dtype).name}, expected one of "
@@ -230,13 +236,7 @@ class Stepper:
         trip (12-38 us on an H200), so a clip whose frames all change costs about what the plain model in a
         ``lax.map`` does, and a still one a round trip per ``K`` frames. Other steppers scan ``step_with_stats``.
         """
-        pos = self._frame_pos(args)
-        frames = args[pos]
-        if not hasattr(frames, "shape") or np.ndim(frames) != 5:
-            raise ValueError(
-                f"deltajax.delta step_frames: argument args[{pos}] (the frames) must be [K, N, H, W, C], "
-                f"got {type(frames).__name__} of shape {tuple(np.shape(frames))}"
-            )
+        pos, frames = self._frame_arg("deltajax.delta step_frames", args, "the frames", "[K, N, H, W, C]", 5)
         count = frames.shape[0]
         keyframes = jnp.zeros((count,), jnp.bool_) if keyframes is None else jnp.asarray(keyframes)
         if keyframes.shape != (count,) or keyframes.dtype != jnp.bool_:
