@@ -234,62 +234,46 @@ def _run_clip(clip, args, variables, *, model, keyframe_every, with_stats, mesh)
     )
 
 
-CHUNK = 8  # frames that run_clip decides at once where no frame runs as a delta step (Stepper.step_frames)
-
-
 def _clip_loop(clip, args, variables, *, model, keyframe_every, with_stats):
-    """``(outputs [T, ...], stats of [T] or None)`` of one scan over ``clip`` (all streams it is given).
+    """``(outputs [T, ...], stats of [T] or None)`` of one pass over ``clip`` (all streams it is given).
 
-    A stepper where no frame runs as a delta step (CUDA's crossover of 0) takes the frames ``CHUNK`` at a time
-    (``Stepper.step_frames``: one decision, a device-to-host round trip on a GPU, per chunk rather than per
-    frame), the last ``(T - 1) % CHUNK`` frames as one more chunk; any other model takes them one by one."""
+    A stepper where no frame runs as a delta step (CUDA's crossover of 0) takes the frames after the first in
+    one call (``Stepper.step_frames``: a decision, a device-to-host round trip on a GPU, for the whole clip
+    where its frames all change or none); any other model, one by one in a scan."""
     init, step = _frame_pair(model, args, variables, with_stats)
+    counted_step = _keyframed(step, keyframe_every)
     out0, state, stats0 = init(clip[0])
-    run, size = _chunk_runner(model, args, step, keyframe_every, with_stats)
-    carry, parts = (jnp.int32(1), state), []
-    full = (len(clip) - 1) // size * size
-    if full:
-        chunks = clip[1 : 1 + full].reshape(full // size, size, *clip.shape[1:])
-        carry, part = lax.scan(run, carry, chunks)
-        parts.append(jax.tree_util.tree_map(lambda a: a.reshape(full, *a.shape[2:]), part))
-    if full < len(clip) - 1:
-        parts.append(run(carry, clip[1 + full :])[1])
-
-    def stack(first, *rest):
-        return jnp.concatenate([first[None], *rest])
-
-    outs = jax.tree_util.tree_map(stack, out0, *(p[0] for p in parts))
+    if len(clip) == 1:
+        outs, packed = jax.tree_util.tree_map(lambda a: a[None], out0), None
+    else:
+        outs, packed = _after_the_first(model, args, counted_step, state, clip[1:], keyframe_every, with_stats)
+        outs = jax.tree_util.tree_map(lambda first, rest: jnp.concatenate([first[None], rest]), out0, outs)
     if not with_stats:
         return outs, None
-    packed = stack(deltajax_stats.pack(stats0), *(p[1] for p in parts))
+    first = deltajax_stats.pack(stats0)[None]
+    packed = first if packed is None else jnp.concatenate([first, packed])
     return outs, deltajax_stats.unpack(packed, stats0)
 
 
-def _chunk_runner(model, args: tuple, step, keyframe_every: int | None, with_stats: bool):
-    """``(run, size)``: ``run((t, state), frames [K, ...]) -> ((t + K, state), (outputs [K, ...], packed stats
-    [K, L] or None))`` for chunks of ``size`` frames (``t`` counts the clip's frames, for ``keyframe_every``)."""
+def _after_the_first(model, args: tuple, counted_step, state, frames, keyframe_every, with_stats: bool):
+    """``(outputs [K, ...], packed stats [K, L] or None)`` of the clip's frames ``[K, ...]`` after its first (frame
+    ``t`` of the clip is ``frames[t - 1]``, for ``keyframe_every``) from the stream ``state`` its first started;
+    ``counted_step`` is ``_keyframed``'s step of the model."""
     from deltajax.transform import Stepper
 
-    counted_step = _keyframed(step, keyframe_every)
-    if not (isinstance(model, Stepper) and model.never_delta):
-
-        def one_by_one(carry, frames):  # a chunk of one frame
-            out, carry, stats = counted_step(carry, frames[0])
-            packed = deltajax_stats.pack(stats)[None] if with_stats else None
-            return carry, (jax.tree_util.tree_map(lambda a: a[None], out), packed)
-
-        return one_by_one, 1
-
-    def chunk(carry, frames):
-        t, state = carry
-        times = t + jnp.arange(len(frames), dtype=jnp.int32)
+    if isinstance(model, Stepper) and model.never_delta:
+        times = jnp.arange(1, len(frames) + 1, dtype=jnp.int32)
         keyframes = jnp.zeros(len(frames), jnp.bool_) if keyframe_every is None else times % keyframe_every == 0
-        outs, state, stats = model.step_frames(
+        outs, _, stats = model.step_frames(
             state, *_with_frame(model, args, frames), keyframes=keyframes, with_stats=with_stats
         )
-        return (t + len(frames), state), (outs, jax.vmap(deltajax_stats.pack)(stats) if with_stats else None)
+        return outs, jax.vmap(deltajax_stats.pack)(stats) if with_stats else None
 
-    return chunk, CHUNK
+    def body(carry, frame):
+        out, carry, stats = counted_step(carry, frame)
+        return carry, (out, deltajax_stats.pack(stats) if with_stats else None)
+
+    return lax.scan(body, (jnp.int32(1), state), frames)[1]
 
 
 def run_clip(

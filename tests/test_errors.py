@@ -41,6 +41,10 @@ def test_state_from_another_stream():
         r" float32, but this frame needs shape \(1, 16, 16, 3\).*sparsify_init",
     ):
         ops.sparsify(state, jnp.zeros((1, 16, 16, 3)))
+    with pytest.raises(ValueError, match=r"sparsify_changed: argument 'state.ref' belongs to a stream of shape"):
+        ops.sparsify_changed(state, jnp.zeros((1, 16, 16, 3)))
+    with pytest.raises(ValueError, match=r"sparsify_changed: argument 'x' must be NHWC"):
+        ops.sparsify_changed(state, jnp.zeros((8, 8, 3)))
     _, state = ops.activation_init(jnp.zeros((1, 6, 8, 4)))
     bad = ops.ActivationState(state.acc.astype(jnp.float16), state.sent)
     with pytest.raises(

@@ -258,8 +258,9 @@ def test_where_no_frame_runs_a_delta_step_the_state_is_the_input_reference(video
 
 
 def _chunked_clip(video):
-    """[26, ...]: a keyframe, then (run_clip's chunks of 8) 8 changed frames (a busy one among them), 8 copies of
-    the last (nothing changes), then changed, repeated and non-finite frames mixed, and a last chunk of 1."""
+    """[26, ...]: a keyframe, then (chunks of 8 after it, _frames.CHUNK) 8 changed frames (a busy one among them),
+    8 copies of the last (nothing changes), then changed, repeated and non-finite frames mixed, and a last chunk
+    of 1 (padded with 7 skipped frames)."""
     changed = [video[t] for t in (1, 2, 4, 5, 6, 8, 9, 10)]
     nan = video[11].at[1, 3, 4, 0].set(jnp.nan)
     mixed = [video[11], video[11], nan, video[11], video[0], video[1], video[1], video[2]]
@@ -268,10 +269,11 @@ def _chunked_clip(video):
 
 @pytest.mark.parametrize("keyframe_every", [None, 4])
 def test_run_clip_decides_chunks_of_frames_as_frame_by_frame(video, keyframe_every):
-    """Where no frame runs as a delta step, run_clip decides 8 frames at once (Stepper.step_frames: all skipped,
-    all changed, or mixed): the outputs and stats of stepping the frames one by one, bit for bit."""
+    """Where no frame runs as a delta step, run_clip decides a clip that mixes skipped and changed frames 8 frames
+    at once (Stepper.step_frames: all skipped, all changed, or mixed): the outputs and stats of stepping the
+    frames one by one, bit for bit."""
     model, variables = _model(video)
-    assert deltajax.video.CHUNK == 8
+    assert _frames.CHUNK == 8
     clip = _chunked_clip(video)
     stepper = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=0.0))
     got, stats = deltajax.run_clip(stepper, clip, variables, with_stats=True, keyframe_every=keyframe_every)
@@ -290,6 +292,27 @@ def test_run_clip_decides_chunks_of_frames_as_frame_by_frame(video, keyframe_eve
         for name, s in frame_stats.items():
             for a, b in zip(jax.tree_util.tree_leaves(stats[name]), s, strict=True):
                 np.testing.assert_array_equal(a[t], b, err_msg=f"frame {t}, layer {name}")
+
+
+@pytest.mark.parametrize("modes", ["SSSSS", "DDDDD", "DDDSSSDSDD", "SDSSD"])
+def test_skipped_or_plain_gives_each_frame_its_mode_s_output(modes):
+    """_frames.skipped_or_plain: a DENSE frame gets plain(frame), a SKIP frame the output before it (the last one
+    for the first), for runs of one mode and for mixed runs (in chunks of 3 here: all changed, all skipped,
+    mixed, and a last one padded), with a pytree output."""
+    frames = jnp.arange(2.0 * len(modes)).reshape(len(modes), 2) + 1
+
+    def plain(frame):
+        return {"map": frame * 10, "sum": frame.sum()}
+
+    last = {"map": jnp.full((2,), -1.0), "sum": jnp.float32(-1)}
+    codes = jnp.asarray([_frames.DENSE if m == "D" else _frames.SKIP for m in modes], jnp.int32)
+    got = jax.jit(lambda f, m: _frames.skipped_or_plain(plain, last, f, m, chunk=3))(frames, codes)
+    out, want = last, []
+    for frame, mode in zip(frames, modes, strict=True):
+        out = plain(frame) if mode == "D" else out
+        want.append(out)
+    for key in last:
+        np.testing.assert_array_equal(got[key], jnp.stack([w[key] for w in want]), err_msg=key)
 
 
 @pytest.mark.parametrize("keyframe_above", [0.0, 0.5])

@@ -311,6 +311,29 @@ def test_sparsify(config, channels, dtype):
     assert_tree_close(s_n, s_r)
 
 
+@pytest.mark.parametrize("config", [ops.SparsifyConfig(), ops.SparsifyConfig(0.5), ops.SparsifyConfig(0.5, 1)])
+@pytest.mark.parametrize("changed", [0, 1, 20])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_sparsify_changed_is_the_native_sparsify_without_its_delta(config, changed, dtype):
+    """ops.sparsify_changed (pure JAX) leaves the state the native sparsify leaves, bit for bit, and tells whether
+    the native one's mask holds an active pixel. A NaN, away from the changed pixels, makes no pixel active in
+    either and leaves the reference as it was."""
+    rng = np.random.default_rng(changed)
+    shape = (2, 9, 11, 3)
+    ref = jnp.asarray(rng.normal(size=shape), dtype).astype(jnp.float32)  # frames equal to it compare equal
+    moved = np.zeros(shape[:-1], bool)
+    moved.flat[rng.choice(moved.size, changed, replace=False)] = True
+    step = jnp.asarray(1 + rng.random(shape))  # above every threshold here
+    x = jnp.where(jnp.asarray(moved)[..., None], ref + step, ref).astype(dtype)
+    quiet = tuple(np.argwhere(~np.asarray(ops.dilate_mask(jnp.asarray(moved), 1)))[-1])
+    x = x.at[(*quiet, 1)].set(jnp.nan)
+    got, state = jax.jit(lambda s, x: ops.sparsify_changed(s, x, config))(ops.SparsifyState(ref), x)
+    d, want = jax.jit(lambda s, x: ops.sparsify(s, x, config))(ops.SparsifyState(ref), x)
+    assert bool(got) == bool(np.asarray(d.mask).any()) == (changed > 0)
+    np.testing.assert_array_equal(state.ref, want.ref)
+    np.testing.assert_array_equal(state.ref[quiet], ref[quiet])
+
+
 # ---- 16-bit activations against a float32 reference -----------------------------------------------------
 
 LOW = [jnp.bfloat16, jnp.float16]

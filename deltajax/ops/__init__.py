@@ -50,6 +50,7 @@ from deltajax.ops.sparsify import (
     densify_init,
     dilate_mask,
     sparsify,
+    sparsify_changed,
     sparsify_init,
 )
 
@@ -95,6 +96,7 @@ __all__ = [
     "multiply_init",
     "passes_truncation",
     "sparsify",
+    "sparsify_changed",
     "sparsify_init",
     "upsample",
 ]

@@ -84,6 +84,23 @@ def sparsify(
     return Delta(values, mask), SparsifyState(ref)
 
 
+def sparsify_changed(
+    state: SparsifyState, x: jax.Array, config: SparsifyConfig = SparsifyConfig()
+) -> tuple[jax.Array, SparsifyState]:
+    """Whether any pixel of the frame ``x`` ``[N, H, W, C]`` is active against the reference (a bool scalar), and
+    the state ``sparsify`` leaves, without the delta itself: no values or mask are written.
+
+    For a caller that reads only "did anything change" (a stream where every changed frame runs the plain
+    model, ``Stepper.never_delta``): in pure JAX on every backend, so that XLA fuses the comparison, the
+    reference's update and the reduction into one pass over the frame and the reference. A NaN compares false:
+    it makes no pixel active (the caller runs a frame holding one densely).
+    """
+    check_nhwc("sparsify_changed", "x", x)
+    check_state("sparsify_changed", "state.ref", state.ref, x.shape, "sparsify_init")
+    _, mask, ref = _sparsify_reference(state.ref, x, config=config)
+    return jnp.any(mask), SparsifyState(ref)
+
+
 def _sparsify_reference(ref, x, *, config):
     x32 = x.astype(STATE_DTYPE)
     diff = x32 - ref

@@ -5,8 +5,9 @@ which runs first), the count of non-finite input values and the stream's
 restart flag. Each non-skip mode's work is a ``run_if`` (a while loop of zero
 or one trip), so that a skipped frame runs nothing and no mode copies the
 layers' state; where only skip and dense are possible (a crossover of 0), one
-``lax.cond`` over the output decides instead (``per_platform``). There is
-never a per-layer conditional: on a GPU each costs a device-to-host round trip.
+``lax.cond`` over the output decides instead (``per_platform``), and over many
+frames at once, ``skipped_or_plain`` decides the whole run. There is never a
+per-layer conditional: on a GPU each costs a device-to-host round trip.
 """
 
 from __future__ import annotations
@@ -185,6 +186,51 @@ def run_if(pred: jax.Array, fn: Callable, carry):
 
     with set_xla_metadata(_xla_disable_loop_instr_hoisting="true"):
         return lax.while_loop(lambda c: c[0], body, (jnp.asarray(pred, jnp.bool_), carry))[1]
+
+
+CHUNK = 8  # frames that skipped_or_plain decides at once in a run that mixes skipped and changed frames
+
+
+def skipped_or_plain(plain: Callable, last, frames: jax.Array, modes: jax.Array, chunk: int = CHUNK):
+    """The outputs ``[K, ...]`` of frames ``[K, ...]`` each SKIP (the output before it, ``last`` for the first) or
+    DENSE (``plain(frame)``) by ``modes`` ``[K]``, where no frame runs as a delta step.
+
+    One ``lax.switch`` decides the whole run: all skipped gives ``last`` ``K`` times; all changed, one ``lax.map``
+    of ``plain`` (dense XLA's own loop); a run of both, chunks of ``chunk`` frames (the last padded with skipped
+    ones), each decided the same way, a mixed chunk frame by frame with a ``lax.cond`` each. On a GPU each
+    decision is a device-to-host round trip (12-38 us on an H200): one for a clip whose frames all change or
+    none, one more per chunk otherwise, and one per frame only inside a mixed chunk."""
+    count = frames.shape[0]
+
+    def repeated(out, n: int):
+        return jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (n, *a.shape)), out)
+
+    def frame_by_frame(out, frames, modes):
+        def body(prev, xs):
+            frame, mode = xs
+            out = lax.cond(mode == DENSE, lambda: plain(frame), lambda: prev)
+            return out, out
+
+        return lax.scan(body, out, (frames, modes))[1]
+
+    def decided(out, frames, modes, mixed: Callable):
+        which = jnp.where(jnp.all(modes == SKIP), 0, jnp.where(jnp.all(modes == DENSE), 1, 2))
+        return lax.switch(which, [lambda: repeated(out, frames.shape[0]), lambda: lax.map(plain, frames), mixed])
+
+    def chunked():
+        pad = -count % chunk
+        padded = jnp.pad(frames, ((0, pad),) + ((0, 0),) * (frames.ndim - 1))
+        padded = padded.reshape(-1, chunk, *frames.shape[1:])
+        padded_modes = jnp.pad(modes, (0, pad), constant_values=SKIP).reshape(-1, chunk)
+
+        def body(out, xs):
+            outs = decided(out, *xs, lambda: frame_by_frame(out, *xs))
+            return jax.tree_util.tree_map(lambda a: a[-1], outs), outs
+
+        outs = lax.scan(body, last, (padded, padded_modes))[1]
+        return jax.tree_util.tree_map(lambda a: a.reshape(-1, *a.shape[2:])[:count], outs)
+
+    return decided(last, frames, modes, chunked)
 
 
 def count_nonfinite(frame: jax.Array) -> jax.Array:

@@ -229,12 +229,13 @@ class Stepper:
 
         ``args[frame_argnum]`` holds the frames ``[K, N, H, W, C]`` (each like a step's frame); ``keyframes``, a
         ``[K]`` bool array (default: none), forces keyframes. Where no frame runs as a delta step
-        (``never_delta``: a crossover of 0, as on CUDA under ``Stepper.on_platform``) the input's references are
-        updated first, frame by frame, without running the model, and one ``lax.switch`` decides the ``K``
-        frames: all skipped (the last output again), all changed (the plain model over them in one ``lax.map``),
-        or some of each (frame by frame, a ``lax.cond`` each). On a GPU every decision is a device-to-host round
-        trip (12-38 us on an H200), so a clip whose frames all change costs about what the plain model in a
-        ``lax.map`` does, and a still one a round trip per ``K`` frames. Other steppers scan ``step_with_stats``.
+        (``never_delta``: a crossover of 0, as on CUDA under ``Stepper.on_platform``) one scan over the input
+        alone (no model) gives every frame's mode, and one ``lax.switch`` decides the ``K`` frames: all skipped
+        (the last output again), all changed (the plain model over them in one ``lax.map``), or some of each (in
+        chunks of ``_frames.CHUNK``, decided the same way, a mixed chunk frame by frame). On a GPU every
+        decision is a device-to-host round trip (12-38 us on an H200), so a clip whose frames all change costs
+        about what the plain model in a ``lax.map`` does, and a still one a round trip. Other steppers scan
+        ``step_with_stats``.
         """
         pos, frames = self._frame_arg("deltajax.delta step_frames", args, "the frames", "[K, N, H, W, C]", 5)
         count = frames.shape[0]
@@ -260,34 +261,20 @@ class Stepper:
         return self._skip_or_dense_frames(state, args_of, frames, keyframes, with_stats)
 
     def _skip_or_dense_frames(self, state: StreamState, args_of: Callable, frames, keyframes, with_stats: bool):
-        """``step_frames`` where no frame runs as a delta step (``never_delta``)."""
-        count = frames.shape[0]
-        reference, restart, after, modes, nonfinite = state.layers[INPUT], state.restart, state.nonfinite, [], []
-        for t in range(count):  # the input's references in order (an elementwise pass per frame), no model run
-            reference = _frames.input_reference(reference, frames[t], after)
-            d, reference = ops.sparsify(reference, frames[t], input_config(self.config))
-            nonfinite.append(_frames.count_nonfinite(frames[t]))
-            active = _frames.tile_activity(d.mask)
-            modes.append(_frames.skip_or_dense(active, nonfinite[-1], restart, keyframes[t], after))
-            restart, after = _frames.restarts(modes[-1], restart), nonfinite[-1] > 0
-        modes = jnp.stack(modes)
+        """``step_frames`` where no frame runs as a delta step (``never_delta``): every frame's mode from one scan
+        over the input alone (its reference updated frame by frame, no model run), then the plain model where
+        the modes ask for it (``_frames.skipped_or_plain``)."""
 
-        def plain(frame):
-            return self.fn(*args_of(frame))
+        def check(carry, xs):
+            reference, restart, after = carry
+            frame, forced = xs
+            _, active, reference, nonfinite = _compare_input(self.config, reference, frame, after, lean=True)
+            mode = _frames.skip_or_dense(active, nonfinite, restart, forced, after)
+            return (reference, _frames.restarts(mode, restart), nonfinite > 0), (mode, nonfinite)
 
-        def all_skipped():
-            return jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (count, *a.shape)), state.output)
-
-        def some_skipped():
-            def body(last, xs):
-                frame, mode = xs
-                out = lax.cond(mode == _frames.DENSE, lambda: plain(frame), lambda: last)
-                return out, out
-
-            return lax.scan(body, state.output, (frames, modes))[1]
-
-        which = jnp.where(jnp.all(modes == _frames.SKIP), 0, jnp.where(jnp.all(modes == _frames.DENSE), 1, 2))
-        outs = lax.switch(which, [all_skipped, lambda: lax.map(plain, frames), some_skipped])
+        start = (state.layers[INPUT], state.restart, state.nonfinite)
+        (reference, restart, after), (modes, nonfinite) = lax.scan(check, start, (frames, keyframes))
+        outs = _frames.skipped_or_plain(lambda frame: self.fn(*args_of(frame)), state.output, frames, modes)
         last = jax.tree_util.tree_map(lambda a: a[-1], outs)
         state = StreamState(
             {**state.layers, INPUT: reference}, last, restart, state.age, after, state.frame_shape, state.frame_dtype
@@ -299,7 +286,7 @@ class Stepper:
         dense = layer_stats_pack(_frame_stats(static, 1.0, True))
         packed = jnp.where((modes == _frames.DENSE)[:, None], dense, layer_stats_pack(skipped))
         stats = layer_stats_unpack(packed, skipped)
-        stats[INPUT] = stats[INPUT]._replace(nonfinite=jnp.stack(nonfinite))
+        stats[INPUT] = stats[INPUT]._replace(nonfinite=nonfinite)
         return outs, state, stats
 
     def _step(self, state: StreamState, args: tuple, keyframe, with_stats: bool):
@@ -307,10 +294,9 @@ class Stepper:
         any (their reductions, carried through the mode loops, are not dead code to XLA: EfficientNet-Lite0's delta
         step on an H200 spent 0.14 ms of 1.8 in them), nor does tracing take the abstract pass for the static ones."""
         frame = self._check_step(state, args)
-        reference = _frames.input_reference(state.layers[INPUT], frame, state.nonfinite)
-        d, input_state = ops.sparsify(reference, frame, input_config(self.config))
-        active = _frames.tile_activity(d.mask)
-        nonfinite = _frames.count_nonfinite(frame)
+        d, active, input_state, nonfinite = _compare_input(
+            self.config, state.layers[INPUT], frame, state.nonfinite, lean=self.never_delta
+        )
         static = self._static_stats(args) if with_stats else {}
 
         # A skipped frame (no input pixel changed: nothing downstream changes either) keeps the last output and
@@ -445,6 +431,20 @@ class Stepper:
 
         jax.eval_shape(probe, *args)
         return kinds
+
+
+def _compare_input(config: DeltaConfig, reference, frame: jax.Array, after_nonfinite, lean: bool):
+    """A frame's input against the reference (``ops.SparsifyState``, the frame itself after a non-finite frame:
+    ``_frames.input_reference``): ``(delta, activity, new reference, non-finite values)``. ``lean`` where no mode
+    reads the delta (``Stepper.never_delta``): the delta is None and the activity 1 where any pixel changed,
+    else 0 (``ops.sparsify_changed``, one fused pass); else the activity is ``_frames.tile_activity``'s."""
+    reference = _frames.input_reference(reference, frame, after_nonfinite)
+    nonfinite = _frames.count_nonfinite(frame)
+    if lean:
+        changed, reference = ops.sparsify_changed(reference, frame, input_config(config))
+        return None, changed.astype(jnp.float32), reference, nonfinite
+    d, reference = ops.sparsify(reference, frame, input_config(config))
+    return d, _frames.tile_activity(d.mask), reference, nonfinite
 
 
 def _frame_stats(static: dict, active: float, keyframe: bool) -> dict:
