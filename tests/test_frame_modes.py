@@ -232,6 +232,30 @@ def test_a_zero_crossover_decides_a_frame_with_one_conditional(video, monkeypatc
     assert loops >= 2
 
 
+def test_where_no_frame_runs_a_delta_step_the_input_check_writes_no_delta(video):
+    """A never-delta stepper reads only whether its input changed: its streamed step and its clip compare the
+    frame in plain XLA (ops.sparsify_changed, one fused pass) and never call the native sparsify, which writes
+    the delta's values and mask; a stepper that runs delta steps calls it."""
+    if _native.default_platform() not in _native.native_platforms():
+        pytest.skip("no native kernels here: every sparsify is plain XLA")
+    model, variables = _model(video)
+
+    def sparsify_calls(keyframe_above, fn) -> int:
+        stepper = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=keyframe_above))
+        _, state = stepper.init(variables, video[0])
+        hlo = jax.jit(lambda s, x: fn(stepper, s, x)).lower(state, video[1:4]).compile().as_text()
+        return len(re.findall(r'custom_call_target="deltajax_sparsify"', hlo))
+
+    def step(stepper, state, frames):
+        return stepper(state, variables, frames[0])
+
+    def clip(stepper, state, frames):
+        return stepper.step_frames(state, variables, frames)
+
+    assert sparsify_calls(0.0, step) == sparsify_calls(0.0, clip) == 0
+    assert sparsify_calls(None, step) >= 1 and sparsify_calls(None, clip) >= 1
+
+
 def test_where_no_frame_runs_a_delta_step_the_state_is_the_input_reference(video):
     """keyframe_above=0 (a crossover of 0 everywhere): no mode reads a layer's state, so a stream keeps the input's
     reference alone, and runs frame by frame as the general program where this platform's crossover is 0 does
