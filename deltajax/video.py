@@ -16,7 +16,6 @@ from jax import lax
 from jax.sharding import PartitionSpec
 
 from deltajax import _native, sharding
-from deltajax import stats as deltajax_stats
 
 BUNDLED_CLIPS = {
     "asl": "asl_gestures_book.mkv",  # 640x480, 109 frames, a webcam (small: the tests use it)
@@ -129,12 +128,12 @@ def _with_frame(stepper, args: tuple, frame) -> tuple:
     return (*args[:pos], frame, *args[pos:])
 
 
-def _frame_pair(model, args: tuple, variables, with_stats: bool = False):
-    """``(init, step)`` of a stepper or a delta Linen module, both returning ``(out, state, stats)``.
+def _frame_pair(model, args: tuple, variables):
+    """``(init, step)`` of a stepper or a delta Linen module, both returning ``(out, state)``.
 
     ``init(frame)`` starts a stream; ``step(state, frame, keyframe=False)`` runs one frame, densely (restarting
-    the state) where ``keyframe`` is True. A stepper's steps compute their stats only ``with_stats`` (else
-    ``{}``): the per-layer reductions would run at every frame.
+    the state) where ``keyframe`` is True. A stepper's steps compute no stats: the per-layer reductions would run
+    at every frame.
     """
     from deltajax.transform import Stepper
 
@@ -144,11 +143,9 @@ def _frame_pair(model, args: tuple, variables, with_stats: bool = False):
             return _with_frame(model, args, frame)
 
         def step(state, frame, keyframe=False):
-            if with_stats:
-                return model.step_with_stats(state, *call(frame), keyframe=keyframe)
-            return (*model(state, *call(frame), keyframe=keyframe), {})
+            return model(state, *call(frame), keyframe=keyframe)
 
-        return lambda frame: model.init_with_stats(*call(frame)), step
+        return lambda frame: model.init(*call(frame)), step
     import flax.linen as nn
 
     from deltajax import linen
@@ -163,11 +160,11 @@ def _frame_pair(model, args: tuple, variables, with_stats: bool = False):
 
     def init(frame):
         out, new = linen.start(model, variables, frame, *args)
-        return out, new["delta_state"], {}
+        return out, new["delta_state"]
 
     def delta_step(state, frame):
         out, upd = model.apply({**variables, "delta_state": state}, frame, *args, mutable=["delta_state"])
-        return out, upd["delta_state"], {}
+        return out, upd["delta_state"]
 
     def step(state, frame, keyframe=False):
         if keyframe is False:
@@ -201,18 +198,22 @@ def _on_devices(model, mesh: jax.sharding.Mesh | None):
     return model.on_platform(_native.platform_of(device))
 
 
-def _keyframed(step, keyframe_every: int | None):
-    """A step on ``(t, state)`` that runs a dense keyframe every ``keyframe_every`` frames (never if None)."""
+def _check_keyframe_every(keyframe_every) -> None:
     if keyframe_every is not None and (not isinstance(keyframe_every, int) or keyframe_every < 1):
         raise ValueError(
             f"video loop: argument 'keyframe_every' must be a positive int or None, got {keyframe_every!r}"
         )
 
+
+def _keyframed(step, keyframe_every: int | None):
+    """A step on ``(t, state)`` that runs a dense keyframe every ``keyframe_every`` frames (never if None)."""
+    _check_keyframe_every(keyframe_every)
+
     def counted_step(carry, frame):
         t, state = carry
         keyframe = False if keyframe_every is None else t % keyframe_every == 0
-        out, state, stats = step(state, frame, keyframe=keyframe)
-        return out, (t + 1, state), stats
+        out, state = step(state, frame, keyframe=keyframe)
+        return out, (t + 1, state)
 
     return counted_step
 
@@ -237,43 +238,27 @@ def _run_clip(clip, args, variables, *, model, keyframe_every, with_stats, mesh)
 def _clip_loop(clip, args, variables, *, model, keyframe_every, with_stats):
     """``(outputs [T, ...], stats of [T] or None)`` of one pass over ``clip`` (all streams it is given).
 
-    A stepper where no frame runs as a delta step (CUDA's crossover of 0) takes the frames after the first in
-    one call (``Stepper.step_frames``: a decision, a device-to-host round trip on a GPU, for the whole clip
-    where its frames all change or none); any other model, one by one in a scan."""
-    init, step = _frame_pair(model, args, variables, with_stats)
-    counted_step = _keyframed(step, keyframe_every)
-    out0, state, stats0 = init(clip[0])
-    if len(clip) == 1:
-        outs, packed = jax.tree_util.tree_map(lambda a: a[None], out0), None
-    else:
-        outs, packed = _after_the_first(model, args, counted_step, state, clip[1:], keyframe_every, with_stats)
-        outs = jax.tree_util.tree_map(lambda first, rest: jnp.concatenate([first[None], rest]), out0, outs)
-    if not with_stats:
-        return outs, None
-    first = deltajax_stats.pack(stats0)[None]
-    packed = first if packed is None else jnp.concatenate([first, packed])
-    return outs, deltajax_stats.unpack(packed, stats0)
-
-
-def _after_the_first(model, args: tuple, counted_step, state, frames, keyframe_every, with_stats: bool):
-    """``(outputs [K, ...], packed stats [K, L] or None)`` of the clip's frames ``[K, ...]`` after its first (frame
-    ``t`` of the clip is ``frames[t - 1]``, for ``keyframe_every``) from the stream ``state`` its first started;
-    ``counted_step`` is ``_keyframed``'s step of the model."""
+    A stepper takes the whole clip in one call (``Stepper.run_frames``: where no frame runs as a delta step, as
+    with CUDA's crossover of 0, one decision, a device-to-host round trip on a GPU, for a clip whose frames all
+    change or none); a Linen module, frame by frame in a scan."""
     from deltajax.transform import Stepper
 
-    if isinstance(model, Stepper) and model.never_delta:
-        times = jnp.arange(1, len(frames) + 1, dtype=jnp.int32)
-        keyframes = jnp.zeros(len(frames), jnp.bool_) if keyframe_every is None else times % keyframe_every == 0
-        outs, _, stats = model.step_frames(
-            state, *_with_frame(model, args, frames), keyframes=keyframes, with_stats=with_stats
-        )
-        return outs, jax.vmap(deltajax_stats.pack)(stats) if with_stats else None
+    _check_keyframe_every(keyframe_every)
+    if isinstance(model, Stepper):
+        times = jnp.arange(len(clip), dtype=jnp.int32)
+        keyframes = jnp.zeros(len(clip), jnp.bool_) if keyframe_every is None else times % keyframe_every == 0
+        outs, _, stats = model.run_frames(*_with_frame(model, args, clip), keyframes=keyframes, with_stats=with_stats)
+        return outs, stats
+    init, step = _frame_pair(model, args, variables)
+    counted_step = _keyframed(step, keyframe_every)
+    out0, state = init(clip[0])
 
     def body(carry, frame):
-        out, carry, stats = counted_step(carry, frame)
-        return carry, (out, deltajax_stats.pack(stats) if with_stats else None)
+        out, carry = counted_step(carry, frame)
+        return carry, out
 
-    return lax.scan(body, (jnp.int32(1), state), frames)[1]
+    outs = lax.scan(body, (jnp.int32(1), state), clip[1:])[1]
+    return jax.tree_util.tree_map(lambda first, rest: jnp.concatenate([first[None], rest]), out0, outs), None
 
 
 def run_clip(
@@ -360,7 +345,7 @@ def streaming(
       >>> for frame in frames[1:]:
       ...     out, state = step(state, frame)
     """
-    _keyframed(None, keyframe_every)  # validates before the first frame arrives
+    _check_keyframe_every(keyframe_every)  # before the first frame arrives
     model, args = _nnx_unbound(model, args)
     if mesh is not None:
         sharding.check_mesh("streaming", mesh)
@@ -390,11 +375,11 @@ def _bound_stream_fns(args, variables, *, model, keyframe_every, mesh) -> tuple[
     """
 
     def start(frame):
-        out, state, _ = _frame_pair(model, args, variables)[0](frame)
+        out, state = _frame_pair(model, args, variables)[0](frame)
         return out, (jnp.int32(1), state)
 
     def step(state, frame):
-        out, state, _ = _keyframed(_frame_pair(model, args, variables)[1], keyframe_every)(state, frame)
+        out, state = _keyframed(_frame_pair(model, args, variables)[1], keyframe_every)(state, frame)
         return out, state
 
     return (

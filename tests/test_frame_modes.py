@@ -322,21 +322,29 @@ def test_run_clip_decides_chunks_of_frames_as_frame_by_frame(video, keyframe_eve
 def test_skipped_or_plain_gives_each_frame_its_mode_s_output(modes):
     """_frames.skipped_or_plain: a DENSE frame gets plain(frame), a SKIP frame the output before it (the last one
     for the first), for runs of one mode and for mixed runs (in chunks of 3 here: all changed, all skipped,
-    mixed, and a last one padded), with a pytree output."""
+    mixed, and a last one padded), with a pytree output; plain runs once per DENSE frame, never for a skipped or
+    padding one."""
     frames = jnp.arange(2.0 * len(modes)).reshape(len(modes), 2) + 1
+    runs = []
+
+    def value(frame):
+        return {"map": frame * 10, "sum": frame.sum()}
 
     def plain(frame):
-        return {"map": frame * 10, "sum": frame.sum()}
+        jax.debug.callback(lambda f: runs.append(float(f[0])), frame)
+        return value(frame)
 
     last = {"map": jnp.full((2,), -1.0), "sum": jnp.float32(-1)}
     codes = jnp.asarray([_frames.DENSE if m == "D" else _frames.SKIP for m in modes], jnp.int32)
     got = jax.jit(lambda f, m: _frames.skipped_or_plain(plain, last, f, m, chunk=3))(frames, codes)
     out, want = last, []
     for frame, mode in zip(frames, modes, strict=True):
-        out = plain(frame) if mode == "D" else out
+        out = value(frame) if mode == "D" else out
         want.append(out)
     for key in last:
         np.testing.assert_array_equal(got[key], jnp.stack([w[key] for w in want]), err_msg=key)
+    jax.effects_barrier()
+    assert sorted(runs) == [float(f[0]) for f, m in zip(frames, modes, strict=True) if m == "D"]
 
 
 @pytest.mark.parametrize("keyframe_above", [0.0, 0.5])
@@ -359,6 +367,42 @@ def test_step_frames_is_frame_by_frame(video, keyframe_above):
     assert stepper.step_frames(state, variables, video[1:3])[2] is None
 
 
+@pytest.mark.parametrize("keyframe_above", [0.0, 0.5])
+@pytest.mark.parametrize("clip", ["changing", "still", "mixed", "one frame", "non-finite first"])
+def test_run_frames_is_init_then_steps(video, keyframe_above, clip):
+    """run_frames over frames [K, ...] gives the outputs, stats and final state of init_with_stats and K - 1
+    steps, bit for bit: for a never-delta stepper (the first frame in the same decision as the others, so a clip
+    whose frames all change is one lax.map, and a still one a dense frame then skipped ones) and for one that
+    runs delta steps."""
+    frames = {
+        "changing": video[:6],
+        "still": jnp.stack([video[2]] * 5),
+        "mixed": jnp.stack([video[0], video[0], video[1], video[1], video[1], video[2]]),
+        "one frame": video[4:5],
+        "non-finite first": jnp.stack([video[1].at[0, 2, 3, 1].set(jnp.nan), video[1], video[1]]),
+    }[clip]
+    model, variables = _model(video)
+    stepper = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=keyframe_above))
+    keyframes = jnp.arange(len(frames)) == 3
+    outs, got, stats = jax.jit(stepper.run_frames, static_argnames="with_stats")(
+        variables, frames, keyframes=keyframes, with_stats=True
+    )
+    out, state, frame_stats = jax.jit(stepper.init_with_stats)(variables, frames[0])
+    want = [(out, frame_stats)]
+    step = jax.jit(stepper.step_with_stats)
+    for t in range(1, len(frames)):
+        out, state, frame_stats = step(state, variables, frames[t], keyframe=keyframes[t])
+        want.append((out, frame_stats))
+    for t, (out, frame_stats) in enumerate(want):
+        np.testing.assert_array_equal(outs[t], out, err_msg=f"frame {t}")
+        for name, s in frame_stats.items():
+            for a, b in zip(jax.tree_util.tree_leaves(stats[name]), s, strict=True):
+                np.testing.assert_array_equal(a[t], b, err_msg=f"frame {t}, layer {name}")
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(state), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert stepper.run_frames(variables, frames)[2] is None
+
+
 def test_step_frames_names_bad_frames_and_keyframes(video):
     model, variables = _model(video)
     stepper = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=0.0))
@@ -377,6 +421,14 @@ def test_step_frames_names_bad_frames_and_keyframes(video):
         stepper.step_frames(state, variables, video[1:3], keyframes=jnp.zeros(3, jnp.int32))
     with pytest.raises(ValueError, match=r"has shape \(2, 40, 28, 3\) and dtype float32, expected shape"):
         stepper.step_frames(state, variables, video[1:3, :, :, :28])
+    for keyframe_above in (0.0, None):
+        stepper = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=keyframe_above))
+        with pytest.raises(ValueError, match=r"run_frames: argument args\[1\] \(the frames\) must be \[K, N, H"):
+            stepper.run_frames(variables, video[1])
+        with pytest.raises(ValueError, match=r"run_frames: argument 'keyframes' must be a bool array of shape \(2,\)"):
+            stepper.run_frames(variables, video[1:3], keyframes=[True])
+        with pytest.raises(ValueError, match=r"\(the frame\) has dtype int32, expected one of"):
+            stepper.run_frames(variables, video[1:3].astype(jnp.int32))
 
 
 def test_video_loops_keep_the_input_reference_alone_where_the_platform_crossover_is_0(video):

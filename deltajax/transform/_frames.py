@@ -197,25 +197,15 @@ def skipped_or_plain(plain: Callable, last, frames: jax.Array, modes: jax.Array,
 
     One ``lax.switch`` decides the whole run: all skipped gives ``last`` ``K`` times; all changed, one ``lax.map``
     of ``plain`` (dense XLA's own loop); a run of both, chunks of ``chunk`` frames (the last padded with skipped
-    ones), each decided the same way, a mixed chunk frame by frame with a ``lax.cond`` each. On a GPU each
-    decision is a device-to-host round trip (12-38 us on an H200): one for a clip whose frames all change or
-    none, one more per chunk otherwise, and one per frame only inside a mixed chunk."""
+    ones), each decided the same way, a mixed chunk running its changed frames only (``changed_only``). On a GPU
+    each decision and each trip of a loop whose length is not known is a device-to-host round trip (12-38 us on
+    an H200): one for a clip whose frames all change or none, one more per chunk otherwise, and one per changed
+    frame only inside a mixed chunk."""
     count = frames.shape[0]
-
-    def repeated(out, n: int):
-        return jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (n, *a.shape)), out)
-
-    def frame_by_frame(out, frames, modes):
-        def body(prev, xs):
-            frame, mode = xs
-            out = lax.cond(mode == DENSE, lambda: plain(frame), lambda: prev)
-            return out, out
-
-        return lax.scan(body, out, (frames, modes))[1]
 
     def decided(out, frames, modes, mixed: Callable):
         which = jnp.where(jnp.all(modes == SKIP), 0, jnp.where(jnp.all(modes == DENSE), 1, 2))
-        return lax.switch(which, [lambda: repeated(out, frames.shape[0]), lambda: lax.map(plain, frames), mixed])
+        return lax.switch(which, [lambda: _repeated(out, frames.shape[0]), lambda: lax.map(plain, frames), mixed])
 
     def chunked():
         pad = -count % chunk
@@ -224,13 +214,41 @@ def skipped_or_plain(plain: Callable, last, frames: jax.Array, modes: jax.Array,
         padded_modes = jnp.pad(modes, (0, pad), constant_values=SKIP).reshape(-1, chunk)
 
         def body(out, xs):
-            outs = decided(out, *xs, lambda: frame_by_frame(out, *xs))
+            outs = decided(out, *xs, lambda: changed_only(plain, out, *xs))
             return jax.tree_util.tree_map(lambda a: a[-1], outs), outs
 
         outs = lax.scan(body, last, (padded, padded_modes))[1]
         return jax.tree_util.tree_map(lambda a: a.reshape(-1, *a.shape[2:])[:count], outs)
 
     return decided(last, frames, modes, chunked)
+
+
+def changed_only(plain: Callable, last, frames: jax.Array, modes: jax.Array):
+    """``skipped_or_plain``'s outputs computed by a loop over the DENSE frames alone, in order (one trip each: on a
+    GPU a round trip each, and one to leave, where a ``lax.cond`` per frame would read ``K``); each SKIP frame
+    then takes the output of the last DENSE frame before it (``last`` where there is none)."""
+    dense = modes == DENSE
+    order = jnp.argsort(~dense, stable=True)  # the DENSE frames first, in order
+    runs = jnp.sum(dense, dtype=jnp.int32)
+
+    def body(carry):
+        i, outs = carry
+        out = plain(lax.dynamic_index_in_dim(frames, order[i], keepdims=False))
+        return i + 1, jax.tree_util.tree_map(lambda o, v: o.at[i].set(v), outs, out)
+
+    computed = lax.while_loop(lambda c: c[0] < runs, body, (jnp.int32(0), _repeated(last, frames.shape[0])))[1]
+    source = jnp.cumsum(dense, dtype=jnp.int32) - 1  # per frame, the last DENSE frame at or before it (-1: none)
+
+    def pick(outs, before):
+        got = outs[jnp.maximum(source, 0)]
+        return jnp.where((source >= 0).reshape(-1, *([1] * before.ndim)), got, before[None])
+
+    return jax.tree_util.tree_map(pick, computed, last)
+
+
+def _repeated(out, n: int):
+    """``out`` (a pytree) ``n`` times on a new leading axis."""
+    return jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (n, *a.shape)), out)
 
 
 def count_nonfinite(frame: jax.Array) -> jax.Array:

@@ -232,48 +232,108 @@ class Stepper:
         (``never_delta``: a crossover of 0, as on CUDA under ``Stepper.on_platform``) one scan over the input
         alone (no model) gives every frame's mode, and one ``lax.switch`` decides the ``K`` frames: all skipped
         (the last output again), all changed (the plain model over them in one ``lax.map``), or some of each (in
-        chunks of ``_frames.CHUNK``, decided the same way, a mixed chunk frame by frame). On a GPU every
-        decision is a device-to-host round trip (12-38 us on an H200), so a clip whose frames all change costs
-        about what the plain model in a ``lax.map`` does, and a still one a round trip. Other steppers scan
+        chunks of ``_frames.CHUNK``, decided the same way, a mixed chunk's changed frames one by one). On a GPU
+        every decision is a device-to-host round trip (12-38 us on an H200), so a clip whose frames all change
+        costs about what the plain model in a ``lax.map`` does, and a still one a round trip. Other steppers scan
         ``step_with_stats``.
         """
-        pos, frames = self._frame_arg("deltajax.delta step_frames", args, "the frames", "[K, N, H, W, C]", 5)
+        args_of, frames, keyframes = self._frames_call("deltajax.delta step_frames", args, keyframes)
+        self._check_step(state, args_of(frames[0]))
+        if self.never_delta:
+            return self._skip_or_dense_frames(state, args_of, frames, keyframes, with_stats, fresh=False)
+        return self._scan_steps(state, args_of, frames, keyframes, with_stats)
+
+    def run_frames(self, *args, keyframes=None, with_stats: bool = False):
+        """A stream started on the first of ``K`` frames and stepped through the others, in one call:
+        ``(outputs [K, ...], state, stats)``, bit for bit what ``init_with_stats`` and ``K - 1`` calls of
+        ``step_with_stats`` give (arguments and stats as for ``step_frames``; ``keyframes[0]`` changes nothing: a
+        stream's first frame is dense).
+
+        Where no frame runs as a delta step the first frame runs with the others (a forced dense frame whose input
+        reference is itself), so a clip whose frames all change is one ``lax.map`` of the plain model over every
+        frame: dense XLA's own loop, the model compiled once less and its loop-invariant work (on a GPU, the
+        dense convolutions' weight-layout transposes) done once.
+        """
+        args_of, frames, keyframes = self._frames_call("deltajax.delta run_frames", args, keyframes)
+        first = args_of(frames[0])
+        if self.never_delta:
+            state = self._fresh_plain_state(first)
+            return self._skip_or_dense_frames(state, args_of, frames, keyframes, with_stats, fresh=True)
+        out, state, stats = self.init_with_stats(*first)
+        stats = stats if with_stats else None
+        if len(frames) == 1:
+            return (
+                jax.tree_util.tree_map(lambda a: a[None], out),
+                state,
+                jax.tree_util.tree_map(lambda a: a[None], stats),
+            )
+        outs, state, rest = self._scan_steps(state, args_of, frames[1:], keyframes[1:], with_stats)
+
+        def joined(a, b):
+            return jnp.concatenate([a[None], b])
+
+        return jax.tree_util.tree_map(joined, out, outs), state, jax.tree_util.tree_map(joined, stats, rest)
+
+    def _frames_call(self, op: str, args: tuple, keyframes):
+        """``(args_of, frames, keyframes)`` of a call on ``K`` frames, checked: ``args_of(frame)`` puts one frame
+        back among ``args``; ``keyframes`` a ``[K]`` bool array (all False for None)."""
+        pos, frames = self._frame_arg(op, args, "the frames", "[K, N, H, W, C]", 5)
         count = frames.shape[0]
         keyframes = jnp.zeros((count,), jnp.bool_) if keyframes is None else jnp.asarray(keyframes)
         if keyframes.shape != (count,) or keyframes.dtype != jnp.bool_:
             raise ValueError(
-                f"deltajax.delta step_frames: argument 'keyframes' must be a bool array of shape ({count},) (one "
-                f"per frame), got {keyframes.dtype.name} of shape {keyframes.shape}"
+                f"{op}: argument 'keyframes' must be a bool array of shape ({count},) (one per frame), got "
+                f"{keyframes.dtype.name} of shape {keyframes.shape}"
             )
 
         def args_of(frame):
             return (*args[:pos], frame, *args[pos + 1 :])
 
-        self._check_step(state, args_of(frames[0]))
-        if not self.never_delta:
+        return args_of, frames, keyframes
 
-            def body(state, xs):
-                out, state, stats = self._step(state, args_of(xs[0]), xs[1], with_stats)
-                return state, (out, stats)
+    def _scan_steps(self, state: StreamState, args_of: Callable, frames, keyframes, with_stats: bool):
+        """``step_frames`` of a stepper that may run delta steps: a scan of ``_step``, each frame's stats written
+        packed (one vector, not one array per layer and field)."""
 
-            state, (outs, stats) = lax.scan(body, state, (frames, keyframes))
-            return outs, state, stats if with_stats else None
-        return self._skip_or_dense_frames(state, args_of, frames, keyframes, with_stats)
+        def body(state, xs):
+            out, state, stats = self._step(state, args_of(xs[0]), xs[1], with_stats)
+            return state, (out, layer_stats_pack(stats) if with_stats else None)
 
-    def _skip_or_dense_frames(self, state: StreamState, args_of: Callable, frames, keyframes, with_stats: bool):
+        state, (outs, packed) = lax.scan(body, state, (frames, keyframes))
+        if not with_stats:
+            return outs, state, None
+        like = _frame_stats(self._static_stats(args_of(frames[0])), 0.0, False)
+        return outs, state, layer_stats_unpack(packed, like)
+
+    def _fresh_plain_state(self, args: tuple) -> StreamState:
+        """A never-delta stream before its first frame (``run_frames``): the input's reference is that frame (so
+        it compares unchanged: it runs densely as a forced keyframe), the output zeros of the model's output
+        shape, never read. The names in ``config.layers`` are checked against the model's, as ``init`` does."""
+        _, frame = self._frame("deltajax.delta run_frames", args)
+        self._static_stats(args)
+        output = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(self.fn, *args))
+        _, reference = ops.sparsify_init(frame)
+        return StreamState({INPUT: reference}, output, jnp.bool_(False), jnp.int32(0), jnp.bool_(False), *_spec(frame))
+
+    def _skip_or_dense_frames(
+        self, state: StreamState, args_of: Callable, frames, keyframes, with_stats: bool, fresh: bool
+    ):
         """``step_frames`` where no frame runs as a delta step (``never_delta``): every frame's mode from one scan
         over the input alone (its reference updated frame by frame, no model run), then the plain model where
-        the modes ask for it (``_frames.skipped_or_plain``)."""
+        the modes ask for it (``_frames.skipped_or_plain``). ``fresh``: ``state`` is ``_fresh_plain_state``'s, and
+        the first frame starts the stream (dense, the flags after it those ``init`` leaves)."""
+        starts = jnp.arange(len(frames)) == 0 if fresh else jnp.zeros(len(frames), jnp.bool_)
 
         def check(carry, xs):
             reference, restart, after = carry
-            frame, forced = xs
+            frame, forced, start = xs
             _, active, reference, nonfinite = _compare_input(self.config, reference, frame, after, lean=True)
-            mode = _frames.skip_or_dense(active, nonfinite, restart, forced, after)
-            return (reference, _frames.restarts(mode, restart), nonfinite > 0), (mode, nonfinite)
+            mode = _frames.skip_or_dense(active, nonfinite, restart, forced | start, after)
+            restart = jnp.where(start, nonfinite > 0, _frames.restarts(mode, restart))
+            return (reference, restart, nonfinite > 0), (mode, nonfinite)
 
         start = (state.layers[INPUT], state.restart, state.nonfinite)
-        (reference, restart, after), (modes, nonfinite) = lax.scan(check, start, (frames, keyframes))
+        (reference, restart, after), (modes, nonfinite) = lax.scan(check, start, (frames, keyframes, starts))
         outs = _frames.skipped_or_plain(lambda frame: self.fn(*args_of(frame)), state.output, frames, modes)
         last = jax.tree_util.tree_map(lambda a: a[-1], outs)
         state = StreamState(
