@@ -199,6 +199,7 @@ def _on_devices(model, mesh: jax.sharding.Mesh | None):
 
 
 def _check_keyframe_every(keyframe_every) -> None:
+    """Raises unless ``keyframe_every`` is a positive int or None (the video loops' argument)."""
     if keyframe_every is not None and (not isinstance(keyframe_every, int) or keyframe_every < 1):
         raise ValueError(
             f"video loop: argument 'keyframe_every' must be a positive int or None, got {keyframe_every!r}"

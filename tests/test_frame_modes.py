@@ -427,7 +427,7 @@ def test_step_frames_names_bad_frames_and_keyframes(video):
             stepper.run_frames(variables, video[1])
         with pytest.raises(ValueError, match=r"run_frames: argument 'keyframes' must be a bool array of shape \(2,\)"):
             stepper.run_frames(variables, video[1:3], keyframes=[True])
-        with pytest.raises(ValueError, match=r"\(the frame\) has dtype int32, expected one of"):
+        with pytest.raises(ValueError, match=r"run_frames: argument args\[1\] \(the frame\) has dtype int32, expected"):
             stepper.run_frames(variables, video[1:3].astype(jnp.int32))
 
 

@@ -256,8 +256,9 @@ class Stepper:
         """
         args_of, frames, keyframes = self._frames_call("deltajax.delta run_frames", args, keyframes)
         first = args_of(frames[0])
+        self._frame("deltajax.delta run_frames", first)
         if self.never_delta:
-            state = self._fresh_plain_state(first)
+            state = self._fresh_plain_state(first, frames[0])
             return self._skip_or_dense_frames(state, args_of, frames, keyframes, with_stats, fresh=True)
         out, state, stats = self.init_with_stats(*first)
         stats = stats if with_stats else None
@@ -305,11 +306,11 @@ class Stepper:
         like = _frame_stats(self._static_stats(args_of(frames[0])), 0.0, False)
         return outs, state, layer_stats_unpack(packed, like)
 
-    def _fresh_plain_state(self, args: tuple) -> StreamState:
-        """A never-delta stream before its first frame (``run_frames``): the input's reference is that frame (so
-        it compares unchanged: it runs densely as a forced keyframe), the output zeros of the model's output
-        shape, never read. The names in ``config.layers`` are checked against the model's, as ``init`` does."""
-        _, frame = self._frame("deltajax.delta run_frames", args)
+    def _fresh_plain_state(self, args: tuple, frame) -> StreamState:
+        """A never-delta stream before its first frame ``frame`` (``args``' frame; ``run_frames``): the input's
+        reference is that frame (so it compares unchanged: it runs densely as a forced keyframe), the output
+        zeros of the model's output shape, never read. The names in ``config.layers`` are checked against the
+        model's, as ``init`` does."""
         self._static_stats(args)
         output = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(self.fn, *args))
         _, reference = ops.sparsify_init(frame)
