@@ -367,8 +367,11 @@ def test_step_frames_is_frame_by_frame(video, keyframe_above):
     assert stepper.step_frames(state, variables, video[1:3])[2] is None
 
 
-@pytest.mark.parametrize("keyframe_above", [0.0, 0.5])
-@pytest.mark.parametrize("clip", ["changing", "still", "mixed", "one frame", "non-finite first"])
+@pytest.mark.parametrize(
+    "keyframe_above, clip",
+    [(0.0, c) for c in ("changing", "still", "mixed", "one frame", "non-finite first")]
+    + [(0.5, "mixed"), (0.5, "one frame")],  # a stepper running delta steps: init, then a scan of steps
+)
 def test_run_frames_is_init_then_steps(video, keyframe_above, clip):
     """run_frames over frames [K, ...] gives the outputs, stats and final state of init_with_stats and K - 1
     steps, bit for bit: for a never-delta stepper (the first frame in the same decision as the others, so a clip
