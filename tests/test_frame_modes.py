@@ -282,10 +282,10 @@ def test_where_no_frame_runs_a_delta_step_the_state_is_the_input_reference(video
 
 
 def _chunked_clip(video):
-    """[26, ...]: a keyframe, then (chunks of 8 after it, _frames.CHUNK) 8 changed frames (a busy one among them),
-    8 copies of the last (nothing changes), then changed, repeated and non-finite frames mixed, and a last chunk
-    of 1 (padded with 7 skipped frames)."""
-    changed = [video[t] for t in (1, 2, 4, 5, 6, 8, 9, 10)]
+    """[25, ...] in chunks of 8 (_frames.CHUNK), the first frame in the first: the first frame and 7 changed ones
+    (a busy one among them), 8 copies of the last (nothing changes), then changed, repeated and non-finite
+    frames mixed, and a last chunk of 1 (padded with 7 skipped frames)."""
+    changed = [video[t] for t in (1, 2, 4, 5, 6, 8, 10)]
     nan = video[11].at[1, 3, 4, 0].set(jnp.nan)
     mixed = [video[11], video[11], nan, video[11], video[0], video[1], video[1], video[2]]
     return jnp.stack([video[0], *changed, *[video[10]] * 8, *mixed, video[3]])
@@ -294,7 +294,7 @@ def _chunked_clip(video):
 @pytest.mark.parametrize("keyframe_every", [None, 4])
 def test_run_clip_decides_chunks_of_frames_as_frame_by_frame(video, keyframe_every):
     """Where no frame runs as a delta step, run_clip decides a clip that mixes skipped and changed frames 8 frames
-    at once (Stepper.step_frames: all skipped, all changed, or mixed): the outputs and stats of stepping the
+    at once (Stepper.run_frames: all changed, all skipped, or mixed): the outputs and stats of stepping the
     frames one by one, bit for bit."""
     model, variables = _model(video)
     assert _frames.CHUNK == 8
@@ -308,9 +308,9 @@ def test_run_clip_decides_chunks_of_frames_as_frame_by_frame(video, keyframe_eve
         out, state, frame_stats = step(state, variables, clip[t], keyframe=keyframe_every is not None and t % 4 == 0)
         want.append((out, frame_stats))
     modes = _modes(stats)
-    assert modes[9:17] == ["skip" if keyframe_every is None or t % 4 else "dense" for t in range(9, 17)], modes
-    assert modes[1:9] == ["dense"] * 8 and modes[18] == "skip", modes
-    assert int(stats["input"].nonfinite[19]) == 1 and not np.isfinite(np.asarray(got[19])).all()
+    assert modes[8:16] == ["skip" if keyframe_every is None or t % 4 else "dense" for t in range(8, 16)], modes
+    assert modes[:8] == ["dense"] * 8 and modes[17] == "skip", modes
+    assert int(stats["input"].nonfinite[18]) == 1 and not np.isfinite(np.asarray(got[18])).all()
     for t, (out, frame_stats) in enumerate(want):
         np.testing.assert_array_equal(got[t], out, err_msg=f"frame {t}")
         for name, s in frame_stats.items():
