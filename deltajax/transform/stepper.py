@@ -333,8 +333,8 @@ class Stepper:
             restart = jnp.where(start, nonfinite > 0, _frames.restarts(mode, restart))
             return (reference, restart, nonfinite > 0), (mode, nonfinite)
 
-        start = (state.layers[INPUT], state.restart, state.nonfinite)
-        (reference, restart, after), (modes, nonfinite) = lax.scan(check, start, (frames, keyframes, starts))
+        before = (state.layers[INPUT], state.restart, state.nonfinite)
+        (reference, restart, after), (modes, nonfinite) = lax.scan(check, before, (frames, keyframes, starts))
         outs = _frames.skipped_or_plain(lambda frame: self.fn(*args_of(frame)), state.output, frames, modes)
         last = jax.tree_util.tree_map(lambda a: a[-1], outs)
         state = StreamState(
