@@ -120,6 +120,28 @@ def test_delta_of_a_module_steps_exactly_and_names_layers(video):
     assert kinds["input"] == "sparsify" and "conv" in kinds.values()
 
 
+def test_delta_of_a_module_takes_many_frames_at_once(video):
+    """ModuleStepper.run_frames and step_frames give the outputs of init and steps (to float rounding: XLA fuses
+    this model's first frame differently inside the clip's loop, by one float32 ulp), and a bad argument
+    is named at its position among the module's own call arguments (the plain stepper's come after the module's
+    state)."""
+    model = _model()
+    stepper = deltajax.delta(model, config=deltajax.DeltaConfig(keyframe_above=0.0))
+    outs, state, _ = jax.jit(stepper.run_frames)(video[:4])
+    more, state, stats = stepper.step_frames(state, video[4:6], with_stats=True)
+    out, streamed = jax.jit(stepper.init)(video[0])
+    want, step = [out], jax.jit(stepper)
+    for t in range(1, 6):
+        out, streamed = step(streamed, video[t])
+        want.append(out)
+    np.testing.assert_allclose(jnp.concatenate([outs, more]), jnp.stack(want), rtol=1e-6, atol=1e-6)
+    assert stats["input"].keyframe.shape == (2,)
+    with pytest.raises(ValueError, match=r"run_frames: argument args\[0\] \(the frames\) must be \[K, N, H, W, C\]"):
+        stepper.run_frames(video[0])
+    with pytest.raises(ValueError, match=r"delta step: argument args\[0\] \(the frame\) has shape \(2, 8, 18, 3\)"):
+        stepper(state, video[1][:, :8])
+
+
 def test_wrapper_under_nnx_jit_keeps_the_stream_in_a_delta_state(video):
     model = DeltaWrapper(_model())
     assert nnx.state(model, DeltaState)["stream"].get_value() is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 from flax import nnx
@@ -53,27 +54,43 @@ class ModuleStepper:
         graphdef, state = nnx.split(self.module)
         return merged_stepper(graphdef, self.frame_argnum, self.config), (state, *args)
 
+    def _call(self, method: str, args: tuple, *before, **options):
+        """``stepper.<method>(*before, module state, *args, **options)`` of the plain stepper, its errors naming the
+        module's own argument positions (the plain stepper's are one further on: the module state comes first)."""
+        stepper, args = self.unbind(args)
+        try:
+            return getattr(stepper, method)(*before, *args, **options)
+        except ValueError as err:
+            if "args[" not in str(err):
+                raise
+            raise ValueError(re.sub(r"args\[(\d+)\]", lambda m: f"args[{int(m.group(1)) - 1}]", str(err))) from None
+
     def init(self, *args) -> tuple[Any, StreamState]:
         """Starts (or restarts) a stream: the module's call on ``args``, densely; ``(output, state)``."""
-        stepper, args = self.unbind(args)
-        return stepper.init(*args)
+        return self._call("init", args)
 
     def init_with_stats(self, *args) -> tuple[Any, StreamState, dict]:
         """Like ``init``, also returning the per-layer stats of the dense frame."""
-        stepper, args = self.unbind(args)
-        return stepper.init_with_stats(*args)
+        return self._call("init_with_stats", args)
 
     def step_with_stats(self, state: StreamState, *args, keyframe=False) -> tuple[Any, StreamState, dict]:
         """Like ``__call__``, also returning ``{layer name: deltajax.stats.LayerStats}`` of this frame."""
-        stepper, args = self.unbind(args)
-        return stepper.step_with_stats(state, *args, keyframe=keyframe)
+        return self._call("step_with_stats", args, state, keyframe=keyframe)
 
     def __call__(self, state: StreamState, *args, keyframe=False) -> tuple[Any, StreamState]:
         """One frame: ``(output, new state)`` (see ``deltajax.Stepper.__call__``)."""
-        stepper, args = self.unbind(args)
-        return stepper(state, *args, keyframe=keyframe)
+        return self._call("__call__", args, state, keyframe=keyframe)
+
+    def step_frames(self, state: StreamState, *args, keyframes=None, with_stats: bool = False):
+        """``K`` frames ``[K, N, H, W, C]`` of a stream in one call: ``(outputs [K, ...], state, stats or None)``
+        (see ``deltajax.Stepper.step_frames``)."""
+        return self._call("step_frames", args, state, keyframes=keyframes, with_stats=with_stats)
+
+    def run_frames(self, *args, keyframes=None, with_stats: bool = False):
+        """A stream started on the first of ``K`` frames ``[K, N, H, W, C]`` and stepped through the others:
+        ``(outputs [K, ...], state, stats or None)`` (see ``deltajax.Stepper.run_frames``)."""
+        return self._call("run_frames", args, keyframes=keyframes, with_stats=with_stats)
 
     def layers(self, *args) -> dict[str, str]:
         """Layer name -> kind for the module's call arguments ``args`` (see ``deltajax.Stepper.layers``)."""
-        stepper, args = self.unbind(args)
-        return stepper.layers(*args)
+        return self._call("layers", args)

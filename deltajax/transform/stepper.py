@@ -223,9 +223,9 @@ class Stepper:
         return self._step(state, args, keyframe, with_stats=True)
 
     def step_frames(self, state: StreamState, *args, keyframes=None, with_stats: bool = False):
-        """``K`` frames in one call: ``(outputs [K, ...], state, stats)``, bit for bit what ``K`` calls of
-        ``step_with_stats`` give; the stats ``{layer name: LayerStats}`` of ``[K]`` arrays with ``with_stats``,
-        else None.
+        """``K`` frames in one call: ``(outputs [K, ...], state, stats)``, what ``K`` calls of ``step_with_stats``
+        give (the outputs to float rounding: XLA may fuse the model differently inside a loop); the stats
+        ``{layer name: LayerStats}`` of ``[K]`` arrays with ``with_stats``, else None.
 
         ``args[frame_argnum]`` holds the frames ``[K, N, H, W, C]`` (each like a step's frame); ``keyframes``, a
         ``[K]`` bool array (default: none), forces keyframes. Where no frame runs as a delta step
@@ -245,9 +245,9 @@ class Stepper:
 
     def run_frames(self, *args, keyframes=None, with_stats: bool = False):
         """A stream started on the first of ``K`` frames and stepped through the others, in one call:
-        ``(outputs [K, ...], state, stats)``, bit for bit what ``init_with_stats`` and ``K - 1`` calls of
-        ``step_with_stats`` give (arguments and stats as for ``step_frames``; ``keyframes[0]`` changes nothing: a
-        stream's first frame is dense).
+        ``(outputs [K, ...], state, stats)``, what ``init_with_stats`` and ``K - 1`` calls of ``step_with_stats``
+        give (arguments, stats and rounding as for ``step_frames``; ``keyframes[0]`` changes nothing: a stream's
+        first frame is dense).
 
         Where no frame runs as a delta step the first frame runs with the others (a forced dense frame whose input
         reference is itself), so a clip whose frames all change is one ``lax.map`` of the plain model over every
