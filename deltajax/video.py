@@ -207,8 +207,8 @@ def _check_keyframe_every(keyframe_every) -> None:
 
 
 def _keyframed(step, keyframe_every: int | None):
-    """A step on ``(t, state)`` that runs a dense keyframe every ``keyframe_every`` frames (never if None)."""
-    _check_keyframe_every(keyframe_every)
+    """A step on ``(t, state)`` that runs a dense keyframe every ``keyframe_every`` frames (never if None; the
+    callers check it first, ``_check_keyframe_every``)."""
 
     def counted_step(carry, frame):
         t, state = carry

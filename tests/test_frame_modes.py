@@ -281,6 +281,27 @@ def test_where_no_frame_runs_a_delta_step_the_state_is_the_input_reference(video
             np.testing.assert_array_equal(a, b, err_msg=f"frame {t}")
 
 
+def _stepped_one_by_one(stepper, variables, frames, keyframes):
+    """``(per-frame (output, stats), final state)`` of jitted init_with_stats on ``frames[0]`` and step_with_stats
+    on the others (``keyframes[t]``)."""
+    out, state, stats = jax.jit(stepper.init_with_stats)(variables, frames[0])
+    want, step = [(out, stats)], jax.jit(stepper.step_with_stats)
+    for t in range(1, len(frames)):
+        out, state, stats = step(state, variables, frames[t], keyframe=keyframes[t])
+        want.append((out, stats))
+    return want, state
+
+
+def _assert_frames_match(outs, stats, want):
+    """Outputs ``[K, ...]`` and stats of ``[K]`` arrays against ``_stepped_one_by_one``'s per-frame ones: the stats
+    bit for bit, the outputs to float rounding (XLA may fuse the model differently inside a clip's loops)."""
+    for t, (out, frame_stats) in enumerate(want):
+        np.testing.assert_allclose(outs[t], out, rtol=1e-6, atol=1e-6, err_msg=f"frame {t}")
+        for name, s in frame_stats.items():
+            for a, b in zip(jax.tree_util.tree_leaves(stats[name]), s, strict=True):
+                np.testing.assert_array_equal(a[t], b, err_msg=f"frame {t}, layer {name}")
+
+
 def _chunked_clip(video):
     """[25, ...] in chunks of 8 (_frames.CHUNK), the first frame in the first: the first frame and 7 changed ones
     (a busy one among them), 8 copies of the last (nothing changes), then changed, repeated and non-finite
@@ -302,21 +323,13 @@ def test_run_clip_decides_chunks_of_frames_as_frame_by_frame(video, keyframe_eve
     clip = _chunked_clip(video)
     stepper = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=0.0))
     got, stats = deltajax.run_clip(stepper, clip, variables, with_stats=True, keyframe_every=keyframe_every)
-    out, state, first = jax.jit(stepper.init_with_stats)(variables, clip[0])
-    step = jax.jit(stepper.step_with_stats)
-    want = [(out, first)]
-    for t in range(1, len(clip)):
-        out, state, frame_stats = step(state, variables, clip[t], keyframe=keyframe_every is not None and t % 4 == 0)
-        want.append((out, frame_stats))
+    keyframes = [keyframe_every is not None and t % 4 == 0 for t in range(len(clip))]
+    want, _ = _stepped_one_by_one(stepper, variables, clip, keyframes)
     modes = _modes(stats)
     assert modes[8:16] == ["skip" if keyframe_every is None or t % 4 else "dense" for t in range(8, 16)], modes
     assert modes[:8] == ["dense"] * 8 and modes[17] == "skip", modes
     assert int(stats["input"].nonfinite[18]) == 1 and not np.isfinite(np.asarray(got[18])).all()
-    for t, (out, frame_stats) in enumerate(want):
-        np.testing.assert_allclose(got[t], out, rtol=1e-6, atol=1e-6, err_msg=f"frame {t}")
-        for name, s in frame_stats.items():
-            for a, b in zip(jax.tree_util.tree_leaves(stats[name]), s, strict=True):
-                np.testing.assert_array_equal(a[t], b, err_msg=f"frame {t}, layer {name}")
+    _assert_frames_match(got, stats, want)
 
 
 @pytest.mark.parametrize("modes", ["SSSSS", "DDDDD", "DDDSSSDSDD", "SDSSD"])
@@ -391,17 +404,8 @@ def test_run_frames_is_init_then_steps(video, keyframe_above, clip):
     outs, got, stats = jax.jit(stepper.run_frames, static_argnames="with_stats")(
         variables, frames, keyframes=keyframes, with_stats=True
     )
-    out, state, frame_stats = jax.jit(stepper.init_with_stats)(variables, frames[0])
-    want = [(out, frame_stats)]
-    step = jax.jit(stepper.step_with_stats)
-    for t in range(1, len(frames)):
-        out, state, frame_stats = step(state, variables, frames[t], keyframe=keyframes[t])
-        want.append((out, frame_stats))
-    for t, (out, frame_stats) in enumerate(want):
-        np.testing.assert_allclose(outs[t], out, rtol=1e-6, atol=1e-6, err_msg=f"frame {t}")
-        for name, s in frame_stats.items():
-            for a, b in zip(jax.tree_util.tree_leaves(stats[name]), s, strict=True):
-                np.testing.assert_array_equal(a[t], b, err_msg=f"frame {t}, layer {name}")
+    want, state = _stepped_one_by_one(stepper, variables, frames, keyframes)
+    _assert_frames_match(outs, stats, want)
     np.testing.assert_allclose(got.output, state.output, rtol=1e-6, atol=1e-6)
     flags = (got.layers, got.restart, got.age, got.nonfinite), (state.layers, state.restart, state.age, state.nonfinite)
     for a, b in zip(*map(jax.tree_util.tree_leaves, flags), strict=True):

@@ -114,6 +114,10 @@ def test_bad_loop_arguments(setup):
     with pytest.raises(ValueError, match=r"argument 'keyframe_every' must be a positive int or None, got 0"):
         deltajax.streaming(stepper, variables, keyframe_every=0)
     wrapper = deltajax.linen.DeltaWrapper(model)
+    with pytest.raises(ValueError, match=r"argument 'keyframe_every' must be a positive int or None, got 2.5"):
+        deltajax.run_clip(stepper, video[:2], variables, keyframe_every=2.5)
+    with pytest.raises(ValueError, match=r"argument 'keyframe_every' must be a positive int or None, got -1"):
+        deltajax.run_clip(wrapper, video[:2], variables={}, keyframe_every=-1)
     with pytest.raises(ValueError, match=r"with_stats=True needs a deltajax.delta stepper"):
         deltajax.run_clip(wrapper, video, variables={}, with_stats=True)
     with pytest.raises(ValueError, match=r"argument 'variables' is required for a Linen module"):
