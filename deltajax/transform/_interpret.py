@@ -78,6 +78,7 @@ class Run:
         self.unrefreshed: dict = {}
         self._dense_memo: dict = {}
         self._delta_memo: dict = {}
+        self._tail_shape: tuple[int, int] | None = None  # the largest H, W of a map in the dense tail
 
     # -- values -------------------------------------------------------------------------------------------------
     def read(self, v):
@@ -173,6 +174,15 @@ class Run:
         self._delta_memo[var] = out
         return out
 
+    def in_dense_tail(self, eqn) -> bool:
+        """True where ``DeltaConfig.dense_from_stride`` runs ``eqn`` densely: every frame-dependent delta image it
+        reads is that many times smaller than the frame, or smaller (and it reads one)."""
+        if self._tail_shape is None:
+            return False
+        images = [v for v in eqn.inputs if self.kind_of(v) == DELTA and len(v.shape) == 4]
+        h, w = self._tail_shape
+        return bool(images) and all(v.shape[1] <= h and v.shape[2] <= w for v in images)
+
     # -- the pass -----------------------------------------------------------------------------------------------
     def run(self, args: list, frame_index: int) -> list:
         for i, (var, value) in enumerate(zip(self.program.inputs, args, strict=True)):
@@ -188,6 +198,9 @@ class Run:
 
     def _input(self, var: Var, frame) -> None:
         self.kinds[INPUT] = "sparsify"
+        stride = self.config.dense_from_stride
+        if stride is not None:
+            self._tail_shape = (-(-frame.shape[1] // stride), -(-frame.shape[2] // stride))
         if self.init:
             out, self.states[INPUT] = ops.sparsify_init(frame)
         elif self.input_delta is not None:

@@ -47,12 +47,12 @@ def apply(run, eqn: Eqn) -> None:
         for var, value in zip(eqn.outputs, _bind(eqn, [run.read(v) for v in eqn.inputs]), strict=True):
             run.set(var, value, "const")
         return
+    if all(run.kind_of(v) != "delta" for v in eqn.inputs) or run.in_dense_tail(eqn):
+        _dense(run, eqn)  # (a group's members after its root went dense included)
+        return
     root = run.analysis.group_root.get(eqn)
     if root is not None and run.kind_of(root) == "delta":
         _group_member(run, eqn, root)
-        return
-    if all(run.kind_of(v) != "delta" for v in eqn.inputs):
-        _dense(run, eqn)
         return
     rule = _RULES.get(eqn.name, _linear_or_fallback)
     if eqn.name in ELEMENTWISE:
@@ -77,7 +77,8 @@ def _macs(eqn: Eqn) -> float:
 
 
 def _dense(run, eqn: Eqn) -> None:
-    outs = _bind(eqn, [run.read(v) for v in eqn.inputs])
+    """``eqn`` as the plain model runs it, its delta operands densified (``DeltaConfig.dense_from_stride``)."""
+    outs = _bind(eqn, [run.need_dense(v) for v in eqn.inputs])
     for var, value in zip(eqn.outputs, outs, strict=True):
         run.set(var, value, "dense")
     if eqn.name in ("conv_general_dilated", "dot_general"):

@@ -111,9 +111,8 @@ class Stepper:
         pos = self._frame_pos(args)
         key = self._program_key(args)
         if key not in self._cache:
-            abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), args)
             frame_index = len(jax.tree_util.tree_leaves(args[:pos]))
-            self._cache[key] = (*trace(self.fn, abstract, frame_index), frame_index)
+            self._cache[key] = (*trace(self.fn, _abstract(args), frame_index), frame_index)
         return self._cache[key]
 
     def _run(self, args: tuple, layers: dict | None, input_delta=None, refresh=None):
@@ -139,8 +138,22 @@ class Stepper:
                 f"deltajax.delta step: argument 'state' holds layers {extra} this model does not have; "
                 "start the stream with stepper.init(*args)"
             )
-        self.config.check_names(run.kinds)
+        self.config.check_names(self._configurable(args, run))
         return jax.tree_util.tree_unflatten(out_tree, outs), run
+
+    def _configurable(self, args: tuple, run: Run) -> dict[str, str]:
+        """The layers ``config.layers`` may name (name -> kind): ``run``'s, and where ``config.dense_from_stride``
+        runs some densely, also the layers they would be (one abstract pass without the dense tail, cached)."""
+        if self.config.dense_from_stride is None or not self.config.layers:
+            return run.kinds
+        key = ("kinds without the dense tail", *self._program_key(args))
+        if key not in self._cache:
+            program, analysis, _, frame_index = self._program(args)
+            config = dataclasses.replace(self.config, dense_from_stride=None, layers=())
+            full = Run(program, analysis, config, None)
+            jax.eval_shape(lambda *a: full.run(jax.tree_util.tree_leaves(a), frame_index), *_abstract(args))
+            self._cache[key] = full.kinds
+        return {**self._cache[key], **run.kinds}
 
     def _static_stats(self, args: tuple) -> dict:
         """Layer name -> (dense multiply-adds, fallback), from one abstract dense pass (cached per program)."""
@@ -492,6 +505,11 @@ class Stepper:
 
         jax.eval_shape(probe, *args)
         return kinds
+
+
+def _abstract(args):
+    """``args`` as shapes and dtypes (``jax.ShapeDtypeStruct`` leaves)."""
+    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), args)
 
 
 def _compare_input(config: DeltaConfig, reference, frame: jax.Array, after_nonfinite, lean: bool):
