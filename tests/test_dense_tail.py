@@ -96,5 +96,6 @@ def test_settings_of_layers_in_the_tail_are_accepted_and_typos_are_not(video):
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True, "16"])
 def test_dense_from_stride_must_be_a_positive_int_or_none(bad):
-    with pytest.raises(ValueError, match=rf"DeltaConfig: dense_from_stride must be a positive int or None, got {bad!r}"):
+    expected = rf"DeltaConfig: dense_from_stride must be a positive int or None, got {bad!r}"
+    with pytest.raises(ValueError, match=expected):
         deltajax.DeltaConfig(dense_from_stride=bad)
