@@ -1,7 +1,7 @@
 """At which fraction of changed input pixels a delta step costs as much as a dense frame.
 
     python -m benchmarks.crossover [--models M,...] [--size HxW] [--precisions P,...] [--trace DIR]
-        [--out FILE.json]
+        [--dense-from-stride S,...] [--out FILE.json]
 
 For each bundled model and precision it times, in one process on one device: a dense frame (XLA), and a delta
 step (threshold 0, every frame a delta step: ``keyframe_above=None``) between two frames that differ in round
@@ -12,6 +12,10 @@ again where the platform's crossover is "never", as on the CPU). The crossover i
 the input tile activity (``tile_activity``: the fraction of 16x16 tiles with a changed pixel) where the step's
 time reaches the dense frame's (linear interpolation between the measured points); it is the value that
 ``DeltaConfig(keyframe_above="auto")`` uses on that platform (``deltajax/transform/_frames.py``).
+
+With ``--dense-from-stride none,16,32`` each model and precision gives a row per value of
+``DeltaConfig.dense_from_stride`` (the layers at that stride or coarser run densely at every step), the dense
+frame timed once for them all.
 
 With ``--trace DIR`` each row also lists the kernels of one delta step at the smallest nonzero fraction, where
 the step costs what it costs with almost nothing changed (``kernels_per_step``, ``kernel_ms_per_step``, ``top``
@@ -44,21 +48,30 @@ from deltajax.video import bundled_clip
 FRACTIONS = measurement.FRACTIONS
 
 
-def measure(model: str, size: tuple[int, int], precision: str, trace: str | None = None) -> dict:
+def measure(
+    model: str,
+    size: tuple[int, int],
+    precision: str,
+    trace: str | None = None,
+    dense_from_stride: int | None = None,
+    dense_s: float | None = None,
+) -> dict:
     """Dense frame and delta-step seconds at each of FRACTIONS, for one model and precision
-    (``deltajax.crossover.measure``); with ``trace`` (a folder) also the kernels of one step at FRACTIONS[1]."""
+    (``deltajax.crossover.measure``) under ``DeltaConfig(dense_from_stride=...)``; with ``trace`` (a folder) also
+    the kernels of one step at FRACTIONS[1]. ``dense_s``: the dense frame's seconds, already timed."""
     dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32
     module, variables, clip = load_clip(model, bundled_clip("people"), 1, size, 1, dtype)
     frame = clip[0]
+    config = DeltaConfig(dense_from_stride=dense_from_stride)
     with _precision_scope(precision):
-        stepper = measurement.stepper_for(module.apply)
-        curve = measurement.measure_stepper(stepper, variables, frame)
+        stepper = measurement.stepper_for(module.apply, config=config)
+        curve = measurement.measure_stepper(stepper, variables, frame, dense_s=dense_s)
         # where the default config sends no frame dense (the CPU's "auto"), its frames are the delta steps above
         never_dense = crossover_on(DeltaConfig().keyframe_above, default_platform()) is None
         configured = (
             curve
             if never_dense
-            else measurement.measure_as_configured(module.apply, variables, frame, dense_s=curve.dense_s)
+            else measurement.measure_as_configured(module.apply, variables, frame, config=config, dense_s=curve.dense_s)
         )
         extra = {}
         if trace:  # the round trip measure_stepper timed (its program compiled)
@@ -70,6 +83,7 @@ def measure(model: str, size: tuple[int, int], precision: str, trace: str | None
         "model": model,
         "precision": precision,
         "size": list(size),
+        "dense_from_stride": dense_from_stride,
         "dense_ms": curve.dense_s * 1e3,
         "fractions": list(curve.fractions),
         "tile_activity": list(curve.tile_activity),
@@ -105,7 +119,8 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         cells = " ".join(f"{x:7.2f}" for x in r["delta_over_dense"])
         cross = "never" if r["crossover"] is None else f"{r['crossover']:.3f}"
-        lines.append(f"{r['model']:18} {r['precision']:11} {r['dense_ms']:8.3f} {cells}  {cross}")
+        tail = "" if r["dense_from_stride"] is None else f" (dense from stride {r['dense_from_stride']})"
+        lines.append(f"{r['model']:18} {r['precision']:11} {r['dense_ms']:8.3f} {cells}  {cross}{tail}")
         tiles = " ".join(f"{t:7.2f}" for t in r["tile_activity"])
         lines.append(f"{'  tile activity':30} {'':8} {tiles}")
         configured = " ".join(f"{x:7.2f}" for x in r["configured_over_dense"])
@@ -119,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=frame_size, default=(432, 768), help="HxW (default 432x768)")
     p.add_argument("--precisions", help="comma-separated subset of " + ",".join(PRECISIONS))
     p.add_argument("--trace", help="folder for JAX profiler traces: list one delta step's kernels per row")
+    p.add_argument(
+        "--dense-from-stride",
+        type=_strides,
+        default=(None,),
+        help="comma-separated DeltaConfig.dense_from_stride values, 'none' for off (default: none)",
+    )
     p.add_argument("--out", help="write the rows as JSON here")
     native_check.add_arguments(p, require_by_default=True)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
@@ -131,15 +152,30 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for model in args.models.split(","):
         for prec in precisions:
-            trace = os.path.join(args.trace, f"{model}_{prec}") if args.trace else None
-            rows.append(measure(model, size, prec, trace))
-            print(table(rows[-1:]).split("\n", 2)[2], flush=True)
-            if args.out:
-                with open(args.out, "w") as f:
-                    meta = {"device": device, "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", "")}
-                    json.dump({"meta": meta, "rows": rows}, f, indent=1)
+            dense_s = None
+            for stride in args.dense_from_stride:
+                suffix = "" if stride is None else f"_s{stride}"
+                trace = os.path.join(args.trace, f"{model}_{prec}{suffix}") if args.trace else None
+                rows.append(measure(model, size, prec, trace, stride, dense_s))
+                dense_s = rows[-1]["dense_ms"] / 1e3
+                print(table(rows[-1:]).split("\n", 2)[2], flush=True)
+                if args.out:
+                    with open(args.out, "w") as f:
+                        meta = {"device": device, "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+                        json.dump({"meta": meta, "rows": rows}, f, indent=1)
     print(table(rows))
     return 0
+
+
+def _strides(text: str) -> tuple[int | None, ...]:
+    """``--dense-from-stride``: 'none,16,32' -> (None, 16, 32)."""
+    try:
+        values = tuple(None if v.strip().lower() == "none" else int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(v is not None and v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive ints or 'none', comma-separated, got {text!r}")
+    return values
 
 
 if __name__ == "__main__":

@@ -106,6 +106,27 @@ def test_crossover_lists_the_kernels_of_a_step(tmp_path):
     assert any("deltajax" in t["kernel | hlo_op"] for t in row["top"]), row["top"][:5]
 
 
+def test_crossover_rows_per_dense_tail_share_one_dense_frame(tmp_path):
+    from benchmarks import crossover
+
+    out = tmp_path / "crossover.json"
+    argv = ["--models", "efficientnet_lite0", "--size", "32x48", "--precisions", "f32_highest"]
+    assert crossover.main([*argv, "--dense-from-stride", "none,8", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["dense_from_stride"] for r in rows] == [None, 8]
+    assert rows[0]["dense_ms"] == rows[1]["dense_ms"]
+    assert "(dense from stride 8)" in crossover.table(rows) and min(rows[1]["delta_ms"][1:]) > 0
+
+
+@pytest.mark.parametrize("bad", ["0", "-4", "x", ""])
+def test_crossover_refuses_a_bad_dense_from_stride(bad, capsys):
+    from benchmarks import crossover
+
+    with pytest.raises(SystemExit):
+        crossover.main(["--dense-from-stride", bad])
+    assert "argument --dense-from-stride: expected positive ints or 'none'" in capsys.readouterr().err
+
+
 def test_multi_device_benchmark_writes_rows(tmp_path):
     from benchmarks import multi_device
 
