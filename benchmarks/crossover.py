@@ -15,7 +15,7 @@ time reaches the dense frame's (linear interpolation between the measured points
 
 With ``--dense-from-stride none,16,32`` each model and precision gives a row per value of
 ``DeltaConfig.dense_from_stride`` (the layers at that stride or coarser run densely at every step), the dense
-frame timed once for them all.
+frame timed once for them all and the row "as configured" given with the first.
 
 With ``--trace DIR`` each row also lists the kernels of one delta step at the smallest nonzero fraction, where
 the step costs what it costs with almost nothing changed (``kernels_per_step``, ``kernel_ms_per_step``, ``top``
@@ -55,10 +55,12 @@ def measure(
     trace: str | None = None,
     dense_from_stride: int | None = None,
     dense_s: float | None = None,
+    as_configured: bool = True,
 ) -> dict:
     """Dense frame and delta-step seconds at each of FRACTIONS, for one model and precision
     (``deltajax.crossover.measure``) under ``DeltaConfig(dense_from_stride=...)``; with ``trace`` (a folder) also
-    the kernels of one step at FRACTIONS[1]. ``dense_s``: the dense frame's seconds, already timed."""
+    the kernels of one step at FRACTIONS[1]. ``dense_s``: the dense frame's seconds, already timed;
+    ``as_configured``: also the frames as the default config runs them (the "configured" keys)."""
     dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32
     module, variables, clip = load_clip(model, bundled_clip("people"), 1, size, 1, dtype)
     frame = clip[0]
@@ -66,19 +68,27 @@ def measure(
     with _precision_scope(precision):
         stepper = measurement.stepper_for(module.apply, config=config)
         curve = measurement.measure_stepper(stepper, variables, frame, dense_s=dense_s)
-        # where the default config sends no frame dense (the CPU's "auto"), its frames are the delta steps above
-        never_dense = crossover_on(DeltaConfig().keyframe_above, default_platform()) is None
-        configured = (
-            curve
-            if never_dense
-            else measurement.measure_as_configured(module.apply, variables, frame, config=config, dense_s=curve.dense_s)
-        )
         extra = {}
+        if as_configured:  # the default config ("auto": the platform's crossover decides which frames run dense)
+            # where it sends no frame dense (the CPU's "auto"), its frames are the delta steps above
+            never_dense = crossover_on(DeltaConfig().keyframe_above, default_platform()) is None
+            configured = (
+                curve
+                if never_dense
+                else measurement.measure_as_configured(
+                    module.apply, variables, frame, config=config, dense_s=curve.dense_s
+                )
+            )
+            extra = {
+                "configured_ms": [s * 1e3 for s in configured.step_s],
+                "configured_over_dense": list(configured.ratios),
+            }
         if trace:  # the round trip measure_stepper timed (its program compiled)
             step = measurement.round_trip(stepper, 1)
             other, _ = measurement.changed_frame(frame, FRACTIONS[1])
             state = jax.jit(stepper.init)(variables, frame)[1]
-            extra = {"kernels_at": FRACTIONS[1], **_step_kernels(step, state, (frame, other, variables, frame), trace)}
+            extra["kernels_at"] = FRACTIONS[1]
+            extra.update(_step_kernels(step, state, (frame, other, variables, frame), trace))
     return {
         "model": model,
         "precision": precision,
@@ -90,9 +100,6 @@ def measure(
         "delta_ms": [s * 1e3 for s in curve.step_s],
         "delta_over_dense": list(curve.ratios),
         "crossover": curve.crossover,
-        # the default config ("auto": the platform's crossover decides which changed frames run dense)
-        "configured_ms": [s * 1e3 for s in configured.step_s],
-        "configured_over_dense": list(configured.ratios),
         **extra,
     }
 
@@ -123,8 +130,9 @@ def table(rows: list[dict]) -> str:
         lines.append(f"{r['model']:18} {r['precision']:11} {r['dense_ms']:8.3f} {cells}  {cross}{tail}")
         tiles = " ".join(f"{t:7.2f}" for t in r["tile_activity"])
         lines.append(f"{'  tile activity':30} {'':8} {tiles}")
-        configured = " ".join(f"{x:7.2f}" for x in r["configured_over_dense"])
-        lines.append(f"{'  as configured (auto)':30} {'':8} {configured}")
+        if "configured_over_dense" in r:
+            configured = " ".join(f"{x:7.2f}" for x in r["configured_over_dense"])
+            lines.append(f"{'  as configured (auto)':30} {'':8} {configured}")
     return "\n".join(lines)
 
 
@@ -156,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             for stride in args.dense_from_stride:
                 suffix = "" if stride is None else f"_s{stride}"
                 trace = os.path.join(args.trace, f"{model}_{prec}{suffix}") if args.trace else None
-                rows.append(measure(model, size, prec, trace, stride, dense_s))
+                first = dense_s is None  # the default config's frames once per model and precision
+                rows.append(measure(model, size, prec, trace, stride, dense_s, as_configured=first))
                 dense_s = rows[-1]["dense_ms"] / 1e3
                 print(table(rows[-1:]).split("\n", 2)[2], flush=True)
                 if args.out:

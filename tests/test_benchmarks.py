@@ -115,6 +115,7 @@ def test_crossover_rows_per_dense_tail_share_one_dense_frame(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [r["dense_from_stride"] for r in rows] == [None, 8]
     assert rows[0]["dense_ms"] == rows[1]["dense_ms"]
+    assert "configured_ms" in rows[0] and "configured_ms" not in rows[1]
     assert "(dense from stride 8)" in crossover.table(rows) and min(rows[1]["delta_ms"][1:]) > 0
 
 
