@@ -74,7 +74,7 @@ class DeltaConfig:
         values runs as the plain model does, with no per-layer state. Deep
         layers see most of their pixels change once the receptive field has
         spread a small change (EfficientNet-Lite0 at 768x432 with 1 % of the
-        pixels changed: 55 % active at stride 16, 87-100 % at 32), where a
+        pixels changed: 55-100 % active at stride 16, 87-100 % at 32), where a
         delta layer costs more than the dense one; their dense cost is small.
         Per-layer settings of layers that run densely are unused. None: every
         layer runs on deltas.
