@@ -41,9 +41,10 @@ def test_dense_tail_is_exact_at_every_frame(name, stride, video):
     assert max(errors) <= 1e-4, f"worst frame {errors.index(max(errors))}: {max(errors):.2e}"
 
 
-def test_dense_tail_with_rolling_refresh_stays_exact(video):
-    model, variables = init_model("mobilenet", video[0])
-    stepper = deltajax.delta(model.apply, config=_delta_steps(2, rolling_refresh=4))
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_dense_tail_with_rolling_refresh_stays_exact(name, video):
+    model, variables = init_model(name, video[0])
+    stepper = deltajax.delta(model.apply, config=_delta_steps(4, rolling_refresh=4))
     got = deltajax.run_clip(stepper, video, variables)
     want = jax.jit(jax.vmap(lambda x: model.apply(variables, x)))(video)
     assert max(rel_error(g, w) for g, w in zip(got, want, strict=True)) <= 1e-4
