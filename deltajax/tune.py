@@ -336,8 +336,9 @@ def tune_thresholds(
 
 
 def config_to_json(config: DeltaConfig) -> dict:
-    """A JSON-ready dict of a DeltaConfig's thresholds (floats, Truncations and SparsifyConfigs by value), and its
-    ``keyframe_above`` where it is not "auto" (a per-platform mapping as an object)."""
+    """A JSON-ready dict of a DeltaConfig's thresholds (floats, Truncations and SparsifyConfigs by value), its
+    ``keyframe_above`` where it is not "auto" and its ``dense_from_stride`` where it is set (a per-platform mapping
+    as an object)."""
 
     def value(v):
         if isinstance(v, Truncation):
@@ -355,12 +356,15 @@ def config_to_json(config: DeltaConfig) -> dict:
     above = config.keyframe_above
     if above != "auto":
         data["keyframe_above"] = dict(above) if isinstance(above, tuple) else above
+    stride = config.dense_from_stride
+    if stride is not None:
+        data["dense_from_stride"] = dict(stride) if isinstance(stride, tuple) else stride
     return data
 
 
 def config_from_json(data: dict) -> DeltaConfig:
     """Inverse of :func:`config_to_json`; unknown keys are refused."""
-    known = {"threshold", "dilation", "truncation", "layers", "keyframe_above"}
+    known = {"threshold", "dilation", "truncation", "layers", "keyframe_above", "dense_from_stride"}
     if not isinstance(data, dict) or set(data) - known:
         raise ValueError(f"thresholds JSON: expected an object with keys {sorted(known)}, got {data!r:.200}")
 
@@ -378,6 +382,7 @@ def config_from_json(data: dict) -> DeltaConfig:
         truncation,
         {name: value(v) for name, v in data.get("layers", {}).items()},
         keyframe_above=data.get("keyframe_above", "auto"),
+        dense_from_stride=data.get("dense_from_stride"),
     )
 
 

@@ -21,14 +21,41 @@ def _thresholds(p: argparse.ArgumentParser, flag: str, text: str) -> list[float]
     return values
 
 
-def _with_crossover(fn, variables, frame, config):
-    """``config`` with ``keyframe_above`` set to the crossover measured for its thresholds on this device."""
-    from deltajax import crossover
+def _strides(p: argparse.ArgumentParser, text: str) -> list[int | None]:
+    """``--dense-tails``: comma-separated positive ints or 'none'; a usage error naming the flag otherwise."""
+    try:
+        values = [None if v.strip().lower() == "none" else int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or any(v is not None and v < 1 for v in values):
+        p.error(f"--dense-tails must be comma-separated positive ints or 'none', e.g. none,8,16, got {text!r}")
+    return values
 
-    curve = crossover.measure(fn, variables, frame, config=config)
-    for p, tiles, ratio in zip(curve.fractions, curve.tile_activity, curve.ratios, strict=True):
-        print(f"crossover: {p:.0%} of the pixels changed ({tiles:.0%} of the tiles): delta step {ratio:.2f}x dense")
+
+def _with_crossover(fn, variables, frame, config, strides=(None,)):
+    """``config`` with ``keyframe_above`` set to the crossover measured for its thresholds on this device; with
+    several ``strides`` (``DeltaConfig.dense_from_stride`` values, None: no dense tail) the one whose crossover is
+    highest (a delta step cheaper than a dense frame on the busiest frames; the first listed on a tie) is stored
+    for this platform with it."""
+    from deltajax import crossover
+    from deltajax._native import default_platform
+
+    best = None
+    for stride in strides:
+        curve = crossover.measure(fn, variables, frame, config=dataclasses.replace(config, dense_from_stride=stride))
+        tail = "" if stride is None else f" (dense from stride {stride})"
+        for p, tiles, ratio in zip(curve.fractions, curve.tile_activity, curve.ratios, strict=True):
+            changed = f"{p:.0%} of the pixels changed ({tiles:.0%} of the tiles)"
+            print(f"crossover: {changed}: delta step {ratio:.2f}x dense{tail}")
+        reach = 2.0 if curve.crossover is None else curve.crossover  # None: the step never costs a dense frame
+        if best is None or reach > best[0]:
+            best = (reach, stride, curve)
+    _, stride, curve = best
     above = crossover.keyframe_above(curve, config.keyframe_above)
+    if stride is not None:
+        others = dict(config.dense_from_stride) if isinstance(config.dense_from_stride, tuple) else {}
+        config = dataclasses.replace(config, dense_from_stride={**others, default_platform(): stride})
+        print(f"crossover: dense_from_stride {dict(config.dense_from_stride)}")
     print(f"crossover: keyframe_above {above} (dense frame {curve.dense_s * 1e3:.2f} ms)")
     return dataclasses.replace(config, keyframe_above=above)
 
@@ -69,6 +96,12 @@ def main(argv: list[str]) -> int:
         help="also measure on this device where the tuned model's delta step costs its dense frame "
         "(deltajax.crossover) and store it as keyframe_above for this platform",
     )
+    p.add_argument(
+        "--dense-tails",
+        default="none",
+        help="with --crossover: comma-separated DeltaConfig.dense_from_stride values to measure ('none': no dense "
+        "tail); the one with the highest crossover is stored for this platform (default: none)",
+    )
     p.add_argument("--out", default="deltajax_tune", help="folder for thresholds.json, tradeoff.png, table")
     native_check.add_arguments(p, require_by_default=False)
     args = p.parse_args(argv)
@@ -80,6 +113,9 @@ def main(argv: list[str]) -> int:
     from deltajax.video import read_clip
 
     candidates = _thresholds(p, "--candidates", args.candidates)
+    strides = _strides(p, args.dense_tails)
+    if strides != [None] and not args.crossover:
+        p.error("--dense-tails needs --crossover (it is chosen by measuring the crossover)")
     input_levels = _thresholds(p, "--input-levels", args.input_levels)
     metric = tune.METRICS[args.model]
     if args.budget == "absolute" and metric is tune.image_metric and args.max_error is None:
@@ -111,7 +147,7 @@ def main(argv: list[str]) -> int:
     )
     config = result.config
     if args.crossover:
-        config = _with_crossover(module.apply, variables, clip[0], config)
+        config = _with_crossover(module.apply, variables, clip[0], config, strides)
     os.makedirs(args.out, exist_ok=True)
     tune.save_thresholds(os.path.join(args.out, "thresholds.json"), config)
     tune.plot_tradeoff(os.path.join(args.out, "tradeoff.png"), result)

@@ -188,8 +188,9 @@ def _nnx_unbound(model, args: tuple) -> tuple:
 
 def _on_devices(model, mesh: jax.sharding.Mesh | None):
     """A stepper as it runs on the mesh's platform, else JAX's default one (``Stepper.on_platform``: where every
-    changed frame runs the plain model there, one whose state is the input's reference alone); other models as
-    they are. Correct on any platform: such a stepper runs no delta step anywhere."""
+    changed frame runs the plain model there, one whose state is the input's reference alone; a per-platform
+    ``dense_from_stride`` resolved); other models as they are. Correct on any platform: such a stepper runs no
+    delta step anywhere, and a dense tail changes only what a delta step costs."""
     from deltajax.transform import Stepper
 
     if not isinstance(model, Stepper):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import pytest
 
 import deltajax
 from deltajax import stats as dstats
+from deltajax._native import default_platform
+from deltajax.transform.config import PLATFORMS
 from tests.flax_nets import MODELS, init_model
 from tests.harness import moving_blobs, rel_error
 
@@ -19,12 +23,12 @@ def video():
     return jnp.asarray(moving_blobs(FRAMES, 2, 20, 28, 3, seed=7))
 
 
-def _delta_steps(stride: int | None, **kw) -> deltajax.DeltaConfig:
+def _delta_steps(stride, **kw) -> deltajax.DeltaConfig:
     """Every changed frame a delta step (no crossover, no refresh keyframe), the tail from ``stride`` on."""
     return deltajax.DeltaConfig(keyframe_above=None, refresh_every=None, dense_from_stride=stride, **kw)
 
 
-def _kinds(name: str, video, stride: int | None, **kw) -> tuple[dict, object, deltajax.Stepper]:
+def _kinds(name: str, video, stride, **kw) -> tuple[dict, object, deltajax.Stepper]:
     model, variables = init_model(name, video[0])
     stepper = deltajax.delta(model.apply, config=_delta_steps(stride, **kw))
     return stepper.layers(variables, video[0]), variables, stepper
@@ -95,8 +99,37 @@ def test_settings_of_layers_in_the_tail_are_accepted_and_typos_are_not(video):
         typo.init(variables, video[0])
 
 
-@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "16"])
-def test_dense_from_stride_must_be_a_positive_int_or_none(bad):
-    expected = rf"DeltaConfig: dense_from_stride must be a positive int or None, got {bad!r}"
+def test_a_stride_per_platform_applies_where_the_program_runs(video):
+    """{platform: stride}: the default backend's value for a stepper called directly, the named platform's through
+    on_platform (what run_clip and streaming call); platforms it does not name get no tail."""
+    here = default_platform()
+    elsewhere = next(p for p in PLATFORMS if p != here)
+    plain, variables, _ = _kinds("mobilenet", video, None)
+    tail, _, _ = _kinds("mobilenet", video, 4)
+    mine, _, stepper = _kinds("mobilenet", video, {here: 4})
+    theirs, _, other = _kinds("mobilenet", video, {elsewhere: 4})
+    assert (mine, theirs) == (tail, plain)
+    assert other.on_platform(elsewhere).config.dense_from_stride == 4
+    assert other.on_platform(elsewhere).layers(variables, video[0]) == tail
+    assert stepper.on_platform(elsewhere).config.dense_from_stride is None
+    assert stepper.on_platform(here) is stepper.on_platform(here)  # one object: a jit keyed on it compiles once
+    got = deltajax.run_clip(stepper, video[:8], variables)
+    want = deltajax.run_clip(deltajax.delta(init_model("mobilenet", video[0])[0].apply), video[:8], variables)
+    assert max(rel_error(g, w) for g, w in zip(got, want, strict=True)) <= 1e-4
+
+
+def test_per_platform_strides_are_stored_sorted_and_compare_equal():
+    a = deltajax.DeltaConfig(dense_from_stride={"cuda": 8, "cpu": None})
+    b = deltajax.DeltaConfig(dense_from_stride=(("cpu", None), ("cuda", 8)))
+    assert a == b and hash(a) == hash(b) and a.dense_from_stride == (("cpu", None), ("cuda", 8))
+    assert [a.dense_from_stride_on(p) for p in ("cuda", "cpu", "tpu")] == [8, None, None]
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "16", {"gpu": 8}, {"cuda": 0}, {"cuda": 2.0}, (16,)])
+def test_dense_from_stride_must_be_a_positive_int_none_or_per_platform(bad):
+    expected = (
+        r"DeltaConfig: dense_from_stride must be a positive int, None, or a mapping from platforms "
+        rf"\('cpu', 'cuda', 'rocm', 'tpu'\) to positive ints or None, got {re.escape(repr(bad))}"
+    )
     with pytest.raises(ValueError, match=expected):
         deltajax.DeltaConfig(dense_from_stride=bad)

@@ -94,17 +94,22 @@ def test_two_passes_keep_the_one_with_fewer_macs_and_run_a_configuration_once(mo
     assert result.order == tune.INPUT_FIRST  # a tie keeps the input first
 
 
-@pytest.mark.parametrize("keyframe_above", ["auto", None, 0.3, {"cpu": 0.6, "cuda": None}])
-def test_json_round_trip_of_every_setting_kind(keyframe_above):
+@pytest.mark.parametrize(
+    "keyframe_above, dense_from_stride",
+    [("auto", None), (None, 16), (0.3, None), ({"cpu": 0.6, "cuda": None}, {"cuda": 8, "cpu": None})],
+)
+def test_json_round_trip_of_every_setting_kind(keyframe_above, dense_from_stride):
     config = deltajax.DeltaConfig(
         0.1,
         1,
         deltajax.Truncation("l2", 0.2),
         {"a/act": deltajax.Truncation("rms", 0.3), "b/act": 0.05},
         keyframe_above=keyframe_above,
+        dense_from_stride=dense_from_stride,
     )
     data = tune.config_to_json(config)
     assert ("keyframe_above" in data) == (keyframe_above != "auto")  # the files tune writes stay as they were
+    assert ("dense_from_stride" in data) == (dense_from_stride is not None)
     assert tune.config_from_json(json.loads(json.dumps(data))) == config
 
 
@@ -234,12 +239,16 @@ def test_cli_tunes_super_resolution_within_its_noise_floor(tmp_path, capsys):
     from deltajax import tune_cli
 
     args = ["--model", "superres", "--frames", "3", "--size", "27x48", "--candidates", "0.1", "--out", str(tmp_path)]
-    assert tune_cli.main([*args, "--input-levels", "1,4", "--crossover"]) == 0
+    assert tune_cli.main([*args, "--input-levels", "1,4", "--crossover", "--dense-tails", "4"]) == 0
     out = capsys.readouterr().out
-    saved = tune.load_thresholds(tmp_path / "thresholds.json").keyframe_above
+    config = tune.load_thresholds(tmp_path / "thresholds.json")
+    saved = config.keyframe_above
     # measured on this platform, "auto" on the others
     assert isinstance(saved, tuple) and dict(saved).keys() == {default_platform()}, saved
     assert "crossover: 100% of the pixels changed (100% of the tiles): delta step" in out
+    assert "x dense (dense from stride 4)" in out  # the one tail asked for: measured and stored for this platform
+    assert f"crossover: dense_from_stride {{'{default_platform()}': 4}}" in out
+    assert config.dense_from_stride == ((default_platform(), 4),)
     assert f"crossover: keyframe_above {dict(saved)}" in out
     assert "one 8-bit level of the input: 0.003922 in the model's units" in out
     assert "Trial(group='input', threshold=0.0156" in out  # 4 levels of 1/255 first
@@ -251,3 +260,9 @@ def test_cli_tunes_super_resolution_within_its_noise_floor(tmp_path, capsys):
     with pytest.raises(SystemExit):
         tune_cli.main([*args, "--input-levels", "1,two"])
     assert "--input-levels must be comma-separated non-negative numbers" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tune_cli.main([*args, "--dense-tails", "none,8"])
+    assert "--dense-tails needs --crossover" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tune_cli.main([*args, "--crossover", "--dense-tails", "0"])
+    assert "--dense-tails must be comma-separated positive ints or 'none'" in capsys.readouterr().err

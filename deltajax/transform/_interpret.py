@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from deltajax import ops
+from deltajax._native import default_platform
 from deltajax.ops import SparsifyConfig
 from deltajax.stats import layer_stats
 from deltajax.transform import _refresh, _rules
@@ -198,7 +199,7 @@ class Run:
 
     def _input(self, var: Var, frame) -> None:
         self.kinds[INPUT] = "sparsify"
-        stride = self.config.dense_from_stride
+        stride = self.config.dense_from_stride_on(default_platform())  # a stepper not resolved by on_platform
         if stride is not None:
             self._tail_shape = (-(-frame.shape[1] // stride), -(-frame.shape[2] // stride))
         if self.init:

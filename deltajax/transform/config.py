@@ -10,6 +10,7 @@ from deltajax.ops.config import SparsifyConfig, Truncation, as_threshold, is_tra
 
 LayerSetting = Truncation | SparsifyConfig | float
 KeyframeAbove = float | Literal["auto"] | None | tuple[tuple[str, float | None], ...] | Mapping[str, float | None]
+DenseFromStride = int | None | tuple[tuple[str, int | None], ...] | Mapping[str, int | None]
 # lax.platform_dependent's names: the platforms a per-platform keyframe_above may name
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
@@ -77,7 +78,13 @@ class DeltaConfig:
         pixels changed: 55-100 % active at stride 16, 87-100 % at 32), where a
         delta layer costs more than the dense one; their dense cost is small.
         Per-layer settings of layers that run densely are unused. None: every
-        layer runs on deltas.
+        layer runs on deltas. A mapping ``{platform: stride or None}``
+        (platforms as for ``keyframe_above``; stored as sorted pairs; None on
+        the platforms it does not name) sets it per platform, since what it
+        buys depends on the device (``deltajax tune --crossover --dense-tails``
+        measures it): ``run_clip`` and ``streaming`` take the value of the
+        platform they run on (``Stepper.on_platform``), a stepper called
+        directly that of JAX's default backend.
 
     Example:
       >>> cfg = DeltaConfig(threshold=0.05, layers={"Net/Conv_0/act": 0.1})
@@ -91,15 +98,15 @@ class DeltaConfig:
     refresh_every: int | None = 1000
     rolling_refresh: int | None = None
     feedback: bool = True
-    dense_from_stride: int | None = None
+    dense_from_stride: DenseFromStride = None
 
     def __post_init__(self):
         SparsifyConfig(self.threshold, self.dilation)  # validates
         object.__setattr__(self, "keyframe_above", _keyframe_above(self.keyframe_above))
-        for field in ("refresh_every", "rolling_refresh", "dense_from_stride"):
-            every = getattr(self, field)
-            if not (every is None or (isinstance(every, int) and not isinstance(every, bool) and every >= 1)):
-                raise ValueError(f"DeltaConfig: {field} must be a positive int or None, got {every!r}")
+        for field in ("refresh_every", "rolling_refresh"):
+            if not _is_count(getattr(self, field)):
+                raise ValueError(f"DeltaConfig: {field} must be a positive int or None, got {getattr(self, field)!r}")
+        object.__setattr__(self, "dense_from_stride", _dense_from_stride(self.dense_from_stride))
         if not isinstance(self.feedback, bool):
             raise TypeError(f"DeltaConfig: feedback must be a bool, got {type(self.feedback).__name__}")
         if not isinstance(self.truncation, Truncation):
@@ -129,6 +136,11 @@ class DeltaConfig:
             if kind == "sparsify" and isinstance(value, Truncation):
                 raise TypeError(f"DeltaConfig: layer {name!r} is a sparsify, expected a SparsifyConfig or a float")
 
+    def dense_from_stride_on(self, platform: str) -> int | None:
+        """The ``dense_from_stride`` that applies on ``platform`` ('cpu', 'cuda', ...)."""
+        stride = self.dense_from_stride
+        return dict(stride).get(platform) if isinstance(stride, tuple) else stride
+
     def truncation_for(self, name: str) -> Truncation:
         value = dict(self.layers).get(name, self.truncation)
         return value if isinstance(value, Truncation) else Truncation(self.truncation.mode, as_threshold(value))
@@ -136,6 +148,36 @@ class DeltaConfig:
     def sparsify_for(self, name: str, default: SparsifyConfig) -> SparsifyConfig:
         value = dict(self.layers).get(name, default)
         return value if isinstance(value, SparsifyConfig) else SparsifyConfig(as_threshold(value), default.dilation)
+
+
+def _is_count(value) -> bool:
+    """A positive int (not a bool) or None."""
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+
+
+def _per_platform(setting, valid) -> tuple | None:
+    """A mapping (or pairs) from platforms to values that ``valid`` accepts, as sorted pairs; None if it is not."""
+    if not isinstance(setting, Mapping | tuple):
+        return None
+    try:
+        pairs = tuple(sorted((p, v) for p, v in (setting.items() if isinstance(setting, Mapping) else setting)))
+    except (TypeError, ValueError):
+        return None
+    ok = len(dict(pairs)) == len(pairs) and all(p in PLATFORMS and valid(v) for p, v in pairs)
+    return pairs if ok else None
+
+
+def _dense_from_stride(stride) -> DenseFromStride:
+    """``DeltaConfig.dense_from_stride`` validated; a per-platform mapping as sorted ``(platform, stride)`` pairs."""
+    if _is_count(stride):
+        return stride
+    pairs = _per_platform(stride, _is_count)
+    if pairs is None:
+        raise ValueError(
+            "DeltaConfig: dense_from_stride must be a positive int, None, or a mapping from platforms "
+            f"{PLATFORMS} to positive ints or None, got {stride!r}"
+        )
+    return pairs
 
 
 def _is_fraction(value) -> bool:
@@ -146,14 +188,9 @@ def _keyframe_above(above) -> KeyframeAbove:
     """``DeltaConfig.keyframe_above`` validated; a per-platform mapping as sorted ``(platform, value)`` pairs."""
     if above is None or above == "auto" or _is_fraction(above):
         return above
-    if isinstance(above, Mapping | tuple):
-        try:
-            pairs = tuple(sorted((p, v) for p, v in (above.items() if isinstance(above, Mapping) else above)))
-        except (TypeError, ValueError):
-            pairs = None
-        valid = pairs is not None and len(dict(pairs)) == len(pairs)
-        if valid and all(p in PLATFORMS and (v is None or _is_fraction(v)) for p, v in pairs):
-            return pairs
+    pairs = _per_platform(above, lambda v: v is None or _is_fraction(v))
+    if pairs is not None:
+        return pairs
     raise ValueError(
         "DeltaConfig: keyframe_above must be a fraction in [0, 1], 'auto', None, or a mapping from platforms "
         f"{PLATFORMS} to fractions in [0, 1] or None, got {above!r}"

@@ -192,20 +192,24 @@ class Stepper:
         """This stepper as it runs on ``platform`` ('cpu', 'cuda', ...: a lax.platform_dependent name): where
         ``config.keyframe_above`` sets a crossover of 0 there, a stepper with ``keyframe_above=0.0``, whose
         streams keep only the input's reference as state (every changed frame runs the plain model there, so no
-        other layer's state is ever read); else this stepper. The same object for the same platform, so that a
-        jit keyed on the stepper compiles once."""
+        other layer's state is ever read); where ``config.dense_from_stride`` is set per platform, that
+        platform's value; else this stepper. The same object for the same platform, so that a jit keyed on the
+        stepper compiles once."""
         if platform not in PLATFORMS:
             raise ValueError(
                 f"deltajax.delta on_platform: argument 'platform' must be one of {list(PLATFORMS)} (the names "
                 f"lax.platform_dependent takes; _native.platform_of(device) gives a device's), got {platform!r}"
             )
-        if self.never_delta or _frames.crossover_on(self.config.keyframe_above, platform) != 0:
+        resolved = {}
+        if not self.never_delta and _frames.crossover_on(self.config.keyframe_above, platform) == 0:
+            resolved["keyframe_above"] = 0.0
+        if isinstance(self.config.dense_from_stride, tuple):
+            resolved["dense_from_stride"] = self.config.dense_from_stride_on(platform)
+        if not resolved:
             return self
         key = ("on_platform", platform)
         if key not in self._cache:
-            self._cache[key] = type(self)(
-                self.fn, self.frame_argnum, dataclasses.replace(self.config, keyframe_above=0.0)
-            )
+            self._cache[key] = type(self)(self.fn, self.frame_argnum, dataclasses.replace(self.config, **resolved))
         return self._cache[key]
 
     @property
