@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from benchmarks.profile_step import traced_kernels
 from deltajax import crossover as measurement
 from deltajax import native_check
-from deltajax._cli import frame_size
+from deltajax._cli import dense_strides, frame_size
 from deltajax._native import default_platform
 from deltajax.benchmark import PRECISIONS, _precision_scope, load_clip
 from deltajax.timing import stepped_program
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trace", help="folder for JAX profiler traces: list one delta step's kernels per row")
     p.add_argument(
         "--dense-from-stride",
-        type=_strides,
+        type=dense_strides,
         default=(None,),
         help="comma-separated DeltaConfig.dense_from_stride values, 'none' for off (default: none)",
     )
@@ -174,17 +174,6 @@ def main(argv: list[str] | None = None) -> int:
                         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     print(table(rows))
     return 0
-
-
-def _strides(text: str) -> tuple[int | None, ...]:
-    """``--dense-from-stride``: 'none,16,32' -> (None, 16, 32)."""
-    try:
-        values = tuple(None if v.strip().lower() == "none" else int(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or any(v is not None and v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive ints or 'none', comma-separated, got {text!r}")
-    return values
 
 
 if __name__ == "__main__":

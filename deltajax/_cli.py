@@ -30,3 +30,15 @@ def positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def dense_strides(text: str) -> tuple[int | None, ...]:
+    """Comma-separated ``DeltaConfig.dense_from_stride`` values, 'none' for no dense tail ('none,8,16' ->
+    ``(None, 8, 16)``); ``argparse.ArgumentTypeError`` for anything else."""
+    try:
+        values = tuple(None if v.strip().lower() == "none" else int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(v is not None and v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive ints or 'none', comma-separated, got {text!r}")
+    return values

@@ -7,7 +7,7 @@ import dataclasses
 import os
 
 from deltajax import native_check
-from deltajax._cli import frame_size
+from deltajax._cli import dense_strides, frame_size
 
 
 def _thresholds(p: argparse.ArgumentParser, flag: str, text: str) -> list[float]:
@@ -18,17 +18,6 @@ def _thresholds(p: argparse.ArgumentParser, flag: str, text: str) -> list[float]
         values = []
     if not values or any(not v >= 0 for v in values):
         p.error(f"{flag} must be comma-separated non-negative numbers, e.g. 0.01,0.1, got {text!r}")
-    return values
-
-
-def _strides(p: argparse.ArgumentParser, text: str) -> list[int | None]:
-    """``--dense-tails``: comma-separated positive ints or 'none'; a usage error naming the flag otherwise."""
-    try:
-        values = [None if v.strip().lower() == "none" else int(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if not values or any(v is not None and v < 1 for v in values):
-        p.error(f"--dense-tails must be comma-separated positive ints or 'none', e.g. none,8,16, got {text!r}")
     return values
 
 
@@ -98,7 +87,8 @@ def main(argv: list[str]) -> int:
     )
     p.add_argument(
         "--dense-tails",
-        default="none",
+        type=dense_strides,
+        default=(None,),
         help="with --crossover: comma-separated DeltaConfig.dense_from_stride values to measure ('none': no dense "
         "tail); the one with the highest crossover is stored for this platform (default: none)",
     )
@@ -113,8 +103,7 @@ def main(argv: list[str]) -> int:
     from deltajax.video import read_clip
 
     candidates = _thresholds(p, "--candidates", args.candidates)
-    strides = _strides(p, args.dense_tails)
-    if strides != [None] and not args.crossover:
+    if args.dense_tails != (None,) and not args.crossover:
         p.error("--dense-tails needs --crossover (it is chosen by measuring the crossover)")
     input_levels = _thresholds(p, "--input-levels", args.input_levels)
     metric = tune.METRICS[args.model]
@@ -147,7 +136,7 @@ def main(argv: list[str]) -> int:
     )
     config = result.config
     if args.crossover:
-        config = _with_crossover(module.apply, variables, clip[0], config, strides)
+        config = _with_crossover(module.apply, variables, clip[0], config, args.dense_tails)
     os.makedirs(args.out, exist_ok=True)
     tune.save_thresholds(os.path.join(args.out, "thresholds.json"), config)
     tune.plot_tradeoff(os.path.join(args.out, "tradeoff.png"), result)

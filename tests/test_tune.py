@@ -265,4 +265,5 @@ def test_cli_tunes_super_resolution_within_its_noise_floor(tmp_path, capsys):
     assert "--dense-tails needs --crossover" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         tune_cli.main([*args, "--crossover", "--dense-tails", "0"])
-    assert "--dense-tails must be comma-separated positive ints or 'none'" in capsys.readouterr().err
+    expected = "argument --dense-tails: expected positive ints or 'none', comma-separated, got '0'"
+    assert expected in capsys.readouterr().err
