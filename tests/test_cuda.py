@@ -430,10 +430,11 @@ def test_sanitize_small(case, dtype):
 
 @pytest.mark.sanitize
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("case", ["3x3", "1x1_wide", "1x1_narrow", "depthwise", "depthwise_5x5_strided"])
+@pytest.mark.parametrize("case", ["3x3", "1x1_wide", "1x1_narrow", "depthwise", "depthwise_5x5_strided", "1x1_expand"])
 def test_sanitize_conv_activation(case, dtype):
-    """The conv_activation target, whose bfloat16 convolution writes its float32 result after the pixel list in the
-    workspace (aligned and element GEMM, direct, vector and element depthwise paths), against the reference."""
+    """The conv_activation target against the reference: the rule in the tensor-core convolution's epilogue (one
+    channel tile, or several decided by the last block of a row tile), and the two-launch paths whose bfloat16
+    convolution writes its float32 result into the workspace (element GEMM, direct, vector and element depthwise)."""
     from tests.test_fused import _case
     from tests.test_native import assert_delta_close, assert_tree_close, both
 
@@ -448,3 +449,37 @@ def test_sanitize_conv_activation(case, dtype):
     assert_delta_close(got[0], ref[0], tol)
     assert_tree_close(got[1], ref[1], tol)
     np.testing.assert_array_equal(np.asarray(got[2]), np.asarray(ref[2]))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("k,cout,p", [(3, 64, 1.0), (1, 144, 0.05), (3, 144, 1.0), (1, 232, 0.4), (3, 96, 0.0)])
+def test_conv_activation_rule_epilogue_over_many_row_tiles(k, cout, p, dtype):
+    """The activation rule in the tensor-core convolution's epilogue, over 36 row tiles of 128 pixels: one tile of
+    64 output channels (decided in registers) or 2-4 (the last block of each row tile to arrive decides), every
+    pixel, few or none active; kept pixels, state and output against the reference."""
+    from tests.test_native import assert_delta_close, assert_tree_close, both
+
+    values, mask, kernel, _ = _conv_case(11, n=1, h=48, w=96, cin=32, cout=cout, k=k, dtype=dtype, p=p)
+    rng = np.random.default_rng(12)
+    acc = jnp.asarray(rng.normal(0, 2, (1, 48, 96, cout)), jnp.float32)
+    sent = jax.nn.relu6(acc) + jnp.asarray(rng.normal(0, 0.05, acc.shape), jnp.float32)
+    scale = jnp.asarray(rng.uniform(0.5, 1.5, cout), jnp.float32)
+    trunc = ops.Truncation("max", 0.05)
+    with jax.default_device(_gpu()):
+        got, ref = both(
+            lambda v, m, w, a, s, c: ops.conv_activation(
+                ops.ActivationState(a, s), ops.Delta(v, m), w, "relu6", trunc, c, precision=HIGHEST
+            ),
+            values,
+            mask,
+            kernel,
+            acc,
+            sent,
+            scale,
+        )
+    tol = TOL[(dtype, "highest")]
+    np.testing.assert_array_equal(np.asarray(got[2]), np.asarray(ref[2]))
+    assert_delta_close(got[0], ref[0], tol)
+    assert_tree_close(got[1], ref[1], tol)
+    kept, active = int(got[0].mask.sum()), int(got[2].sum())
+    assert kept <= active and (kept > 0) == (p > 0)

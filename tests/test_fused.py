@@ -33,6 +33,10 @@ CASES = {  # name: (N, H, W, C_in, C_out, k, groups, strides)
     "depthwise_5x5_strided": (1, 11, 9, 13, 13, 5, 13, 2),
     "stem_strided": (1, 12, 14, 3, 32, 3, 1, 2),
     "grouped": (1, 8, 9, 8, 12, 3, 4, 1),
+    # CUDA runs the rule in the tensor-core convolution's epilogue; over several tiles of 64 output channels the
+    # last block of each row tile of 128 pixels decides its pixels
+    "1x1_expand": (2, 15, 17, 32, 144, 1, 1, 1),
+    "3x3_two_channel_tiles": (1, 16, 20, 16, 80, 3, 1, 1),
 }
 
 
@@ -77,9 +81,12 @@ def test_fused_equals_conv_then_activation(case, dtype):
 
 
 @native
-@pytest.mark.parametrize("act,trunc", [("hard_swish", ops.Truncation("l2", 0.5)), ("relu", ops.Truncation("none"))])
-def test_fused_other_activations_and_truncations(act, trunc):
-    x, kernel, state, _, kw = _case("depthwise", jnp.float32, seed=3, act=act)
+@pytest.mark.parametrize("case", ["depthwise", "1x1_expand"])
+@pytest.mark.parametrize("act,mode", [("hard_swish", "l2"), ("silu", "rms"), ("relu", "none")])
+def test_fused_other_activations_and_truncations(case, act, mode):
+    x, kernel, state, _, kw = _case(case, jnp.float32, seed=3, act=act)
+    # about 0.1 per channel: some pixels kept and some dropped
+    trunc = ops.Truncation(mode, {"l2": 0.1 * np.sqrt(kernel.shape[3]), "rms": 0.1, "none": 0.0}[mode])
     got, ref = both(lambda x, k, s: ops.conv_activation(s, x, k, act, trunc, **kw), x, kernel, state)
     assert_delta_close(got[0], ref[0], TOL[jnp.dtype(jnp.float32)])
     assert_tree_close(got[1], ref[1], TOL[jnp.dtype(jnp.float32)])
@@ -89,7 +96,7 @@ def test_fused_other_activations_and_truncations(act, trunc):
 
 @native
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize("case", ["3x3", "depthwise_5x5_strided"])
+@pytest.mark.parametrize("case", ["3x3", "depthwise_5x5_strided", "1x1_expand"])
 def test_fused_prelu_equals_conv_then_prelu(case, dtype):
     """Per-channel PReLU (super-resolution's activation) fuses too: its slopes are one more operand of its own
     target, deltajax_conv_prelu where a backend has it."""

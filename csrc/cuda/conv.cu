@@ -32,7 +32,9 @@ constexpr int kMaskBlock = 256, kMaskItems = 4;  // output pixels per block: 102
 
 // Grid: x = output row (b * Ho + oy), y = segment of kMaskBlock * kMaskItems output columns.
 // The receptive-field OR comes from receptive_field (conv_mask.cuh); then a block-level compaction.
-__global__ void __launch_bounds__(kMaskBlock, 8) mask_compact_kernel(ConvParams p, int32_t* list, int32_t* count) {
+// `also`: nullptr, or a second output mask that gets the same values.
+__global__ void __launch_bounds__(kMaskBlock, 8)
+    mask_compact_kernel(ConvParams p, int32_t* list, int32_t* count, uint8_t* also) {
   __shared__ uint8_t span[kMaskSpan];
   __shared__ int warp_offset[kMaskItems][kMaskBlock / 32];
   __shared__ int block_offset;
@@ -50,7 +52,10 @@ __global__ void __launch_bounds__(kMaskBlock, 8) mask_compact_kernel(ConvParams 
 #pragma unroll
   for (int i = 0; i < kMaskItems; ++i) {
     const int ox = x0 + i * kMaskBlock + tid;
-    if (ox < wo) p.out_mask[int64_t(row) * wo + ox] = active[i];
+    if (ox < wo) {
+      p.out_mask[int64_t(row) * wo + ox] = active[i];
+      if (also != nullptr) also[int64_t(row) * wo + ox] = active[i];
+    }
     ballot[i] = __ballot_sync(0xffffffffu, active[i]);
     if (lane == 0) warp_offset[i][warp] = __popc(ballot[i]);
   }
@@ -82,13 +87,14 @@ __global__ void __launch_bounds__(kMaskBlock, 8) mask_compact_kernel(ConvParams 
 // 3x3 at 1080x1920 on an H100, latency-bound; this one brought the whole p = 0 call to 16 us.
 constexpr int kWordBlock = 256;  // threads per block: 1024 output pixels
 
-bool mask_by_words(const ConvParams& p) {
+bool mask_by_words(const ConvParams& p, const uint8_t* also) {
   const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 4 == 0; };
   return p.lhs_dil_h == 1 && p.lhs_dil_w == 1 && p.stride_w == 1 && p.rhs_dil_w == 1 && p.kw <= 5 && p.w % 4 == 0 &&
-         p.wo % 4 == 0 && aligned(p.in_mask) && aligned(p.out_mask);
+         p.wo % 4 == 0 && aligned(p.in_mask) && aligned(p.out_mask) && aligned(also);
 }
 
-__global__ void __launch_bounds__(kWordBlock) mask_words_kernel(ConvParams p, int32_t* list, int32_t* count) {
+__global__ void __launch_bounds__(kWordBlock)
+    mask_words_kernel(ConvParams p, int32_t* list, int32_t* count, uint8_t* also) {
   const int out_words = int(p.wo) >> 2, in_words = int(p.w) >> 2, ho = int(p.ho), in_h = int(p.h);
   const int t = blockIdx.x * kWordBlock + threadIdx.x;
   const int lane = threadIdx.x & 31;
@@ -116,6 +122,7 @@ __global__ void __launch_bounds__(kWordBlock) mask_words_kernel(ConvParams p, in
     for (int kx = 0; kx < p.kw; ++kx) word |= uint32_t(window >> (8 * kx));
     word = __vcmpne4(word, 0u) & 0x01010101u;  // one 0/1 byte per pixel
     reinterpret_cast<uint32_t*>(p.out_mask)[t] = word;
+    if (also != nullptr) reinterpret_cast<uint32_t*>(also)[t] = word;
   }
   const int n = __popc(word);
   int inclusive = n;
@@ -209,37 +216,62 @@ int variant() {  // read once per process (benchmarks set it before the first ca
 }
 }  // namespace gemm
 
-cudaError_t conv(const ConvParams& p, cudaStream_t stream) {
+namespace {
+
+// Kernels index pixels with int32 (the workspace list is int32 too).
+bool int32_pixels(const ConvParams& p) {
+  const int64_t limit = int64_t(1) << 31;
+  return p.n * p.ho * p.wo < limit && p.n * p.h * p.w < limit && p.n * p.ho < limit;
+}
+
+// The list path's first two steps: zero `zeroed` int32 of the workspace from the count on (the count, then what
+// the caller keeps after it), then the output mask (also written to `also` where given) and the active output
+// pixels in workspace[0 .. count).
+cudaError_t mask_and_list(const ConvParams& p, int64_t zeroed, uint8_t* also, cudaStream_t stream) {
   const int64_t outputs = p.n * p.ho * p.wo;
-  // Kernels index pixels with int32 (the workspace list is int32 too).
-  if (outputs >= (int64_t(1) << 31) || p.n * p.h * p.w >= (int64_t(1) << 31) || p.n * p.ho >= (int64_t(1) << 31))
-    return cudaErrorInvalidValue;
-  // Depthwise: one fused launch (mask + arithmetic per block), no list, no count to zero.
-  if (depthwise_eligible(p)) return outputs == 0 ? cudaSuccess : conv_depthwise(p, device_sms(), stream);
   int32_t* list = p.workspace;
   int32_t* count = p.workspace + outputs;
-  if (cudaError_t e = cudaMemsetAsync(count, 0, sizeof(int32_t), stream); e != cudaSuccess) return e;
+  if (cudaError_t e = cudaMemsetAsync(count, 0, zeroed * sizeof(int32_t), stream); e != cudaSuccess) return e;
   if (outputs == 0) return cudaGetLastError();
-  if (mask_by_words(p)) {
+  if (mask_by_words(p, also)) {
     const int64_t words = outputs / 4;
-    mask_words_kernel<<<unsigned((words + kWordBlock - 1) / kWordBlock), kWordBlock, 0, stream>>>(p, list, count);
+    mask_words_kernel<<<unsigned((words + kWordBlock - 1) / kWordBlock), kWordBlock, 0, stream>>>(p, list, count,
+                                                                                                   also);
   } else {
     const int64_t per_block = int64_t(kMaskBlock) * kMaskItems;
     const dim3 mask_grid(unsigned(p.n * p.ho), unsigned((p.wo + per_block - 1) / per_block));
-    mask_compact_kernel<<<mask_grid, kMaskBlock, 0, stream>>>(p, list, count);
+    mask_compact_kernel<<<mask_grid, kMaskBlock, 0, stream>>>(p, list, count, also);
   }
-  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
-  if (p.cout == 0) return cudaSuccess;
+  return cudaGetLastError();
+}
 
-  if (use_gemm(p)) switch (p.dtype) {
-      case DType::kF32:
-        return p.precision == 0 ? gemm::conv_gemm_tf32(p, list, count, outputs, stream)
-                                : gemm::conv_gemm_3xtf32(p, list, count, outputs, stream);
-      case DType::kBF16:
-        return gemm::conv_gemm_bf16(p, list, count, outputs, stream);
-      case DType::kF16:
-        return gemm::conv_gemm_f16(p, list, count, outputs, stream);
-    }
+// The tensor-core convolution over the list, of p's dtype and precision (with the rule in its epilogue, or not).
+cudaError_t gemm_over_list(const ConvParams& p, const gemm::EpilogueRule* rule, cudaStream_t stream) {
+  const int64_t outputs = p.n * p.ho * p.wo;
+  const int32_t* list = p.workspace;
+  const int32_t* count = p.workspace + outputs;
+  switch (p.dtype) {
+    case DType::kF32:
+      return p.precision == 0 ? gemm::conv_gemm_tf32(p, list, count, outputs, rule, stream)
+                              : gemm::conv_gemm_3xtf32(p, list, count, outputs, rule, stream);
+    case DType::kBF16:
+      return gemm::conv_gemm_bf16(p, list, count, outputs, rule, stream);
+    case DType::kF16:
+      return gemm::conv_gemm_f16(p, list, count, outputs, rule, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace
+
+cudaError_t conv(const ConvParams& p, cudaStream_t stream) {
+  if (!int32_pixels(p)) return cudaErrorInvalidValue;
+  const int64_t outputs = p.n * p.ho * p.wo;
+  // Depthwise: one fused launch (mask + arithmetic per block), no list, no count to zero.
+  if (depthwise_eligible(p)) return outputs == 0 ? cudaSuccess : conv_depthwise(p, device_sms(), stream);
+  if (cudaError_t e = mask_and_list(p, 1, nullptr, stream); e != cudaSuccess) return e;
+  if (outputs == 0 || p.cout == 0) return cudaSuccess;
+  if (use_gemm(p)) return gemm_over_list(p, nullptr, stream);
   return dispatch_dtype(p.dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
     constexpr int kBlock = 256;
@@ -248,12 +280,36 @@ cudaError_t conv(const ConvParams& p, cudaStream_t stream) {
     const int64_t cap = int64_t(device_sms()) * 8;  // persistent: 8 blocks of 256 per SM stride over the list
     if (blocks > cap) blocks = cap;
     const unsigned grid = unsigned(blocks > 0 ? blocks : 1);
+    const int32_t* list = p.workspace;
+    const int32_t* count = p.workspace + outputs;
     if (p.out_dtype == DType::kF32)
       conv_direct_kernel<T, float><<<grid, kBlock, 0, stream>>>(p, list, count);
     else
       conv_direct_kernel<T, T><<<grid, kBlock, 0, stream>>>(p, list, count);
     return cudaGetLastError();
   });
+}
+
+bool conv_takes_rule(const ConvParams& p) {
+  if (!use_gemm(p) || depthwise_eligible(p)) return false;
+  switch (p.dtype) {
+    case DType::kF32:
+      return gemm::aligned_rows<float>(p);
+    default:
+      return gemm::aligned_rows<__half>(p);  // both 16-bit types: 8 elements a 16-byte piece
+  }
+}
+
+int64_t conv_rule_tiles(const ConvParams& p) {
+  return (p.n * p.ho * p.wo + gemm::kRuleRows - 1) / gemm::kRuleRows;
+}
+
+cudaError_t conv_with_rule(const ConvParams& p, const gemm::EpilogueRule& rule, cudaStream_t stream) {
+  if (!int32_pixels(p) || !conv_takes_rule(p)) return cudaErrorInvalidValue;
+  // The count, then the row tiles' arrival counters; the rule's mask starts as the convolution's.
+  if (cudaError_t e = mask_and_list(p, 1 + conv_rule_tiles(p), rule.keep, stream); e != cudaSuccess) return e;
+  if (p.n * p.ho * p.wo == 0 || p.cout == 0) return cudaSuccess;
+  return gemm_over_list(p, &rule, stream);
 }
 
 }  // namespace deltajax::cuda

@@ -1,27 +1,72 @@
-// A delta convolution and the activation rule on its float32 result, as two launches on one stream: the
-// convolution writes its result in float32 (16-bit values: into the workspace after the pixel list; float32
-// values: into `out`, which the rule then overwrites in place), and the activation kernel reads it from there.
-// The 16-bit result is never rounded before the rule accumulates it, as on the CPU, whose kernel runs the rule
-// in the convolution's epilogue.
+// A delta convolution and the activation rule on its float32 result.
+//
+// Where the convolution runs on tensor cores with whole 16-byte operand rows (conv_takes_rule), the rule is the
+// convolution's epilogue (rule_epilogue.cuh): after the mask pass, one launch. Elsewhere (depthwise, direct and
+// element-load convolutions), two launches on one stream: the convolution writes its result in float32 (16-bit
+// values: into the workspace's pre-activation; float32 values: into `out`, which the rule then overwrites in
+// place), and the activation kernel reads it from there. Either way a 16-bit result is never rounded before the
+// rule accumulates it, as on the CPU, whose kernel runs the rule on each tile of output pixels.
+// DELTAJAX_RULE_EPILOGUE=0 takes the two launches everywhere (for measurement).
+#include <cstdlib>
+
 #include "cuda/conv.h"
 #include "cuda/pixelwise.h"
 
 namespace deltajax::cuda {
 namespace {
 
-// Int32 elements before the float32 pre-activation: the pixel list and its count, to a 16-byte boundary.
-int64_t preactivation_offset(const ConvParams& p) { return (conv_list_size(p) + 3) / 4 * 4; }
+struct Workspace {
+  int64_t scores;  // int32 offset of the partial scores (16-byte aligned)
+  int64_t pre;     // of the float32 pre-activation (16-bit values; 16-byte aligned)
+  int64_t size;
+};
+
+Workspace layout(const ConvParams& p) {
+  const int64_t tiles = conv_rule_tiles(p), channel_tiles = (p.cout + gemm::kBN - 1) / gemm::kBN;
+  Workspace w;
+  w.scores = (conv_list_size(p) + tiles + 3) / 4 * 4;
+  w.pre = w.scores + tiles * channel_tiles * gemm::kRuleRows;
+  w.size = w.pre + (p.dtype == DType::kF32 ? 0 : p.n * p.ho * p.wo * p.cout);
+  return w;
+}
+
+bool rule_epilogue_enabled() {  // read once per process
+  static const bool enabled = [] {
+    const char* env = std::getenv("DELTAJAX_RULE_EPILOGUE");
+    return env == nullptr || std::atoi(env) != 0;
+  }();
+  return enabled;
+}
+
+bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
 }  // namespace
 
-int64_t conv_activation_workspace(const ConvParams& p) {
-  if (p.dtype == DType::kF32) return conv_list_size(p);
-  return preactivation_offset(p) + p.n * p.ho * p.wo * p.cout;
-}
+int64_t conv_activation_workspace(const ConvParams& p) { return layout(p).size; }
 
 cudaError_t conv_activation(ConvParams conv_p, ActivationParams act_p, cudaStream_t stream) {
+  const Workspace w = layout(conv_p);
+  float* pre = reinterpret_cast<float*>(conv_p.workspace + w.pre);
+  if (rule_epilogue_enabled() && conv_takes_rule(conv_p) && act_p.y == nullptr && act_p.scale_group == 0 &&
+      act_p.scale != nullptr && aligned16(act_p.acc) && aligned16(act_p.sent) && aligned16(act_p.out) &&
+      aligned16(conv_p.workspace)) {
+    gemm::EpilogueRule r;
+    r.act = act_p.act;
+    r.slope = act_p.negative_slope;
+    r.slopes = act_p.slopes;
+    r.truncation = act_p.truncation;
+    r.threshold = act_p.threshold;
+    r.scale = act_p.scale;
+    r.acc = act_p.acc;
+    r.sent = act_p.sent;
+    r.out = act_p.out;
+    r.keep = act_p.out_mask;
+    r.pending = conv_p.dtype == DType::kF32 ? static_cast<float*>(act_p.out) : pre;
+    r.arrivals = conv_p.workspace + conv_list_size(conv_p);
+    r.scores = reinterpret_cast<float*>(conv_p.workspace + w.scores);
+    return conv_with_rule(conv_p, r, stream);
+  }
   if (conv_p.dtype != DType::kF32) {
-    float* pre = reinterpret_cast<float*>(conv_p.workspace + preactivation_offset(conv_p));
     conv_p.out = pre;
     conv_p.out_dtype = DType::kF32;
     act_p.x = pre;

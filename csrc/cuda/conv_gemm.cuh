@@ -23,10 +23,10 @@
 
 #include "common/conv_geometry.h"
 #include "cuda/dtype.cuh"
+#include "cuda/rule_epilogue.cuh"
 
 namespace deltajax::cuda::gemm {
 
-constexpr int kBN = 64;
 constexpr int kMaxTaps = 64;  // the tap table lives in shared memory: kBM * taps int32
 
 // A tile configuration: kBM rows per tile, K chunks of kBKBytes (of one tap), a kStages-deep cp.async ring.
@@ -140,10 +140,13 @@ __device__ __forceinline__ void store_pair(__half* p, float a, float b) {
 
 // kMode (float32 only): 0 = TF32, 1 = 3xTF32. kAligned: Cin and Cout are multiples of 16 bytes, so every
 // operand row is copied in 16-byte pieces; otherwise element loads (first layers with C = 3 and the like).
-// OutT: the output's type (T, or float32 for 16-bit T).
-template <typename T, typename OutT, int kMode, bool kAligned, class C>
+// OutT: the output's type (T, or float32 for 16-bit T). kRule: the epilogue runs the activation rule (OutT is
+// float32, the staging of the accumulators; the rule writes its output in T; rule_epilogue.cuh) instead of
+// storing the convolution's output.
+template <typename T, typename OutT, int kMode, bool kAligned, class C, bool kRule = false>
 __global__ void __launch_bounds__(2 * C::kBM)
-    conv_gemm_kernel(ConvParams p, const int32_t* __restrict__ list, const int32_t* __restrict__ count_ptr) {
+    conv_gemm_kernel(ConvParams p, const int32_t* __restrict__ list, const int32_t* __restrict__ count_ptr,
+                     EpilogueRule rule) {
   using L = Tile<T, C, OutT>;
   constexpr int kThreads = L::kThreads, kBM = L::kBM, kStages = L::kStages;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -368,7 +371,10 @@ __global__ void __launch_bounds__(2 * C::kBM)
         store_pair(Cs + (r + 8) * L::kCStride + c, acc[mi][ni][2], acc[mi][ni][3]);
       }
     __syncthreads();
-    if constexpr (kAligned) {
+    if constexpr (kRule) {
+      static_assert(kAligned && std::is_same_v<OutT, float>, "the rule reads float32 accumulators in 16-byte pieces");
+      rule_epilogue<T, kBM, kThreads>(rule, Cs, L::kCStride, rows, tile, n0, cout);
+    } else if constexpr (kAligned) {
       constexpr int kSegC = kBN / L::kOutVec;
       for (int s = tid; s < kBM * kSegC; s += kThreads) {
         const int r = s / kSegC, seg = s % kSegC, n = n0 + seg * L::kOutVec;
@@ -398,11 +404,11 @@ struct LaunchCache {
 constexpr int kMaxDevices = 64;
 
 // Persistent launch: enough blocks to fill the device, never more than the worst-case number of tiles.
-template <typename T, typename OutT, int kMode, bool kAligned, class C>
+template <typename T, typename OutT, int kMode, bool kAligned, class C, bool kRule = false>
 cudaError_t launch_conv_gemm_cfg(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
-                                 cudaStream_t stream) {
+                                 cudaStream_t stream, const EpilogueRule& rule = {}) {
   static LaunchCache cache[kMaxDevices];
-  auto kernel = conv_gemm_kernel<T, OutT, kMode, kAligned, C>;
+  auto kernel = conv_gemm_kernel<T, OutT, kMode, kAligned, C, kRule>;
   constexpr int kThreads = Tile<T, C, OutT>::kThreads;
   const int taps = p.kh * p.kw;
   const size_t smem = smem_bytes<T, C, OutT>(taps);
@@ -437,7 +443,7 @@ cudaError_t launch_conv_gemm_cfg(const ConvParams& p, const int32_t* list, const
   int64_t nx = (int64_t(sms) * per_sm + ny - 1) / ny;
   if (nx > max_tiles) nx = max_tiles;
   if (nx < 1) nx = 1;
-  kernel<<<dim3(unsigned(nx), unsigned(ny)), kThreads, smem, stream>>>(p, list, count);
+  kernel<<<dim3(unsigned(nx), unsigned(ny)), kThreads, smem, stream>>>(p, list, count, rule);
   return cudaGetLastError();
 }
 
@@ -481,13 +487,26 @@ cudaError_t launch_conv_gemm(const ConvParams& p, const int32_t* list, const int
   }
 }
 
+// Whether the activation rule can run in the epilogue of the convolution of values of type T (the caller checks
+// use_gemm and the state's alignment): every operand row is whole 16-byte pieces.
+template <typename T>
+bool aligned_rows(const ConvParams& p) {
+  constexpr int kVec = 16 / int(sizeof(T));
+  return p.cin % kVec == 0 && p.cout % kVec == 0;
+}
+
 // The launch for values of type T: 16-byte copies where every operand row is whole 16-byte pieces, else element
-// loads; the output in T, or (16-bit T, p.out_dtype float32) in float32.
+// loads; the output in T, or (16-bit T, p.out_dtype float32) in float32; or, with a rule (aligned rows only), the
+// activation rule in the epilogue, in the default configuration of T (both have kRuleRows rows).
 template <typename T, int kMode>
 cudaError_t launch_conv_gemm_for(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
-                                 cudaStream_t stream) {
-  constexpr int kVec = 16 / int(sizeof(T));
-  const bool aligned = p.cin % kVec == 0 && p.cout % kVec == 0;
+                                 const EpilogueRule* rule, cudaStream_t stream) {
+  if (rule != nullptr) {
+    if (!aligned_rows<T>(p)) return cudaErrorInvalidValue;
+    using Cfg = std::conditional_t<sizeof(T) == 4, Cfg2, Cfg4>;
+    return launch_conv_gemm_cfg<T, float, kMode, true, Cfg, true>(p, list, count, max_rows, stream, *rule);
+  }
+  const bool aligned = aligned_rows<T>(p);
   if constexpr (!std::is_same_v<T, float>) {
     if (p.out_dtype == DType::kF32)
       return aligned ? launch_conv_gemm<T, float, kMode, true>(p, list, count, max_rows, stream)
@@ -497,14 +516,15 @@ cudaError_t launch_conv_gemm_for(const ConvParams& p, const int32_t* list, const
                  : launch_conv_gemm<T, T, kMode, false>(p, list, count, max_rows, stream);
 }
 
-// Instantiations, one file each so that they compile in parallel.
+// Instantiations, one file each so that they compile in parallel. rule: nullptr, or the activation rule to run in
+// the epilogue (conv_activation; p.out_dtype is then ignored).
 cudaError_t conv_gemm_tf32(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
-                           cudaStream_t stream);
+                           const EpilogueRule* rule, cudaStream_t stream);
 cudaError_t conv_gemm_3xtf32(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
-                             cudaStream_t stream);
+                             const EpilogueRule* rule, cudaStream_t stream);
 cudaError_t conv_gemm_bf16(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
-                           cudaStream_t stream);
+                           const EpilogueRule* rule, cudaStream_t stream);
 cudaError_t conv_gemm_f16(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
-                          cudaStream_t stream);
+                          const EpilogueRule* rule, cudaStream_t stream);
 
 }  // namespace deltajax::cuda::gemm

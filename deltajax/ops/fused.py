@@ -4,8 +4,9 @@ The activation rule takes the convolution's float32 result: in a 16-bit stream
 it is not rounded to the stream's dtype before the rule accumulates it, so the
 only rounding per layer is that of the emitted output, which the rule feeds
 back. On the CPU each tile of output pixels goes through the rule while it is
-still in cache; on CUDA the target runs the convolution into a float32 buffer
-and the rule over it; the reference computes the same with the ops.
+still in cache; on CUDA the tensor-core convolution runs the rule in its
+epilogue (other convolutions write a float32 buffer that the activation kernel
+reads); the reference computes the same with the ops.
 """
 
 from __future__ import annotations
@@ -103,12 +104,17 @@ def conv_activation(
 
 def workspace_size(platform: str, shape: tuple[int, int, int, int], dtype) -> int:
     """Int32 elements of the fused target's workspace on ``platform`` for an output ``shape`` ``[N, Ho, Wo, C]``
-    of ``dtype``: the active output pixel list and its count; on CUDA, for 16-bit values, then the float32
-    pre-activation from the next 16-byte boundary on (``conv_activation_workspace`` in csrc/cuda/conv.h)."""
+    of ``dtype``: the active output pixel list and its count; on CUDA then one arrival counter per row tile of
+    128 pixels, from the next 16-byte boundary on the partial truncation scores (row tiles x ceil(C / 64) x 128
+    float32), then for 16-bit values the float32 pre-activation (``conv_activation_workspace`` in
+    csrc/cuda/conv_activation.cu)."""
     pixels = shape[0] * shape[1] * shape[2]
-    if platform != "cuda" or jnp.dtype(dtype) == jnp.float32:
+    if platform != "cuda":
         return pixels + 1
-    return -(-(pixels + 1) // 4) * 4 + pixels * shape[3]
+    tiles, channel_tiles = -(-pixels // 128), -(-shape[3] // 64)
+    scores = -(-(pixels + 1 + tiles) // 4) * 4
+    pre = scores + tiles * channel_tiles * 128
+    return pre + (0 if jnp.dtype(dtype) == jnp.float32 else pixels * shape[3])
 
 
 def _native(*args, target, geometry, act, truncation, precision, platform):

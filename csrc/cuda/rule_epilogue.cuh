@@ -1,0 +1,137 @@
+// The activation rule as the tensor-core convolution's epilogue (conv_activation): the float32 accumulators of
+// a tile of active output pixels go straight into the rule, so no activation kernel walks the frame after the
+// convolution and no pre-activation is written for it to read back.
+//
+// A block holds kBM pixels x kBN output channels. The rule's per-channel part (acc += d * scale,
+// y = f(acc) - sent, the pixel's truncation score) runs on the block's channels; the pixel's decision needs the
+// score over all of its channels, which the blocks of one row tile (gridDim.y of them, kBN channels each) hold
+// in parts:
+//   - one channel tile (Cout <= kBN): the block decides and emits at once, from registers;
+//   - several: each block writes y (float32, `pending`) and its partial scores, then counts itself in with one
+//     atomicAdd on the row tile's arrival counter (zeroed with the pixel count before the mask pass); the block
+//     that arrives last reads the partial scores, decides every pixel of the row tile and emits all of its
+//     channels from `pending`. No block waits for another.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "common/activation_fn.h"
+#include "cuda/dtype.cuh"
+#include "cuda/epilogue_rule.h"
+
+namespace deltajax::cuda::gemm {
+
+__device__ __forceinline__ float add_score(TruncMode mode, float score, float y) {
+  return mode == TruncMode::kMax ? fmaxf(score, fabsf(y)) : score + y * y;
+}
+
+// Whether a pixel with the combined `score` over its `c` channels is kept.
+__device__ __forceinline__ bool keeps(const EpilogueRule& r, float score, int c) {
+  switch (r.truncation) {
+    case TruncMode::kNone:
+      return true;
+    case TruncMode::kL2:
+      return sqrtf(score) > r.threshold;
+    case TruncMode::kRms:
+      return sqrtf(score / float(c)) > r.threshold;
+    default:
+      return score > r.threshold;
+  }
+}
+
+// Emits channels at .. at + 3 of a kept pixel: v = y rounded to T, out = v, sent += v (s: sent as loaded).
+template <typename T>
+__device__ __forceinline__ void emit4(const EpilogueRule& r, int64_t at, const float (&y)[4], float (&s)[4]) {
+  float v[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    v[j] = to_float(from_float<T>(y[j]));
+    s[j] += v[j];
+  }
+  store_floats<4>(static_cast<T*>(r.out) + at, v);
+  store_floats<4>(r.sent + at, s);
+}
+
+// The rule over the block's tile: acc_tile[row * stride + k] is the float32 convolution of pixel rows[row] (-1:
+// no pixel) at channel n0 + k. Called by all kThreads threads of the block after a barrier that made acc_tile
+// visible; ends with the block's threads in step again. Needs Cout % 4 == 0 and 16-byte aligned state rows.
+template <typename T, int kBM, int kThreads>
+__device__ __forceinline__ void rule_epilogue(const EpilogueRule& r, const float* acc_tile, int stride,
+                                              const int32_t* rows, int tile, int n0, int cout) {
+  constexpr int kSeg = kBN / 4;  // lanes per pixel row (4 channels each): a half warp, reduced by shuffles
+  static_assert(kBM == kRuleRows && kThreads % 32 == 0 && (kBM * kSeg) % kThreads == 0, "whole warps per pass");
+  __shared__ uint8_t keep_row[kBM];
+  __shared__ int last;
+  const int ny = int(gridDim.y);
+  const TruncMode mode = r.truncation;
+  with_activation(r.act, r.slope, r.slopes, [&](auto f) {
+    for (int e = threadIdx.x; e < kBM * kSeg; e += kThreads) {  // the same trip count for every lane
+      const int row = e / kSeg, seg = e % kSeg, n = n0 + 4 * seg;
+      const int o = rows[row];
+      const bool valid = o >= 0 && n < cout;
+      const int64_t at = int64_t(o) * cout + n;
+      float y[4] = {0.f, 0.f, 0.f, 0.f}, s[4] = {0.f, 0.f, 0.f, 0.f}, score = 0.f;
+      if (valid) {
+        float a[4], scale[4], d[4];
+        load_floats<4>(r.acc + at, a);
+        load_floats<4>(r.sent + at, s);
+        load_floats<4>(r.scale + n, scale);
+        load_floats<4>(acc_tile + row * stride + 4 * seg, d);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          a[j] += d[j] * scale[j];
+          y[j] = f.at(a[j], n + j) - s[j];
+          score = add_score(mode, score, y[j]);
+        }
+        store_floats<4>(r.acc + at, a);
+      }
+#pragma unroll
+      for (int d = kSeg / 2; d > 0; d >>= 1) {
+        const float other = __shfl_xor_sync(0xffffffffu, score, d);
+        score = mode == TruncMode::kMax ? fmaxf(score, other) : score + other;
+      }
+      if (ny == 1) {
+        const bool keep = keeps(r, score, cout);
+        if (valid && keep) emit4<T>(r, at, y, s);
+        if (seg == 0 && o >= 0) r.keep[o] = keep;
+      } else {
+        if (valid) store_floats<4>(r.pending + at, y);
+        if (seg == 0) r.scores[(int64_t(tile) * ny + blockIdx.y) * kBM + row] = score;
+      }
+    }
+  });
+  if (ny == 1) return;
+  __threadfence();  // this block's pending values and scores, before its arrival
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(r.arrivals + tile, 1) == ny - 1;
+  __syncthreads();
+  if (!last) return;  // uniform over the block
+  __threadfence();
+  for (int row = threadIdx.x; row < kBM; row += kThreads) {
+    const int o = rows[row];
+    float score = 0.f;
+    for (int j = 0; j < ny; ++j) {
+      const float part = __ldcg(r.scores + (int64_t(tile) * ny + j) * kBM + row);
+      score = mode == TruncMode::kMax ? fmaxf(score, part) : score + part;
+    }
+    const bool keep = o >= 0 && keeps(r, score, cout);
+    keep_row[row] = keep;
+    if (o >= 0) r.keep[o] = keep;
+  }
+  __syncthreads();
+  const int units = cout / 4;
+  for (int e = threadIdx.x; e < kBM * units; e += kThreads) {
+    const int row = e / units, n = 4 * (e - row * units);
+    if (!keep_row[row]) continue;
+    const int64_t at = int64_t(rows[row]) * cout + n;
+    const float4 p = __ldcg(reinterpret_cast<const float4*>(r.pending + at));  // other blocks wrote it: not from L1
+    float y[4] = {p.x, p.y, p.z, p.w}, s[4];
+    load_floats<4>(r.sent + at, s);
+    emit4<T>(r, at, y, s);
+  }
+  __syncthreads();
+}
+
+}  // namespace deltajax::cuda::gemm
