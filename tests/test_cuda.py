@@ -452,14 +452,27 @@ def test_sanitize_conv_activation(case, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("k,cout,p", [(3, 64, 1.0), (1, 144, 0.05), (3, 144, 1.0), (1, 232, 0.4), (3, 96, 0.0)])
-def test_conv_activation_rule_epilogue_over_many_row_tiles(k, cout, p, dtype):
-    """The activation rule in the tensor-core convolution's epilogue, over 36 row tiles of 128 pixels: one tile of
-    64 output channels (decided in registers) or 2-4 (the last block of each row tile to arrive decides), every
-    pixel, few or none active; kept pixels, state and output against the reference."""
+@pytest.mark.parametrize(
+    "k,cin,cout,groups,p",
+    [
+        (3, 32, 64, 1, 1.0),
+        (1, 32, 144, 1, 0.05),
+        (3, 32, 144, 1, 1.0),
+        (1, 32, 232, 1, 0.4),
+        (3, 32, 96, 1, 0.0),
+        (3, 144, 144, 144, 0.05),
+        (5, 240, 240, 240, 1.0),
+    ],
+)
+def test_conv_activation_rule_epilogue_over_many_row_tiles(k, cin, cout, groups, p, dtype):
+    """The activation rule in the convolution's epilogue on a 48x96 frame. Tensor cores: 36 row tiles of 128
+    pixels, one tile of 64 output channels (decided in registers) or 2-4 (the last block of each row tile to
+    arrive decides). Depthwise: the threads of a pixel add up its score in shared memory (bfloat16; float32's 36
+    and 60 vectors are over the 32 a block holds, so it takes two launches). Every pixel, few or none active;
+    kept pixels, state and output against the reference."""
     from tests.test_native import assert_delta_close, assert_tree_close, both
 
-    values, mask, kernel, _ = _conv_case(11, n=1, h=48, w=96, cin=32, cout=cout, k=k, dtype=dtype, p=p)
+    values, mask, kernel, _ = _conv_case(11, n=1, h=48, w=96, cin=cin, cout=cout, k=k, dtype=dtype, p=p, groups=groups)
     rng = np.random.default_rng(12)
     acc = jnp.asarray(rng.normal(0, 2, (1, 48, 96, cout)), jnp.float32)
     sent = jax.nn.relu6(acc) + jnp.asarray(rng.normal(0, 0.05, acc.shape), jnp.float32)
@@ -468,7 +481,7 @@ def test_conv_activation_rule_epilogue_over_many_row_tiles(k, cout, p, dtype):
     with jax.default_device(_gpu()):
         got, ref = both(
             lambda v, m, w, a, s, c: ops.conv_activation(
-                ops.ActivationState(a, s), ops.Delta(v, m), w, "relu6", trunc, c, precision=HIGHEST
+                ops.ActivationState(a, s), ops.Delta(v, m), w, "relu6", trunc, c, groups=groups, precision=HIGHEST
             ),
             values,
             mask,

@@ -235,8 +235,7 @@ cudaError_t mask_and_list(const ConvParams& p, int64_t zeroed, uint8_t* also, cu
   if (outputs == 0) return cudaGetLastError();
   if (mask_by_words(p, also)) {
     const int64_t words = outputs / 4;
-    mask_words_kernel<<<unsigned((words + kWordBlock - 1) / kWordBlock), kWordBlock, 0, stream>>>(p, list, count,
-                                                                                                   also);
+    mask_words_kernel<<<unsigned((words + kWordBlock - 1) / kWordBlock), kWordBlock, 0, stream>>>(p, list, count, also);
   } else {
     const int64_t per_block = int64_t(kMaskBlock) * kMaskItems;
     const dim3 mask_grid(unsigned(p.n * p.ho), unsigned((p.wo + per_block - 1) / per_block));
@@ -246,7 +245,7 @@ cudaError_t mask_and_list(const ConvParams& p, int64_t zeroed, uint8_t* also, cu
 }
 
 // The tensor-core convolution over the list, of p's dtype and precision (with the rule in its epilogue, or not).
-cudaError_t gemm_over_list(const ConvParams& p, const gemm::EpilogueRule* rule, cudaStream_t stream) {
+cudaError_t gemm_over_list(const ConvParams& p, const EpilogueRule* rule, cudaStream_t stream) {
   const int64_t outputs = p.n * p.ho * p.wo;
   const int32_t* list = p.workspace;
   const int32_t* count = p.workspace + outputs;
@@ -291,24 +290,20 @@ cudaError_t conv(const ConvParams& p, cudaStream_t stream) {
 }
 
 bool conv_takes_rule(const ConvParams& p) {
-  if (!use_gemm(p) || depthwise_eligible(p)) return false;
-  switch (p.dtype) {
-    case DType::kF32:
-      return gemm::aligned_rows<float>(p);
-    default:
-      return gemm::aligned_rows<__half>(p);  // both 16-bit types: 8 elements a 16-byte piece
-  }
+  if (depthwise_eligible(p)) return depthwise_takes_rule(p);
+  if (!use_gemm(p)) return false;
+  return p.dtype == DType::kF32 ? gemm::aligned_rows<float>(p) : gemm::aligned_rows<__half>(p);  // 16-bit: 8 a piece
 }
 
-int64_t conv_rule_tiles(const ConvParams& p) {
-  return (p.n * p.ho * p.wo + gemm::kRuleRows - 1) / gemm::kRuleRows;
-}
+int64_t conv_rule_tiles(const ConvParams& p) { return (p.n * p.ho * p.wo + gemm::kRuleRows - 1) / gemm::kRuleRows; }
 
-cudaError_t conv_with_rule(const ConvParams& p, const gemm::EpilogueRule& rule, cudaStream_t stream) {
+cudaError_t conv_with_rule(const ConvParams& p, const EpilogueRule& rule, cudaStream_t stream) {
   if (!int32_pixels(p) || !conv_takes_rule(p)) return cudaErrorInvalidValue;
+  const int64_t outputs = p.n * p.ho * p.wo;
+  if (depthwise_eligible(p)) return outputs == 0 ? cudaSuccess : conv_depthwise(p, device_sms(), stream, &rule);
   // The count, then the row tiles' arrival counters; the rule's mask starts as the convolution's.
   if (cudaError_t e = mask_and_list(p, 1 + conv_rule_tiles(p), rule.keep, stream); e != cudaSuccess) return e;
-  if (p.n * p.ho * p.wo == 0 || p.cout == 0) return cudaSuccess;
+  if (outputs == 0 || p.cout == 0) return cudaSuccess;
   return gemm_over_list(p, &rule, stream);
 }
 

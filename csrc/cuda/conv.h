@@ -11,7 +11,8 @@ namespace deltajax::cuda {
 cudaError_t conv(const ConvParams& p, cudaStream_t stream);
 
 // Whether p's convolution can run the activation rule in its epilogue: a tensor-core convolution (one group,
-// at least 8 channels on each side) whose operand rows are whole 16-byte pieces.
+// at least 8 channels on each side) whose operand rows are whole 16-byte pieces, or a depthwise one with whole
+// 16-byte channel vectors, at most 32 of them.
 bool conv_takes_rule(const ConvParams& p);
 
 // Row tiles of that convolution (kRuleRows output pixels each): its arrival counters and partial scores.
@@ -19,8 +20,9 @@ int64_t conv_rule_tiles(const ConvParams& p);
 
 // The convolution with the activation rule in its epilogue (conv_takes_rule(p) must hold): p.out is unused,
 // p.out_mask gets the convolution's mask and rule.keep the rule's; p.workspace holds the list, its count and
-// conv_rule_tiles(p) arrival counters (the rest of the rule's scratch is in `rule`).
-cudaError_t conv_with_rule(const ConvParams& p, const gemm::EpilogueRule& rule, cudaStream_t stream);
+// conv_rule_tiles(p) arrival counters (the rest of the tensor-core convolution's scratch is in `rule`; the
+// depthwise one needs none).
+cudaError_t conv_with_rule(const ConvParams& p, const EpilogueRule& rule, cudaStream_t stream);
 
 // Int32 elements of conv_activation's workspace for p: the list, its count and conv_rule_tiles(p) arrival
 // counters; from the next 16-byte boundary on, the partial scores (conv_rule_tiles(p) x ceil(Cout / kBN) x

@@ -1,8 +1,9 @@
 // A delta convolution and the activation rule on its float32 result.
 //
-// Where the convolution runs on tensor cores with whole 16-byte operand rows (conv_takes_rule), the rule is the
-// convolution's epilogue (rule_epilogue.cuh): after the mask pass, one launch. Elsewhere (depthwise, direct and
-// element-load convolutions), two launches on one stream: the convolution writes its result in float32 (16-bit
+// Where the convolution runs on tensor cores with whole 16-byte operand rows, or depthwise with whole 16-byte channel
+// vectors (conv_takes_rule), the rule is the convolution's epilogue (rule_epilogue.cuh): after the mask pass, one
+// launch (depthwise: one launch in all). Elsewhere (direct, element-load and very wide depthwise convolutions), two
+// launches on one stream: the convolution writes its result in float32 (16-bit
 // values: into the workspace's pre-activation; float32 values: into `out`, which the rule then overwrites in
 // place), and the activation kernel reads it from there. Either way a 16-bit result is never rounded before the
 // rule accumulates it, as on the CPU, whose kernel runs the rule on each tile of output pixels.
@@ -50,7 +51,7 @@ cudaError_t conv_activation(ConvParams conv_p, ActivationParams act_p, cudaStrea
   if (rule_epilogue_enabled() && conv_takes_rule(conv_p) && act_p.y == nullptr && act_p.scale_group == 0 &&
       act_p.scale != nullptr && aligned16(act_p.acc) && aligned16(act_p.sent) && aligned16(act_p.out) &&
       aligned16(conv_p.workspace)) {
-    gemm::EpilogueRule r;
+    EpilogueRule r;
     r.act = act_p.act;
     r.slope = act_p.negative_slope;
     r.slopes = act_p.slopes;

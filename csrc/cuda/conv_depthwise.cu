@@ -24,6 +24,7 @@
 #include "cuda/conv_depthwise.h"
 #include "cuda/conv_mask.cuh"
 #include "cuda/dtype.cuh"
+#include "cuda/rule_epilogue.cuh"
 
 namespace deltajax::cuda {
 namespace {
@@ -118,9 +119,15 @@ __device__ __forceinline__ void store_float32(float* p, int n, const float (&f)[
 }
 
 // seg: output columns per block (<= kMaxSeg); slots_per_block: channel vectors per block (<= kMaxSlots).
-// OutT: the output's type (T, or float32 for 16-bit T).
-template <typename T, typename OutT, bool kVector>
-__global__ void __launch_bounds__(kThreads, 4) depthwise_kernel(ConvParams p, int seg, int slots_per_block) {
+// OutT: the output's type (T, or float32 for 16-bit T). kRule (kVector, one slice of channels: every channel of a
+// pixel in this block): the activation rule runs on the sums instead of storing them (rule_epilogue.cuh); the
+// threads of a pixel add up its truncation score in shared memory, round by round, one pixel a thread (kPix would
+// hold twice the registers: the bf16 kernel spilled 11 KB at 64 registers).
+template <typename T, typename OutT, bool kVector, bool kRule = false>
+__global__ void __launch_bounds__(kThreads, kRule ? 2 : 4)
+    depthwise_kernel(ConvParams p, int seg, int slots_per_block, EpilogueRule rule) {
+  static_assert(!kRule || kVector, "the rule takes whole vectors of channels");
+  constexpr int P = kRule ? 1 : kPix;  // the rule holds each pixel's update and sent values across a barrier
   constexpr int V = kVecOf<T>;
   __shared__ uint8_t span[kMaskSpan];
   __shared__ uint64_t tap_bits[kMaxSeg];  // active taps of each compacted output pixel
@@ -140,7 +147,10 @@ __global__ void __launch_bounds__(kThreads, 4) depthwise_kernel(ConvParams p, in
   for (int i = 0; i < kItems; ++i) {
     const int j = i * kThreads + tid;  // column within the segment
     const bool active = taps[i] != 0;
-    if (blockIdx.z == 0 && j < n_out) p.out_mask[int64_t(row) * wo + x0 + j] = active;
+    if (blockIdx.z == 0 && j < n_out) {
+      p.out_mask[int64_t(row) * wo + x0 + j] = active;
+      if (kRule && !active) rule.keep[int64_t(row) * wo + x0 + j] = 0;  // active pixels: the rule decides below
+    }
     ballot[i] = __ballot_sync(0xffffffffu, active);
     if (lane == 0) warp_offset[i][warp] = __popc(ballot[i]);
   }
@@ -174,7 +184,7 @@ __global__ void __launch_bounds__(kThreads, 4) depthwise_kernel(ConvParams p, in
   const int nslots = min(slots_per_block, slots - s0);  // >= 1 (the launcher sizes gridDim.z so)
   const int lanes = kThreads / nslots;                  // pixels per round
   const int lane_px = tid / nslots;
-  if (lane_px >= lanes) return;  // the last kThreads % nslots threads idle
+  const bool idle = lane_px >= lanes;  // the last kThreads % nslots threads
   const int c0 = (s0 + tid - lane_px * nslots) * V;
   const int nch = min(V, c - c0);  // V unless this is the last, partial vector (element path only)
   const T* __restrict__ xb = static_cast<const T*>(p.x) + int64_t(b) * in_h * in_w * c + c0;  // image b
@@ -191,12 +201,14 @@ __global__ void __launch_bounds__(kThreads, 4) depthwise_kernel(ConvParams p, in
     }
   };
   const int y0 = oy * p.stride_h - p.pad_top;
-  for (int j = lane_px; j < count; j += kPix * lanes) {
-    uint64_t tb[kPix];
-    int col[kPix], xs[kPix];
+  // The sums over this thread's channel vector of the block's pixels j + q * lanes (q < P; zeros past count),
+  // and their columns within the segment.
+  auto sums = [&](int j, int(&col)[P], float(&acc)[P][V]) {
+    uint64_t tb[P];
+    int xs[P];
     uint64_t any = 0;
 #pragma unroll
-    for (int q = 0; q < kPix; ++q) {
+    for (int q = 0; q < P; ++q) {
       const int jq = j + q * lanes;
       const bool ok = jq < count;
       tb[q] = ok ? tap_bits[jq] : 0;
@@ -204,9 +216,8 @@ __global__ void __launch_bounds__(kThreads, 4) depthwise_kernel(ConvParams p, in
       xs[q] = (x0 + col[q]) * p.stride_w - p.pad_left;
       any |= tb[q];
     }
-    float acc[kPix][V];
 #pragma unroll
-    for (int q = 0; q < kPix; ++q)
+    for (int q = 0; q < P; ++q)
 #pragma unroll
       for (int e = 0; e < V; ++e) acc[q][e] = 0.f;
     int t = 0;
@@ -217,57 +228,121 @@ __global__ void __launch_bounds__(kThreads, 4) depthwise_kernel(ConvParams p, in
         if (!((any >> t) & 1)) continue;
         // The weight vector and every pixel's input vector are loaded first (independent, in flight together),
         // then the FMAs. A skipped pixel's vector reads as zero without a load: its FMAs add 0 * w.
-        float wf[V], xv[kPix][V];
+        float wf[V], xv[P][V];
         load_vec<T, kVector>(at(wb, t), nch, true, wf);
 #pragma unroll
-        for (int q = 0; q < kPix; ++q) {
+        for (int q = 0; q < P; ++q) {
           const bool use = (tb[q] >> t) & 1;
           const int px = use ? row_px + xs[q] + kx * p.rhs_dil_w : 0;  // use implies 0 <= iy < in_h, 0 <= ix < in_w
           load_vec<T, kVector>(at(xb, px), nch, use, xv[q]);
         }
 #pragma unroll
-        for (int q = 0; q < kPix; ++q)
+        for (int q = 0; q < P; ++q)
 #pragma unroll
           for (int e = 0; e < V; ++e) acc[q][e] = fmaf(xv[q][e], wf[e], acc[q][e]);
       }
     }
+  };
+  if constexpr (!kRule) {
+    if (idle) return;
+    for (int j = lane_px; j < count; j += P * lanes) {
+      int col[P];
+      float acc[P][V];
+      sums(j, col, acc);
 #pragma unroll
-    for (int q = 0; q < kPix; ++q) {
-      if (j + q * lanes >= count) continue;
-      if constexpr (std::is_same_v<OutT, T>)
-        store_vec<T, kVector>(at(ob, col[q]), nch, acc[q]);
-      else
-        store_float32<V, kVector>(ob + int64_t(col[q]) * c, nch, acc[q]);
+      for (int q = 0; q < P; ++q) {
+        if (j + q * lanes >= count) continue;
+        if constexpr (std::is_same_v<OutT, T>)
+          store_vec<T, kVector>(at(ob, col[q]), nch, acc[q]);
+        else
+          store_float32<V, kVector>(ob + int64_t(col[q]) * c, nch, acc[q]);
+      }
     }
+  } else {
+    // Rounds of P * lanes pixels, every thread of the block in each (barriers): the rule's per-channel part,
+    // each thread's share of its pixel's score into shared memory, then every thread of the pixel combines the
+    // pixel's shares in the same order (deterministic), decides and emits its channels.
+    __shared__ float shares[P * kThreads];
+    const int first = lane_px * nslots;             // the pixel's first thread: its slot 0
+    const int64_t seg_px = int64_t(row) * wo + x0;  // output pixel of the segment's column 0
+    with_activation(rule.act, rule.slope, rule.slopes, [&](auto f) {
+      for (int base = 0; base < count; base += P * lanes) {  // uniform over the block
+        const int j = base + lane_px;
+        int col[P];
+        float y[P][V], s[P][V];
+        if (!idle) {
+          float acc[P][V];
+          sums(j, col, acc);
+#pragma unroll
+          for (int q = 0; q < P; ++q)
+            shares[q * kThreads + tid] =
+                j + q * lanes < count ? rule_update<V>(rule, f, (seg_px + col[q]) * c + c0, c0, acc[q], y[q], s[q])
+                                      : 0.f;
+        }
+        __syncthreads();
+        if (!idle) {
+#pragma unroll
+          for (int q = 0; q < P; ++q) {
+            if (j + q * lanes >= count) continue;
+            float score = shares[q * kThreads + first];
+            for (int k = 1; k < nslots; ++k)
+              score = combine_scores(rule.truncation, score, shares[q * kThreads + first + k]);
+            const bool keep = keeps(rule, score, c);
+            if (keep) emit<T, V>(rule, (seg_px + col[q]) * c + c0, y[q], s[q]);
+            if (tid == first) rule.keep[seg_px + col[q]] = keep;
+          }
+        }
+        __syncthreads();  // the shares are rewritten by the next round
+      }
+    });
   }
 }
 
-template <typename T, typename OutT>
-cudaError_t launch(const ConvParams& p, int sms, cudaStream_t stream) {
+// Where a launch of p goes: slices of the channels (gridDim.z) and channel vectors per slice, output columns per
+// block, and whether whole 16-byte vectors can be loaded.
+struct Shape {
+  int64_t z, per_block, rows, segs;
+  int seg;
+  bool vector;
+};
+
+template <typename T>
+Shape shape_of(const ConvParams& p, int sms) {
   constexpr int V = kVecOf<T>;
+  Shape g;
   const int64_t slots = (p.cin + V - 1) / V;
-  int64_t z = (slots + kMaxSlots - 1) / kMaxSlots;
-  const int64_t per_block = (slots + z - 1) / z;  // <= kMaxSlots, balanced over the z slices
-  z = (slots + per_block - 1) / per_block;        // every slice gets >= 1 vector
-  const int64_t rows = p.n * p.ho;
+  g.z = (slots + kMaxSlots - 1) / kMaxSlots;
+  g.per_block = (slots + g.z - 1) / g.z;          // <= kMaxSlots, balanced over the z slices
+  g.z = (slots + g.per_block - 1) / g.per_block;  // every slice gets >= 1 vector
+  g.rows = p.n * p.ho;
   // Small frames: shorter segments (more blocks) until the grid covers the device a few times over. Down to 8
   // pixels a block (was 32), so that a thread of the late layers (27x48 and 14x24 pixels at 768x432) takes one
   // round of taps, not two or more: EfficientNet-Lite0's 16 depthwise convs 253 -> 227 us per step on an H200.
   // What remains there (16-22 us for a 5x5) is each thread's chain of one dependent load per tap.
-  int seg = kMaxSeg;
-  while (seg > 8 && rows * ((p.wo + seg - 1) / seg) * z < int64_t(4) * sms) seg /= 2;
-  const int64_t segs = (p.wo + seg - 1) / seg;
-  if (rows >= (int64_t(1) << 31) || segs > 65535 || z > 65535) return cudaErrorInvalidValue;
-  const bool vector =
+  g.seg = kMaxSeg;
+  while (g.seg > 8 && g.rows * ((p.wo + g.seg - 1) / g.seg) * g.z < int64_t(4) * sms) g.seg /= 2;
+  g.segs = (p.wo + g.seg - 1) / g.seg;
+  g.vector =
       p.cin % V == 0 && p.h * p.w * slots < (int64_t(1) << 32) &&
       (reinterpret_cast<uintptr_t>(p.x) | reinterpret_cast<uintptr_t>(p.kernel) | reinterpret_cast<uintptr_t>(p.out)) %
               16 ==
           0;
-  const dim3 grid{unsigned(rows), unsigned(segs), unsigned(z)};
-  if (vector)
-    depthwise_kernel<T, OutT, true><<<grid, kThreads, 0, stream>>>(p, seg, int(per_block));
-  else
-    depthwise_kernel<T, OutT, false><<<grid, kThreads, 0, stream>>>(p, seg, int(per_block));
+  return g;
+}
+
+template <typename T, typename OutT>
+cudaError_t launch(const ConvParams& p, int sms, cudaStream_t stream, const EpilogueRule* rule) {
+  const Shape g = shape_of<T>(p, sms);
+  if (g.rows >= (int64_t(1) << 31) || g.segs > 65535 || g.z > 65535) return cudaErrorInvalidValue;
+  const dim3 grid{unsigned(g.rows), unsigned(g.segs), unsigned(g.z)};
+  if (rule != nullptr) {
+    if (!g.vector || g.z != 1) return cudaErrorInvalidValue;
+    depthwise_kernel<T, float, true, true><<<grid, kThreads, 0, stream>>>(p, g.seg, int(g.per_block), *rule);
+  } else if (g.vector) {
+    depthwise_kernel<T, OutT, true><<<grid, kThreads, 0, stream>>>(p, g.seg, int(g.per_block), EpilogueRule{});
+  } else {
+    depthwise_kernel<T, OutT, false><<<grid, kThreads, 0, stream>>>(p, g.seg, int(g.per_block), EpilogueRule{});
+  }
   return cudaGetLastError();
 }
 
@@ -278,11 +353,17 @@ bool depthwise_eligible(const ConvParams& p) {
          p.kw >= 1 && p.kh * p.kw <= 64;
 }
 
-cudaError_t conv_depthwise(const ConvParams& p, int sms, cudaStream_t stream) {
+bool depthwise_takes_rule(const ConvParams& p) {
+  if (!depthwise_eligible(p)) return false;
+  const Shape g = p.dtype == DType::kF32 ? shape_of<float>(p, 1) : shape_of<__half>(p, 1);  // 16-bit: same vectors
+  return g.vector && g.z == 1;
+}
+
+cudaError_t conv_depthwise(const ConvParams& p, int sms, cudaStream_t stream, const EpilogueRule* rule) {
   return dispatch_dtype(p.dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
-    if (p.out_dtype == DType::kF32) return launch<T, float>(p, sms, stream);
-    return launch<T, T>(p, sms, stream);
+    if (rule != nullptr || p.out_dtype == DType::kF32) return launch<T, float>(p, sms, stream, rule);
+    return launch<T, T>(p, sms, stream, rule);
   });
 }
 

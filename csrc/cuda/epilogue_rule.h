@@ -1,17 +1,20 @@
-// The operands of the activation rule that the tensor-core convolution runs in its epilogue (rule_epilogue.cuh);
-// host-safe: the handlers include it through conv.h.
+// The operands of the activation rule that a convolution runs in its epilogue (rule_epilogue.cuh); host-safe: the
+// handlers include it through conv.h.
 #pragma once
 
 #include <cstdint>
 
 #include "common/params.h"
 
-namespace deltajax::cuda::gemm {
+namespace deltajax::cuda {
 
-constexpr int kBN = 64;        // output channels per block of the tensor-core convolution
-constexpr int kRuleRows = 128;  // pixels per row tile of the configurations that run the rule (kBM)
+namespace gemm {
+constexpr int kBN = 64;         // output channels per block of the tensor-core convolution
+constexpr int kRuleRows = 128;  // pixels per row tile of its configurations that run the rule (kBM)
+}  // namespace gemm
 
-// The activation rule's operands, for the epilogue (csrc/cuda/conv_activation.cu fills it).
+// The activation rule's operands, for the convolutions that run it in their epilogue (the tensor-core one and the
+// depthwise one; csrc/cuda/conv_activation.cu fills it). pending, arrivals and scores: the tensor-core one's.
 struct EpilogueRule {
   ActKind act = ActKind::kRelu;
   float slope = 0.01f;            // leaky_relu
@@ -28,4 +31,4 @@ struct EpilogueRule {
   float* scores = nullptr;       // [row tiles, gridDim.y, kRuleRows] partial truncation scores
 };
 
-}  // namespace deltajax::cuda::gemm
+}  // namespace deltajax::cuda

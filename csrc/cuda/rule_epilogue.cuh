@@ -21,10 +21,14 @@
 #include "cuda/dtype.cuh"
 #include "cuda/epilogue_rule.h"
 
-namespace deltajax::cuda::gemm {
+namespace deltajax::cuda {
 
+// Two shares of a pixel's truncation score combined, and a channel's update y added to a share.
+__device__ __forceinline__ float combine_scores(TruncMode mode, float a, float b) {
+  return mode == TruncMode::kMax ? fmaxf(a, b) : a + b;
+}
 __device__ __forceinline__ float add_score(TruncMode mode, float score, float y) {
-  return mode == TruncMode::kMax ? fmaxf(score, fabsf(y)) : score + y * y;
+  return combine_scores(mode, score, mode == TruncMode::kMax ? fabsf(y) : y * y);
 }
 
 // Whether a pixel with the combined `score` over its `c` channels is kept.
@@ -41,18 +45,58 @@ __device__ __forceinline__ bool keeps(const EpilogueRule& r, float score, int c)
   }
 }
 
-// Emits channels at .. at + 3 of a kept pixel: v = y rounded to T, out = v, sent += v (s: sent as loaded).
-template <typename T>
-__device__ __forceinline__ void emit4(const EpilogueRule& r, int64_t at, const float (&y)[4], float (&s)[4]) {
-  float v[4];
+// V (a multiple of 4) float32 state values at p, in 16-byte pieces.
+template <int V>
+__device__ __forceinline__ void load_state(const float* p, float (&f)[V]) {
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
+  for (int j = 0; j < V; j += 4) {
+    const float4 q = *reinterpret_cast<const float4*>(p + j);
+    f[j] = q.x, f[j + 1] = q.y, f[j + 2] = q.z, f[j + 3] = q.w;
+  }
+}
+template <int V>
+__device__ __forceinline__ void store_state(float* p, const float (&f)[V]) {
+#pragma unroll
+  for (int j = 0; j < V; j += 4) *reinterpret_cast<float4*>(p + j) = make_float4(f[j], f[j + 1], f[j + 2], f[j + 3]);
+}
+
+// The rule's per-channel part for channels ch .. ch + V - 1 of a pixel, whose state starts at `at`: acc += d * scale
+// (stored), y = f(acc) - sent, s = sent as loaded; returns these channels' share of the truncation score.
+template <int V, class F>
+__device__ __forceinline__ float rule_update(const EpilogueRule& r, const F& f, int64_t at, int ch, const float (&d)[V],
+                                             float (&y)[V], float (&s)[V]) {
+  float a[V], scale[V], score = 0.f;
+  load_state<V>(r.acc + at, a);
+  load_state<V>(r.sent + at, s);
+  load_state<V>(r.scale + ch, scale);
+#pragma unroll
+  for (int j = 0; j < V; ++j) {
+    a[j] += d[j] * scale[j];
+    y[j] = f.at(a[j], ch + j) - s[j];
+    score = add_score(r.truncation, score, y[j]);
+  }
+  store_state<V>(r.acc + at, a);
+  return score;
+}
+
+// Emits channels at .. at + V - 1 of a kept pixel: v = y rounded to T, out = v, sent += v (s: sent as loaded).
+template <typename T, int V>
+__device__ __forceinline__ void emit(const EpilogueRule& r, int64_t at, const float (&y)[V], float (&s)[V]) {
+  float v[V];
+#pragma unroll
+  for (int j = 0; j < V; ++j) {
     v[j] = to_float(from_float<T>(y[j]));
     s[j] += v[j];
   }
-  store_floats<4>(static_cast<T*>(r.out) + at, v);
-  store_floats<4>(r.sent + at, s);
+#pragma unroll
+  for (int j = 0; j < V; j += 4) {
+    const float v4[4] = {v[j], v[j + 1], v[j + 2], v[j + 3]};
+    store_floats<4>(static_cast<T*>(r.out) + at + j, v4);
+  }
+  store_state<V>(r.sent + at, s);
 }
+
+namespace gemm {
 
 // The rule over the block's tile: acc_tile[row * stride + k] is the float32 convolution of pixel rows[row] (-1:
 // no pixel) at channel n0 + k. Called by all kThreads threads of the block after a barrier that made acc_tile
@@ -74,30 +118,20 @@ __device__ __forceinline__ void rule_epilogue(const EpilogueRule& r, const float
       const int64_t at = int64_t(o) * cout + n;
       float y[4] = {0.f, 0.f, 0.f, 0.f}, s[4] = {0.f, 0.f, 0.f, 0.f}, score = 0.f;
       if (valid) {
-        float a[4], scale[4], d[4];
-        load_floats<4>(r.acc + at, a);
-        load_floats<4>(r.sent + at, s);
-        load_floats<4>(r.scale + n, scale);
-        load_floats<4>(acc_tile + row * stride + 4 * seg, d);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          a[j] += d[j] * scale[j];
-          y[j] = f.at(a[j], n + j) - s[j];
-          score = add_score(mode, score, y[j]);
-        }
-        store_floats<4>(r.acc + at, a);
+        float d[4];
+        load_state<4>(acc_tile + row * stride + 4 * seg, d);
+        score = rule_update<4>(r, f, at, n, d, y, s);
       }
 #pragma unroll
       for (int d = kSeg / 2; d > 0; d >>= 1) {
-        const float other = __shfl_xor_sync(0xffffffffu, score, d);
-        score = mode == TruncMode::kMax ? fmaxf(score, other) : score + other;
+        score = combine_scores(mode, score, __shfl_xor_sync(0xffffffffu, score, d));
       }
       if (ny == 1) {
         const bool keep = keeps(r, score, cout);
-        if (valid && keep) emit4<T>(r, at, y, s);
+        if (valid && keep) emit<T, 4>(r, at, y, s);
         if (seg == 0 && o >= 0) r.keep[o] = keep;
       } else {
-        if (valid) store_floats<4>(r.pending + at, y);
+        if (valid) store_state<4>(r.pending + at, y);
         if (seg == 0) r.scores[(int64_t(tile) * ny + blockIdx.y) * kBM + row] = score;
       }
     }
@@ -113,8 +147,7 @@ __device__ __forceinline__ void rule_epilogue(const EpilogueRule& r, const float
     const int o = rows[row];
     float score = 0.f;
     for (int j = 0; j < ny; ++j) {
-      const float part = __ldcg(r.scores + (int64_t(tile) * ny + j) * kBM + row);
-      score = mode == TruncMode::kMax ? fmaxf(score, part) : score + part;
+      score = combine_scores(mode, score, __ldcg(r.scores + (int64_t(tile) * ny + j) * kBM + row));
     }
     const bool keep = o >= 0 && keeps(r, score, cout);
     keep_row[row] = keep;
@@ -128,10 +161,11 @@ __device__ __forceinline__ void rule_epilogue(const EpilogueRule& r, const float
     const int64_t at = int64_t(rows[row]) * cout + n;
     const float4 p = __ldcg(reinterpret_cast<const float4*>(r.pending + at));  // other blocks wrote it: not from L1
     float y[4] = {p.x, p.y, p.z, p.w}, s[4];
-    load_floats<4>(r.sent + at, s);
-    emit4<T>(r, at, y, s);
+    load_state<4>(r.sent + at, s);
+    emit<T, 4>(r, at, y, s);
   }
   __syncthreads();
 }
 
-}  // namespace deltajax::cuda::gemm
+}  // namespace gemm
+}  // namespace deltajax::cuda
