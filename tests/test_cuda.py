@@ -470,7 +470,7 @@ def test_conv_activation_rule_epilogue_over_many_row_tiles(k, cin, cout, groups,
     arrive decides). Depthwise: the threads of a pixel add up its score in shared memory (bfloat16; float32's 36
     and 60 vectors are over the 32 a block holds, so it takes two launches). Every pixel, few or none active;
     kept pixels, state and output against the reference."""
-    from tests.test_native import assert_delta_close, assert_tree_close, both
+    from tests.test_native import assert_delta_close, both
 
     values, mask, kernel, _ = _conv_case(11, n=1, h=48, w=96, cin=cin, cout=cout, k=k, dtype=dtype, p=p, groups=groups)
     rng = np.random.default_rng(12)
@@ -493,6 +493,11 @@ def test_conv_activation_rule_epilogue_over_many_row_tiles(k, cin, cout, groups,
     tol = TOL[(dtype, "highest")]
     np.testing.assert_array_equal(np.asarray(got[2]), np.asarray(ref[2]))
     assert_delta_close(got[0], ref[0], tol)
-    assert_tree_close(got[1], ref[1], tol)
+    np.testing.assert_allclose(np.asarray(got[1].acc), np.asarray(ref[1].acc), rtol=tol, atol=tol)
+    # sent takes the emitted values: in bfloat16 an update within rounding of a tie may round the other way in
+    # one of the two (one ulp of the largest output, 2^-7 of it: one element in 660 000 did on an H200)
+    emitted = np.where(np.asarray(ref[0].mask)[..., None], np.asarray(ref[0].values, np.float32), 0)
+    ulp = 2.0**-7 * float(np.abs(emitted).max()) if dtype == "bfloat16" else 0.0
+    np.testing.assert_allclose(np.asarray(got[1].sent), np.asarray(ref[1].sent), rtol=tol, atol=tol + ulp)
     kept, active = int(got[0].mask.sum()), int(got[2].sum())
     assert kept <= active and (kept > 0) == (p > 0)

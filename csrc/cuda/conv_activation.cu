@@ -7,7 +7,6 @@
 // values: into the workspace's pre-activation; float32 values: into `out`, which the rule then overwrites in
 // place), and the activation kernel reads it from there. Either way a 16-bit result is never rounded before the
 // rule accumulates it, as on the CPU, whose kernel runs the rule on each tile of output pixels.
-// DELTAJAX_RULE_EPILOGUE=0 takes the two launches everywhere (for measurement).
 #include <cstdlib>
 
 #include "cuda/conv.h"
@@ -31,12 +30,22 @@ Workspace layout(const ConvParams& p) {
   return w;
 }
 
-bool rule_epilogue_enabled() {  // read once per process
-  static const bool enabled = [] {
+// Which convolutions run the rule in their epilogue, as bits (DELTAJAX_RULE_EPILOGUE, read once per process; for
+// measurement): kOneTile tensor-core ones with at most kBN output channels, kTiles those with more (the last block
+// of a row tile emits), kTilesEmitKernel the same with the emission left to rule_emit_kernel, kDepthwise depthwise.
+constexpr int kOneTile = 1, kTiles = 2, kDepthwise = 4, kTilesEmitKernel = 8;
+int rule_paths() {
+  static const int paths = [] {
     const char* env = std::getenv("DELTAJAX_RULE_EPILOGUE");
-    return env == nullptr || std::atoi(env) != 0;
+    return env == nullptr ? kOneTile | kTiles | kDepthwise : std::atoi(env);
   }();
-  return enabled;
+  return paths;
+}
+
+bool rule_wanted(const ConvParams& p) {
+  const int paths = rule_paths();
+  if (p.groups > 1) return paths & kDepthwise;
+  return p.cout <= gemm::kBN ? paths & kOneTile : paths & (kTiles | kTilesEmitKernel);
 }
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
@@ -48,7 +57,7 @@ int64_t conv_activation_workspace(const ConvParams& p) { return layout(p).size; 
 cudaError_t conv_activation(ConvParams conv_p, ActivationParams act_p, cudaStream_t stream) {
   const Workspace w = layout(conv_p);
   float* pre = reinterpret_cast<float*>(conv_p.workspace + w.pre);
-  if (rule_epilogue_enabled() && conv_takes_rule(conv_p) && act_p.y == nullptr && act_p.scale_group == 0 &&
+  if (rule_wanted(conv_p) && conv_takes_rule(conv_p) && act_p.y == nullptr && act_p.scale_group == 0 &&
       act_p.scale != nullptr && aligned16(act_p.acc) && aligned16(act_p.sent) && aligned16(act_p.out) &&
       aligned16(conv_p.workspace)) {
     EpilogueRule r;
@@ -65,6 +74,7 @@ cudaError_t conv_activation(ConvParams conv_p, ActivationParams act_p, cudaStrea
     r.pending = conv_p.dtype == DType::kF32 ? static_cast<float*>(act_p.out) : pre;
     r.arrivals = conv_p.workspace + conv_list_size(conv_p);
     r.scores = reinterpret_cast<float*>(conv_p.workspace + w.scores);
+    r.emit_later = rule_paths() & kTilesEmitKernel;
     return conv_with_rule(conv_p, r, stream);
   }
   if (conv_p.dtype != DType::kF32) {

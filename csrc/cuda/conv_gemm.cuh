@@ -504,7 +504,13 @@ cudaError_t launch_conv_gemm_for(const ConvParams& p, const int32_t* list, const
   if (rule != nullptr) {
     if (!aligned_rows<T>(p)) return cudaErrorInvalidValue;
     using Cfg = std::conditional_t<sizeof(T) == 4, Cfg2, Cfg4>;
-    return launch_conv_gemm_cfg<T, float, kMode, true, Cfg, true>(p, list, count, max_rows, stream, *rule);
+    if (cudaError_t e = launch_conv_gemm_cfg<T, float, kMode, true, Cfg, true>(p, list, count, max_rows, stream, *rule);
+        e != cudaSuccess || !rule->emit_later || p.cout <= kBN)
+      return e;
+    const int64_t items = max_rows * (p.cout / 4), blocks = (items + 255) / 256;
+    rule_emit_kernel<T><<<unsigned(blocks < 1024 ? (blocks > 0 ? blocks : 1) : 1024), 256, 0, stream>>>(
+        *rule, list, count, int(p.cout));
+    return cudaGetLastError();
   }
   const bool aligned = aligned_rows<T>(p);
   if constexpr (!std::is_same_v<T, float>) {

@@ -153,6 +153,7 @@ __device__ __forceinline__ void rule_epilogue(const EpilogueRule& r, const float
     keep_row[row] = keep;
     if (o >= 0) r.keep[o] = keep;
   }
+  if (r.emit_later) return;  // uniform
   __syncthreads();
   const int units = cout / 4;
   for (int e = threadIdx.x; e < kBM * units; e += kThreads) {
@@ -165,6 +166,25 @@ __device__ __forceinline__ void rule_epilogue(const EpilogueRule& r, const float
     emit<T, 4>(r, at, y, s);
   }
   __syncthreads();
+}
+
+// The emission that the last blocks left (EpilogueRule::emit_later): every channel of each listed pixel that the rule
+// kept, spread over the whole grid. Launch after the convolution with grid-stride blocks of 256.
+template <typename T>
+__global__ void __launch_bounds__(256) rule_emit_kernel(EpilogueRule r, const int32_t* __restrict__ list,
+                                                        const int32_t* __restrict__ count_ptr, int cout) {
+  const int units = cout / 4;
+  const int64_t items = int64_t(*count_ptr) * units;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < items; e += int64_t(gridDim.x) * blockDim.x) {
+    const int i = int(e / units), n = 4 * int(e - int64_t(i) * units);
+    const int o = list[i];
+    if (!r.keep[o]) continue;
+    const int64_t at = int64_t(o) * cout + n;
+    float y[4], s[4];
+    load_state<4>(r.pending + at, y);
+    load_state<4>(r.sent + at, s);
+    emit<T, 4>(r, at, y, s);
+  }
 }
 
 }  // namespace gemm
