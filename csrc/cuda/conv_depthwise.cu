@@ -122,9 +122,9 @@ __device__ __forceinline__ void store_float32(float* p, int n, const float (&f)[
 // OutT: the output's type (T, or float32 for 16-bit T). kRule (kVector, one slice of channels: every channel of a
 // pixel in this block): the activation rule runs on the sums instead of storing them (rule_epilogue.cuh); the
 // threads of a pixel add up its truncation score in shared memory, round by round, one pixel a thread (kPix would
-// hold twice the registers: the bf16 kernel spilled 11 KB at 64 registers).
+// hold twice the registers: the bf16 kernel spilled 11 KB at 64 registers; one pixel, 40 bytes).
 template <typename T, typename OutT, bool kVector, bool kRule = false>
-__global__ void __launch_bounds__(kThreads, kRule ? 2 : 4)
+__global__ void __launch_bounds__(kThreads, 4)
     depthwise_kernel(ConvParams p, int seg, int slots_per_block, EpilogueRule rule) {
   static_assert(!kRule || kVector, "the rule takes whole vectors of channels");
   constexpr int P = kRule ? 1 : kPix;  // the rule holds each pixel's update and sent values across a barrier
