@@ -1,12 +1,13 @@
 // A delta convolution and the activation rule on its float32 result.
 //
 // Where the convolution runs on tensor cores with whole 16-byte operand rows, or depthwise with whole 16-byte channel
-// vectors (conv_takes_rule), the rule is the convolution's epilogue (rule_epilogue.cuh): after the mask pass, one
-// launch (depthwise: one launch in all). Elsewhere (direct, element-load and very wide depthwise convolutions), two
-// launches on one stream: the convolution writes its result in float32 (16-bit
-// values: into the workspace's pre-activation; float32 values: into `out`, which the rule then overwrites in
-// place), and the activation kernel reads it from there. Either way a 16-bit result is never rounded before the
-// rule accumulates it, as on the CPU, whose kernel runs the rule on each tile of output pixels.
+// vectors (conv_takes_rule), the rule is the convolution's epilogue (rule_epilogue.cuh): after the mask pass one
+// launch, and an emit kernel over the list where more than 64 output channels share a decision (depthwise: one
+// launch in all). Elsewhere (direct, element-load and very wide depthwise convolutions), two launches on one stream:
+// the convolution writes its result in float32 (16-bit values: into the workspace's pre-activation; float32 values:
+// into `out`, which the rule then overwrites in place), and the activation kernel reads it from there. Either way a
+// 16-bit result is never rounded before the rule accumulates it, as on the CPU, whose kernel runs the rule on each
+// tile of output pixels.
 #include <cstdlib>
 
 #include "cuda/conv.h"
@@ -30,22 +31,12 @@ Workspace layout(const ConvParams& p) {
   return w;
 }
 
-// Which convolutions run the rule in their epilogue, as bits (DELTAJAX_RULE_EPILOGUE, read once per process; for
-// measurement): kOneTile tensor-core ones with at most kBN output channels, kTiles those with more (the last block
-// of a row tile emits), kTilesEmitKernel the same with the emission left to rule_emit_kernel, kDepthwise depthwise.
-constexpr int kOneTile = 1, kTiles = 2, kDepthwise = 4, kTilesEmitKernel = 8;
-int rule_paths() {
-  static const int paths = [] {
+bool rule_epilogue_enabled() {  // DELTAJAX_RULE_EPILOGUE=0: two launches everywhere (for measurement); read once
+  static const bool enabled = [] {
     const char* env = std::getenv("DELTAJAX_RULE_EPILOGUE");
-    return env == nullptr ? kOneTile | kTiles | kDepthwise : std::atoi(env);
+    return env == nullptr || std::atoi(env) != 0;
   }();
-  return paths;
-}
-
-bool rule_wanted(const ConvParams& p) {
-  const int paths = rule_paths();
-  if (p.groups > 1) return paths & kDepthwise;
-  return p.cout <= gemm::kBN ? paths & kOneTile : paths & (kTiles | kTilesEmitKernel);
+  return enabled;
 }
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
@@ -57,7 +48,7 @@ int64_t conv_activation_workspace(const ConvParams& p) { return layout(p).size; 
 cudaError_t conv_activation(ConvParams conv_p, ActivationParams act_p, cudaStream_t stream) {
   const Workspace w = layout(conv_p);
   float* pre = reinterpret_cast<float*>(conv_p.workspace + w.pre);
-  if (rule_wanted(conv_p) && conv_takes_rule(conv_p) && act_p.y == nullptr && act_p.scale_group == 0 &&
+  if (rule_epilogue_enabled() && conv_takes_rule(conv_p) && act_p.y == nullptr && act_p.scale_group == 0 &&
       act_p.scale != nullptr && aligned16(act_p.acc) && aligned16(act_p.sent) && aligned16(act_p.out) &&
       aligned16(conv_p.workspace)) {
     EpilogueRule r;
@@ -74,7 +65,6 @@ cudaError_t conv_activation(ConvParams conv_p, ActivationParams act_p, cudaStrea
     r.pending = conv_p.dtype == DType::kF32 ? static_cast<float*>(act_p.out) : pre;
     r.arrivals = conv_p.workspace + conv_list_size(conv_p);
     r.scores = reinterpret_cast<float*>(conv_p.workspace + w.scores);
-    r.emit_later = rule_paths() & kTilesEmitKernel;
     return conv_with_rule(conv_p, r, stream);
   }
   if (conv_p.dtype != DType::kF32) {

@@ -143,8 +143,7 @@ __device__ __forceinline__ void store_pair(__half* p, float a, float b) {
 // OutT: the output's type (T, or float32 for 16-bit T). kRule: the epilogue runs the activation rule (OutT is
 // float32, the staging of the accumulators; the rule writes its output in T; rule_epilogue.cuh) instead of
 // storing the convolution's output; it is held to 85 registers (three blocks an SM, as without it): the rule's
-// twelve functions took it to 160, one block an SM, and the whole delta step of EfficientNet-Lite0 slower than
-// with a separate activation kernel (H200, 2026-12-06).
+// twelve inlined functions took it to 160, one block an SM.
 template <typename T, typename OutT, int kMode, bool kAligned, class C, bool kRule = false>
 __global__ void __launch_bounds__(2 * C::kBM, kRule ? 3 : 1)
     conv_gemm_kernel(ConvParams p, const int32_t* __restrict__ list, const int32_t* __restrict__ count_ptr,
@@ -507,7 +506,7 @@ cudaError_t launch_conv_gemm_for(const ConvParams& p, const int32_t* list, const
     if (!aligned_rows<T>(p)) return cudaErrorInvalidValue;
     using Cfg = std::conditional_t<sizeof(T) == 4, Cfg2, Cfg4>;
     if (cudaError_t e = launch_conv_gemm_cfg<T, float, kMode, true, Cfg, true>(p, list, count, max_rows, stream, *rule);
-        e != cudaSuccess || !rule->emit_later || p.cout <= kBN)
+        e != cudaSuccess || p.cout <= kBN)
       return e;
     const int64_t items = max_rows * (p.cout / 4), blocks = (items + 255) / 256;
     rule_emit_kernel<T><<<unsigned(blocks < 1024 ? (blocks > 0 ? blocks : 1) : 1024), 256, 0, stream>>>(

@@ -29,7 +29,6 @@ struct EpilogueRule {
   float* pending = nullptr;      // [pixels, Cout] float32: y where several channel tiles share a decision
   int32_t* arrivals = nullptr;   // [row tiles], zero before the launch
   float* scores = nullptr;       // [row tiles, gridDim.y, kRuleRows] partial truncation scores
-  bool emit_later = false;       // several channel tiles: the last block only decides; rule_emit_kernel emits
 };
 
 }  // namespace deltajax::cuda
