@@ -302,7 +302,7 @@ cudaError_t conv_with_rule(const ConvParams& p, const EpilogueRule& rule, cudaSt
   const int64_t outputs = p.n * p.ho * p.wo;
   if (depthwise_eligible(p)) return outputs == 0 ? cudaSuccess : conv_depthwise(p, device_sms(), stream, &rule);
   // The count, then the row tiles' arrival counters; the rule's mask starts as the convolution's.
-  if (cudaError_t e = mask_and_list(p, 1 + conv_rule_tiles(p), rule.keep, stream); e != cudaSuccess) return e;
+  if (cudaError_t e = mask_and_list(p, 1 + conv_rule_tiles(p), rule.a.out_mask, stream); e != cudaSuccess) return e;
   if (outputs == 0 || p.cout == 0) return cudaSuccess;
   return gemm_over_list(p, &rule, stream);
 }

@@ -52,16 +52,7 @@ cudaError_t conv_activation(ConvParams conv_p, ActivationParams act_p, cudaStrea
       act_p.scale != nullptr && aligned16(act_p.acc) && aligned16(act_p.sent) && aligned16(act_p.out) &&
       aligned16(conv_p.workspace)) {
     EpilogueRule r;
-    r.act = act_p.act;
-    r.slope = act_p.negative_slope;
-    r.slopes = act_p.slopes;
-    r.truncation = act_p.truncation;
-    r.threshold = act_p.threshold;
-    r.scale = act_p.scale;
-    r.acc = act_p.acc;
-    r.sent = act_p.sent;
-    r.out = act_p.out;
-    r.keep = act_p.out_mask;
+    r.a = act_p;
     r.pending = conv_p.dtype == DType::kF32 ? static_cast<float*>(act_p.out) : pre;
     r.arrivals = conv_p.workspace + conv_list_size(conv_p);
     r.scores = reinterpret_cast<float*>(conv_p.workspace + w.scores);

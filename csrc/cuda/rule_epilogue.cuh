@@ -35,15 +35,15 @@ __device__ __forceinline__ float add_score(TruncMode mode, float score, float y)
 
 // Whether a pixel with the combined `score` over its `c` channels is kept.
 __device__ __forceinline__ bool keeps(const EpilogueRule& r, float score, int c) {
-  switch (r.truncation) {
+  switch (r.a.truncation) {
     case TruncMode::kNone:
       return true;
     case TruncMode::kL2:
-      return sqrtf(score) > r.threshold;
+      return sqrtf(score) > r.a.threshold;
     case TruncMode::kRms:
-      return sqrtf(score / float(c)) > r.threshold;
+      return sqrtf(score / float(c)) > r.a.threshold;
     default:
-      return score > r.threshold;
+      return score > r.a.threshold;
   }
 }
 
@@ -68,16 +68,16 @@ template <int V, class F>
 __device__ __forceinline__ float rule_update(const EpilogueRule& r, const F& f, int64_t at, int ch, const float (&d)[V],
                                              float (&y)[V], float (&s)[V]) {
   float a[V], scale[V], score = 0.f;
-  load_state<V>(r.acc + at, a);
-  load_state<V>(r.sent + at, s);
-  load_state<V>(r.scale + ch, scale);
+  load_state<V>(r.a.acc + at, a);
+  load_state<V>(r.a.sent + at, s);
+  load_state<V>(r.a.scale + ch, scale);
 #pragma unroll
   for (int j = 0; j < V; ++j) {
     a[j] += d[j] * scale[j];
     y[j] = f.at(a[j], ch + j) - s[j];
-    score = add_score(r.truncation, score, y[j]);
+    score = add_score(r.a.truncation, score, y[j]);
   }
-  store_state<V>(r.acc + at, a);
+  store_state<V>(r.a.acc + at, a);
   return score;
 }
 
@@ -93,9 +93,9 @@ __device__ __forceinline__ void emit(const EpilogueRule& r, int64_t at, const fl
 #pragma unroll
   for (int j = 0; j < V; j += 4) {
     const float v4[4] = {v[j], v[j + 1], v[j + 2], v[j + 3]};
-    store_floats<4>(static_cast<T*>(r.out) + at + j, v4);
+    store_floats<4>(static_cast<T*>(r.a.out) + at + j, v4);
   }
-  store_state<V>(r.sent + at, s);
+  store_state<V>(r.a.sent + at, s);
 }
 
 namespace gemm {
@@ -110,8 +110,8 @@ __device__ __forceinline__ void rule_epilogue(const EpilogueRule& r, const float
   static_assert(kBM == kRuleRows && kThreads % 32 == 0 && (kBM * kSeg) % kThreads == 0, "whole warps per pass");
   __shared__ int last;
   const int ny = int(gridDim.y);
-  const TruncMode mode = r.truncation;
-  with_activation(r.act, r.slope, r.slopes, [&](auto f) {
+  const TruncMode mode = r.a.truncation;
+  with_activation(r.a.act, r.a.negative_slope, r.a.slopes, [&](auto f) {
     for (int e = threadIdx.x; e < kBM * kSeg; e += kThreads) {  // the same trip count for every lane
       const int row = e / kSeg, seg = e % kSeg, n = n0 + 4 * seg;
       const int o = rows[row];
@@ -130,7 +130,7 @@ __device__ __forceinline__ void rule_epilogue(const EpilogueRule& r, const float
       if (ny == 1) {
         const bool keep = keeps(r, score, cout);
         if (valid && keep) emit<T, 4>(r, at, y, s);
-        if (seg == 0 && o >= 0) r.keep[o] = keep;
+        if (seg == 0 && o >= 0) r.a.out_mask[o] = keep;
       } else {
         if (valid) store_state<4>(r.pending + at, y);
         if (seg == 0) r.scores[(int64_t(tile) * ny + blockIdx.y) * kBM + row] = score;
@@ -149,7 +149,7 @@ __device__ __forceinline__ void rule_epilogue(const EpilogueRule& r, const float
     float score = 0.f;
     for (int j = 0; j < ny; ++j)
       score = combine_scores(mode, score, __ldcg(r.scores + (int64_t(tile) * ny + j) * kBM + row));
-    if (o >= 0) r.keep[o] = keeps(r, score, cout);
+    if (o >= 0) r.a.out_mask[o] = keeps(r, score, cout);
   }
 }
 
@@ -163,11 +163,11 @@ __global__ void __launch_bounds__(256) rule_emit_kernel(EpilogueRule r, const in
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < items; e += int64_t(gridDim.x) * blockDim.x) {
     const int i = int(e / units), n = 4 * int(e - int64_t(i) * units);
     const int o = list[i];
-    if (!r.keep[o]) continue;
+    if (!r.a.out_mask[o]) continue;
     const int64_t at = int64_t(o) * cout + n;
     float y[4], s[4];
     load_state<4>(r.pending + at, y);
-    load_state<4>(r.sent + at, s);
+    load_state<4>(r.a.sent + at, s);
     emit<T, 4>(r, at, y, s);
   }
 }
