@@ -14,6 +14,9 @@ with rel = max |got - want| / max |want| over the active output pixels.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import zlib
 
 import jax
@@ -432,9 +435,10 @@ def test_sanitize_small(case, dtype):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("case", ["3x3", "1x1_wide", "1x1_narrow", "depthwise", "depthwise_5x5_strided", "1x1_expand"])
 def test_sanitize_conv_activation(case, dtype):
-    """The conv_activation target against the reference: the rule in the tensor-core convolution's epilogue (one
-    channel tile, or several decided by the last block of a row tile), and the two-launch paths whose bfloat16
-    convolution writes its float32 result into the workspace (element GEMM, direct, vector and element depthwise)."""
+    """The conv_activation target against the reference: the rule in the epilogue of the tensor-core convolution
+    (one channel tile, or several: the last block of a row tile decides, a kernel over the list emits) and of the
+    depthwise one (vector path), and the two-launch paths whose bfloat16 convolution writes its float32 result into
+    the workspace (element GEMM, direct, element depthwise)."""
     from tests.test_fused import _case
     from tests.test_native import assert_delta_close, assert_tree_close, both
 
@@ -501,3 +505,20 @@ def test_conv_activation_rule_epilogue_over_many_row_tiles(k, cin, cout, groups,
     np.testing.assert_allclose(np.asarray(got[1].sent), np.asarray(ref[1].sent), rtol=tol, atol=tol + ulp)
     kept, active = int(got[0].mask.sum()), int(got[2].sum())
     assert kept <= active and (kept > 0) == (p > 0)
+
+
+def test_conv_activation_two_launches_when_the_epilogue_is_off():
+    """``DELTAJAX_RULE_EPILOGUE=0`` (read once per process, for measurement) sends every conv_activation through
+    the convolution's float32 result and the activation kernel, the path that wider depthwise and element-load
+    convolutions always take: the sanitize cases against the reference in a process of its own."""
+    env = {**os.environ, "DELTAJAX_RULE_EPILOGUE": "0"}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "-m", "sanitize"]
+        + [f"{__file__}::test_sanitize_conv_activation"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "12 passed" in run.stdout, run.stdout[-3000:]
