@@ -42,3 +42,27 @@ def dense_strides(text: str) -> tuple[int | None, ...]:
     if not values or any(v is not None and v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"expected positive ints or 'none', comma-separated, got {text!r}")
     return values
+
+
+def keyframe_above(text: str) -> float | str | None:
+    """A ``DeltaConfig.keyframe_above`` value: 'auto', 'none' (never a keyframe for activity) or a fraction in
+    [0, 1]; ``argparse.ArgumentTypeError`` for anything else."""
+    word = text.strip().lower()
+    if word in ("auto", "none"):
+        return None if word == "none" else "auto"
+    try:
+        value = float(word)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'none' or a fraction in [0, 1], got {text!r}")
+    return value
+
+
+def dense_stride(text: str) -> int | None:
+    """One ``DeltaConfig.dense_from_stride`` value: a positive int, or 'none'; ``argparse.ArgumentTypeError`` for
+    anything else."""
+    values = dense_strides(text)
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"expected one positive int or 'none', got {text!r}")
+    return values[0]

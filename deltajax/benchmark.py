@@ -11,10 +11,13 @@ the cost of a frame with no change (streamed, and inside ``run_clip``), of a
 keyframe inside ``run_clip`` (a stream's first frame: dense, every layer's
 state built; what ``DeltaConfig.refresh_every`` costs once per period; the
 call's own cost, ``call_ms``, taken off), and compile times.
-``--rolling-refresh P`` also times the delta model with ``DeltaConfig.rolling_refresh``.
-XLA_FLAGS apply to both sides and are recorded in the JSON.
+``--rolling-refresh P`` also times the delta model with ``DeltaConfig.rolling_refresh``;
+``--keyframe-above`` and ``--dense-from-stride`` override those fields of the
+thresholds' config (each row records what ran). XLA_FLAGS apply to both sides
+and are recorded in the JSON.
 
-Usage: deltajax benchmark [--preset cpu|gpu] [--video FILE ...] [--rolling-refresh P] [--out FILE.json]
+Usage: deltajax benchmark [--preset cpu|gpu] [--video FILE ...] [--rolling-refresh P]
+                          [--keyframe-above auto|none|F] [--dense-from-stride S|none] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import time
 import numpy as np
 
 from deltajax import native_check
-from deltajax._cli import positive_int
+from deltajax._cli import dense_stride, keyframe_above, positive_int
 
 PRECISIONS = ("f32_highest", "f32_default", "bf16")
 
@@ -49,6 +52,7 @@ CASES = {
     "1x480x270": Case("1x480x270 -> 1920x1080", 1, (270, 480)),  # super-resolution input (x4 out)
 }
 SUPERRES_CASES = ("1x480x270",)  # the cases of the superres model; the classifiers run the others
+_UNSET = object()  # a command-line override not given ('none' is a value: None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,7 +246,14 @@ def run_one(
         "mac_ratio": deltajax.stats.mac_ratio(jax.tree_util.tree_map(lambda a: a[1:], stats)),
         "compile_s": compile_s,
         "fallback_layers": deltajax.stats.fallback_layers(stats),
+        "keyframe_above": _jsonable(config.keyframe_above),
+        "dense_from_stride": _jsonable(config.dense_from_stride),
     }
+
+
+def _jsonable(value):
+    """A DeltaConfig field for the JSON: a per-platform mapping's sorted pairs as a dict, anything else as it is."""
+    return dict(value) if isinstance(value, tuple) else value
 
 
 def _call_seconds(clip, variables) -> float:
@@ -324,6 +335,20 @@ def main(argv: list[str] | None = None) -> int:
         metavar="P",
         help="also time the delta model with DeltaConfig.rolling_refresh=P, alternating with it off (default: not)",
     )
+    p.add_argument(
+        "--keyframe-above",
+        type=keyframe_above,
+        default=_UNSET,
+        metavar="auto|none|F",
+        help="DeltaConfig.keyframe_above for every row (default: the thresholds' own)",
+    )
+    p.add_argument(
+        "--dense-from-stride",
+        type=dense_stride,
+        default=_UNSET,
+        metavar="S|none",
+        help="DeltaConfig.dense_from_stride for every row (default: the thresholds' own)",
+    )
     p.add_argument("--out", help="write the rows as JSON here")
     native_check.add_arguments(p, require_by_default=True)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
@@ -349,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                     if args.thresholds
                     else tune.shipped_thresholds(model, size, clip=video)
                 )
+                config = _overridden(config, args)
                 group = []
                 for prec in precisions:
                     t0 = time.perf_counter()
@@ -361,6 +387,16 @@ def main(argv: list[str] | None = None) -> int:
                 _write(args.out, device, args.preset, frames, rows)  # after every group: partial runs count
     print(table(rows))
     return 0
+
+
+def _overridden(config, args):
+    """``config`` with the fields that the command line sets (``--keyframe-above``, ``--dense-from-stride``)."""
+    fields = {}
+    if args.keyframe_above is not _UNSET:
+        fields["keyframe_above"] = args.keyframe_above
+    if args.dense_from_stride is not _UNSET:
+        fields["dense_from_stride"] = args.dense_from_stride
+    return dataclasses.replace(config, **fields)
 
 
 def _progress(row: dict, seconds: float) -> str:

@@ -73,9 +73,11 @@ def test_end_to_end_benchmark_writes_rows(tmp_path):
 
     out = tmp_path / "e2e.json"
     argv = ["--preset", "smoke", "--video", bundled_clip("asl"), "--frames", "3", "--out", str(out)]
+    argv += ["--keyframe-above", "none", "--dense-from-stride", "8"]  # every changed frame a delta step, a dense tail
     assert benchmark.main([*argv, "--rolling-refresh", "4"]) == 0
     (row,) = json.loads(out.read_text())["rows"]
     assert row["model"] == "efficientnet_lite0" and row["frames"] == 3
+    assert row["keyframe_above"] is None and row["dense_from_stride"] == 8
     assert row["rolling_refresh"] == 4 and row["rolling_fps"] > 0
     assert row["dense_fps"] > 0 and row["delta_fps"] > 0 and 0 < row["mac_ratio"] <= 1
     assert 0 <= row["top1_agreement"] <= 1 and 0 < row["active_conv_mean"] <= 1
@@ -83,13 +85,23 @@ def test_end_to_end_benchmark_writes_rows(tmp_path):
     assert 0 < row["call_ms"] < row["dense_frame_ms"] * row["frames"]
 
 
-@pytest.mark.parametrize("bad", ["0", "-2", "often"])
-def test_end_to_end_benchmark_refuses_a_bad_rolling_period(bad, capsys):
+@pytest.mark.parametrize(
+    "option,bad,expected",
+    [
+        ("--rolling-refresh", "0", "expected a positive int"),
+        ("--rolling-refresh", "often", "expected a positive int"),
+        ("--keyframe-above", "1.5", "expected 'auto', 'none' or a fraction in [0, 1]"),
+        ("--keyframe-above", "often", "expected 'auto', 'none' or a fraction in [0, 1]"),
+        ("--dense-from-stride", "8,16", "expected one positive int or 'none'"),
+        ("--dense-from-stride", "-2", "expected positive ints or 'none', comma-separated"),
+    ],
+)
+def test_end_to_end_benchmark_refuses_bad_options(option, bad, expected, capsys):
     from deltajax import benchmark
 
     with pytest.raises(SystemExit):
-        benchmark.main(["--preset", "smoke", "--rolling-refresh", bad])
-    assert f"argument --rolling-refresh: expected a positive int, got {bad!r}" in capsys.readouterr().err
+        benchmark.main(["--preset", "smoke", option, bad])
+    assert f"argument {option}: {expected}, got {bad!r}" in capsys.readouterr().err
 
 
 def test_crossover_lists_the_kernels_of_a_step_with_and_without_the_dense_tail(tmp_path):
