@@ -1,7 +1,8 @@
 """Single-layer benchmark: the delta kernel against dense XLA on the same input, same run, same device.
 
 For each layer (3x3 conv, 1x1 conv, 3x3 and 5x5 depthwise; relu6 after a
-batch-norm scale, the activation rule with its state), channel count,
+batch-norm scale, the activation rule with its state; a conv followed by
+batch norm and relu6 as one op, ``ops.conv_activation``), channel count,
 frame shape, update fraction p (blob-shaped regions) and precision, it times
   - dense XLA (``lax.conv_general_dilated`` on the whole frame),
   - the delta op (``deltajax.ops.conv`` on a Delta whose mask covers p),
@@ -12,7 +13,9 @@ the fastest dense mode, achieved TFLOP/s on the active work, and 1/p. For
 the activation, dense is XLA's fused ``relu6(x * scale + offset)`` on the
 whole frame, the pure-JAX column is deltajax's own reference of the rule
 (XLA's fusion of it), and GB/s is counted on the active values (x, state
-read; output, state written).
+read; output, state written). For conv + relu6, dense is XLA's convolution
+with the batch norm and relu6 fused after it, and TFLOP/s counts the conv's
+active outputs.
 
 Usage: python -m benchmarks.kernels --preset cpu|gpu [--out FILE.json] [--quick]
 """
@@ -42,6 +45,11 @@ LAYERS = {  # name: (kernel size, depthwise)
     "dw5x5": (5, True),
 }
 ACTIVATIONS = ("relu6",)  # element-wise layers: the activation rule, batch-norm scale fused
+FUSED = {  # conv -> batch norm -> relu6 as one op (ops.conv_activation): name -> the conv layer
+    "conv3x3_relu6": "conv3x3",
+    "conv1x1_relu6": "conv1x1",
+    "dw3x3_relu6": "dw3x3",
+}
 PRECISIONS = {  # name: (dtype, lax precision); "f32_default" is TF32 on tensor-core GPUs
     "f32_highest": (jnp.float32, lax.Precision.HIGHEST),
     "f32_default": (jnp.float32, lax.Precision.DEFAULT),
@@ -158,11 +166,55 @@ def run_activation_case(layer: str, shape, c: int, precision: str, fractions, ba
     return rows
 
 
+def run_fused_case(layer: str, shape, c: int, precision: str, fractions, seed: int = 0, seconds: float = 0.25):
+    """A conv, batch norm and relu6 as one op (``ops.conv_activation``, state carried) against dense XLA's conv
+    with the batch norm and relu6 fused after it."""
+    k, depthwise = LAYERS[FUSED[layer]]
+    n, h, w = shape
+    dtype, lax_precision = PRECISIONS[precision]
+    groups = c if depthwise else 1
+    rng = np.random.default_rng(seed)
+    kernel = jnp.asarray(rng.normal(0, 0.1, (k, k, c // groups, c)), dtype)
+    frame = jnp.asarray(rng.normal(0, 1, (n, h, w, c)), dtype)
+    scale, offset = (jnp.asarray(rng.normal(1, 0.2, c), jnp.float32) for _ in range(2))
+
+    def normed(x, kernel, scale, offset):  # float32: the batch-normed conv
+        y = lax.conv_general_dilated(
+            x, kernel, (1, 1), "SAME", dimension_numbers=DIMS, feature_group_count=groups, precision=lax_precision
+        )
+        return y.astype(jnp.float32) * scale.reshape(1, 1, 1, -1) + offset.reshape(1, 1, 1, -1)
+
+    def dense(x, kernel, scale, offset):
+        return jax.nn.relu6(normed(x, kernel, scale, offset)).astype(x.dtype)
+
+    def step(state, values, mask):
+        y, new, _ = ops.conv_activation(
+            state, ops.Delta(values, mask), kernel, "relu6", scale=scale, groups=groups, precision=lax_precision
+        )
+        return y, new
+
+    # a new state each time: that of the first frame's batch-normed conv (its activation, all of it sent)
+    fresh = jax.jit(lambda x: ops.activation_init(normed(x, kernel, scale, offset), "relu6")[1])
+    dense_s = median_time(dense, frame, kernel, scale, offset, target_s=seconds)
+    rows = []
+    for p in fractions:
+        mask = jnp.asarray(blob_mask(n, h, w, p, seed=seed + 1))
+        active_out = float(jnp.sum(ops.conv(ops.Delta(frame, mask), kernel, groups=groups).mask))
+        delta_s = stepped_time(step, fresh(frame), frame, mask)
+        tflops = conv_flops(active_out, k, c // groups, c) / delta_s / 1e12
+        rows.append(
+            _row(layer, shape, c, precision, p, active_out / (n * h * w), dense_s, delta_s, tflops_active=tflops)
+        )
+    return rows
+
+
 def run_case(
     layer: str, shape, c: int, precision: str, fractions, sparse_baseline: bool, seed: int = 0, seconds: float = 0.25
 ):
     if layer in ACTIVATIONS:
         return run_activation_case(layer, shape, c, precision, fractions, sparse_baseline, seed)
+    if layer in FUSED:
+        return run_fused_case(layer, shape, c, precision, fractions, seed, seconds)
     k, depthwise = LAYERS[layer]
     n, h, w = shape
     dtype, lax_precision = PRECISIONS[precision]
@@ -213,7 +265,7 @@ def add_cross_precision(rows):
 
 def table(rows) -> str:
     head = (
-        f"{'layer':8} {'NxHxW':>12} {'C':>4} {'prec':>11} {'p':>5} {'p_out':>6} {'dense ms':>9} "
+        f"{'layer':13} {'NxHxW':>12} {'C':>4} {'prec':>11} {'p':>5} {'p_out':>6} {'dense ms':>9} "
         f"{'delta ms':>9} {'x dense':>8} {'x fastest':>9} {'1/p':>6} {'TFLOP/s':>8} {'jax-sparse':>10} {'GB/s':>7}"
     )
     lines = [head, "-" * len(head)]
@@ -222,7 +274,7 @@ def table(rows) -> str:
         sparse = f"{r['sparse_jax_ms']:.3f}" if "sparse_jax_ms" in r else "-"
         gbps = f"{r['gbps_active']:.0f}" if "gbps_active" in r else "-"
         lines.append(
-            f"{r['layer']:8} {r['n']}x{r['h']}x{r['w']:>4} {r['c']:>4} {r['precision']:>11} {r['p']:5.2f} "
+            f"{r['layer']:13} {r['n']}x{r['h']}x{r['w']:>4} {r['c']:>4} {r['precision']:>11} {r['p']:5.2f} "
             f"{r['p_out']:6.3f} {r['dense_ms']:9.3f} {r['delta_ms']:9.3f} {r['speedup']:8.2f} "
             f"{r['speedup_vs_fastest_dense']:9.2f} {ideal:>6} {r['tflops_active']:8.3f} {sparse:>10} {gbps:>7}"
         )
@@ -233,7 +285,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="gpu" if jax.default_backend() == "gpu" else "cpu")
     parser.add_argument("--quick", action="store_true", help="one small shape, for smoke tests")
-    layers = ",".join([*LAYERS, *ACTIVATIONS])
+    layers = ",".join([*LAYERS, *ACTIVATIONS, *FUSED])
     parser.add_argument("--layers", default=layers, help="comma-separated subset of " + layers)
     parser.add_argument("--out", help="write the rows as JSON here")
     native_check.add_arguments(parser, require_by_default=True)

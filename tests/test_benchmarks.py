@@ -13,11 +13,14 @@ from benchmarks import kernels
 
 def test_kernel_benchmark_writes_rows(tmp_path):
     out = tmp_path / "kernels.json"
-    assert kernels.main(["--preset", "cpu", "--quick", "--layers", "conv1x1,relu6", "--out", str(out)]) == 0
+    layers = "conv1x1,relu6,dw3x3_relu6"
+    assert kernels.main(["--preset", "cpu", "--quick", "--layers", layers, "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert {r["layer"] for r in rows} == {"conv1x1", "relu6"}
+    assert {r["layer"] for r in rows} == set(layers.split(","))
     for r in rows:
         assert r["dense_ms"] > 0 and r["delta_ms"] > 0 and r["speedup"] > 0
+    fused = [r for r in rows if r["layer"] == "dw3x3_relu6"]
+    assert [r["p"] for r in fused] == [0.0, 0.05, 1.0] and fused[-1]["p_out"] == 1.0 and fused[-1]["tflops_active"] > 0
     act = [r for r in rows if r["layer"] == "relu6" and r["p"] == 1.0]
     assert act and act[0]["gbps_active"] > 0
 
