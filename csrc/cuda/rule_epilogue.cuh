@@ -1,8 +1,9 @@
-// The activation rule as the tensor-core convolution's epilogue (conv_activation): the float32 accumulators of
-// a tile of active output pixels go straight into the rule, so no activation kernel walks the frame after the
-// convolution and no pre-activation is written for it to read back.
+// The activation rule in a convolution's epilogue (conv_activation): the convolution's float32 sums go straight
+// into the rule, so no activation kernel walks the frame after the convolution and no pre-activation is written
+// for it to read back. The per-channel rule and the emission below serve the depthwise kernel (conv_depthwise.cu)
+// and the tensor-core one, whose epilogue and emit kernel follow them.
 //
-// A block holds kBM pixels x kBN output channels. The rule's per-channel part (acc += d * scale,
+// A tensor-core block holds kBM pixels x kBN output channels. The rule's per-channel part (acc += d * scale,
 // y = f(acc) - sent, the pixel's truncation score) runs on the block's channels; the pixel's decision needs the
 // score over all of its channels, which the blocks of one row tile (gridDim.y of them, kBN channels each) hold
 // in parts:
@@ -10,9 +11,9 @@
 //   - several: each block writes y (float32, `pending`) and its partial scores, then counts itself in with one
 //     atomicAdd on the row tile's arrival counter (zeroed with the pixel count before the mask pass); the block
 //     that arrives last reads the partial scores and decides every pixel of the row tile. No block waits for
-//     another. Then rule_emit_kernel emits the kept pixels' channels from `pending` over the whole grid: the last
-//     blocks emitting them (one block a row tile, up to 1280 channels) made EfficientNet-Lite0's delta step 5-8 %
-//     slower than a separate activation kernel, where the emit kernel made it up to 5 % faster (H100, 2026-12-06).
+//     another. Then rule_emit_kernel emits the kept pixels' channels from `pending` over the whole grid. With the
+//     last blocks emitting them (one block a row tile, up to 1280 channels) EfficientNet-Lite0's delta step took
+//     -3 to +6 % of its time with a separate activation kernel; with the emit kernel -5 to +2 % (H100, 2026-12-06).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -102,7 +103,8 @@ namespace gemm {
 
 // The rule over the block's tile: acc_tile[row * stride + k] is the float32 convolution of pixel rows[row] (-1:
 // no pixel) at channel n0 + k. Called by all kThreads threads of the block after a barrier that made acc_tile
-// visible; ends with the block's threads in step again. Needs Cout % 4 == 0 and 16-byte aligned state rows.
+// visible; the caller's next barrier brings them together again. Needs Cout % 4 == 0 and 16-byte aligned state
+// rows. With several channel tiles, rule_emit_kernel must follow.
 template <typename T, int kBM, int kThreads>
 __device__ __forceinline__ void rule_epilogue(const EpilogueRule& r, const float* acc_tile, int stride,
                                               const int32_t* rows, int tile, int n0, int cout) {
