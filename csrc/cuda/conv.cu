@@ -15,6 +15,9 @@
 //      device-side count: an implicit GEMM on tensor cores (conv_gemm.cuh) for dense channel mixing, or a
 //      direct kernel (one thread per active pixel and output channel) for grouped convolutions, transposed
 //      depthwise ones and very narrow layers, which are memory-bound.
+// conv_with_rule (conv_activation) is the same with the activation rule in the convolution's epilogue
+// (rule_epilogue.cuh): the memset also zeroes the row tiles' arrival counters, the mask pass also writes the rule's
+// mask, and the depthwise or tensor-core kernel runs the rule on its sums.
 #include <atomic>
 #include <cstdlib>
 

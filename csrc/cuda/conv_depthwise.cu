@@ -10,8 +10,9 @@
 //      the HWIO weights and its stores are whole 16-byte pieces of contiguous rows. A thread walks the block's
 //      pixels kPix at a time (one weight load per tap serves kPix pixels), taps that read an inactive or
 //      out-of-bounds input are skipped by their bit (never loaded: their values are unspecified), float32
-//      accumulation, output rounded to the activation dtype (or float32: conv_activation). Index math is 32-bit; only
-//      the final pixel * channels offset is widened to 64 bits (one IMAD.WIDE).
+//      accumulation, output rounded to the activation dtype (or float32: conv_activation's two launches), or, for
+//      conv_activation, the activation rule run on the sums (rule_epilogue.cuh). Index math is 32-bit; only the
+//      final pixel * channels offset is widened to 64 bits (one IMAD.WIDE).
 // Channel counts that are not a multiple of the vector width (C = 3, 13, ...) or unaligned buffers take element
 // loads and stores of the same kernel (kVector = false).
 //
