@@ -4,9 +4,9 @@ The activation rule takes the convolution's float32 result: in a 16-bit stream
 it is not rounded to the stream's dtype before the rule accumulates it, so the
 only rounding per layer is that of the emitted output, which the rule feeds
 back. On the CPU each tile of output pixels goes through the rule while it is
-still in cache; on CUDA the tensor-core convolution runs the rule in its
-epilogue (other convolutions write a float32 buffer that the activation kernel
-reads); the reference computes the same with the ops.
+still in cache; on CUDA the tensor-core and depthwise convolutions run the
+rule in their epilogue (other convolutions write a float32 buffer that the
+activation kernel reads); the reference computes the same with the ops.
 """
 
 from __future__ import annotations
