@@ -471,9 +471,9 @@ def test_sanitize_conv_activation(case, dtype):
 def test_conv_activation_rule_epilogue_over_many_row_tiles(k, cin, cout, groups, p, dtype):
     """The activation rule in the convolution's epilogue on a 48x96 frame. Tensor cores: 36 row tiles of 128
     pixels, one tile of 64 output channels (decided in registers) or 2-4 (the last block of each row tile to
-    arrive decides). Depthwise: the threads of a pixel add up its score in shared memory (bfloat16; float32's 36
-    and 60 vectors are over the 32 a block holds, so it takes two launches). Every pixel, few or none active;
-    kept pixels, state and output against the reference."""
+    arrive decides, a kernel over the list emits). Depthwise: the threads of a pixel add up its score in shared
+    memory (bfloat16; float32's 36 and 60 vectors are over the 32 a block holds, so it takes two launches). Every
+    pixel, few or none active; kept pixels, state and output against the reference."""
     from tests.test_native import assert_delta_close, both
 
     values, mask, kernel, _ = _conv_case(11, n=1, h=48, w=96, cin=cin, cout=cout, k=k, dtype=dtype, p=p, groups=groups)
