@@ -166,22 +166,34 @@ def run_activation_case(layer: str, shape, c: int, precision: str, fractions, ba
     return rows
 
 
+def _conv_operands(layer: str, shape, c: int, precision: str, rng):
+    """A conv layer of ``LAYERS`` (``c`` -> ``c`` channels) drawn from ``rng``: ``(k, groups, lax precision, kernel
+    [k, k, c / groups, c], frame [N, H, W, c])``."""
+    k, depthwise = LAYERS[layer]
+    dtype, lax_precision = PRECISIONS[precision]
+    groups = c if depthwise else 1
+    kernel = jnp.asarray(rng.normal(0, 0.1, (k, k, c // groups, c)), dtype)
+    frame = jnp.asarray(rng.normal(0, 1, (*shape, c)), dtype)
+    return k, groups, lax_precision, kernel, frame
+
+
+def _dense_conv(x, kernel, groups: int, precision):
+    """Dense XLA's stride-1 SAME convolution of ``x`` (NHWC) with ``kernel`` (HWIO)."""
+    return lax.conv_general_dilated(
+        x, kernel, (1, 1), "SAME", dimension_numbers=DIMS, feature_group_count=groups, precision=precision
+    )
+
+
 def run_fused_case(layer: str, shape, c: int, precision: str, fractions, seed: int = 0, seconds: float = 0.25):
     """A conv, batch norm and relu6 as one op (``ops.conv_activation``, state carried) against dense XLA's conv
     with the batch norm and relu6 fused after it."""
-    k, depthwise = LAYERS[FUSED[layer]]
     n, h, w = shape
-    dtype, lax_precision = PRECISIONS[precision]
-    groups = c if depthwise else 1
     rng = np.random.default_rng(seed)
-    kernel = jnp.asarray(rng.normal(0, 0.1, (k, k, c // groups, c)), dtype)
-    frame = jnp.asarray(rng.normal(0, 1, (n, h, w, c)), dtype)
+    k, groups, lax_precision, kernel, frame = _conv_operands(FUSED[layer], shape, c, precision, rng)
     scale, offset = (jnp.asarray(rng.normal(1, 0.2, c), jnp.float32) for _ in range(2))
 
     def normed(x, kernel, scale, offset):  # float32: the batch-normed conv
-        y = lax.conv_general_dilated(
-            x, kernel, (1, 1), "SAME", dimension_numbers=DIMS, feature_group_count=groups, precision=lax_precision
-        )
+        y = _dense_conv(x, kernel, groups, lax_precision)
         return y.astype(jnp.float32) * scale.reshape(1, 1, 1, -1) + offset.reshape(1, 1, 1, -1)
 
     def dense(x, kernel, scale, offset):
@@ -215,18 +227,11 @@ def run_case(
         return run_activation_case(layer, shape, c, precision, fractions, sparse_baseline, seed)
     if layer in FUSED:
         return run_fused_case(layer, shape, c, precision, fractions, seed, seconds)
-    k, depthwise = LAYERS[layer]
     n, h, w = shape
-    dtype, lax_precision = PRECISIONS[precision]
-    groups = c if depthwise else 1
-    rng = np.random.default_rng(seed)
-    kernel = jnp.asarray(rng.normal(0, 0.1, (k, k, c // groups, c)), dtype)
-    frame = jnp.asarray(rng.normal(0, 1, (n, h, w, c)), dtype)
+    k, groups, lax_precision, kernel, frame = _conv_operands(layer, shape, c, precision, np.random.default_rng(seed))
 
     def dense(x, kernel):
-        return lax.conv_general_dilated(
-            x, kernel, (1, 1), "SAME", dimension_numbers=DIMS, feature_group_count=groups, precision=lax_precision
-        )
+        return _dense_conv(x, kernel, groups, lax_precision)
 
     def delta(values, mask, kernel):
         return ops.conv(ops.Delta(values, mask), kernel, groups=groups, precision=lax_precision)
