@@ -123,7 +123,7 @@ __device__ __forceinline__ void store_float32(float* p, int n, const float (&f)[
 // OutT: the output's type (T, or float32 for 16-bit T). kRule (kVector, one slice of channels: every channel of a
 // pixel in this block): the activation rule runs on the sums instead of storing them (rule_epilogue.cuh); the
 // threads of a pixel add up its truncation score in shared memory, round by round, one pixel a thread (kPix would
-// hold twice the registers: the bf16 kernel spilled 11 KB at 64 registers; one pixel, 80 bytes).
+// hold twice the registers: the bf16 kernel spilled 11 KB at 64 registers; one pixel, 16 bytes).
 template <typename T, typename OutT, bool kVector, bool kRule = false>
 __global__ void __launch_bounds__(kThreads, 4)
     depthwise_kernel(ConvParams p, int seg, int slots_per_block, EpilogueRule rule) {
@@ -266,36 +266,34 @@ __global__ void __launch_bounds__(kThreads, 4)
     __shared__ float shares[P * kThreads];
     const int first = lane_px * nslots;             // the pixel's first thread: its slot 0
     const int64_t seg_px = int64_t(row) * wo + x0;  // output pixel of the segment's column 0
-    with_activation(rule.a.act, rule.a.negative_slope, rule.a.slopes, [&](auto f) {
-      for (int base = 0; base < count; base += P * lanes) {  // uniform over the block
-        const int j = base + lane_px;
-        int col[P];
-        float y[P][V], s[P][V];
-        if (!idle) {
-          float acc[P][V];
-          sums(j, col, acc);
+    const AnyAct f{rule.a.act, rule.a.negative_slope, rule.a.slopes};
+    for (int base = 0; base < count; base += P * lanes) {  // uniform over the block
+      const int j = base + lane_px;
+      int col[P];
+      float y[P][V], s[P][V];
+      if (!idle) {
+        float acc[P][V];
+        sums(j, col, acc);
 #pragma unroll
-          for (int q = 0; q < P; ++q)
-            shares[q * kThreads + tid] =
-                j + q * lanes < count ? rule_update<V>(rule, f, (seg_px + col[q]) * c + c0, c0, acc[q], y[q], s[q])
-                                      : 0.f;
-        }
-        __syncthreads();
-        if (!idle) {
-#pragma unroll
-          for (int q = 0; q < P; ++q) {
-            if (j + q * lanes >= count) continue;
-            float score = shares[q * kThreads + first];
-            for (int k = 1; k < nslots; ++k)
-              score = combine_scores(rule.a.truncation, score, shares[q * kThreads + first + k]);
-            const bool keep = keeps(rule, score, c);
-            if (keep) emit<T, V>(rule, (seg_px + col[q]) * c + c0, y[q], s[q]);
-            if (tid == first) rule.a.out_mask[seg_px + col[q]] = keep;
-          }
-        }
-        __syncthreads();  // the shares are rewritten by the next round
+        for (int q = 0; q < P; ++q)
+          shares[q * kThreads + tid] =
+              j + q * lanes < count ? rule_update<V>(rule, f, (seg_px + col[q]) * c + c0, c0, acc[q], y[q], s[q]) : 0.f;
       }
-    });
+      __syncthreads();
+      if (!idle) {
+#pragma unroll
+        for (int q = 0; q < P; ++q) {
+          if (j + q * lanes >= count) continue;
+          float score = shares[q * kThreads + first];
+          for (int k = 1; k < nslots; ++k)
+            score = combine_scores(rule.a.truncation, score, shares[q * kThreads + first + k]);
+          const bool keep = keeps(rule, score, c);
+          if (keep) emit<T, V>(rule, (seg_px + col[q]) * c + c0, y[q], s[q]);
+          if (tid == first) rule.a.out_mask[seg_px + col[q]] = keep;
+        }
+      }
+      __syncthreads();  // the shares are rewritten by the next round
+    }
   }
 }
 

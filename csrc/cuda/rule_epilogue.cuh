@@ -26,6 +26,42 @@
 
 namespace deltajax::cuda {
 
+// The activation of a run-time kind, one branch per value, for the rule epilogues: with_activation would
+// instantiate their whole loops once per kind, and those twelve copies made the tensor-core kernel's code 106 KB
+// (32 KB without the rule), fetched by every SM at every launch. The transcendental kinds share one out-of-line
+// function, so the inlined part stays a few comparisons.
+template <ActKind... Ks>
+__device__ __forceinline__ float act_of(ActKind kind, float slope, float x) {
+  float y = x;  // kinds not listed: identity
+  (void)(... || (kind == Ks && (y = ActFn<Ks>{slope}(x), true)));
+  return y;
+}
+__device__ __noinline__ inline float act_transcendental(ActKind kind, float x) {
+  return act_of<ActKind::kSigmoid, ActKind::kSilu, ActKind::kGelu, ActKind::kGeluTanh, ActKind::kTanh>(kind, 0.f, x);
+}
+struct AnyAct {
+  ActKind kind;
+  float slope;          // leaky_relu
+  const float* slopes;  // prelu: [C]
+  __device__ __forceinline__ float at(float x, int k) const {
+    switch (kind) {
+      case ActKind::kIdentity:
+        return x;
+      case ActKind::kPRelu:
+        return ActFn<ActKind::kPRelu>{slope, slopes}.at(x, k);
+      case ActKind::kSigmoid:
+      case ActKind::kSilu:
+      case ActKind::kGelu:
+      case ActKind::kGeluTanh:
+      case ActKind::kTanh:
+        return act_transcendental(kind, x);
+      default:
+        return act_of<ActKind::kRelu, ActKind::kRelu6, ActKind::kLeakyRelu, ActKind::kHardSwish, ActKind::kHardSigmoid>(
+            kind, slope, x);
+    }
+  }
+};
+
 // Two shares of a pixel's truncation score combined, and a channel's update y added to a share.
 __device__ __forceinline__ float combine_scores(TruncMode mode, float a, float b) {
   return mode == TruncMode::kMax ? fmaxf(a, b) : a + b;
@@ -113,32 +149,31 @@ __device__ __forceinline__ void rule_epilogue(const EpilogueRule& r, const float
   __shared__ int last;
   const int ny = int(gridDim.y);
   const TruncMode mode = r.a.truncation;
-  with_activation(r.a.act, r.a.negative_slope, r.a.slopes, [&](auto f) {
-    for (int e = threadIdx.x; e < kBM * kSeg; e += kThreads) {  // the same trip count for every lane
-      const int row = e / kSeg, seg = e % kSeg, n = n0 + 4 * seg;
-      const int o = rows[row];
-      const bool valid = o >= 0 && n < cout;
-      const int64_t at = int64_t(o) * cout + n;
-      float y[4] = {0.f, 0.f, 0.f, 0.f}, s[4] = {0.f, 0.f, 0.f, 0.f}, score = 0.f;
-      if (valid) {
-        float d[4];
-        load_state<4>(acc_tile + row * stride + 4 * seg, d);
-        score = rule_update<4>(r, f, at, n, d, y, s);
-      }
-#pragma unroll
-      for (int d = kSeg / 2; d > 0; d >>= 1) {
-        score = combine_scores(mode, score, __shfl_xor_sync(0xffffffffu, score, d));
-      }
-      if (ny == 1) {
-        const bool keep = keeps(r, score, cout);
-        if (valid && keep) emit<T, 4>(r, at, y, s);
-        if (seg == 0 && o >= 0) r.a.out_mask[o] = keep;
-      } else {
-        if (valid) store_state<4>(r.pending + at, y);
-        if (seg == 0) r.scores[(int64_t(tile) * ny + blockIdx.y) * kBM + row] = score;
-      }
+  const AnyAct f{r.a.act, r.a.negative_slope, r.a.slopes};
+  for (int e = threadIdx.x; e < kBM * kSeg; e += kThreads) {  // the same trip count for every lane
+    const int row = e / kSeg, seg = e % kSeg, n = n0 + 4 * seg;
+    const int o = rows[row];
+    const bool valid = o >= 0 && n < cout;
+    const int64_t at = int64_t(o) * cout + n;
+    float y[4] = {0.f, 0.f, 0.f, 0.f}, s[4] = {0.f, 0.f, 0.f, 0.f}, score = 0.f;
+    if (valid) {
+      float d[4];
+      load_state<4>(acc_tile + row * stride + 4 * seg, d);
+      score = rule_update<4>(r, f, at, n, d, y, s);
     }
-  });
+#pragma unroll
+    for (int d = kSeg / 2; d > 0; d >>= 1) {
+      score = combine_scores(mode, score, __shfl_xor_sync(0xffffffffu, score, d));
+    }
+    if (ny == 1) {
+      const bool keep = keeps(r, score, cout);
+      if (valid && keep) emit<T, 4>(r, at, y, s);
+      if (seg == 0 && o >= 0) r.a.out_mask[o] = keep;
+    } else {
+      if (valid) store_state<4>(r.pending + at, y);
+      if (seg == 0) r.scores[(int64_t(tile) * ny + blockIdx.y) * kBM + row] = score;
+    }
+  }
   if (ny == 1) return;
   __threadfence();  // this block's pending values and scores, before its arrival
   __syncthreads();
