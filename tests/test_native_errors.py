@@ -47,9 +47,11 @@ PRELU = 11  # ActKind::kPRelu
 
 
 def conv_prelu_call(slopes=z((3,)), act=PRELU):
-    """deltajax_conv_prelu (CPU) of a 1x1 conv 3 -> 3 on x = zeros S, all masks off, with the slopes or the kind
-    made bad."""
-    results = (*ACT_RESULTS[:2], sds(S, F32), sds(S, F32), sds(S[:3], BOOL), sds((21,), jnp.int32))
+    """deltajax_conv_prelu of a 1x1 conv 3 -> 3 on x = zeros S, all masks off, with the slopes or the kind made bad;
+    the workspace the default platform's target expects (CUDA's holds the rule's row tiles too), so that the bad
+    argument is the one reported."""
+    workspace = ops.fused.workspace_size(_native.default_platform(), S, F32)
+    results = (*ACT_RESULTS[:2], sds(S, F32), sds(S, F32), sds(S[:3], BOOL), sds((workspace,), jnp.int32))
     args = (z(), z(S[:3], BOOL), z((1, 1, 3, 3)), z((3,)), slopes, z(), z())
     return ffi("deltajax_conv_prelu", results, *args, **CONV_ATTRS, **{**ACT_ATTRS, "act": np.int32(act)})
 

@@ -306,6 +306,11 @@ __global__ void __launch_bounds__(2 * C::kBM, kRule ? 3 : 1)
       }
     }
     __syncthreads();
+    // The rule's state of the tile's rows, asked of L2 now so that the epilogue's reads (after the main loop, one
+    // per pass of its loop) do not each wait on DRAM.
+    if constexpr (kRule)
+      for (int r = tid; r < kBM; r += kThreads)
+        if (rows[r] >= 0) prefetch_rule_state(rule, int64_t(rows[r]) * cout + n0, min(kBN, cout - n0));
     // Source pixel of every (row, tap), or -1 where the tap reads zero (padding, dilation hole, inactive input).
     // Four entries per thread per round, their mask loads issued together (one latency per round, not four).
     for (int e0 = 0; e0 < kBM * ntaps; e0 += 4 * kThreads) {

@@ -62,6 +62,19 @@ struct AnyAct {
   }
 };
 
+// Asks L2 for the line holding p (no effect on results).
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+// Prefetches into L2 the state that the rule reads at pixel o, channels n .. n + count - 1 (acc and sent, float32;
+// count <= 64: at most three 128-byte lines each), so that the read, issued later, does not wait on DRAM.
+__device__ __forceinline__ void prefetch_rule_state(const EpilogueRule& r, int64_t at, int count) {
+  for (const float* base : {r.a.acc + at, r.a.sent + at}) {
+    prefetch_l2(base);
+    if (count > 32) prefetch_l2(base + 32);
+    prefetch_l2(base + count - 1);
+  }
+}
+
 // Two shares of a pixel's truncation score combined, and a channel's update y added to a share.
 __device__ __forceinline__ float combine_scores(TruncMode mode, float a, float b) {
   return mode == TruncMode::kMax ? fmaxf(a, b) : a + b;
