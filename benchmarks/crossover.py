@@ -19,9 +19,10 @@ frame timed once for them all and the row "as configured" given with the first.
 
 With ``--trace DIR`` each row also lists the kernels of one delta step at the smallest nonzero fraction, where
 the step costs what it costs with almost nothing changed (``kernels_per_step``, ``kernel_ms_per_step``, ``top``
-per step). On a GPU, compile with autotuning at its default or with the convolutions out of the command
-buffers: with both ``--xla_gpu_autotune_level=0`` and ``CUDNN,CONVOLUTION`` command buffers, cuDNN failed to
-trace into a command buffer on an H200 (status 5003).
+per step), and ``timeline``: that step's span, busy time and gaps, and its kernels in launch order with each one's
+time and the gap before it (``benchmarks.profile_step.step_timeline``). On a GPU, compile with autotuning at
+its default or with the convolutions out of the command buffers: with both ``--xla_gpu_autotune_level=0`` and
+``CUDNN,CONVOLUTION`` command buffers, cuDNN failed to trace into a command buffer on an H200 (status 5003).
 """
 
 from __future__ import annotations
@@ -111,12 +112,13 @@ def _step_kernels(round_trip, state, args: tuple, folder: str) -> dict:
     def run():
         jax.block_until_ready(many(state, *args))
 
-    table = traced_kernels(run, folder, lambda: many.lower(state, *args), top=60)
     steps = 2 * measurement.STEPS
+    table = traced_kernels(run, folder, lambda: many.lower(state, *args), top=60, steps=steps)
     return {
         "kernels_per_step": table["kernels"] / steps,
         "kernel_ms_per_step": table["kernel_ms"] / steps,
         "top": [{**t, "count": t["count"] / steps, "ms": t["ms"] / steps} for t in table["top"]],
+        "timeline": table["timeline"],
     }
 
 
@@ -130,6 +132,12 @@ def table(rows: list[dict]) -> str:
         lines.append(f"{r['model']:18} {r['precision']:11} {r['dense_ms']:8.3f} {cells}  {cross}{tail}")
         tiles = " ".join(f"{t:7.2f}" for t in r["tile_activity"])
         lines.append(f"{'  tile activity':30} {'':8} {tiles}")
+        if "timeline" in r:
+            t = r["timeline"]
+            lines.append(
+                f"  one step at p={r['kernels_at']:g}: {len(t['kernels'])} kernels, span {t['span_us']:.1f} us, "
+                f"busy {t['busy_us']:.1f} us, gaps {t['gap_us']:.1f} us (the kernels in order: 'timeline' in the JSON)"
+            )
         if "configured_over_dense" in r:
             configured = " ".join(f"{x:7.2f}" for x in r["configured_over_dense"])
             lines.append(f"{'  as configured (auto)':30} {'':8} {configured}")

@@ -51,16 +51,14 @@ def custom_call_labels(hlo_text: str) -> dict[str, str]:
     return labels
 
 
-def kernel_table(trace_dir: str, top: int = 40, planes: str = "/device:", labels: dict | None = None) -> dict:
-    """The kernels in a JAX profiler trace, on the planes whose names start with ``planes`` (on the host plane:
-    XLA's thunks only): their number, total milliseconds and the ``top`` groups by (kernel, HLO op), the op
-    named by ``labels`` where it has one (``custom_call_labels``); ``span_ms`` from the first kernel's start to
-    the last one's end, and ``busy_ms`` of it with a kernel running (the rest: gaps, waiting on the host)."""
+def trace_events(trace_dir: str, planes: str = "/device:", labels: dict | None = None) -> list[tuple[int, int, str]]:
+    """``(start_ns, duration_ns, "kernel | hlo_op")`` of each kernel in a JAX profiler trace, on the planes whose
+    names start with ``planes`` (on the host plane: XLA's thunks only), the op named by ``labels`` where it has
+    one (``custom_call_labels``), in order of their start."""
     from jax.profiler import ProfileData
 
     (path,) = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
-    groups: dict = collections.defaultdict(lambda: [0, 0.0])
-    intervals = []
+    events = []
     for plane in ProfileData.from_file(path).planes:
         if not plane.name.startswith(planes):
             continue
@@ -70,19 +68,57 @@ def kernel_table(trace_dir: str, top: int = 40, planes: str = "/device:", labels
                 if not planes.startswith("/device:") and "hlo_op" not in stats:
                     continue  # on the host plane, XLA's thunks carry their HLO op; Python frames do not
                 op = str(stats.get("hlo_op", ""))
-                key = f"{event.name[:90]} | {(labels or {}).get(op, op)}"
-                groups[key][0] += 1
-                groups[key][1] += event.duration_ns * 1e-6
-                intervals.append((event.start_ns, event.end_ns))
+                events.append((event.start_ns, event.duration_ns, f"{event.name[:90]} | {(labels or {}).get(op, op)}"))
+    return sorted(events)
+
+
+def kernel_table(
+    trace_dir: str, top: int = 40, planes: str = "/device:", labels: dict | None = None, steps: int | None = None
+) -> dict:
+    """The kernels of ``trace_events``: their number, total milliseconds and the ``top`` groups by (kernel, HLO
+    op); ``span_ms`` from the first kernel's start to the last one's end, and ``busy_ms`` of it with a kernel
+    running (the rest: gaps, waiting on the host). With ``steps`` (the trace holds that many equal steps) also
+    ``timeline``, one step's kernels in order (``step_timeline``)."""
+    events = trace_events(trace_dir, planes, labels)
+    groups: dict = collections.defaultdict(lambda: [0, 0.0])
+    for _, duration_ns, key in events:
+        groups[key][0] += 1
+        groups[key][1] += duration_ns * 1e-6
     ordered = sorted(groups.items(), key=lambda kv: -kv[1][1])
-    span_ms, busy_ms = _span_and_busy_ms(intervals)
-    return {
-        "kernels": sum(n for n, _ in groups.values()),
+    span_ms, busy_ms = _span_and_busy_ms([(start, start + duration) for start, duration, _ in events])
+    table = {
+        "kernels": len(events),
         "kernel_ms": sum(ms for _, ms in groups.values()),
         "span_ms": span_ms,
         "busy_ms": busy_ms,
         "top": [{"kernel | hlo_op": k, "count": n, "ms": ms} for k, (n, ms) in ordered[:top]],
     }
+    if steps:  # per step: the span, the time with a kernel running, the rest; then one step's kernels in order
+        span_us, busy_us = span_ms * 1e3 / steps, busy_ms * 1e3 / steps
+        table["timeline"] = {"span_us": span_us, "busy_us": busy_us, "gap_us": span_us - busy_us}
+        table["timeline"]["kernels"] = step_timeline(events, steps)
+    return table
+
+
+def step_timeline(events: list[tuple[int, int, str]], steps: int) -> list[dict]:
+    """One step of ``events`` (``trace_events``' of ``steps`` equal steps): the ``len(events) // steps`` events
+    from the middle step's first on, in order, each ``{"kernel | hlo_op", "us", "gap_us"}`` (gap: microseconds
+    since the previous one ended, negative where they overlapped; on a GPU a long one is the host's turn, such as a
+    loop predicate's round trip). Where a step's time goes launch by launch, which the grouped ``top`` hides: each
+    layer's kernels at a small change, for example."""
+    if steps < 1 or len(events) < steps:
+        raise ValueError(
+            f"benchmarks.profile_step.step_timeline: argument 'steps' must be between 1 and the number of events "
+            f"({len(events)}), got {steps}"
+        )
+    per_step = len(events) // steps
+    first = (steps // 2) * per_step
+    kernels, previous_end = [], None
+    for start, duration, key in events[first : first + per_step]:
+        gap = 0.0 if previous_end is None else (start - previous_end) * 1e-3
+        kernels.append({"kernel | hlo_op": key, "us": duration * 1e-3, "gap_us": gap})
+        previous_end = start + duration
+    return kernels
 
 
 def _span_and_busy_ms(intervals) -> tuple[float, float]:
@@ -100,16 +136,16 @@ def _span_and_busy_ms(intervals) -> tuple[float, float]:
     return (end - intervals[0][0]) * 1e-6, busy * 1e-6
 
 
-def traced_kernels(run, folder: str, lower, top: int = 40) -> dict:
+def traced_kernels(run, folder: str, lower, top: int = 40, steps: int | None = None) -> dict:
     """``kernel_table`` of one ``run()`` (which blocks) traced into ``folder``: the device's kernels on a GPU, else
     the host's thunks named by the custom calls of ``lower()`` (the ``jax.stages.Lowered`` program that ``run``
-    calls)."""
+    calls); ``steps``: the call runs that many equal steps (adds ``timeline``)."""
     planes, labels = "/device:", None
     if jax.default_backend() != "gpu":
         planes, labels = "/host:CPU", custom_call_labels(lower().compile().as_text())
     with jax.profiler.trace(folder):
         run()
-    return kernel_table(folder, top=top, planes=planes, labels=labels)
+    return kernel_table(folder, top=top, planes=planes, labels=labels, steps=steps)
 
 
 def clip_trace(program, clip, variables, folder: str) -> dict:

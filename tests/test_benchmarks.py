@@ -63,6 +63,21 @@ def test_span_and_busy_time_of_overlapping_kernels():
     assert _span_and_busy_ms([]) == (0.0, 0.0)
 
 
+def test_step_timeline_gives_the_middle_step_in_order_with_gaps():
+    from benchmarks.profile_step import step_timeline
+
+    us = 1_000  # ns
+    # three steps of two kernels: a (2 us), then b (1 us) after a 3-us gap; each step 10 us after the last
+    one_step = ((0, 2 * us, "a"), (5 * us, us, "b"))
+    events = [(10 * us * k + start, d, name) for k in range(3) for start, d, name in one_step]
+    steps = step_timeline(events, 3)
+    assert [(k["kernel | hlo_op"], k["us"], k["gap_us"]) for k in steps] == [("a", 2.0, 0.0), ("b", 1.0, 3.0)]
+    assert step_timeline([(0, us, "a"), (500, us, "b")], 1)[1]["gap_us"] == pytest.approx(-0.5)  # overlapped
+    for bad in (0, 7):
+        with pytest.raises(ValueError, match=r"step_timeline: argument 'steps' must be between 1 and the number"):
+            step_timeline(events, bad)
+
+
 def test_alternating_rounds_fill_about_a_second_within_bounds():
     from deltajax.benchmark import _rounds
 
@@ -121,6 +136,12 @@ def test_crossover_lists_the_kernels_of_a_step_with_and_without_the_dense_tail(t
     assert "as configured (auto)" in crossover.table([row])
     assert row["kernels_per_step"] > 0 and row["kernel_ms_per_step"] > 0
     assert any("deltajax" in t["kernel | hlo_op"] for t in row["top"]), row["top"][:5]
+    # one step's kernels in launch order: about a step's share of them, deltajax's among them
+    timeline = row["timeline"]
+    assert timeline["span_us"] >= timeline["busy_us"] > 0 and timeline["gap_us"] >= 0
+    assert len(timeline["kernels"]) == int(row["kernels_per_step"]) and all(k["us"] >= 0 for k in timeline["kernels"])
+    assert any("deltajax" in k["kernel | hlo_op"] for k in timeline["kernels"])
+    assert "one step at p=" in crossover.table([row])
     # the dense frame timed once; the row as configured given with the first row only
     assert tail["dense_ms"] == row["dense_ms"] and "configured_ms" not in tail
     assert "(dense from stride 8)" in crossover.table([tail]) and min(tail["delta_ms"][1:]) > 0
