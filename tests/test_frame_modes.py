@@ -232,6 +232,37 @@ def test_a_zero_crossover_decides_a_frame_with_one_conditional(video, monkeypatc
     assert loops >= 2
 
 
+def _computations(hlo: str) -> dict[str, str]:
+    """A compiled module's text by computation name (the entry computation's as 'ENTRY')."""
+    parts = re.split(r"\n(?=\S[^\n]*\{\s*$)", hlo, flags=re.M)
+    named = {}
+    for part in parts:
+        head = part.strip().split("\n", 1)[0]
+        if head.endswith("{"):
+            named["ENTRY" if head.startswith("ENTRY") else head.split()[0].lstrip("%")] = part
+    return named
+
+
+def test_the_parameters_own_arithmetic_runs_once_per_call_not_at_every_delta_step(video):
+    """The program's frame-independent values (batch-norm's rsqrt of the variances, ...) are computed once per call
+    of step_frames, before its frame loop, not inside the delta and keyframe loops, where XLA's loop-invariant
+    code motion is off (they ran at every delta step); only the plain model's dense frame computes its own."""
+    model, variables = _model(video)
+    stepper = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=None))
+    _, state = stepper.init(variables, video[0])
+    step = jax.jit(lambda s, v, x: stepper.step_frames(s, v, x)[:2])  # the parameters an argument, not constants
+    computations = _computations(step.lower(state, variables, video[1:4]).compile().as_text())
+    with_rsqrt = {name for name, text in computations.items() if re.search(r" rsqrt\(", text)}
+
+    def computes_rsqrt(name: str) -> bool:
+        text = computations[name]
+        return name in with_rsqrt or any(re.search(rf"(calls|to_apply)=%{re.escape(f)}\b", text) for f in with_rsqrt)
+
+    bodies = set(re.findall(r" while\(.*?body=%([\w.\-]+)", "\n".join(computations.values())))
+    assert computes_rsqrt("ENTRY")
+    assert sum(computes_rsqrt(b) for b in bodies) <= 1, sorted(b for b in bodies if computes_rsqrt(b))
+
+
 def test_where_no_frame_runs_a_delta_step_the_input_check_writes_no_delta(video):
     """A never-delta stepper reads only whether its input changed: its streamed step and its clip compare the
     frame in plain XLA (ops.sparsify_changed, one fused pass) and never call the native sparsify, which writes

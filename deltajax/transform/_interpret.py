@@ -57,12 +57,14 @@ class Run:
         states_in: dict | None,
         input_delta=None,
         refresh=None,
+        known: dict | None = None,
     ):
         """``input_delta``: the frame's sparsify already run, ``(Delta, SparsifyState)`` (step mode only);
         ``refresh``: ``(phase, period)``, the band of ``period`` the rolling refresh recomputes (phase: an int32
-        scalar in ``[0, period)``; step mode only; None: no refresh)."""
+        scalar in ``[0, period)``; step mode only; None: no refresh); ``known``: the frame-independent values
+        already computed (``frame_independent``), taken instead of computing them again."""
         self.program, self.analysis, self.config = program, analysis, config
-        self.input_delta, self.refresh = input_delta, refresh
+        self.input_delta, self.refresh, self.known = input_delta, refresh, known or {}
         self.init = states_in is None
         self.states_in = states_in
         self.env: dict = {}
@@ -191,6 +193,10 @@ class Run:
             if i == frame_index:
                 self._input(var, value)
         for eqn in self.program.eqns:
+            if eqn.outputs and eqn.outputs[0] in self.known:
+                for var in eqn.outputs:
+                    self.set(var, self.known[var], CONST)
+                continue
             _rules.apply(self, eqn)
         outs = [self.need_dense(v) if self.kind_of(v) == DELTA else self.read(v) for v in self.program.outputs]
         if self.refresh is not None:
@@ -211,6 +217,22 @@ class Run:
         self.hold(var, INPUT, _refresh.held("ref"))
         self.record(INPUT, out)
         self.set(var, out, DELTA)
+
+
+def frame_independent(program: Program, args: list, frame_index: int) -> dict:
+    """``{Var: value}`` of the program's equations that read nothing frame-dependent (the parameters' own
+    arithmetic: batch-norm scales, dtype conversions), from ``args`` (the flattened arguments; ``frame_index``
+    the frame's leaf), what a ``Run`` computes as CONST. A step computes them once, outside its frame-mode loops
+    (``Run(known=...)``): inside those loops XLA's loop-invariant code motion is off (``_frames.run_if``) and they
+    ran at every delta step; outside them XLA moves them out of a clip's frame loop."""
+    env = {var: value for i, (var, value) in enumerate(zip(program.inputs, args, strict=True)) if i != frame_index}
+    known = {}
+    for eqn in program.eqns:
+        if all(isinstance(v, Const) or v in env for v in eqn.inputs):
+            values = _rules.bind(eqn, [v.value if isinstance(v, Const) else env[v] for v in eqn.inputs])
+            for var, value in zip(eqn.outputs, values, strict=True):
+                env[var] = known[var] = value
+    return known
 
 
 def input_config(config: DeltaConfig) -> SparsifyConfig:

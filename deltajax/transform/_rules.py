@@ -31,7 +31,8 @@ def is_float(dtype) -> bool:
     return dtype.kind == "f" or dtype.name == "bfloat16"
 
 
-def _bind(eqn: Eqn, values):
+def bind(eqn: Eqn, values):
+    """``eqn``'s primitive applied to ``values``: its outputs, as a list."""
     out = eqn.primitive.bind(*values, **eqn.params)
     return list(out) if eqn.primitive.multiple_results else [out]
 
@@ -44,7 +45,7 @@ def apply(run, eqn: Eqn) -> None:
     """Runs one equation in ``run`` (a ``_interpret.Run``), setting its outputs."""
     frame = _frame_flags(run, eqn)
     if not any(frame):
-        for var, value in zip(eqn.outputs, _bind(eqn, [run.read(v) for v in eqn.inputs]), strict=True):
+        for var, value in zip(eqn.outputs, bind(eqn, [run.read(v) for v in eqn.inputs]), strict=True):
             run.set(var, value, "const")
         return
     if all(run.kind_of(v) != "delta" for v in eqn.inputs) or run.in_dense_tail(eqn):
@@ -78,7 +79,7 @@ def _macs(eqn: Eqn) -> float:
 
 def _dense(run, eqn: Eqn) -> None:
     """``eqn`` as the plain model runs it, its delta operands densified (``DeltaConfig.dense_from_stride``)."""
-    outs = _bind(eqn, [run.need_dense(v) for v in eqn.inputs])
+    outs = bind(eqn, [run.need_dense(v) for v in eqn.inputs])
     for var, value in zip(eqn.outputs, outs, strict=True):
         run.set(var, value, "dense")
     if eqn.name in ("conv_general_dilated", "dot_general"):
@@ -88,7 +89,7 @@ def _dense(run, eqn: Eqn) -> None:
 def _fallback(run, eqn: Eqn, frame=None) -> None:
     """No delta rule: densify the inputs, run densely, re-sparsify rank-4 outputs (threshold 0: exact)."""
     name = run.node(eqn.scope, eqn.name, f"fallback:{eqn.name}")
-    outs = _bind(eqn, [run.need_dense(v) for v in eqn.inputs])
+    outs = bind(eqn, [run.need_dense(v) for v in eqn.inputs])
     run.record(name, None, _macs(eqn), fallback=True)
     states_in = None if run.init else run.state(name)
     states = []
@@ -128,11 +129,11 @@ def _linear_values(eqn: Eqn, roles, operands) -> Sparse:
         else:
             vals.append(x)
             acts.append(x)
-    (values,) = _bind(eqn, vals)
+    (values,) = bind(eqn, vals)
     if eqn.name == "neg":
         return Sparse(values, acts[0] > 0)
     act_eqn = Eqn(lax.add_p, eqn.inputs, eqn.outputs, {}, eqn.scope) if eqn.name == "sub" else eqn
-    (activity,) = _bind(act_eqn, acts)
+    (activity,) = bind(act_eqn, acts)
     return Sparse(values, activity > 0)
 
 
@@ -235,7 +236,7 @@ def _linear(run, eqn: Eqn, roles) -> None:
     (out,) = eqn.outputs
     operands = [run.need_delta(v) if r == "frame" else run.read(v) for v, r in zip(eqn.inputs, roles, strict=True)]
     if run.init:
-        (value,) = _bind(eqn, operands)
+        (value,) = bind(eqn, operands)
     else:
         value = _fast_linear(eqn, roles, operands)
         value = _linear_values(eqn, roles, operands) if value is None else value
@@ -287,7 +288,7 @@ def _conv(run, eqn: Eqn, frame) -> None:
         else None
     )
     if run.init:
-        (value,) = _bind(eqn, [run.read(lhs), kernel])
+        (value,) = bind(eqn, [run.read(lhs), kernel])
         if feedback:
             value, run.states[feedback] = ops.activation_init(value, _IDENTITY)
         made = value
@@ -396,7 +397,7 @@ def _dot_general(run, eqn: Eqn, frame) -> None:
     kernel = kernel if tuple(contract[1]) == (0,) else kernel.T
     name = run.node(eqn.scope, "dense")
     if run.init:
-        (value,) = _bind(eqn, [run.read(lhs), run.read(rhs)])
+        (value,) = bind(eqn, [run.read(lhs), run.read(rhs)])
     else:
         value = ops.dense(to_delta(run.read(lhs)), kernel, precision=eqn.params["precision"])
     run.record(name, value, _macs(eqn), per_active=kernel.shape[0] * kernel.shape[1])
@@ -477,7 +478,7 @@ def _group_fn(run, eqn: Eqn, root: Var):
     def fn(x):
         local = {root: x.astype(root.dtype)}
         for e in needed:
-            (local[e.outputs[0]],) = _bind(e, [local[v] if v in local else consts[v] for v in e.inputs])
+            (local[e.outputs[0]],) = bind(e, [local[v] if v in local else consts[v] for v in e.inputs])
         return local[eqn.outputs[0]]
 
     # Named after its first non-affine equation (the non-linearity itself), not after where the value leaves
@@ -612,7 +613,7 @@ def _group_member(run, eqn: Eqn, root: Var) -> None:
     frame = _frame_flags(run, eqn)
     affine = out in run.analysis.affine
     if run.init:
-        (value,) = _bind(eqn, [run.read(v) for v in eqn.inputs])
+        (value,) = bind(eqn, [run.read(v) for v in eqn.inputs])
     elif affine:
         roles, operands = linear_roles(eqn, frame), [run.read(v) for v in eqn.inputs]
         value = _scale_folded_into_conv(run, eqn, roles, operands, root)
@@ -707,7 +708,7 @@ def _multi_root(run, eqn: Eqn, frame) -> None:
 
     def fn(ax, ay):
         local = {x: ax.astype(x.dtype), y: ay.astype(y.dtype)}
-        (r,) = _bind(eqn, [local[v] if v in local else consts[v] for v in eqn.inputs])
+        (r,) = bind(eqn, [local[v] if v in local else consts[v] for v in eqn.inputs])
         return r
 
     # A plain product or maximum of the two values (a squeeze-excite gate, say) runs on the native kernels.

@@ -18,7 +18,7 @@ from deltajax.stats import layer_stats
 from deltajax.stats import pack as layer_stats_pack
 from deltajax.stats import unpack as layer_stats_unpack
 from deltajax.transform import _frames
-from deltajax.transform._interpret import INPUT, Run, StateMismatch, input_config, trace
+from deltajax.transform._interpret import INPUT, Run, StateMismatch, frame_independent, input_config, trace
 from deltajax.transform.config import PLATFORMS, DeltaConfig
 
 
@@ -115,9 +115,9 @@ class Stepper:
             self._cache[key] = (*trace(self.fn, _abstract(args), frame_index), frame_index)
         return self._cache[key]
 
-    def _run(self, args: tuple, layers: dict | None, input_delta=None, refresh=None):
+    def _run(self, args: tuple, layers: dict | None, input_delta=None, refresh=None, known=None):
         program, analysis, out_tree, frame_index = self._program(args)
-        run = Run(program, analysis, self.config, layers, input_delta, refresh)
+        run = Run(program, analysis, self.config, layers, input_delta, refresh, known)
         try:
             outs = run.run(jax.tree_util.tree_leaves(args), frame_index)
         except StateMismatch as e:
@@ -175,10 +175,15 @@ class Stepper:
         # A program traced inside shard_map belongs to that mesh (its avals name the mesh's manual axes).
         return treedef, tuple(_spec(x) for x in leaves), jax.sharding.get_abstract_mesh()
 
-    def _dense(self, args: tuple):
-        """A dense frame: ``(output, layer states, stats)`` of a fresh start."""
-        out, run = self._run(args, None)
+    def _dense(self, args: tuple, known=None):
+        """A dense frame: ``(output, layer states, stats)`` of a fresh start (``known``: as for ``Run``)."""
+        out, run = self._run(args, None, known=known)
         return out, run.states, run.stats
+
+    def _known(self, args: tuple) -> dict:
+        """The program's frame-independent values for ``args`` (``_interpret.frame_independent``)."""
+        program, _, _, frame_index = self._program(args)
+        return frame_independent(program, jax.tree_util.tree_leaves(args), frame_index)
 
     def _plain_start(self, args: tuple, frame):
         """A fresh start where no frame runs as a delta step (``_frames.never_delta``): ``(output, layer states,
@@ -391,6 +396,8 @@ class Stepper:
             return self.fn(*args), pack(_frame_stats(static, 1.0, True))
 
         def every_mode():
+            # the parameters' own arithmetic once, out of the mode loops below (see frame_independent)
+            known = self._known(args)
             crossover = _frames.crossover(self.config.keyframe_above)
             mode = _frames.choose_mode(
                 active, nonfinite, state.restart, jnp.asarray(keyframe), crossover, state.nonfinite
@@ -401,11 +408,11 @@ class Stepper:
                 _, layers, _ = carry
                 every = self.config.rolling_refresh
                 refresh = None if every is None else (state.age % every, every)
-                out, run = self._run(args, layers, (d, layers[INPUT]), refresh)
+                out, run = self._run(args, layers, (d, layers[INPUT]), refresh, known)
                 return out, run.states, pack(run.stats)
 
             def keyframe_step(carry):  # dense, every layer's state rebuilt
-                out, layers, stats = self._dense(args)
+                out, layers, stats = self._dense(args, known)
                 return out, layers, pack(stats)
 
             def dense_step(carry):
