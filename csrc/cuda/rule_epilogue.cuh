@@ -28,7 +28,8 @@ namespace deltajax::cuda {
 
 // The activation of a run-time kind, one branch per value, for the rule epilogues: with_activation would
 // instantiate their whole loops once per kind, and those twelve copies made the tensor-core kernel's code 106 KB
-// (32 KB without the rule), fetched by every SM at every launch. The transcendental kinds share one out-of-line
+// (49 KB with this; 32 KB without the rule) and cost registers (the depthwise rule spilled 80 bytes, now 16). The
+// step's time did not change measurably (H100, 2026-12-06). The transcendental kinds share one out-of-line
 // function, so the inlined part stays a few comparisons.
 template <ActKind... Ks>
 __device__ __forceinline__ float act_of(ActKind kind, float slope, float x) {
@@ -65,8 +66,9 @@ struct AnyAct {
 // Asks L2 for the line holding p (no effect on results).
 __device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
-// Prefetches into L2 the state that the rule reads at pixel o, channels n .. n + count - 1 (acc and sent, float32;
-// count <= 64: at most three 128-byte lines each), so that the read, issued later, does not wait on DRAM.
+// Prefetches into L2 the state that the rule reads from element `at` (pixel * C + first channel) on, `count`
+// channels of acc and of sent (float32; count <= 64: at most three 128-byte lines each), so that the reads,
+// issued later, do not wait on DRAM.
 __device__ __forceinline__ void prefetch_rule_state(const EpilogueRule& r, int64_t at, int count) {
   for (const float* base : {r.a.acc + at, r.a.sent + at}) {
     prefetch_l2(base);
