@@ -220,19 +220,28 @@ class Run:
 
 
 def frame_independent(program: Program, args: list, frame_index: int) -> dict:
-    """``{Var: value}`` of the program's equations that read nothing frame-dependent (the parameters' own
-    arithmetic: batch-norm scales, dtype conversions), from ``args`` (the flattened arguments; ``frame_index``
-    the frame's leaf), what a ``Run`` computes as CONST. A step computes them once, outside its frame-mode loops
-    (``Run(known=...)``): inside those loops XLA's loop-invariant code motion is off (``_frames.run_if``) and they
-    ran at every delta step; outside them XLA moves them out of a clip's frame loop."""
+    """``{Var: value}`` of the program's equations that compute on the parameters alone (batch-norm scales, dtype
+    conversions), from ``args`` (the flattened arguments; ``frame_index`` the frame's leaf): part of what a
+    ``Run`` computes as CONST. A step computes them once, outside its frame-mode loops (``Run(known=...)``):
+    inside those loops XLA's loop-invariant code motion is off (``_frames.run_if``) and they ran at every delta
+    step; outside them XLA moves them out of a clip's frame loop. Left to the ``Run``, as before: equations that
+    read no argument (an iota, a broadcast literal) or make a value larger than their operands (a broadcast),
+    which XLA fuses into their consumers where a value handed into a loop would be written out whole."""
     env = {var: value for i, (var, value) in enumerate(zip(program.inputs, args, strict=True)) if i != frame_index}
     known = {}
     for eqn in program.eqns:
-        if all(isinstance(v, Const) or v in env for v in eqn.inputs):
+        read = [v for v in eqn.inputs if isinstance(v, Var)]
+        if read and all(v in env for v in read) and _not_inflating(eqn):
             values = _rules.bind(eqn, [v.value if isinstance(v, Const) else env[v] for v in eqn.inputs])
             for var, value in zip(eqn.outputs, values, strict=True):
                 env[var] = known[var] = value
     return known
+
+
+def _not_inflating(eqn) -> bool:
+    """No output of ``eqn`` has more elements than its largest operand."""
+    largest = max(int(np.prod(v.shape if isinstance(v, Var) else np.shape(v.value))) for v in eqn.inputs)
+    return all(int(np.prod(v.shape)) <= largest for v in eqn.outputs)
 
 
 def input_config(config: DeltaConfig) -> SparsifyConfig:
