@@ -263,6 +263,21 @@ def test_the_parameters_own_arithmetic_runs_once_per_call_not_at_every_delta_ste
     assert sum(computes_rsqrt(b) for b in bodies) <= 1, sorted(b for b in bodies if computes_rsqrt(b))
 
 
+def test_a_streamed_step_computes_the_parameters_arithmetic_only_in_the_modes_that_run_the_model(video):
+    """One streamed frame computes the frame-independent values inside its delta and keyframe loops, not before
+    them: a skipped frame runs none of that arithmetic, and the modes that do fuse it into their consumers."""
+    model, variables = _model(video)
+    stepper = deltajax.delta(model.apply, config=deltajax.DeltaConfig(keyframe_above=None))
+    _, state = stepper.init(variables, video[0])
+    step = jax.jit(lambda s, v, x: stepper(s, v, x))  # the parameters an argument, not constants
+    computations = _computations(step.lower(state, variables, video[1]).compile().as_text())
+    with_rsqrt = {name for name, text in computations.items() if re.search(r" rsqrt\(", text)}
+    entry = computations["ENTRY"]
+    assert with_rsqrt, "the model's batch norms compute rsqrt somewhere"
+    assert not any(re.search(rf"(calls|to_apply)=%{re.escape(f)}\b", entry) for f in with_rsqrt | {"ENTRY"})
+    assert "ENTRY" not in with_rsqrt
+
+
 def test_where_no_frame_runs_a_delta_step_the_input_check_writes_no_delta(video):
     """A never-delta stepper reads only whether its input changed: its streamed step and its clip compare the
     frame in plain XLA (ops.sparsify_changed, one fused pass) and never call the native sparsify, which writes
