@@ -20,7 +20,8 @@ frame timed once for them all and the row "as configured" given with the first.
 With ``--trace DIR`` each row also lists the kernels of one delta step at the smallest nonzero fraction, where
 the step costs what it costs with almost nothing changed (``kernels_per_step``, ``kernel_ms_per_step``, ``top``
 per step), and ``timeline``: that step's span, busy time and gaps, and its kernels in launch order with each one's
-time and the gap before it (``benchmarks.profile_step.step_timeline``). On a GPU, compile with autotuning at
+time and the gap before it (``benchmarks.profile_step.step_timeline``), and its gaps of 5 us or more split by
+whether a device-to-host read-back (a loop predicate's, on a GPU) came before them (``host_turns``). On a GPU, compile with autotuning at
 its default or with the convolutions out of the command buffers: with both ``--xla_gpu_autotune_level=0`` and
 ``CUDNN,CONVOLUTION`` command buffers, cuDNN failed to trace into a command buffer on an H200 (status 5003).
 """
@@ -134,9 +135,14 @@ def table(rows: list[dict]) -> str:
         lines.append(f"{'  tile activity':30} {'':8} {tiles}")
         if "timeline" in r:
             t = r["timeline"]
+            read, other = t["host_turns"]["after_readback"], t["host_turns"]["other"]
             lines.append(
                 f"  one step at p={r['kernels_at']:g}: {len(t['kernels'])} kernels, span {t['span_us']:.1f} us, "
                 f"busy {t['busy_us']:.1f} us, gaps {t['gap_us']:.1f} us (the kernels in order: 'timeline' in the JSON)"
+            )
+            lines.append(
+                f"    gaps of 5 us or more: {read['count']} after a read-back, {read['us']:.1f} us; "
+                f"{other['count']} others, {other['us']:.1f} us"
             )
         if "configured_over_dense" in r:
             configured = " ".join(f"{x:7.2f}" for x in r["configured_over_dense"])

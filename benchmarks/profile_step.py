@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import collections
 import glob
+import itertools
 import json
 import os
 import re
@@ -97,6 +98,7 @@ def kernel_table(
         span_us, busy_us = span_ms * 1e3 / steps, busy_ms * 1e3 / steps
         table["timeline"] = {"span_us": span_us, "busy_us": busy_us, "gap_us": span_us - busy_us}
         table["timeline"]["kernels"] = step_timeline(events, steps)
+        table["timeline"]["host_turns"] = host_turns(table["timeline"]["kernels"])
     return table
 
 
@@ -119,6 +121,23 @@ def step_timeline(events: list[tuple[int, int, str]], steps: int) -> list[dict]:
         kernels.append({"kernel | hlo_op": key, "us": duration * 1e-3, "gap_us": gap})
         previous_end = start + duration
     return kernels
+
+
+READBACK = "MemcpyD2H"  # the profiler's name of a device-to-host copy on a GPU
+
+
+def host_turns(kernels: list[dict], at_least_us: float = 5.0) -> dict:
+    """The long gaps of one step's ``step_timeline`` (at least ``at_least_us`` microseconds each: the device idle
+    while the host decides or launches), split by what ran before them: ``after_readback``, a device-to-host copy
+    (on a GPU a loop's predicate, read back so that the host can decide the next launch), and ``other`` (the host
+    launching the next command buffer, ...). Each ``{"count", "us"}``: where a step's idle time goes."""
+    turns = {"after_readback": {"count": 0, "us": 0.0}, "other": {"count": 0, "us": 0.0}}
+    for before, kernel in itertools.pairwise(kernels):
+        if kernel["gap_us"] >= at_least_us:
+            kind = turns["after_readback" if before["kernel | hlo_op"].startswith(READBACK) else "other"]
+            kind["count"] += 1
+            kind["us"] += kernel["gap_us"]
+    return turns
 
 
 def _span_and_busy_ms(intervals) -> tuple[float, float]:

@@ -78,6 +78,35 @@ def test_step_timeline_gives_the_middle_step_in_order_with_gaps():
             step_timeline(events, bad)
 
 
+def test_host_turns_split_the_long_gaps_by_whether_a_read_back_came_before():
+    from benchmarks.profile_step import host_turns
+
+    def k(name, gap):
+        return {"kernel | hlo_op": name, "us": 1.0, "gap_us": gap}
+
+    kernels = [
+        k("MemcpyD2H | while.5", 0.0),
+        k("fusion | a", 20.0),  # the host's decision after the predicate's read-back
+        k("fusion | b", 4.9),  # short: not counted
+        k("fusion | c", 130.0),  # a long gap after a kernel
+        k("MemcpyD2H | while.7", 6.0),  # long, after a kernel: other
+        k("fusion | d", 10.0),  # after the second read-back
+    ]
+    assert host_turns(kernels) == {
+        "after_readback": {"count": 2, "us": 30.0},
+        "other": {"count": 2, "us": 136.0},
+    }
+    assert host_turns(kernels, at_least_us=100.0)["other"] == {"count": 1, "us": 130.0}
+    assert (
+        host_turns([])
+        == host_turns(kernels[:1])
+        == {
+            "after_readback": {"count": 0, "us": 0.0},
+            "other": {"count": 0, "us": 0.0},
+        }
+    )
+
+
 def test_alternating_rounds_fill_about_a_second_within_bounds():
     from deltajax.benchmark import _rounds
 
@@ -141,6 +170,7 @@ def test_crossover_lists_the_kernels_of_a_step_with_and_without_the_dense_tail(t
     assert timeline["span_us"] >= timeline["busy_us"] > 0 and timeline["gap_us"] >= 0
     assert len(timeline["kernels"]) == int(row["kernels_per_step"]) and all(k["us"] >= 0 for k in timeline["kernels"])
     assert any("deltajax" in k["kernel | hlo_op"] for k in timeline["kernels"])
+    assert set(timeline["host_turns"]) == {"after_readback", "other"}
     assert "one step at p=" in crossover.table([row])
     # the dense frame timed once; the row as configured given with the first row only
     assert tail["dense_ms"] == row["dense_ms"] and "configured_ms" not in tail
