@@ -19,11 +19,12 @@ frame timed once for them all and the row "as configured" given with the first.
 
 With ``--trace DIR`` each row also lists the kernels of one delta step at the smallest nonzero fraction, where
 the step costs what it costs with almost nothing changed (``kernels_per_step``, ``kernel_ms_per_step``, ``top``
-per step), and ``timeline``: that step's span, busy time and gaps, and its kernels in launch order with each one's
+per step), and ``timeline``: that step's span, busy time and gaps, its kernels in launch order with each one's
 time and the gap before it (``benchmarks.profile_step.step_timeline``), and its gaps of 5 us or more split by
-whether a device-to-host read-back (a loop predicate's, on a GPU) came before them (``host_turns``). On a GPU, compile with autotuning at
-its default or with the convolutions out of the command buffers: with both ``--xla_gpu_autotune_level=0`` and
-``CUDNN,CONVOLUTION`` command buffers, cuDNN failed to trace into a command buffer on an H200 (status 5003).
+whether a device-to-host read-back (a loop predicate's, on a GPU) came before them (``host_turns``). On a GPU,
+compile with autotuning at its default or with the convolutions out of the command buffers: with both
+``--xla_gpu_autotune_level=0`` and ``CUDNN,CONVOLUTION`` command buffers, cuDNN failed to trace into a command
+buffer on an H200 (status 5003).
 """
 
 from __future__ import annotations
