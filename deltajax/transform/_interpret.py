@@ -222,9 +222,10 @@ class Run:
 def frame_independent(program: Program, args: list, frame_index: int) -> dict:
     """``{Var: value}`` of the program's equations that compute on the parameters alone (batch-norm scales, dtype
     conversions), from ``args`` (the flattened arguments; ``frame_index`` the frame's leaf): part of what a
-    ``Run`` computes as CONST. A step computes them once, outside its frame-mode loops (``Run(known=...)``):
-    inside those loops XLA's loop-invariant code motion is off (``_frames.run_if``) and they ran at every delta
-    step; outside them XLA moves them out of a clip's frame loop. Left to the ``Run``, as before: equations that
+    ``Run`` computes as CONST. ``step_frames`` computes them once, before its frame loop, and hands them to each
+    step's delta and keyframe passes (``Run(known=...)``): inside those passes' loops XLA's loop-invariant code
+    motion is off (``_frames.run_if``) and they ran at every delta step. A single streamed step leaves them to
+    its passes (``Stepper._step``). Left to the ``Run``, as before: equations that
     read no argument (an iota, a broadcast literal) or make a value larger than their operands (a broadcast),
     which XLA fuses into their consumers where a value handed into a loop would be written out whole."""
     env = {var: value for i, (var, value) in enumerate(zip(program.inputs, args, strict=True)) if i != frame_index}
