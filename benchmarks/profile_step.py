@@ -95,10 +95,14 @@ def kernel_table(
         "top": [{"kernel | hlo_op": k, "count": n, "ms": ms} for k, (n, ms) in ordered[:top]],
     }
     if steps:  # per step: the span, the time with a kernel running, the rest; then one step's kernels in order
-        span_us, busy_us = span_ms * 1e3 / steps, busy_ms * 1e3 / steps
-        table["timeline"] = {"span_us": span_us, "busy_us": busy_us, "gap_us": span_us - busy_us}
-        table["timeline"]["kernels"] = step_timeline(events, steps)
-        table["timeline"]["host_turns"] = host_turns(table["timeline"]["kernels"])
+        span_us, busy_us, kernels = span_ms * 1e3 / steps, busy_ms * 1e3 / steps, step_timeline(events, steps)
+        table["timeline"] = {
+            "span_us": span_us,
+            "busy_us": busy_us,
+            "gap_us": span_us - busy_us,
+            "kernels": kernels,
+            "host_turns": host_turns(kernels),
+        }
     return table
 
 
