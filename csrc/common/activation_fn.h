@@ -3,13 +3,8 @@
 
 #include <math.h>
 
+#include "common/host_device.h"
 #include "common/params.h"
-
-#if defined(__CUDACC__)
-#define DELTAJAX_AHD __host__ __device__ __forceinline__
-#else
-#define DELTAJAX_AHD inline
-#endif
 
 namespace deltajax {
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "common/activation_fn.h"
+#include "common/truncation.h"
 #include "cuda/active_pixels.cuh"
 #include "cuda/dtype.cuh"
 #include "cuda/launch.cuh"
@@ -43,10 +44,10 @@ __global__ void __launch_bounds__(kBlock) activation_kernel(ActivationParams p, 
       load_floats<V>(sent + k, s);
       for (int j = 0; j < V; ++j) a[j] += d[j] + other[j];
     };
-    auto add_score = [&](int64_t k, const float(&a)[V], const float(&s)[V], float& score) {
+    auto score_unit = [&](int64_t k, const float(&a)[V], const float(&s)[V], float& score) {
       for (int j = 0; j < V; ++j) {
         const float dy = f.at(a[j], k + j) - s[j];
-        score = p.truncation == TruncMode::kMax ? fmaxf(score, fabsf(dy)) : score + dy * dy;
+        score = add_score(p.truncation, score, dy);
       }
     };
     auto emit_unit = [&](int64_t k, const float(&a)[V], float(&s)[V], bool keep) {
@@ -70,24 +71,19 @@ __global__ void __launch_bounds__(kBlock) activation_kernel(ActivationParams p, 
         if (i >= 0 && first + u * stride < c) load_unit(first + u * stride, held_a[u], held_s[u]);
 #pragma unroll
       for (int u = 0; u < kHeld; ++u)
-        if (scored && i >= 0 && first + u * stride < c) add_score(first + u * stride, held_a[u], held_s[u], score);
+        if (scored && i >= 0 && first + u * stride < c) score_unit(first + u * stride, held_a[u], held_s[u], score);
     } else if (scored) {
 #pragma unroll 2
       for (int64_t k = first; i >= 0 && k < c; k += stride) {
         load_unit(k, held_a[0], held_s[0]);
-        add_score(k, held_a[0], held_s[0], score);
+        score_unit(k, held_a[0], held_s[0], score);
       }
     }
-    if (scored) {
-      for (int o = l.group >> 1; o > 0; o >>= 1) {
-        const float other = __shfl_xor_sync(0xffffffffu, score, o);
-        score = p.truncation == TruncMode::kMax ? fmaxf(score, other) : score + other;
-      }
-      if (p.truncation == TruncMode::kL2) score = sqrtf(score);
-      if (p.truncation == TruncMode::kRms) score = sqrtf(score / float(c));
-    }
+    if (scored)
+      for (int o = l.group >> 1; o > 0; o >>= 1)
+        score = combine_scores(p.truncation, score, __shfl_xor_sync(0xffffffffu, score, o));
     if (i < 0) return;
-    const bool keep = !scored || score > p.threshold;
+    const bool keep = keeps(p.truncation, p.threshold, score, c);
     if (l.sub == 0) p.out_mask[i] = keep;
     if constexpr (kHeld > 0) {
 #pragma unroll

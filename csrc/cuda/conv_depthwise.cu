@@ -287,7 +287,7 @@ __global__ void __launch_bounds__(kThreads, 4)
           float score = shares[q * kThreads + first];
           for (int k = 1; k < nslots; ++k)
             score = combine_scores(rule.a.truncation, score, shares[q * kThreads + first + k]);
-          const bool keep = keeps(rule, score, c);
+          const bool keep = keeps(rule.a.truncation, rule.a.threshold, score, c);
           if (keep) emit<T, V>(rule, (seg_px + col[q]) * c + c0, y[q], s[q]);
           if (tid == first) rule.a.out_mask[seg_px + col[q]] = keep;
         }

@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "common/activation_fn.h"
+#include "common/truncation.h"
 #include "cuda/dtype.cuh"
 #include "cuda/epilogue_rule.h"
 
@@ -74,28 +75,6 @@ __device__ __forceinline__ void prefetch_rule_state(const EpilogueRule& r, int64
     prefetch_l2(base);
     if (count > 32) prefetch_l2(base + 32);
     prefetch_l2(base + count - 1);
-  }
-}
-
-// Two shares of a pixel's truncation score combined, and a channel's update y added to a share.
-__device__ __forceinline__ float combine_scores(TruncMode mode, float a, float b) {
-  return mode == TruncMode::kMax ? fmaxf(a, b) : a + b;
-}
-__device__ __forceinline__ float add_score(TruncMode mode, float score, float y) {
-  return combine_scores(mode, score, mode == TruncMode::kMax ? fabsf(y) : y * y);
-}
-
-// Whether a pixel with the combined `score` over its `c` channels is kept.
-__device__ __forceinline__ bool keeps(const EpilogueRule& r, float score, int c) {
-  switch (r.a.truncation) {
-    case TruncMode::kNone:
-      return true;
-    case TruncMode::kL2:
-      return sqrtf(score) > r.a.threshold;
-    case TruncMode::kRms:
-      return sqrtf(score / float(c)) > r.a.threshold;
-    default:
-      return score > r.a.threshold;
   }
 }
 
@@ -181,7 +160,7 @@ __device__ __forceinline__ void rule_epilogue(const EpilogueRule& r, const float
       score = combine_scores(mode, score, __shfl_xor_sync(0xffffffffu, score, d));
     }
     if (ny == 1) {
-      const bool keep = keeps(r, score, cout);
+      const bool keep = keeps(r.a.truncation, r.a.threshold, score, cout);
       if (valid && keep) emit<T, 4>(r, at, y, s);
       if (seg == 0 && o >= 0) r.a.out_mask[o] = keep;
     } else {
@@ -201,7 +180,7 @@ __device__ __forceinline__ void rule_epilogue(const EpilogueRule& r, const float
     float score = 0.f;
     for (int j = 0; j < ny; ++j)
       score = combine_scores(mode, score, __ldcg(r.scores + (int64_t(tile) * ny + j) * kBM + row));
-    if (o >= 0) r.a.out_mask[o] = keeps(r, score, cout);
+    if (o >= 0) r.a.out_mask[o] = keeps(r.a.truncation, r.a.threshold, score, cout);
   }
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/activation_fn.h"
+#include "common/truncation.h"
 #include "cpu/dtype.h"
 #include "cpu/isa/isa.h"
 #include "cpu/isa/kernels.h"
@@ -43,21 +44,18 @@ inline void rule_at(const ActivationParams& p, F f, int64_t i, float* __restrict
   // Vectorised (clamps as vector max / min: this file is compiled with -ffinite-math-only, CMakeLists.txt).
   for (int64_t k = 0; k < c; ++k) dy[k] = f.at(acc[k], k) - sent[k];
   float score = 0.f;
-  switch (p.truncation) {
+  switch (p.truncation) {  // one loop per mode, each vectorised (the mode a constant in it)
     case TruncMode::kMax:
-      for (int64_t k = 0; k < c; ++k) score = std::max(score, std::fabs(dy[k]));
+      for (int64_t k = 0; k < c; ++k) score = add_score(TruncMode::kMax, score, dy[k]);
       break;
     case TruncMode::kL2:
     case TruncMode::kRms:
-      for (int64_t k = 0; k < c; ++k) score += dy[k] * dy[k];
+      for (int64_t k = 0; k < c; ++k) score = add_score(TruncMode::kL2, score, dy[k]);
       break;
     case TruncMode::kNone:
       break;
   }
-  bool keep = true;
-  if (p.truncation == TruncMode::kL2) score = std::sqrt(score);
-  if (p.truncation == TruncMode::kRms) score = std::sqrt(score / static_cast<float>(c));
-  if (p.truncation != TruncMode::kNone) keep = score > p.threshold;
+  const bool keep = keeps(p.truncation, p.threshold, score, c);
   p.out_mask[i] = keep;
   if (!keep) return;
   T* oi = static_cast<T*>(p.out) + i * c;  // may be x itself: x's row was read into acc above
