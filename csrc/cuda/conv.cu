@@ -27,6 +27,7 @@
 #include "cuda/conv_gemm.cuh"
 #include "cuda/conv_mask.cuh"
 #include "cuda/dtype.cuh"
+#include "cuda/launch.cuh"
 
 namespace deltajax::cuda {
 namespace {
@@ -228,10 +229,7 @@ bool int32_pixels(const ConvParams& p) {
 }
 
 // n int32 at p set to 0, grid-stride.
-__global__ void __launch_bounds__(256) zero_kernel(int32_t* p, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    p[i] = 0;
-}
+__global__ void __launch_bounds__(kBlock) zero_kernel(int32_t* p, int64_t n) { DELTAJAX_GRID_STRIDE(i, n) p[i] = 0; }
 
 // The list path's first two steps: zero `zeroed` int32 of the workspace from the count on (the count, then what
 // the caller keeps after it), then the output mask (also written to `also` where given) and the active output
@@ -242,8 +240,7 @@ cudaError_t mask_and_list(const ConvParams& p, int64_t zeroed, uint8_t* also, cu
   int32_t* count = p.workspace + outputs;
   {  // a kernel, not cudaMemsetAsync: in XLA's command buffers a memset node left ~1.1 us idle before it and
      // ~2.7 us after it, against 0.1-0.3 us between two kernels (H100, 2026-12-06)
-    const int64_t blocks = (zeroed + 255) / 256;
-    zero_kernel<<<unsigned(blocks < 64 ? blocks : 64), 256, 0, stream>>>(count, zeroed);
+    zero_kernel<<<grid_for(zeroed), kBlock, 0, stream>>>(count, zeroed);
   }
   if (outputs == 0) return cudaGetLastError();
   if (mask_by_words(p, also)) {
