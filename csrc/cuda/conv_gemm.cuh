@@ -17,6 +17,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <type_traits>
@@ -146,7 +147,7 @@ __device__ __forceinline__ void store_pair(__half* p, float a, float b) {
 // instantiated once per activation kind it took 160, one block an SM; with the run-time kind (AnyAct) it takes 78.
 template <typename T, typename OutT, int kMode, bool kAligned, class C, bool kRule = false>
 __global__ void __launch_bounds__(2 * C::kBM, kRule ? 3 : 1)
-    conv_gemm_kernel(ConvParams p, const int32_t* __restrict__ list, const int32_t* __restrict__ count_ptr,
+    conv_gemm_kernel(ConvParams p, const int32_t* __restrict__ list, const int32_t* __restrict__ count_ptr, int spread,
                      EpilogueRule rule) {
   using L = Tile<T, C, OutT>;
   constexpr int kThreads = L::kThreads, kBM = L::kBM, kStages = L::kStages;
@@ -171,7 +172,12 @@ __global__ void __launch_bounds__(2 * C::kBM, kRule ? 3 : 1)
   const T* __restrict__ w = static_cast<const T*>(p.kernel);
   OutT* __restrict__ out = static_cast<OutT*>(p.out);
   const int howo = int(p.ho * p.wo), wo = int(p.wo), in_h = int(p.h), in_w = int(p.w);
-  const int num_tiles = (count + kBM - 1) / kBM;
+  // Rows per tile: kBM, halved (down to one warp's 32) while the halves still number at most `spread`, the tiles
+  // that each get an SM of their own. A nearly idle layer's launch lasts as long as one tile, most of it the
+  // epilogue's passes over the tile's rows, so its rows are spread over SMs that would be idle.
+  int tile_rows = kBM;
+  while (tile_rows > 32 && count <= (tile_rows / 2) * spread) tile_rows /= 2;
+  const int num_tiles = (count + tile_rows - 1) / tile_rows;
 
   auto load_chunk = [&](int kc, int stage) {
     const int tap = kc / chunks_per_tap;
@@ -293,8 +299,8 @@ __global__ void __launch_bounds__(2 * C::kBM, kRule ? 3 : 1)
     // 32-bit index arithmetic throughout (pixel counts < 2^31 are checked by the launcher): 64-bit division
     // costs dozens of instructions and dominated the first version.
     for (int r = tid; r < kBM; r += kThreads) {
-      const int i = tile * kBM + r;
-      const int o = i < count ? list[i] : -1;
+      const int i = tile * tile_rows + r;
+      const int o = r < tile_rows && i < count ? list[i] : -1;
       rows[r] = o;
       if (o >= 0) {
         const int b = o / howo, rem = o - b * howo, oy = rem / wo, ox = rem - oy * wo;
@@ -379,10 +385,10 @@ __global__ void __launch_bounds__(2 * C::kBM, kRule ? 3 : 1)
     __syncthreads();
     if constexpr (kRule) {
       static_assert(kAligned && std::is_same_v<OutT, float>, "the rule reads float32 accumulators in 16-byte pieces");
-      rule_epilogue<T, kBM, kThreads>(rule, Cs, L::kCStride, rows, tile, n0, cout);
+      rule_epilogue<T, kBM, kThreads>(rule, Cs, L::kCStride, rows, tile_rows, tile, n0, cout);
     } else if constexpr (kAligned) {
       constexpr int kSegC = kBN / L::kOutVec;
-      for (int s = tid; s < kBM * kSegC; s += kThreads) {
+      for (int s = tid; s < tile_rows * kSegC; s += kThreads) {
         const int r = s / kSegC, seg = s % kSegC, n = n0 + seg * L::kOutVec;
         const int o = rows[r];
         if (o >= 0 && n < cout)
@@ -390,7 +396,7 @@ __global__ void __launch_bounds__(2 * C::kBM, kRule ? 3 : 1)
               *reinterpret_cast<const uint4*>(Cs + r * L::kCStride + seg * L::kOutVec);
       }
     } else {
-      for (int e = tid; e < kBM * kBN; e += kThreads) {
+      for (int e = tid; e < tile_rows * kBN; e += kThreads) {
         const int r = e / kBN, nn = e % kBN, n = n0 + nn;
         const int o = rows[r];
         if (o >= 0 && n < cout) out[int64_t(o) * cout + n] = Cs[r * L::kCStride + nn];
@@ -449,7 +455,10 @@ cudaError_t launch_conv_gemm_cfg(const ConvParams& p, const int32_t* list, const
   int64_t nx = (int64_t(sms) * per_sm + ny - 1) / ny;
   if (nx > max_tiles) nx = max_tiles;
   if (nx < 1) nx = 1;
-  kernel<<<dim3(unsigned(nx), unsigned(ny)), kThreads, smem, stream>>>(p, list, count, rule);
+  // Row tiles that each get an SM of their own, and a block: smaller tiles never outnumber the blocks, nor the
+  // kBM-row tiles that the rule's arrival counters and scores are sized for.
+  const int spread = int(std::max<int64_t>(1, std::min<int64_t>(sms / ny, nx)));
+  kernel<<<dim3(unsigned(nx), unsigned(ny)), kThreads, smem, stream>>>(p, list, count, spread, rule);
   return cudaGetLastError();
 }
 
