@@ -238,10 +238,9 @@ cudaError_t mask_and_list(const ConvParams& p, int64_t zeroed, uint8_t* also, cu
   const int64_t outputs = p.n * p.ho * p.wo;
   int32_t* list = p.workspace;
   int32_t* count = p.workspace + outputs;
-  {  // a kernel, not cudaMemsetAsync: in XLA's command buffers a memset node left ~1.1 us idle before it and
-     // ~2.7 us after it, against 0.1-0.3 us between two kernels (H100, 2026-12-06)
-    zero_kernel<<<grid_for(zeroed), kBlock, 0, stream>>>(count, zeroed);
-  }
+  // A kernel, not cudaMemsetAsync: in XLA's command buffers a memset node left ~1.1 us idle before it and ~2.7 us
+  // after it, against 0.1-0.3 us between two kernels (H100, 2026-12-06).
+  zero_kernel<<<grid_for(zeroed), kBlock, 0, stream>>>(count, zeroed);
   if (outputs == 0) return cudaGetLastError();
   if (mask_by_words(p, also)) {
     const int64_t words = outputs / 4;

@@ -172,11 +172,11 @@ __global__ void __launch_bounds__(2 * C::kBM, kRule ? 3 : 1)
   const T* __restrict__ w = static_cast<const T*>(p.kernel);
   OutT* __restrict__ out = static_cast<OutT*>(p.out);
   const int howo = int(p.ho * p.wo), wo = int(p.wo), in_h = int(p.h), in_w = int(p.w);
-  // Rows per tile: kBM, halved (down to one warp's 32) while the halves still number at most `spread`, the tiles
-  // that each get an SM of their own. A nearly idle layer's launch lasts as long as one tile, most of it the
+  // Rows per tile: kBM, halved (down to kMinTileRows, one warp's rows) while the halves still number at most `spread`,
+  // the tiles that each get an SM of their own. A nearly idle layer's launch lasts as long as one tile, most of it the
   // epilogue's passes over the tile's rows, so its rows are spread over SMs that would be idle.
   int tile_rows = kBM;
-  while (tile_rows > 32 && count <= (tile_rows / 2) * spread) tile_rows /= 2;
+  while (tile_rows > kMinTileRows && count <= (tile_rows / 2) * spread) tile_rows /= 2;
   const int num_tiles = (count + tile_rows - 1) / tile_rows;
 
   auto load_chunk = [&](int kc, int stage) {

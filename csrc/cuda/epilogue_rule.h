@@ -9,8 +9,9 @@
 namespace deltajax::cuda {
 
 namespace gemm {
-constexpr int kBN = 64;         // output channels per block of the tensor-core convolution
-constexpr int kRuleRows = 128;  // pixels per row tile of its configurations that run the rule (kBM)
+constexpr int kBN = 64;           // output channels per block of the tensor-core convolution
+constexpr int kRuleRows = 128;    // pixels per row tile of its configurations that run the rule (kBM)
+constexpr int kMinTileRows = 32;  // the fewest pixels a tile takes when few are active: one warp's rows (32 x 32)
 }  // namespace gemm
 
 // The activation rule, for the convolutions that run it in their epilogue (the tensor-core one and the depthwise

@@ -132,15 +132,17 @@ __device__ __forceinline__ void emit(const EpilogueRule& r, int64_t at, const fl
 namespace gemm {
 
 // The rule over the block's tile: acc_tile[row * stride + k] is the float32 convolution of pixel rows[row] (-1:
-// no pixel) at channel n0 + k, for the tile's first tile_rows rows (a multiple of 32; the rest hold no pixel). Called
-// by all kThreads threads of the block after a barrier that made acc_tile visible; the caller's next barrier brings
-// them together again. Needs Cout % 4 == 0 and 16-byte aligned state rows. With several channel tiles, rule_emit_kernel
-// must follow.
+// no pixel) at channel n0 + k, for the tile's first tile_rows rows (a multiple of kMinTileRows; the rest hold no
+// pixel). Called by all kThreads threads of the block after a barrier that made acc_tile visible; the caller's next
+// barrier brings them together again. Needs Cout % 4 == 0 and 16-byte aligned state rows. With several channel tiles,
+// rule_emit_kernel must follow.
 template <typename T, int kBM, int kThreads>
 __device__ __forceinline__ void rule_epilogue(const EpilogueRule& r, const float* acc_tile, int stride,
                                               const int32_t* rows, int tile_rows, int tile, int n0, int cout) {
   constexpr int kSeg = kBN / 4;  // lanes per pixel row (4 channels each): a half warp, reduced by shuffles
-  static_assert(kBM == kRuleRows && kThreads % 32 == 0 && (kBM * kSeg) % kThreads == 0, "whole warps per pass");
+  static_assert(
+      kBM == kRuleRows && kBM % kMinTileRows == 0 && kThreads % 32 == 0 && (kMinTileRows * kSeg) % kThreads == 0,
+      "whole warps per pass for every tile_rows");
   __shared__ int last;
   const int ny = int(gridDim.y);
   const TruncMode mode = r.a.truncation;
