@@ -21,6 +21,8 @@ from deltajax.transform import _frames
 from deltajax.transform._interpret import INPUT, Run, StateMismatch, frame_independent, input_config, trace
 from deltajax.transform.config import PLATFORMS, DeltaConfig
 
+CHECK_UNROLL = 8  # frames per trip of the input check's loop where no frame runs as a delta step
+
 
 @jax.tree_util.register_pytree_node_class
 @dataclasses.dataclass(frozen=True)
@@ -360,7 +362,9 @@ class Stepper:
             return (reference, restart, nonfinite > 0), (mode, nonfinite)
 
         before = (state.layers[INPUT], state.restart, state.nonfinite)
-        (reference, restart, after), (modes, nonfinite) = lax.scan(check, before, (frames, keyframes, starts))
+        # unrolled: one loop trip (on a GPU, one launch of the body's kernels) per CHECK_UNROLL frames
+        xs = (frames, keyframes, starts)
+        (reference, restart, after), (modes, nonfinite) = lax.scan(check, before, xs, unroll=CHECK_UNROLL)
         outs = _frames.skipped_or_plain(lambda frame: self.fn(*args_of(frame)), state.output, frames, modes)
         last = jax.tree_util.tree_map(lambda a: a[-1], outs)
         state = StreamState(
