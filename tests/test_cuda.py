@@ -187,13 +187,33 @@ def test_conv_mask_fractions(p, dtype, w):
         assert bool(got.mask.all())
 
 
-@pytest.mark.parametrize("precision", ["highest", "default"])
-def test_conv_large_channels(precision):
-    """Several output-channel tiles and many row tiles (persistent blocks stride over the list)."""
-    values, mask, kernel, geometry = _conv_case(11, n=1, h=64, w=96, cin=128, cout=256, k=3, dtype="float32", p=0.6)
-    _check_conv(
-        values, mask, kernel, geometry, HIGHEST if precision == "highest" else DEFAULT, TOL[("float32", precision)]
-    )
+@pytest.mark.parametrize(
+    "dtype, precision",
+    # float32: the kernel slice (9 x 128 x 64 x 4 bytes) is past shared memory, so the list kernel at any count;
+    # bfloat16: the halo kernel with one halo buffer (the slice and two halos do not fit)
+    [("float32", "highest"), ("float32", "default"), ("bfloat16", "default")],
+)
+def test_conv_large_channels(dtype, precision):
+    """Several output-channel tiles and many row or pixel tiles (persistent blocks stride over them)."""
+    values, mask, kernel, geometry = _conv_case(11, n=1, h=64, w=96, cin=128, cout=256, k=3, dtype=dtype, p=0.6)
+    _check_conv(values, mask, kernel, geometry, HIGHEST if precision == "highest" else DEFAULT, TOL[(dtype, precision)])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("p", [0.01, 0.1, 0.3, 0.9])
+@pytest.mark.parametrize("case", ["3x3_c64", "5x5_c24_to_40", "1x1_c48_to_72", "3x2_c16_pad_3_0"])
+def test_conv_list_or_halo_kernel(case, p, dtype):
+    """Stride-1 layers on both sides of the halo kernel's count threshold (a quarter of the outputs): the list
+    kernel at 1 % and 10 %, the halo kernel from about 30 % (tiles of 8 x 16 pixels; frames that end inside a tile,
+    input channels that are not a whole k-step, output channels past one 64-channel block, uneven padding)."""
+    kw = {
+        "3x3_c64": dict(n=2, h=21, w=35, cin=64, cout=64, k=3),
+        "5x5_c24_to_40": dict(n=1, h=19, w=40, cin=24, cout=40, k=5),
+        "1x1_c48_to_72": dict(n=2, h=9, w=50, cin=48, cout=72, k=1),
+        "3x2_c16_pad_3_0": dict(n=1, h=17, w=33, cin=16, cout=16, k=(3, 2), padding=((3, 0), (0, 1))),
+    }[case]
+    values, mask, kernel, geometry = _conv_case(zlib.crc32(f"{case}/{p}/{dtype}".encode()), dtype=dtype, p=p, **kw)
+    _check_conv(values, mask, kernel, geometry, DEFAULT, TOL[(dtype, "default")])
 
 
 def test_conv_is_deterministic_across_runs():
@@ -411,6 +431,7 @@ def _assert_kernel_matches_reference(fn, args, dtype):
         "transposed",
         "empty",
         "full",
+        "sparse",
     ],
 )
 def test_sanitize_small(case, dtype):
@@ -425,7 +446,8 @@ def test_sanitize_small(case, dtype):
         "depthwise_c272_split": dict(n=1, h=6, w=7, cin=272, cout=272, k=3, groups=272),
         "transposed": dict(n=1, h=5, w=6, cin=16, cout=16, k=3, transpose=True, strides=2),
         "empty": dict(n=1, h=9, w=9, cin=32, cout=32, k=3, p=0.0),
-        "full": dict(n=1, h=9, w=9, cin=32, cout=32, k=3, p=1.0),
+        "full": dict(n=1, h=9, w=9, cin=32, cout=32, k=3, p=1.0),  # the halo kernel (and the list kernel's return)
+        "sparse": dict(n=1, h=24, w=40, cin=32, cout=32, k=3, p=0.03),  # the list kernel (and the halo kernel's)
     }[case]
     values, mask, kernel, geometry = _conv_case(1, dtype=dtype, **kw)
     _check_conv(values, mask, kernel, geometry, HIGHEST, TOL[(dtype, "highest")])

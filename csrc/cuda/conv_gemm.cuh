@@ -8,11 +8,8 @@
 // kStages-deep ring; warps each own a 32 x 32 piece of the kBM x 64 output tile. The grid is persistent:
 // blocks stride over row tiles up to the device-side count, so nothing waits on the host.
 //
-// Instruction per precision:
-//   bf16 / fp16     mma.m16n8k16 (fp32 accumulation), fragments by ldmatrix (B with .trans)
-//   fp32, mode 0    mma.m16n8k8 TF32, inputs rounded to TF32 (cvt.rna)
-//   fp32, mode 1    3xTF32: a = a_hi + a_lo, b = b_hi + b_lo, acc += a_lo b_hi + a_hi b_lo + a_hi b_hi
-//                   (about 22 mantissa bits per product: float32-level error on tensor cores)
+// The instructions per precision are mma.cuh's. Where a stride-1 layer has many active pixels, conv_halo.cuh's
+// kernel takes the layer instead (see launch_conv_gemm_for).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -23,7 +20,9 @@
 #include <type_traits>
 
 #include "common/conv_geometry.h"
+#include "cuda/conv_halo.cuh"
 #include "cuda/dtype.cuh"
+#include "cuda/mma.cuh"
 #include "cuda/rule_epilogue.cuh"
 
 namespace deltajax::cuda::gemm {
@@ -62,81 +61,6 @@ inline size_t smem_bytes(int taps) {
   return size_t(Tile<T, C, OutT>::kPipeBytes) + size_t(C::kBM) * (4 + taps) * sizeof(int32_t);
 }
 
-// ---- PTX wrappers ------------------------------------------------------------------------------------------------
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16-byte async copy; when !valid nothing is read and the destination is zero-filled.
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-
-template <typename T>
-__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
-template <>
-__device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                                         uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-template <>
-__device__ __forceinline__ void mma_16816<__half>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-__device__ __forceinline__ uint32_t to_tf32(float f) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(f));
-  return r;
-}
-
-// hi = tf32(f), lo = tf32(f - hi): f == hi + lo to about 22 mantissa bits.
-__device__ __forceinline__ void split_tf32(float f, uint32_t& hi, uint32_t& lo) {
-  hi = to_tf32(f);
-  lo = to_tf32(f - __uint_as_float(hi));
-}
-
-__device__ __forceinline__ void store_pair(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = {a, b}; }
-__device__ __forceinline__ void store_pair(__nv_bfloat16* p, float a, float b) {
-  *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
-}
-__device__ __forceinline__ void store_pair(__half* p, float a, float b) {
-  *reinterpret_cast<__half2*>(p) = __floats2half2_rn(a, b);
-}
-
 // ---- the kernel --------------------------------------------------------------------------------------------------
 
 // kMode (float32 only): 0 = TF32, 1 = 3xTF32. kAligned: Cin and Cout are multiples of 16 bytes, so every
@@ -148,7 +72,7 @@ __device__ __forceinline__ void store_pair(__half* p, float a, float b) {
 template <typename T, typename OutT, int kMode, bool kAligned, class C, bool kRule = false>
 __global__ void __launch_bounds__(2 * C::kBM, kRule ? 3 : 1)
     conv_gemm_kernel(ConvParams p, const int32_t* __restrict__ list, const int32_t* __restrict__ count_ptr, int spread,
-                     EpilogueRule rule) {
+                     int list_below, EpilogueRule rule) {
   using L = Tile<T, C, OutT>;
   constexpr int kThreads = L::kThreads, kBM = L::kBM, kStages = L::kStages;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -160,6 +84,7 @@ __global__ void __launch_bounds__(2 * C::kBM, kRule ? 3 : 1)
   int32_t* taps = row_x + kBM;      // [kBM][ntaps] source pixel, -1 where the tap reads zero
 
   const int count = *count_ptr;
+  if (count >= list_below) return;  // the halo kernel launched after this one takes the layer
   const int ntaps = p.kh * p.kw;
   const int cin = int(p.cin), cout = int(p.cout);
   const int chunks_per_tap = (cin + L::kBK - 1) / L::kBK;
@@ -219,79 +144,11 @@ __global__ void __launch_bounds__(2 * C::kBM, kRule ? 3 : 1)
   auto compute_chunk = [&](int stage, float(&acc)[2][4][4]) {
     const T* As = pipe + stage * (L::kAElems + L::kBElems);
     const T* Bs = As + L::kAElems;
-    if constexpr (sizeof(T) == 2) {
+    constexpr int kStep = sizeof(T) == 2 ? 16 : 8;
 #pragma unroll
-      for (int kk = 0; kk < L::kBK; kk += 16) {
-        uint32_t a[2][4], b[4][2];
-#pragma unroll
-        for (int mi = 0; mi < 2; ++mi)
-          ldmatrix_x4(a[mi], As + (wm + mi * 16 + (lane & 15)) * L::kAStride + kk + (lane >> 4) * 8);
-#pragma unroll
-        for (int nj = 0; nj < 2; ++nj) {
-          uint32_t r[4];
-          ldmatrix_x4_trans(r, Bs + (kk + (lane & 15)) * L::kBStride + wn + nj * 16 + (lane >> 4) * 8);
-          b[2 * nj][0] = r[0];
-          b[2 * nj][1] = r[1];
-          b[2 * nj + 1][0] = r[2];
-          b[2 * nj + 1][1] = r[3];
-        }
-#pragma unroll
-        for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-          for (int ni = 0; ni < 4; ++ni) mma_16816<T>(acc[mi][ni], a[mi], b[ni][0], b[ni][1]);
-      }
-    } else {
-#pragma unroll
-      for (int kk = 0; kk < L::kBK; kk += 8) {
-        float af[2][4], bf[4][2];
-#pragma unroll
-        for (int mi = 0; mi < 2; ++mi) {
-          const float* a0 = As + (wm + mi * 16 + g) * L::kAStride + kk + t4;
-          af[mi][0] = a0[0];
-          af[mi][1] = a0[8 * L::kAStride];
-          af[mi][2] = a0[4];
-          af[mi][3] = a0[8 * L::kAStride + 4];
-        }
-#pragma unroll
-        for (int ni = 0; ni < 4; ++ni) {
-          const float* b0 = Bs + (kk + t4) * L::kBStride + wn + ni * 8 + g;
-          bf[ni][0] = b0[0];
-          bf[ni][1] = b0[4 * L::kBStride];
-        }
-        if constexpr (kMode == 0) {
-          uint32_t a[2][4], b[4][2];
-#pragma unroll
-          for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-            for (int j = 0; j < 4; ++j) a[mi][j] = to_tf32(af[mi][j]);
-#pragma unroll
-          for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-            for (int j = 0; j < 2; ++j) b[ni][j] = to_tf32(bf[ni][j]);
-#pragma unroll
-          for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-            for (int ni = 0; ni < 4; ++ni) mma_tf32(acc[mi][ni], a[mi], b[ni]);
-        } else {
-          uint32_t ah[2][4], al[2][4], bh[4][2], bl[4][2];
-#pragma unroll
-          for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-            for (int j = 0; j < 4; ++j) split_tf32(af[mi][j], ah[mi][j], al[mi][j]);
-#pragma unroll
-          for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-            for (int j = 0; j < 2; ++j) split_tf32(bf[ni][j], bh[ni][j], bl[ni][j]);
-#pragma unroll
-          for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-            for (int ni = 0; ni < 4; ++ni) {
-              mma_tf32(acc[mi][ni], al[mi], bh[ni]);
-              mma_tf32(acc[mi][ni], ah[mi], bl[ni]);
-              mma_tf32(acc[mi][ni], ah[mi], bh[ni]);
-            }
-        }
-      }
+    for (int kk = 0; kk < L::kBK; kk += kStep) {
+      const T* const a[2] = {As + wm * L::kAStride + kk, As + (wm + 16) * L::kAStride + kk};
+      warp_mma_step<T, kMode>(a, L::kAStride, Bs + kk * L::kBStride + wn, L::kBStride, lane, acc);
     }
   };
 
@@ -349,12 +206,7 @@ __global__ void __launch_bounds__(2 * C::kBM, kRule ? 3 : 1)
     __syncthreads();
 
     float acc[2][4][4];
-#pragma unroll
-    for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-      for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) acc[mi][ni][j] = 0.f;
+    zero(acc);
 
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
@@ -413,12 +265,11 @@ struct LaunchCache {
   std::atomic<bool> smem_opt_in{false};
   std::atomic<int> blocks_per_sm[kMaxTaps + 1];  // by tap count (the tap table's size); 0 = not yet known
 };
-constexpr int kMaxDevices = 64;
 
 // Persistent launch: enough blocks to fill the device, never more than the worst-case number of tiles.
 template <typename T, typename OutT, int kMode, bool kAligned, class C, bool kRule = false>
 cudaError_t launch_conv_gemm_cfg(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
-                                 cudaStream_t stream, const EpilogueRule& rule = {}) {
+                                 int list_below, cudaStream_t stream, const EpilogueRule& rule = {}) {
   static LaunchCache cache[kMaxDevices];
   auto kernel = conv_gemm_kernel<T, OutT, kMode, kAligned, C, kRule>;
   constexpr int kThreads = Tile<T, C, OutT>::kThreads;
@@ -458,7 +309,7 @@ cudaError_t launch_conv_gemm_cfg(const ConvParams& p, const int32_t* list, const
   // Row tiles that each get an SM of their own, and a block: smaller tiles never outnumber the blocks, nor the
   // kBM-row tiles that the rule's arrival counters and scores are sized for.
   const int spread = int(std::max<int64_t>(1, std::min<int64_t>(sms / ny, nx)));
-  kernel<<<dim3(unsigned(nx), unsigned(ny)), kThreads, smem, stream>>>(p, list, count, spread, rule);
+  kernel<<<dim3(unsigned(nx), unsigned(ny)), kThreads, smem, stream>>>(p, list, count, spread, list_below, rule);
   return cudaGetLastError();
 }
 
@@ -477,27 +328,27 @@ int variant();
 // OutT other than T (float32 results of 16-bit values, for conv_activation) takes the default configuration only.
 template <typename T, typename OutT, int kMode, bool kAligned>
 cudaError_t launch_conv_gemm(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
-                             cudaStream_t stream) {
+                             int list_below, cudaStream_t stream) {
   if constexpr (!kAligned) {  // element loads: odd channel counts are small layers; one configuration
-    return launch_conv_gemm_cfg<T, OutT, kMode, false, Cfg1>(p, list, count, max_rows, stream);
+    return launch_conv_gemm_cfg<T, OutT, kMode, false, Cfg1>(p, list, count, max_rows, list_below, stream);
   } else if constexpr (!std::is_same_v<T, OutT>) {
-    return launch_conv_gemm_cfg<T, OutT, kMode, true, Cfg4>(p, list, count, max_rows, stream);
+    return launch_conv_gemm_cfg<T, OutT, kMode, true, Cfg4>(p, list, count, max_rows, list_below, stream);
   } else {
     int v = variant();
     if (v < 0) v = sizeof(T) == 4 ? 2 : 4;
     switch (v) {
       case 1:
-        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg1>(p, list, count, max_rows, stream);
+        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg1>(p, list, count, max_rows, list_below, stream);
       case 2:
-        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg2>(p, list, count, max_rows, stream);
+        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg2>(p, list, count, max_rows, list_below, stream);
       case 3:
-        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg3>(p, list, count, max_rows, stream);
+        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg3>(p, list, count, max_rows, list_below, stream);
       case 4:
-        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg4>(p, list, count, max_rows, stream);
+        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg4>(p, list, count, max_rows, list_below, stream);
       case 5:
-        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg5>(p, list, count, max_rows, stream);
+        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg5>(p, list, count, max_rows, list_below, stream);
       default:
-        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg0>(p, list, count, max_rows, stream);
+        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg0>(p, list, count, max_rows, list_below, stream);
     }
   }
 }
@@ -519,7 +370,8 @@ cudaError_t launch_conv_gemm_for(const ConvParams& p, const int32_t* list, const
   if (rule != nullptr) {
     if (!aligned_rows<T>(p)) return cudaErrorInvalidValue;
     using Cfg = std::conditional_t<sizeof(T) == 4, Cfg2, Cfg4>;
-    if (cudaError_t e = launch_conv_gemm_cfg<T, float, kMode, true, Cfg, true>(p, list, count, max_rows, stream, *rule);
+    if (cudaError_t e =
+            launch_conv_gemm_cfg<T, float, kMode, true, Cfg, true>(p, list, count, max_rows, kNever, stream, *rule);
         e != cudaSuccess || p.cout <= kBN)
       return e;
     const int64_t items = max_rows * (p.cout / 4), blocks = (items + 255) / 256;
@@ -527,14 +379,19 @@ cudaError_t launch_conv_gemm_for(const ConvParams& p, const int32_t* list, const
         *rule, list, count, int(p.cout));
     return cudaGetLastError();
   }
-  const bool aligned = aligned_rows<T>(p);
+  // Without a rule: the halo kernel where the layer is its (it returns its count threshold), then the list kernel,
+  // which returns at once from that count on.
+  auto launch = [&](auto out_tag) -> cudaError_t {
+    using OutT = decltype(out_tag);
+    if (!aligned_rows<T>(p)) return launch_conv_gemm<T, OutT, kMode, false>(p, list, count, max_rows, kNever, stream);
+    int from = kNever;
+    if (cudaError_t e = launch_conv_halo<T, OutT, kMode>(p, count, from, stream); e != cudaSuccess) return e;
+    return launch_conv_gemm<T, OutT, kMode, true>(p, list, count, max_rows, from, stream);
+  };
   if constexpr (!std::is_same_v<T, float>) {
-    if (p.out_dtype == DType::kF32)
-      return aligned ? launch_conv_gemm<T, float, kMode, true>(p, list, count, max_rows, stream)
-                     : launch_conv_gemm<T, float, kMode, false>(p, list, count, max_rows, stream);
+    if (p.out_dtype == DType::kF32) return launch(float{});
   }
-  return aligned ? launch_conv_gemm<T, T, kMode, true>(p, list, count, max_rows, stream)
-                 : launch_conv_gemm<T, T, kMode, false>(p, list, count, max_rows, stream);
+  return launch(T{});
 }
 
 // Instantiations, one file each so that they compile in parallel. rule: nullptr, or the activation rule to run in

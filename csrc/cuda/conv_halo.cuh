@@ -1,0 +1,250 @@
+// Tile-sparse convolution on tensor cores for layers with many active pixels (stride 1, no dilation, one group).
+//
+// The list kernel (conv_gemm.cuh) gathers every tap of every active pixel from L2: a 3x3 layer reads its input nine
+// times, and at p = 100 % it runs at a third of cuDNN's rate. This kernel computes output tiles of kTileRows x
+// kTileCols pixels instead. A block keeps its kBN output channels' whole kernel resident in shared memory (all taps,
+// all input channels, loaded once), and for each tile with an active output pixel stages the tile's input halo
+// ((kTileRows + kh - 1) x (kTileCols + kw - 1) pixels, every input channel, inactive pixels as zeros) once; the
+// taps then read shifted windows of the halo. Each input pixel crosses L2 about 1.4 times for a 3x3 instead of 9.
+// The halo of the next tile loads (cp.async) while the block computes the current one where two halos fit.
+//
+// GEMM view of one tile: rows = the tile's 128 pixels, K = taps x Cin (Cin rounded up to one k-step, zero-filled),
+// N = kBN output channels; 8 warps, each 32 x 32 (two output rows of the tile x 32 channels), mma.cuh's k-step.
+// Outputs are stored where out_mask is set (inactive outputs keep what they held, as in the list kernel).
+//
+// The choice between the two kernels is made on the device, per call: both are launched; the list kernel returns
+// at once when the active-pixel count reaches `from`, this one when it is below.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <climits>
+#include <cstdint>
+#include <cstdlib>
+
+#include "common/params.h"
+#include "cuda/epilogue_rule.h"
+#include "cuda/mma.cuh"
+
+namespace deltajax::cuda::gemm {
+
+constexpr int kNever = INT_MAX;  // a count threshold that no layer reaches
+constexpr int kMaxDevices = 64;  // launch facts are cached per device, for devices below this index
+constexpr int kTileRows = 8, kTileCols = 16, kHaloThreads = 256;
+
+// Element counts of the halo kernel's shared memory for one layer.
+template <typename T>
+struct HaloLayout {
+  static constexpr int kStep = sizeof(T) == 2 ? 16 : 8;  // K per mma k-step
+  static constexpr int kVec = 16 / int(sizeof(T));       // elements per 16-byte copy
+  int cin_pad, a_stride, b_stride, halo_h, halo_w, halo_elems, weight_elems;
+  __host__ __device__ explicit HaloLayout(const ConvParams& p) {
+    cin_pad = (int(p.cin) + kStep - 1) / kStep * kStep;
+    a_stride = cin_pad + kVec;  // +16 bytes per pixel: ldmatrix rows fall in distinct banks
+    b_stride = kBN + 8;
+    halo_h = kTileRows + p.kh - 1;
+    halo_w = kTileCols + p.kw - 1;
+    halo_elems = halo_h * halo_w * a_stride;
+    weight_elems = p.kh * p.kw * cin_pad * b_stride;
+  }
+  size_t bytes(int halos) const { return size_t(weight_elems + halos * halo_elems) * sizeof(T); }
+};
+
+template <typename T, typename OutT, int kMode>
+__global__ void __launch_bounds__(kHaloThreads, 1)
+    conv_halo_kernel(ConvParams p, const int32_t* __restrict__ count_ptr, int from, int halos) {
+  if (*count_ptr < from) return;  // the list kernel took the layer
+  constexpr int kVec = HaloLayout<T>::kVec, kStep = HaloLayout<T>::kStep;
+  const HaloLayout<T> L(p);
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* weights = reinterpret_cast<T*>(smem);  // [taps * cin_pad][b_stride]
+  T* halo0 = weights + L.weight_elems;      // [halos][halo_h * halo_w][a_stride]
+  const T* __restrict__ x = static_cast<const T*>(p.x);
+  const T* __restrict__ w = static_cast<const T*>(p.kernel);
+  OutT* __restrict__ out = static_cast<OutT*>(p.out);
+  const int cin = int(p.cin), cout = int(p.cout), taps = p.kh * p.kw;
+  const int in_h = int(p.h), in_w = int(p.w), ho = int(p.ho), wo = int(p.wo);
+  const int tiles_x = (wo + kTileCols - 1) / kTileCols, tiles_y = (ho + kTileRows - 1) / kTileRows;
+  const int tiles = int(p.n) * tiles_y * tiles_x;
+  const int n0 = blockIdx.y * kBN;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int wrow = (warp >> 1) * 2, wn = (warp & 1) * 32;  // this warp's first tile row (of two) and channel
+  const int g = lane >> 2, t4 = lane & 3;
+
+  // The kernel slice of channels [n0, n0 + kBN), every tap and input channel; zeros past Cin and Cout.
+  {
+    constexpr int kSeg = kBN / kVec;
+    const int rows = taps * L.cin_pad;
+    for (int s = tid; s < rows * kSeg; s += kHaloThreads) {
+      const int k = s / kSeg, seg = s - k * kSeg, tap = k / L.cin_pad, c = k - tap * L.cin_pad;
+      const int n = n0 + seg * kVec;
+      const bool ok = c < cin && n < cout;
+      cp_async16(weights + k * L.b_stride + seg * kVec, ok ? w + (int64_t(tap) * cin + c) * cout + n : w, ok);
+    }
+  }
+  auto tile_origin = [&](int t, int& b, int& oy0, int& ox0) {
+    const int per_image = tiles_y * tiles_x;
+    b = t / per_image;
+    const int r = t - b * per_image, ty = r / tiles_x;
+    oy0 = ty * kTileRows;
+    ox0 = (r - ty * tiles_x) * kTileCols;
+  };
+  // The first tile from t on (stepping by the grid) with an active output pixel, or `tiles`. Uniform over the
+  // block (it has a barrier).
+  auto next_active = [&](int t) {
+    for (; t < tiles; t += gridDim.x) {
+      int b, oy0, ox0;
+      tile_origin(t, b, oy0, ox0);
+      bool on = false;
+      if (tid < kTileRows * kTileCols) {
+        const int oy = oy0 + tid / kTileCols, ox = ox0 + tid % kTileCols;
+        on = oy < ho && ox < wo && p.out_mask[(int64_t(b) * ho + oy) * wo + ox];
+      }
+      if (__syncthreads_or(on)) return t;
+    }
+    return tiles;
+  };
+  // The halo of tile t into buffer h: input pixels outside the image or inactive read as zero.
+  auto load_halo = [&](int t, int h) {
+    int b, oy0, ox0;
+    tile_origin(t, b, oy0, ox0);
+    T* dst = halo0 + h * L.halo_elems;
+    const int segs = L.cin_pad / kVec, pixels = L.halo_h * L.halo_w;
+    const int iy0 = oy0 - p.pad_top, ix0 = ox0 - p.pad_left;
+    for (int s = tid; s < pixels * segs; s += kHaloThreads) {
+      const int hp = s / segs, seg = s - hp * segs, hy = hp / L.halo_w, hx = hp - hy * L.halo_w;
+      const int iy = iy0 + hy, ix = ix0 + hx, c = seg * kVec;
+      int64_t pix = -1;
+      if (iy >= 0 && iy < in_h && ix >= 0 && ix < in_w && c < cin) {
+        pix = (int64_t(b) * in_h + iy) * in_w + ix;
+        if (!p.in_mask[pix]) pix = -1;
+      }
+      cp_async16(dst + hp * L.a_stride + c, pix >= 0 ? x + pix * cin + c : x, pix >= 0);
+    }
+  };
+
+  int tile = next_active(blockIdx.x), buf = 0;
+  if (tile < tiles) load_halo(tile, 0);
+  cp_async_commit();  // the weights and the first halo
+  while (tile < tiles) {
+    const int next = next_active(tile + gridDim.x);
+    if (halos == 2 && next < tiles) load_halo(next, buf ^ 1);
+    cp_async_commit();
+    if (halos == 2)
+      cp_async_wait<1>();  // all but the group just committed: this tile's halo has landed
+    else
+      cp_async_wait<0>();
+    __syncthreads();
+
+    const T* halo = halo0 + buf * L.halo_elems;
+    float acc[2][4][4];
+    zero(acc);
+    if (n0 + wn < cout) {  // warps whose 32 channels are all past Cout skip the arithmetic
+      for (int tap = 0; tap < taps; ++tap) {
+        const int ky = tap / p.kw, kx = tap - ky * p.kw;
+        const T* a0 = halo + ((wrow + ky) * L.halo_w + kx) * L.a_stride;
+        const T* b0 = weights + tap * L.cin_pad * L.b_stride + wn;
+#pragma unroll 4
+        for (int kk = 0; kk < L.cin_pad; kk += kStep) {
+          const T* const a[2] = {a0 + kk, a0 + L.halo_w * L.a_stride + kk};
+          warp_mma_step<T, kMode>(a, L.a_stride, b0 + kk * L.b_stride, L.b_stride, lane, acc);
+        }
+      }
+    }
+    // Fragment rows: tile row wrow + mi, columns g and g + 8; two adjacent channels per register pair.
+    int b, oy0, ox0;
+    tile_origin(tile, b, oy0, ox0);
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int oy = oy0 + wrow + mi, ox = ox0 + g + 8 * half;
+        if (oy >= ho || ox >= wo) continue;
+        const int64_t o = (int64_t(b) * ho + oy) * wo + ox;
+        if (!p.out_mask[o]) continue;
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni) {
+          const int n = n0 + wn + ni * 8 + 2 * t4;
+          if (n < cout) store_pair(out + o * cout + n, acc[mi][ni][2 * half], acc[mi][ni][2 * half + 1]);
+        }
+      }
+    __syncthreads();  // every warp is done with this halo before it is refilled
+    if (halos == 1 && next < tiles) load_halo(next, 0);
+    tile = next;
+    if (halos == 2) buf ^= 1;
+  }
+  cp_async_wait<0>();  // no copy outlives the block (a block with no active tile still loaded the weights)
+}
+
+// Launch facts per device and instantiation, computed once (the handler runs every frame).
+struct HaloCache {
+  std::atomic<int> sms{0}, smem_max{0}, regs{0}, smem_set{0};
+};
+
+// The fraction of a layer's output pixels from which the halo kernel takes it: DELTAJAX_HALO_FROM (benchmarks
+// only; above 1 turns the kernel off), read once per process.
+inline double halo_fraction() {
+  static const double cached = [] {
+    const char* env = std::getenv("DELTAJAX_HALO_FROM");
+    return env && *env ? std::atof(env) : 0.25;
+  }();
+  return cached;
+}
+
+// Whether the geometry is the halo kernel's: stride 1, no dilation, one group, 16-byte operand rows.
+inline bool halo_geometry(const ConvParams& p, int vec) {
+  return p.groups == 1 && p.stride_h == 1 && p.stride_w == 1 && p.lhs_dil_h == 1 && p.lhs_dil_w == 1 &&
+         p.rhs_dil_h == 1 && p.rhs_dil_w == 1 && p.cin % vec == 0 && p.cout % vec == 0 && p.cin >= 8 && p.cout >= 8;
+}
+
+// Launches the halo kernel for counts >= its threshold, and returns the threshold; kNever (nothing launched) where
+// the layer is not the kernel's or its kernel slice and one halo do not fit in shared memory.
+template <typename T, typename OutT, int kMode>
+cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, int& from, cudaStream_t stream) {
+  static HaloCache cache[kMaxDevices];
+  from = kNever;
+  const double fraction = halo_fraction();
+  if (!halo_geometry(p, HaloLayout<T>::kVec) || fraction > 1.0) return cudaSuccess;
+  int device = 0;
+  if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
+  HaloCache& c = cache[device < kMaxDevices ? device : 0];
+  auto kernel = conv_halo_kernel<T, OutT, kMode>;
+  int sms = c.sms.load(std::memory_order_acquire), smem_max = c.smem_max.load(std::memory_order_relaxed);
+  int regs = c.regs.load(std::memory_order_relaxed);
+  if (sms == 0) {
+    cudaFuncAttributes attr{};
+    if (cudaError_t e = cudaFuncGetAttributes(&attr, kernel); e != cudaSuccess) return e;
+    regs = attr.numRegs > 0 ? attr.numRegs : 255;
+    if (cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); e != cudaSuccess)
+      return e;
+    if (cudaError_t e = cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+        e != cudaSuccess)
+      return e;
+    c.smem_max.store(smem_max, std::memory_order_relaxed);
+    c.regs.store(regs, std::memory_order_relaxed);
+    c.sms.store(sms, std::memory_order_release);
+  }
+  const HaloLayout<T> layout(p);
+  const int halos = layout.bytes(2) <= size_t(smem_max) ? 2 : 1;
+  const size_t smem = layout.bytes(halos);
+  if (smem > size_t(smem_max)) return cudaSuccess;
+  if (int(smem) > c.smem_set.load(std::memory_order_acquire)) {
+    if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+        e != cudaSuccess)
+      return e;
+    c.smem_set.store(int(smem), std::memory_order_release);
+  }
+  const int64_t outputs = p.n * p.ho * p.wo;
+  from = int(std::max<int64_t>(1, int64_t(fraction * double(outputs) + 0.999)));
+  const int ny = int((p.cout + kBN - 1) / kBN);
+  const int64_t tiles = p.n * ((p.ho + kTileRows - 1) / kTileRows) * ((p.wo + kTileCols - 1) / kTileCols);
+  // Blocks resident per SM: by shared memory (228 KB an SM, 1 KB of it reserved per block) and by registers.
+  const int64_t per_sm = std::max<int64_t>(
+      1, std::min<int64_t>(int64_t(228 * 1024) / int64_t(smem + 1024), 65536 / (regs * kHaloThreads)));
+  const int64_t nx = std::max<int64_t>(1, std::min<int64_t>(tiles, (sms * per_sm + ny - 1) / ny));
+  kernel<<<dim3(unsigned(nx), unsigned(ny)), kHaloThreads, smem, stream>>>(p, count, from, halos);
+  return cudaGetLastError();
+}
+
+}  // namespace deltajax::cuda::gemm
