@@ -90,20 +90,22 @@ __global__ void __launch_bounds__(kHaloThreads, 1)
     oy0 = ty * kTileRows;
     ox0 = (r - ty * tiles_x) * kTileCols;
   };
-  // The first tile from t on (stepping by the grid) with an active output pixel, or `tiles`. Uniform over the
-  // block (it has a barrier).
-  auto next_active = [&](int t) {
-    for (; t < tiles; t += gridDim.x) {
-      int b, oy0, ox0;
-      tile_origin(t, b, oy0, ox0);
-      bool on = false;
-      if (tid < kTileRows * kTileCols) {
-        const int oy = oy0 + tid / kTileCols, ox = ox0 + tid % kTileCols;
-        on = oy < ho && ox < wo && p.out_mask[(int64_t(b) * ho + oy) * wo + ox];
-      }
-      if (__syncthreads_or(on)) return t;
+  // Whether tile t (< tiles) has an active output pixel, as this thread sees it (the first 128 threads read one
+  // pixel each); a block's verdict is __syncthreads_or of it.
+  auto probe = [&](int t) {
+    int b, oy0, ox0;
+    tile_origin(t, b, oy0, ox0);
+    const int oy = oy0 + tid / kTileCols, ox = ox0 + tid % kTileCols;
+    return tid < kTileRows * kTileCols && oy < ho && ox < wo && p.out_mask[(int64_t(b) * ho + oy) * wo + ox] != 0;
+  };
+  // The first tile from t on (stepping by the grid) with an active output pixel, or `tiles`; `on`: the probe of
+  // t, already read. Uniform over the block (it has barriers).
+  auto first_active = [&](int t, bool on) {
+    while (t < tiles && !__syncthreads_or(on)) {
+      t += gridDim.x;
+      on = t < tiles && probe(t);
     }
-    return tiles;
+    return t;
   };
   // The halo of tile t into buffer h: input pixels outside the image or inactive read as zero.
   auto load_halo = [&](int t, int h) {
@@ -124,18 +126,23 @@ __global__ void __launch_bounds__(kHaloThreads, 1)
     }
   };
 
-  int tile = next_active(blockIdx.x), buf = 0;
-  if (tile < tiles) load_halo(tile, 0);
+  // Tiles in flight: `cur` (its halo in buffer `buf`) and, with two halos, `nxt` (loading into the other). The
+  // probe of the tile after the last one in flight is read before the arithmetic and decided after it.
+  int cur = first_active(blockIdx.x, blockIdx.x < tiles && probe(blockIdx.x)), buf = 0;
+  int nxt = halos == 2 && cur < tiles ? first_active(cur + gridDim.x, cur + gridDim.x < tiles && probe(cur + gridDim.x))
+                                      : tiles;
+  if (cur < tiles) load_halo(cur, 0);
   cp_async_commit();  // the weights and the first halo
-  while (tile < tiles) {
-    const int next = next_active(tile + gridDim.x);
-    if (halos == 2 && next < tiles) load_halo(next, buf ^ 1);
-    cp_async_commit();
+  if (nxt < tiles) load_halo(nxt, 1);
+  cp_async_commit();
+  while (cur < tiles) {
     if (halos == 2)
-      cp_async_wait<1>();  // all but the group just committed: this tile's halo has landed
+      cp_async_wait<1>();  // all but the group committed last (nxt's halo): cur's halo has landed
     else
       cp_async_wait<0>();
     __syncthreads();
+    const int cand = (halos == 2 ? nxt : cur) + gridDim.x;
+    const bool cand_on = cand < tiles && probe(cand);
 
     const T* halo = halo0 + buf * L.halo_elems;
     float acc[2][4][4];
@@ -154,7 +161,7 @@ __global__ void __launch_bounds__(kHaloThreads, 1)
     }
     // Fragment rows: tile row wrow + mi, columns g and g + 8; two adjacent channels per register pair.
     int b, oy0, ox0;
-    tile_origin(tile, b, oy0, ox0);
+    tile_origin(cur, b, oy0, ox0);
 #pragma unroll
     for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
@@ -169,10 +176,18 @@ __global__ void __launch_bounds__(kHaloThreads, 1)
           if (n < cout) store_pair(out + o * cout + n, acc[mi][ni][2 * half], acc[mi][ni][2 * half + 1]);
         }
       }
-    __syncthreads();  // every warp is done with this halo before it is refilled
-    if (halos == 1 && next < tiles) load_halo(next, 0);
-    tile = next;
-    if (halos == 2) buf ^= 1;
+    // Its barrier also tells that every warp is done with this halo, which `after` takes (without a candidate
+    // there is no barrier, and no load).
+    const int after = first_active(cand, cand_on);
+    if (after < tiles) load_halo(after, buf);
+    cp_async_commit();
+    if (halos == 2) {
+      cur = nxt;
+      nxt = after;
+      buf ^= 1;
+    } else {
+      cur = after;
+    }
   }
   cp_async_wait<0>();  // no copy outlives the block (a block with no active tile still loaded the weights)
 }
@@ -188,6 +203,16 @@ inline double halo_fraction() {
   static const double cached = [] {
     const char* env = std::getenv("DELTAJAX_HALO_FROM");
     return env && *env ? std::atof(env) : 0.25;
+  }();
+  return cached;
+}
+
+// Halo buffers a block may take: 2 (the next tile's halo loads during the arithmetic, where it fits) or 1 (more blocks
+// an SM where the kernel slice is large): DELTAJAX_HALO_BUFS (benchmarks only), read once per process.
+inline int halo_buffers() {
+  static const int cached = [] {
+    const char* env = std::getenv("DELTAJAX_HALO_BUFS");
+    return env && *env && std::atoi(env) == 1 ? 1 : 2;
   }();
   return cached;
 }
@@ -226,7 +251,7 @@ cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, int& fro
     c.sms.store(sms, std::memory_order_release);
   }
   const HaloLayout<T> layout(p);
-  const int halos = layout.bytes(2) <= size_t(smem_max) ? 2 : 1;
+  const int halos = halo_buffers() == 2 && layout.bytes(2) <= size_t(smem_max) ? 2 : 1;
   const size_t smem = layout.bytes(halos);
   if (smem > size_t(smem_max)) return cudaSuccess;
   if (int(smem) > c.smem_set.load(std::memory_order_acquire)) {
