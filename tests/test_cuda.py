@@ -201,15 +201,16 @@ def test_conv_large_channels(dtype, precision):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
 @pytest.mark.parametrize("p", [0.01, 0.1, 0.3, 0.9])
-@pytest.mark.parametrize("case", ["3x3_c64", "5x5_c24_to_40", "1x1_c48_to_72", "3x2_c16_pad_3_0"])
+@pytest.mark.parametrize("case", ["3x3_c64", "5x5_c24_to_40", "1x3_c48_to_72", "3x2_c16_pad_3_0"])
 def test_conv_list_or_halo_kernel(case, p, dtype):
-    """Stride-1 layers on both sides of the halo kernel's count threshold (a quarter of the outputs): the list
-    kernel at 1 % and 10 %, the halo kernel from about 30 % (tiles of 8 x 16 pixels; frames that end inside a tile,
-    input channels that are not a whole k-step, output channels past one 64-channel block, uneven padding)."""
+    """Stride-1 layers with more than one tap on both sides of the halo kernel's count threshold (a quarter of the
+    outputs): the list kernel at 1 % and 10 %, the halo kernel from about 30 % (tiles of 8 x 16 pixels; frames that
+    end inside a tile, input channels that are not a whole k-step, output channels past one 64-channel block, uneven
+    padding). 1x1 layers always take the list kernel."""
     kw = {
         "3x3_c64": dict(n=2, h=21, w=35, cin=64, cout=64, k=3),
         "5x5_c24_to_40": dict(n=1, h=19, w=40, cin=24, cout=40, k=5),
-        "1x1_c48_to_72": dict(n=2, h=9, w=50, cin=48, cout=72, k=1),
+        "1x3_c48_to_72": dict(n=2, h=9, w=50, cin=48, cout=72, k=(1, 3)),
         "3x2_c16_pad_3_0": dict(n=1, h=17, w=33, cin=16, cout=16, k=(3, 2), padding=((3, 0), (0, 1))),
     }[case]
     values, mask, kernel, geometry = _conv_case(zlib.crc32(f"{case}/{p}/{dtype}".encode()), dtype=dtype, p=p, **kw)

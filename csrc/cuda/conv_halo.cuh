@@ -52,7 +52,7 @@ struct HaloLayout {
 };
 
 template <typename T, typename OutT, int kMode>
-__global__ void __launch_bounds__(kHaloThreads, 1)
+__global__ void __launch_bounds__(kHaloThreads, 2)
     conv_halo_kernel(ConvParams p, const int32_t* __restrict__ count_ptr, int from, int halos) {
   if (*count_ptr < from) return;  // the list kernel took the layer
   constexpr int kVec = HaloLayout<T>::kVec, kStep = HaloLayout<T>::kStep;
@@ -207,20 +207,12 @@ inline double halo_fraction() {
   return cached;
 }
 
-// Halo buffers a block may take: 2 (the next tile's halo loads during the arithmetic, where it fits) or 1 (more blocks
-// an SM where the kernel slice is large): DELTAJAX_HALO_BUFS (benchmarks only), read once per process.
-inline int halo_buffers() {
-  static const int cached = [] {
-    const char* env = std::getenv("DELTAJAX_HALO_BUFS");
-    return env && *env && std::atoi(env) == 1 ? 1 : 2;
-  }();
-  return cached;
-}
-
-// Whether the geometry is the halo kernel's: stride 1, no dilation, one group, 16-byte operand rows.
+// Whether the geometry is the halo kernel's: more than one tap (a 1x1 reads each input once from the list too, and
+// its halo kernel measured no faster: H100, 2026-12-06), stride 1, no dilation, one group, 16-byte operand rows.
 inline bool halo_geometry(const ConvParams& p, int vec) {
-  return p.groups == 1 && p.stride_h == 1 && p.stride_w == 1 && p.lhs_dil_h == 1 && p.lhs_dil_w == 1 &&
-         p.rhs_dil_h == 1 && p.rhs_dil_w == 1 && p.cin % vec == 0 && p.cout % vec == 0 && p.cin >= 8 && p.cout >= 8;
+  return p.kh * p.kw > 1 && p.groups == 1 && p.stride_h == 1 && p.stride_w == 1 && p.lhs_dil_h == 1 &&
+         p.lhs_dil_w == 1 && p.rhs_dil_h == 1 && p.rhs_dil_w == 1 && p.cin % vec == 0 && p.cout % vec == 0 &&
+         p.cin >= 8 && p.cout >= 8;
 }
 
 // Launches the halo kernel for counts >= its threshold, and returns the threshold; kNever (nothing launched) where
@@ -250,10 +242,19 @@ cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, int& fro
     c.regs.store(regs, std::memory_order_relaxed);
     c.sms.store(sms, std::memory_order_release);
   }
+  // One halo buffer or two: whichever keeps more blocks an SM (by shared memory, 228 KB an SM with 1 KB reserved
+  // per block, and by registers), two on a tie. 3x3, 64 -> 64, bf16 on an H100 (2026-12-06): one buffer and two
+  // blocks an SM 0.666 ms at p = 100 %, two buffers and one block 0.878.
   const HaloLayout<T> layout(p);
-  const int halos = halo_buffers() == 2 && layout.bytes(2) <= size_t(smem_max) ? 2 : 1;
+  auto per_sm = [&](int halos) {
+    const size_t bytes = layout.bytes(halos);
+    if (bytes > size_t(smem_max)) return int64_t(0);
+    return std::min<int64_t>(int64_t(228 * 1024) / int64_t(bytes + 1024), 65536 / (regs * kHaloThreads));
+  };
+  const int halos = per_sm(2) > 0 && per_sm(2) >= per_sm(1) ? 2 : 1;
+  const int64_t blocks_per_sm = per_sm(halos);
+  if (blocks_per_sm < 1) return cudaSuccess;
   const size_t smem = layout.bytes(halos);
-  if (smem > size_t(smem_max)) return cudaSuccess;
   if (int(smem) > c.smem_set.load(std::memory_order_acquire)) {
     if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
         e != cudaSuccess)
@@ -264,10 +265,7 @@ cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, int& fro
   from = int(std::max<int64_t>(1, int64_t(fraction * double(outputs) + 0.999)));
   const int ny = int((p.cout + kBN - 1) / kBN);
   const int64_t tiles = p.n * ((p.ho + kTileRows - 1) / kTileRows) * ((p.wo + kTileCols - 1) / kTileCols);
-  // Blocks resident per SM: by shared memory (228 KB an SM, 1 KB of it reserved per block) and by registers.
-  const int64_t per_sm = std::max<int64_t>(
-      1, std::min<int64_t>(int64_t(228 * 1024) / int64_t(smem + 1024), 65536 / (regs * kHaloThreads)));
-  const int64_t nx = std::max<int64_t>(1, std::min<int64_t>(tiles, (sms * per_sm + ny - 1) / ny));
+  const int64_t nx = std::max<int64_t>(1, std::min<int64_t>(tiles, (sms * blocks_per_sm + ny - 1) / ny));
   kernel<<<dim3(unsigned(nx), unsigned(ny)), kHaloThreads, smem, stream>>>(p, count, from, halos);
   return cudaGetLastError();
 }
