@@ -1,4 +1,5 @@
-// Tile-sparse convolution on tensor cores for layers with many active pixels (stride 1, no dilation, one group).
+// Tile-sparse convolution on tensor cores for layers with many active pixels (more than one tap, stride 1, no
+// dilation, one group).
 //
 // The list kernel (conv_gemm.cuh) gathers every tap of every active pixel from L2: a 3x3 layer reads its input nine
 // times, and at p = 100 % it runs at a third of cuDNN's rate. This kernel computes output tiles of kTileRows x
@@ -6,7 +7,8 @@
 // all input channels, loaded once), and for each tile with an active output pixel stages the tile's input halo
 // ((kTileRows + kh - 1) x (kTileCols + kw - 1) pixels, every input channel, inactive pixels as zeros) once; the
 // taps then read shifted windows of the halo. Each input pixel crosses L2 about 1.4 times for a 3x3 instead of 9.
-// The halo of the next tile loads (cp.async) while the block computes the current one where two halos fit.
+// The halo of the next tile loads (cp.async) while the block computes the current one where a second halo buffer
+// keeps as many blocks an SM (else one buffer, and the SM's other blocks fill the gap).
 //
 // GEMM view of one tile: rows = the tile's 128 pixels, K = taps x Cin (Cin rounded up to one k-step, zero-filled),
 // N = kBN output channels; 8 warps, each 32 x 32 (two output rows of the tile x 32 channels), mma.cuh's k-step.
