@@ -15,9 +15,9 @@
 //      device-side count: an implicit GEMM on tensor cores (conv_gemm.cuh) for dense channel mixing, or a
 //      direct kernel (one thread per active pixel and output channel) for grouped convolutions, transposed
 //      depthwise ones and very narrow layers, which are memory-bound. Stride-1 tensor-core layers with more than
-//      one tap also launch the halo kernel (conv_halo.cuh: whole 8 x 16-pixel tiles, each input halo staged
-//      once): from a quarter of the outputs active it computes and the list kernel returns at once; below, the
-//      other way round.
+//      one tap (not float32 HIGHEST) also launch the halo kernel (conv_halo.cuh: whole 8 x 16-pixel tiles, each
+//      input halo staged once): from about two thirds of the outputs active (16-bit values; 87 % for TF32) it
+//      computes and the list kernel returns at once; below, the other way round.
 // conv_with_rule (conv_activation) is the same with the activation rule in the convolution's epilogue
 // (rule_epilogue.cuh): the zeroing also covers the row tiles' arrival counters, the mask pass also writes the rule's
 // mask, and the depthwise or tensor-core kernel runs the rule on its sums.

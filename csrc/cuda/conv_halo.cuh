@@ -15,7 +15,8 @@
 // Outputs are stored where out_mask is set (inactive outputs keep what they held, as in the list kernel).
 //
 // The choice between the two kernels is made on the device, per call: both are launched; the list kernel returns
-// at once when the active-pixel count reaches `from`, this one when it is below.
+// at once when the active-pixel count reaches `from` (halo_fraction of the outputs), this one when it is below.
+// float32 HIGHEST (3xTF32) was not measured with it and keeps the list kernel.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -199,14 +200,18 @@ struct HaloCache {
   std::atomic<int> sms{0}, smem_max{0}, regs{0}, smem_set{0};
 };
 
-// The fraction of a layer's output pixels from which the halo kernel takes it: DELTAJAX_HALO_FROM (benchmarks
-// only; above 1 turns the kernel off), read once per process.
-inline double halo_fraction() {
-  static const double cached = [] {
-    const char* env = std::getenv("DELTAJAX_HALO_FROM");
-    return env && *env ? std::atof(env) : 0.25;
+// The fraction of a layer's output pixels from which the halo kernel takes it, for values of `bytes` bytes: where the
+// halo kernel over every tile of the frame costs what the list kernel costs at that count, so that it is not slower
+// whatever the mask's shape (scattered pixels make every tile active). 3x3, 64 -> 64, 1x1080x1920 on an H100
+// (2026-12-06), whole frame: bf16 0.668 ms against the list's 1.033, TF32 1.767 against 2.037. Blob-shaped regions
+// gain from lower counts (their active tiles hold 1.25x their active pixels), scattered ones would lose.
+// DELTAJAX_HALO_FROM overrides it (benchmarks only; above 1 turns the kernel off), read once per process.
+inline double halo_fraction(int bytes) {
+  static const double env = [] {
+    const char* s = std::getenv("DELTAJAX_HALO_FROM");
+    return s && *s ? std::atof(s) : -1.0;
   }();
-  return cached;
+  return env >= 0 ? env : bytes == 2 ? 0.65 : 0.87;
 }
 
 // Whether the geometry is the halo kernel's: more than one tap (a 1x1 reads each input once from the list too, and
@@ -223,7 +228,7 @@ template <typename T, typename OutT, int kMode>
 cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, int& from, cudaStream_t stream) {
   static HaloCache cache[kMaxDevices];
   from = kNever;
-  const double fraction = halo_fraction();
+  const double fraction = halo_fraction(int(sizeof(T)));
   if (!halo_geometry(p, HaloLayout<T>::kVec) || fraction > 1.0) return cudaSuccess;
   int device = 0;
   if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
