@@ -8,8 +8,8 @@
 // kStages-deep ring; warps each own a 32 x 32 piece of the kBM x 64 output tile. The grid is persistent:
 // blocks stride over row tiles up to the device-side count, so nothing waits on the host.
 //
-// The instructions per precision are mma.cuh's. Where a stride-1 layer has many active pixels, conv_halo.cuh's
-// kernel takes the layer instead (see launch_conv_gemm_for).
+// The instructions per precision are mma.cuh's. Where a stride-1 layer with more than one tap has many active
+// pixels, conv_halo.cuh's kernel takes the layer instead (see launch_conv_gemm_for).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -84,7 +84,7 @@ __global__ void __launch_bounds__(2 * C::kBM, kRule ? 3 : 1)
   int32_t* taps = row_x + kBM;      // [kBM][ntaps] source pixel, -1 where the tap reads zero
 
   const int count = *count_ptr;
-  if (count >= list_below) return;  // the halo kernel launched after this one takes the layer
+  if (count >= list_below) return;  // the halo kernel, launched just before this one, takes the layer
   const int ntaps = p.kh * p.kw;
   const int cin = int(p.cin), cout = int(p.cout);
   const int chunks_per_tap = (cin + L::kBK - 1) / L::kBK;

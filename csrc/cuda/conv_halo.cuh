@@ -216,14 +216,16 @@ inline double halo_fraction(int bytes) {
 
 // Whether the geometry is the halo kernel's: more than one tap (a 1x1 reads each input once from the list too, and
 // its halo kernel measured no faster: H100, 2026-12-06), stride 1, no dilation, one group, 16-byte operand rows.
+// Kernels past 16 x 16 taps or 2048 input channels never fit shared memory; bounding them first keeps HaloLayout's
+// int arithmetic far from overflow.
 inline bool halo_geometry(const ConvParams& p, int vec) {
-  return p.kh * p.kw > 1 && p.groups == 1 && p.stride_h == 1 && p.stride_w == 1 && p.lhs_dil_h == 1 &&
-         p.lhs_dil_w == 1 && p.rhs_dil_h == 1 && p.rhs_dil_w == 1 && p.cin % vec == 0 && p.cout % vec == 0 &&
-         p.cin >= 8 && p.cout >= 8;
+  return p.kh * p.kw > 1 && p.kh <= 16 && p.kw <= 16 && p.cin <= 2048 && p.groups == 1 && p.stride_h == 1 &&
+         p.stride_w == 1 && p.lhs_dil_h == 1 && p.lhs_dil_w == 1 && p.rhs_dil_h == 1 && p.rhs_dil_w == 1 &&
+         p.cin % vec == 0 && p.cout % vec == 0 && p.cin >= 8 && p.cout >= 8;
 }
 
-// Launches the halo kernel for counts >= its threshold, and returns the threshold; kNever (nothing launched) where
-// the layer is not the kernel's or its kernel slice and one halo do not fit in shared memory.
+// Launches the halo kernel for counts >= its threshold and sets `from` to that threshold; or sets kNever and launches
+// nothing where the layer is not the kernel's, or its kernel slice and one halo do not fit in shared memory.
 template <typename T, typename OutT, int kMode>
 cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, int& from, cudaStream_t stream) {
   static HaloCache cache[kMaxDevices];
