@@ -3,7 +3,8 @@
 For each layer (3x3 conv, 1x1 conv, 3x3 and 5x5 depthwise; relu6 after a
 batch-norm scale, the activation rule with its state; a conv followed by
 batch norm and relu6 as one op, ``ops.conv_activation``), channel count,
-frame shape, update fraction p (blob-shaped regions) and precision, it times
+frame shape, update fraction p (blob-shaped regions, or scattered pixels with
+``--masks scatter``) and precision, it times
   - dense XLA (``lax.conv_general_dilated`` on the whole frame),
   - the delta op (``deltajax.ops.conv`` on a Delta whose mask covers p),
   - on GPU presets also the obvious pure-JAX sparse version (fixed-size
@@ -35,7 +36,7 @@ from jax import lax
 
 from deltajax import native_check, ops
 from deltajax.backend import use_reference
-from deltajax.timing import blob_mask, median_time, stepped_time
+from deltajax.timing import MASKS, median_time, stepped_time
 
 DIMS = ("NHWC", "HWIO", "NHWC")
 LAYERS = {  # name: (kernel size, depthwise)
@@ -131,7 +132,9 @@ def _row(layer, shape, c, precision, p, p_out, dense_s, delta_s, **extra) -> dic
     }
 
 
-def run_activation_case(layer: str, shape, c: int, precision: str, fractions, baseline: bool, seed: int = 0):
+def run_activation_case(
+    layer: str, shape, c: int, precision: str, fractions, baseline: bool, seed: int = 0, masks: str = "blob"
+):
     """The activation rule (``ops.activation`` with a fused scale, state carried) against dense XLA."""
     n, h, w = shape
     dtype = PRECISIONS[precision][0]
@@ -152,7 +155,7 @@ def run_activation_case(layer: str, shape, c: int, precision: str, fractions, ba
     dense_s = stepped_time(dense, jnp.zeros_like(frame), frame, scale, offset)
     rows = []
     for p in fractions:
-        mask = jnp.asarray(blob_mask(n, h, w, p, seed=seed + 1))
+        mask = jnp.asarray(MASKS[masks](n, h, w, p, seed=seed + 1))
         delta_s = stepped_time(step, fresh(frame), frame, mask, scale)
         active = float(jnp.sum(mask)) * c
         gbps = active * (2 * jnp.dtype(dtype).itemsize + 16) / delta_s / 1e9
@@ -184,7 +187,9 @@ def _dense_conv(x, kernel, groups: int, precision):
     )
 
 
-def run_fused_case(layer: str, shape, c: int, precision: str, fractions, seed: int = 0, seconds: float = 0.25):
+def run_fused_case(
+    layer: str, shape, c: int, precision: str, fractions, seed: int = 0, seconds: float = 0.25, masks: str = "blob"
+):
     """A conv, batch norm and relu6 as one op (``ops.conv_activation``, state carried) against dense XLA's conv
     with the batch norm and relu6 fused after it."""
     n, h, w = shape
@@ -210,7 +215,7 @@ def run_fused_case(layer: str, shape, c: int, precision: str, fractions, seed: i
     dense_s = median_time(dense, frame, kernel, scale, offset, target_s=seconds)
     rows = []
     for p in fractions:
-        mask = jnp.asarray(blob_mask(n, h, w, p, seed=seed + 1))
+        mask = jnp.asarray(MASKS[masks](n, h, w, p, seed=seed + 1))
         active_out = float(jnp.sum(ops.conv(ops.Delta(frame, mask), kernel, groups=groups).mask))
         delta_s = stepped_time(step, fresh(frame), frame, mask)
         tflops = conv_flops(active_out, k, c // groups, c) / delta_s / 1e12
@@ -221,12 +226,22 @@ def run_fused_case(layer: str, shape, c: int, precision: str, fractions, seed: i
 
 
 def run_case(
-    layer: str, shape, c: int, precision: str, fractions, sparse_baseline: bool, seed: int = 0, seconds: float = 0.25
+    layer: str,
+    shape,
+    c: int,
+    precision: str,
+    fractions,
+    sparse_baseline: bool,
+    seed: int = 0,
+    seconds: float = 0.25,
+    masks: str = "blob",
 ):
+    """The rows of one layer, shape, channel count and precision over ``fractions``, with masks of the shape
+    named ``masks`` (deltajax.timing.MASKS)."""
     if layer in ACTIVATIONS:
-        return run_activation_case(layer, shape, c, precision, fractions, sparse_baseline, seed)
+        return run_activation_case(layer, shape, c, precision, fractions, sparse_baseline, seed, masks)
     if layer in FUSED:
-        return run_fused_case(layer, shape, c, precision, fractions, seed, seconds)
+        return run_fused_case(layer, shape, c, precision, fractions, seed, seconds, masks)
     n, h, w = shape
     k, groups, lax_precision, kernel, frame = _conv_operands(layer, shape, c, precision, np.random.default_rng(seed))
 
@@ -239,7 +254,7 @@ def run_case(
     dense_s = median_time(dense, frame, kernel, target_s=seconds)
     rows = []
     for p in fractions:
-        mask = jnp.asarray(blob_mask(n, h, w, p, seed=seed + 1))
+        mask = jnp.asarray(MASKS[masks](n, h, w, p, seed=seed + 1))
         out_mask = jax.jit(delta)(frame, mask, kernel).mask
         active_out = float(jnp.sum(out_mask))
         delta_s = median_time(delta, frame, mask, kernel, target_s=seconds)
@@ -293,6 +308,7 @@ def main(argv=None) -> int:
     layers = ",".join([*LAYERS, *ACTIVATIONS, *FUSED])
     parser.add_argument("--layers", default=layers, help="comma-separated subset of " + layers)
     parser.add_argument("--out", help="write the rows as JSON here")
+    parser.add_argument("--masks", choices=sorted(MASKS), default="blob", help="the changed pixels' shape")
     native_check.add_arguments(parser, require_by_default=True)
     args = parser.parse_args(argv)
     native_check.check("python -m benchmarks.kernels", args.require_native)
@@ -306,7 +322,14 @@ def main(argv=None) -> int:
                 case_rows = []
                 for precision in preset.precisions:
                     case_rows += run_case(
-                        layer, shape, c, precision, preset.fractions, preset.sparse_baseline, seconds=preset.seconds
+                        layer,
+                        shape,
+                        c,
+                        precision,
+                        preset.fractions,
+                        preset.sparse_baseline,
+                        seconds=preset.seconds,
+                        masks=args.masks,
                     )
                 add_cross_precision(case_rows)
                 print(table(case_rows).split("\n", 2)[2], flush=True)
@@ -326,6 +349,7 @@ def _write(args, device, rows) -> None:
             "machine": platform.machine(),
             "preset": args.preset,
             "quick": args.quick,
+            "masks": args.masks,
         }
         with open(args.out, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)

@@ -114,3 +114,14 @@ def blob_mask(n: int, h: int, w: int, fraction: float, seed: int = 0) -> np.ndar
             r = radius * rng.uniform(0.5, 1.5)
             mask[b] |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
     return mask
+
+
+def scatter_mask(n: int, h: int, w: int, fraction: float, seed: int = 0) -> np.ndarray:
+    """``[N, H, W]`` bool: every pixel active on its own with probability ``fraction`` (sensor noise past a
+    threshold, say): every 8x16 tile of a frame holds an active pixel from a fraction of a few percent on."""
+    if fraction >= 1:
+        return np.ones((n, h, w), bool)
+    return np.random.default_rng(seed).random((n, h, w)) < fraction
+
+
+MASKS = {"blob": blob_mask, "scatter": scatter_mask}  # the benchmarks' mask shapes, by name

@@ -9,6 +9,7 @@ import jax
 import pytest
 
 from benchmarks import kernels
+from deltajax import timing
 
 
 def test_kernel_benchmark_writes_rows(tmp_path):
@@ -23,6 +24,29 @@ def test_kernel_benchmark_writes_rows(tmp_path):
     assert [r["p"] for r in fused] == [0.0, 0.05, 1.0] and fused[-1]["p_out"] == 1.0 and fused[-1]["tflops_active"] > 0
     act = [r for r in rows if r["layer"] == "relu6" and r["p"] == 1.0]
     assert act and act[0]["gbps_active"] > 0
+
+
+def test_kernel_benchmark_takes_scattered_masks(tmp_path):
+    """--masks scatter: single pixels at random, whose 3x3 receptive fields cover far more outputs than blobs do."""
+    out = tmp_path / "kernels.json"
+    assert (
+        kernels.main(["--preset", "cpu", "--quick", "--layers", "conv3x3", "--masks", "scatter", "--out", str(out)])
+        == 0
+    )
+    data = json.loads(out.read_text())
+    assert data["meta"]["masks"] == "scatter"
+    by_p = {r["p"]: r for r in data["rows"]}
+    assert by_p[0.0]["p_out"] == 0.0 and by_p[1.0]["p_out"] == 1.0
+    # 5 % of the pixels alone: 1 - 0.95**9 = 37 % of a 3x3's outputs (blobs of the same area: about 5 %)
+    assert 0.3 < by_p[0.05]["p_out"] < 0.45
+
+
+def test_mask_shapes_cover_the_fraction():
+    for name, make in timing.MASKS.items():
+        mask = make(2, 64, 96, 0.2, seed=3)
+        assert mask.shape == (2, 64, 96) and mask.dtype == bool, name
+        assert 0.15 < mask.mean() < 0.3, name
+        assert not make(1, 8, 8, 0.0).any() and make(1, 8, 8, 1.0).all(), name
 
 
 def test_activation_case_times_the_reference_too():
