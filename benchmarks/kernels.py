@@ -301,6 +301,17 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+def _fractions(text: str) -> tuple[float, ...]:
+    """``--fractions``' values: comma-separated floats in [0, 1]."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in [0, 1], got {text!r}") from None
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in [0, 1], got {text!r}")
+    return values
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="gpu" if jax.default_backend() == "gpu" else "cpu")
@@ -309,10 +320,15 @@ def main(argv=None) -> int:
     parser.add_argument("--layers", default=layers, help="comma-separated subset of " + layers)
     parser.add_argument("--out", help="write the rows as JSON here")
     parser.add_argument("--masks", choices=sorted(MASKS), default="blob", help="the changed pixels' shape")
+    parser.add_argument(
+        "--fractions", type=_fractions, help="comma-separated update fractions in [0, 1], in place of the preset's"
+    )
     native_check.add_arguments(parser, require_by_default=True)
     args = parser.parse_args(argv)
     native_check.check("python -m benchmarks.kernels", args.require_native)
     preset = (QUICK if args.quick else PRESETS)[args.preset]
+    if args.fractions is not None:
+        preset = dataclasses.replace(preset, fractions=args.fractions)
     device = jax.devices()[0]
     print(f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}", flush=True)
     rows = []

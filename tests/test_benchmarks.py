@@ -29,16 +29,21 @@ def test_kernel_benchmark_writes_rows(tmp_path):
 def test_kernel_benchmark_takes_scattered_masks(tmp_path):
     """--masks scatter: single pixels at random, whose 3x3 receptive fields cover far more outputs than blobs do."""
     out = tmp_path / "kernels.json"
-    assert (
-        kernels.main(["--preset", "cpu", "--quick", "--layers", "conv3x3", "--masks", "scatter", "--out", str(out)])
-        == 0
-    )
+    argv = ["--preset", "cpu", "--quick", "--layers", "conv3x3", "--masks", "scatter", "--fractions", "0,0.05,1"]
+    assert kernels.main([*argv, "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["meta"]["masks"] == "scatter"
     by_p = {r["p"]: r for r in data["rows"]}
     assert by_p[0.0]["p_out"] == 0.0 and by_p[1.0]["p_out"] == 1.0
     # 5 % of the pixels alone: 1 - 0.95**9 = 37 % of a 3x3's outputs (blobs of the same area: about 5 %)
     assert 0.3 < by_p[0.05]["p_out"] < 0.45
+
+
+@pytest.mark.parametrize("bad", ["0.5,x", "1.5", "-0.1,0.2", ""])
+def test_kernel_benchmark_rejects_bad_fractions(bad, capsys):
+    with pytest.raises(SystemExit):
+        kernels.main(["--preset", "cpu", "--quick", f"--fractions={bad}"])
+    assert "--fractions: expected comma-separated numbers in [0, 1]" in capsys.readouterr().err
 
 
 def test_mask_shapes_cover_the_fraction():
