@@ -306,7 +306,7 @@ def _fractions(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in [0, 1], got {text!r}") from None
+        values = ()  # refused below, with the same message as an out-of-range value
     if not values or any(not 0.0 <= v <= 1.0 for v in values):
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers in [0, 1], got {text!r}")
     return values
