@@ -203,18 +203,41 @@ def test_conv_large_channels(dtype, precision):
 @pytest.mark.parametrize("p", [0.01, 0.1, 0.5, 1.0])
 @pytest.mark.parametrize("case", ["3x3_c64", "5x5_c24_to_40", "1x3_c48_to_72", "3x2_c16_pad_3_0"])
 def test_conv_list_or_halo_kernel(case, p, dtype):
-    """Stride-1 layers with more than one tap on both sides of the halo kernel's count threshold (65 % of the
-    outputs for 16-bit values, 87 % for TF32): the list kernel at 1 % and 10 %, the halo kernel at 100 % (tiles of
-    8 x 16 pixels; frames that end inside a tile, input channels that are not a whole k-step, output channels past
-    one 64-channel block, uneven padding). 1x1 layers always take the list kernel."""
+    """Stride-1 layers with more than one tap on both sides of the halo kernel's threshold (the active pixels fill
+    65 % of the active 8 x 16-pixel tiles for 16-bit values, 87 % for TF32): the list kernel at 1 % and 10 %, the
+    halo kernel at 100 % (frames that end inside a tile, input channels that are not a whole k-step, output channels
+    past one 64-channel block, uneven padding). 1x1 layers always take the list kernel."""
     kw = {
-        "3x3_c64": dict(n=2, h=21, w=35, cin=64, cout=64, k=3),
+        "3x3_c64": dict(n=2, h=21, w=36, cin=64, cout=64, k=3),
         "5x5_c24_to_40": dict(n=1, h=19, w=40, cin=24, cout=40, k=5),
-        "1x3_c48_to_72": dict(n=2, h=9, w=50, cin=48, cout=72, k=(1, 3)),
-        "3x2_c16_pad_3_0": dict(n=1, h=17, w=33, cin=16, cout=16, k=(3, 2), padding=((3, 0), (0, 1))),
+        "1x3_c48_to_72": dict(n=2, h=9, w=52, cin=48, cout=72, k=(1, 3)),
+        "3x2_c16_pad_3_0": dict(n=1, h=17, w=36, cin=16, cout=16, k=(3, 2), padding=((3, 0), (0, 1))),
     }[case]
     values, mask, kernel, geometry = _conv_case(zlib.crc32(f"{case}/{p}/{dtype}".encode()), dtype=dtype, p=p, **kw)
     _check_conv(values, mask, kernel, geometry, DEFAULT, TOL[(dtype, "default")])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("case", ["3x3_c64", "5x5_c24_to_40", "3x2_c16_pad_3_0"])
+def test_conv_halo_kernel_on_some_tiles(case, dtype):
+    """The halo kernel over part of the frame's tiles: the input rectangle makes output rows [8, 24) and columns
+    [16, 48) of the second image active: four whole 8 x 16-pixel tiles (above any threshold), and nothing else."""
+    n, h, w, cin, cout, k, pads = {
+        "3x3_c64": (2, 33, 60, 64, 64, (3, 3), ((1, 1), (1, 1))),
+        "5x5_c24_to_40": (2, 30, 56, 24, 40, (5, 5), ((2, 2), (2, 2))),
+        "3x2_c16_pad_3_0": (2, 30, 64, 16, 16, (3, 2), ((3, 0), (0, 1))),
+    }[case]
+    (kh, kw), (pt, pl) = k, (pads[0][0], pads[1][0])
+    values, _, kernel, geometry = _conv_case(
+        zlib.crc32(f"{case}/{dtype}".encode()), n=n, h=h, w=w, cin=cin, cout=cout, k=k, dtype=dtype, p=1.0, padding=pads
+    )
+    mask = np.zeros((n, h, w), bool)  # output row oy is active iff an input row in [oy - pt, oy - pt + kh) is
+    mask[1, 8 - pt + kh - 1 : 24 - pt, 16 - pl + kw - 1 : 48 - pl] = True
+    values = jnp.where(jnp.asarray(mask)[..., None], values, jnp.nan).astype(dtype)
+    got = _check_conv(values, jnp.asarray(mask), kernel, geometry, DEFAULT, TOL[(dtype, "default")])
+    want_mask = np.zeros((n, *got.mask.shape[1:]), bool)
+    want_mask[1, 8:24, 16:48] = True
+    np.testing.assert_array_equal(np.asarray(got.mask), want_mask)
 
 
 def test_conv_is_deterministic_across_runs():
@@ -448,7 +471,7 @@ def test_sanitize_small(case, dtype):
         "transposed": dict(n=1, h=5, w=6, cin=16, cout=16, k=3, transpose=True, strides=2),
         "empty": dict(n=1, h=9, w=9, cin=32, cout=32, k=3, p=0.0),
         # bf16: the halo kernel and the list kernel's return (float32 HIGHEST keeps the list kernel)
-        "full": dict(n=1, h=9, w=9, cin=32, cout=32, k=3, p=1.0),
+        "full": dict(n=1, h=9, w=12, cin=32, cout=32, k=3, p=1.0),
         "sparse": dict(n=1, h=24, w=40, cin=32, cout=32, k=3, p=0.03),  # the list kernel, the halo kernel's return
     }[case]
     values, mask, kernel, geometry = _conv_case(1, dtype=dtype, **kw)

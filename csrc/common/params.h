@@ -49,12 +49,21 @@ struct ConvParams {
   const void* kernel = nullptr;      // [kh, kw, Cin / groups, Cout] dtype
   void* out = nullptr;               // [N, Ho, Wo, Cout] out_dtype; written at active output pixels only
   uint8_t* out_mask = nullptr;       // [N, Ho, Wo]
-  int32_t* workspace = nullptr;      // [N * Ho * Wo + 1]: active output pixel list, then its count (and, for a
-                                     // backend's conv_activation, what else that backend asks for after them)
+  int32_t* workspace = nullptr;      // [conv_list_size]: the active output pixels and tiles, then their counts
+                                     // (conv_count_at); for a backend's conv_activation, what else it asks for after
 };
 
-// Int32 elements of a convolution's active output pixel list and its count.
-inline int64_t conv_list_size(const ConvParams& p) { return p.n * p.ho * p.wo + 1; }
+// Output tiles of the CUDA tile-sparse kernel (kOutTileRows x kOutTileCols pixels of one image): the mask pass lists
+// those with an active pixel (the CPU backend leaves that part of the workspace unused).
+constexpr int kOutTileRows = 8, kOutTileCols = 16;
+inline int64_t conv_out_tiles(const ConvParams& p) {
+  return p.n * ((p.ho + kOutTileRows - 1) / kOutTileRows) * ((p.wo + kOutTileCols - 1) / kOutTileCols);
+}
+
+// The convolution's workspace, int32: [N * Ho * Wo] active output pixels, [conv_out_tiles] active output tiles, then
+// the count of each (the pixels' at conv_count_at, the tiles' after it). deltajax/ops/conv.py sizes it the same way.
+inline int64_t conv_count_at(const ConvParams& p) { return p.n * p.ho * p.wo + conv_out_tiles(p); }
+inline int64_t conv_list_size(const ConvParams& p) { return conv_count_at(p) + 2; }
 
 }  // namespace deltajax
 

@@ -9,14 +9,14 @@ namespace deltajax::cpu {
 
 namespace {
 
-// The output mask and the list of active output pixels (with their count after it) in p.workspace.
+// The output mask, and the list of active output pixels with its count in p.workspace (conv_count_at).
 int64_t output_pixels(const ConvParams& p) {
   const Window win{p.kh,       p.kw,        p.stride_h,  p.stride_w,  p.pad_top,
                    p.pad_left, p.lhs_dil_h, p.lhs_dil_w, p.rhs_dil_h, p.rhs_dil_w};
   window_mask(p.in_mask, p.n, p.h, p.w, win, p.out_mask, p.ho, p.wo);
   const int64_t outputs = p.n * p.ho * p.wo;
   const int64_t count = active_list(p.out_mask, outputs, p.workspace);
-  p.workspace[outputs] = static_cast<int32_t>(count);
+  p.workspace[conv_count_at(p)] = static_cast<int32_t>(count);
   return count;
 }
 

@@ -5,23 +5,25 @@
 // 16-byte channel vectors; no global list, no count).
 //
 // Everything else, three operations:
-//   1. zero the active-pixel count (workspace[N*Ho*Wo]) with a small kernel: the compaction below adds to it
-//      from many blocks, and XLA hands us a fresh, uninitialised workspace every call, so something ordered
-//      before the mask kernel must zero it (a flag or ticket inside the mask kernel would need zeroing too);
+//   1. zero the active-pixel and active-tile counts (workspace[conv_count_at], common/params.h) with a small kernel:
+//      the compaction below adds to them from many blocks, and XLA hands us a fresh, uninitialised workspace every
+//      call, so something ordered before the mask kernel must zero them (a flag or ticket inside the mask kernel
+//      would need zeroing too);
 //   2. output mask (receptive-field OR of the input mask) and compaction of the active output pixels into
-//      workspace[0..count): by 32-bit mask words where the geometry allows (mask_words_kernel: a warp scan, one
-//      atomicAdd per warp), else byte by byte (mask_compact_kernel: ballots, a block scan, one per block);
+//      workspace[0..count): by 32-bit mask words where the geometry allows (mask_words_kernel: a warp per 8 x 16-pixel
+//      output tile, a warp scan, one atomicAdd per warp; it also lists the tiles with an active pixel), else byte by
+//      byte (mask_compact_kernel: ballots, a block scan, one per block; no tile list);
 //   3. the arithmetic over that list, with the grid sized for the worst case and blocks striding up to the
 //      device-side count: an implicit GEMM on tensor cores (conv_gemm.cuh) for dense channel mixing, or a
 //      direct kernel (one thread per active pixel and output channel) for grouped convolutions, transposed
 //      depthwise ones and very narrow layers, which are memory-bound. Stride-1 tensor-core layers with more than
-//      one tap (not float32 HIGHEST) also launch the halo kernel (conv_halo.cuh: whole 8 x 16-pixel tiles, each
-//      input halo staged once): from about two thirds of the outputs active (16-bit values; 87 % for TF32) it
-//      computes and the list kernel returns at once; below, the other way round.
+//      one tap (not float32 HIGHEST) whose tiles were listed also launch the halo kernel (conv_halo.cuh: whole
+//      active tiles, each input halo staged once): where the active pixels fill about two thirds of the active
+//      tiles (16-bit values; 87 % for TF32) it computes and the list kernel returns at once; below, the other way
+//      round.
 // conv_with_rule (conv_activation) is the same with the activation rule in the convolution's epilogue
 // (rule_epilogue.cuh): the zeroing also covers the row tiles' arrival counters, the mask pass also writes the rule's
 // mask, and the depthwise or tensor-core kernel runs the rule on its sums.
-#include <atomic>
 #include <cstdlib>
 
 #include "common/conv_geometry.h"
@@ -86,13 +88,17 @@ __global__ void __launch_bounds__(kMaskBlock, 8)
 }
 
 // The common case, by 32-bit words of the masks: stride 1 along rows, no lhs dilation, no rhs dilation along rows,
-// kw <= 5, W and Wo multiples of 4 (row starts word-aligned). Each thread owns four output pixels (one word of
+// kw <= 5, W and Wo multiples of 4 (row starts word-aligned). Each warp owns one output tile of kOutTileRows x
+// kOutTileCols pixels (lane l: word l % 4 of the tile's row l / 4) and each thread four output pixels (one word of
 // out_mask): it ORs, over the kernel rows, the three input words covering columns [4q - pad_left, +8) (all loads
-// issued together, neighbours' overlapping loads served by L1), ORs the kw byte-shifts of that 8-byte window,
-// then a warp scan places its active pixels after one atomicAdd per warp (no shared memory, no barrier).
+// issued together, neighbours' overlapping loads served by L1), ORs the kw byte-shifts of that 8-byte window, then
+// a warp scan places the tile's active pixels after one atomicAdd per warp, and a tile with an active pixel is
+// appended to the tile list with a second one (no shared memory, no barrier). The list is in tile order.
 // The byte-wise kernel above stages rows in shared memory with byte loads and serial per-tap tests: ~50 us for a
 // 3x3 at 1080x1920 on an H100, latency-bound; this one brought the whole p = 0 call to 16 us.
-constexpr int kWordBlock = 256;  // threads per block: 1024 output pixels
+constexpr int kWordBlock = 256;                   // threads per block: 8 tiles
+constexpr int kTileWords = kOutTileCols / 4;      // mask words per tile row
+static_assert(kOutTileRows * kTileWords == 32, "a warp per output tile");
 
 bool mask_by_words(const ConvParams& p, const uint8_t* also) {
   const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 4 == 0; };
@@ -101,35 +107,40 @@ bool mask_by_words(const ConvParams& p, const uint8_t* also) {
 }
 
 __global__ void __launch_bounds__(kWordBlock)
-    mask_words_kernel(ConvParams p, int32_t* list, int32_t* count, uint8_t* also) {
+    mask_words_kernel(ConvParams p, int32_t* list, int32_t* count, int32_t* tiles, uint8_t* also) {
   const int out_words = int(p.wo) >> 2, in_words = int(p.w) >> 2, ho = int(p.ho), in_h = int(p.h);
-  const int t = blockIdx.x * kWordBlock + threadIdx.x;
+  const int tiles_x = (out_words + kTileWords - 1) / kTileWords, tiles_y = (ho + kOutTileRows - 1) / kOutTileRows;
+  const int tile = (blockIdx.x * kWordBlock + threadIdx.x) >> 5;
   const int lane = threadIdx.x & 31;
   uint32_t word = 0;
   int row = 0, q = 0;
-  if (t < int(p.n * p.ho) * out_words) {
-    row = t / out_words;
-    q = t - row * out_words;
-    const int b = row / ho, oy = row - b * ho;
-    const int c0 = 4 * q - p.pad_left;  // input column of pixel 4q's first tap
-    const int a = c0 >> 2, s = c0 & 3;  // its word (floor) and byte within it
-    const uint32_t* m = reinterpret_cast<const uint32_t*>(p.in_mask) + int64_t(b) * in_h * in_words;
-    uint32_t v0 = 0, v1 = 0, v2 = 0;
+  if (tile < int(p.n) * tiles_y * tiles_x) {
+    const int b = tile / (tiles_y * tiles_x), in_image = tile - b * (tiles_y * tiles_x), ty = in_image / tiles_x;
+    const int oy = ty * kOutTileRows + lane / kTileWords;
+    q = (in_image - ty * tiles_x) * kTileWords + lane % kTileWords;
+    if (oy < ho && q < out_words) {
+      row = b * ho + oy;
+      const int c0 = 4 * q - p.pad_left;  // input column of pixel 4q's first tap
+      const int a = c0 >> 2, s = c0 & 3;  // its word (floor) and byte within it
+      const uint32_t* m = reinterpret_cast<const uint32_t*>(p.in_mask) + int64_t(b) * in_h * in_words;
+      uint32_t v0 = 0, v1 = 0, v2 = 0;
 #pragma unroll 3
-    for (int ky = 0; ky < p.kh; ++ky) {
-      const int iy = oy * p.stride_h + ky * p.rhs_dil_h - p.pad_top;
-      if (iy < 0 || iy >= in_h) continue;
-      const uint32_t* r = m + iy * in_words;
-      if (a >= 0 && a < in_words) v0 |= __ldg(r + a);
-      if (a + 1 >= 0 && a + 1 < in_words) v1 |= __ldg(r + a + 1);
-      if (a + 2 >= 0 && a + 2 < in_words) v2 |= __ldg(r + a + 2);
+      for (int ky = 0; ky < p.kh; ++ky) {
+        const int iy = oy * p.stride_h + ky * p.rhs_dil_h - p.pad_top;
+        if (iy < 0 || iy >= in_h) continue;
+        const uint32_t* r = m + iy * in_words;
+        if (a >= 0 && a < in_words) v0 |= __ldg(r + a);
+        if (a + 1 >= 0 && a + 1 < in_words) v1 |= __ldg(r + a + 1);
+        if (a + 2 >= 0 && a + 2 < in_words) v2 |= __ldg(r + a + 2);
+      }
+      const uint64_t lo = (uint64_t(v1) << 32) | v0;
+      const uint64_t window = s == 0 ? lo : (lo >> (8 * s)) | (uint64_t(v2) << (64 - 8 * s));  // bytes s .. s+7
+      for (int kx = 0; kx < p.kw; ++kx) word |= uint32_t(window >> (8 * kx));
+      word = __vcmpne4(word, 0u) & 0x01010101u;  // one 0/1 byte per pixel
+      const int64_t w = int64_t(row) * out_words + q;
+      reinterpret_cast<uint32_t*>(p.out_mask)[w] = word;
+      if (also != nullptr) reinterpret_cast<uint32_t*>(also)[w] = word;
     }
-    const uint64_t lo = (uint64_t(v1) << 32) | v0;
-    const uint64_t window = s == 0 ? lo : (lo >> (8 * s)) | (uint64_t(v2) << (64 - 8 * s));  // bytes s .. s+7
-    for (int kx = 0; kx < p.kw; ++kx) word |= uint32_t(window >> (8 * kx));
-    word = __vcmpne4(word, 0u) & 0x01010101u;  // one 0/1 byte per pixel
-    reinterpret_cast<uint32_t*>(p.out_mask)[t] = word;
-    if (also != nullptr) reinterpret_cast<uint32_t*>(also)[t] = word;
   }
   const int n = __popc(word);
   int inclusive = n;
@@ -140,7 +151,10 @@ __global__ void __launch_bounds__(kWordBlock)
   }
   const int total = __shfl_sync(0xffffffffu, inclusive, 31);
   int base = 0;
-  if (lane == 0 && total) base = atomicAdd(count, total);
+  if (lane == 0 && total) {
+    base = atomicAdd(count, total);
+    tiles[atomicAdd(count + 1, 1)] = tile;
+  }
   int at = __shfl_sync(0xffffffffu, base, 0) + inclusive - n;
   const int first = row * int(p.wo) + 4 * q;
 #pragma unroll
@@ -193,15 +207,9 @@ __global__ void __launch_bounds__(256, 4)
   }
 }
 
-int device_sms() {  // cached per device: the handler runs every frame
-  static std::atomic<int> cache[gemm::kMaxDevices];
-  int device = 0, sms = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return 132;
-  std::atomic<int>& c = cache[device < gemm::kMaxDevices ? device : 0];
-  if ((sms = c.load(std::memory_order_relaxed)) != 0) return sms;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) return 132;
-  c.store(sms, std::memory_order_relaxed);
-  return sms;
+int device_sms() {  // 132 (an H100 / H200) where the query fails: a grid size, not a correctness matter
+  DeviceFacts f;
+  return device_facts(f) == cudaSuccess ? f.sms : 132;
 }
 
 // The tensor-core path: one group, enough channels to fill mma tiles, a tap table that fits shared memory.
@@ -234,20 +242,26 @@ bool int32_pixels(const ConvParams& p) {
 // n int32 at p set to 0, grid-stride.
 __global__ void __launch_bounds__(kBlock) zero_kernel(int32_t* p, int64_t n) { DELTAJAX_GRID_STRIDE(i, n) p[i] = 0; }
 
-// The list path's first two steps: zero `zeroed` int32 of the workspace from the count on (the count, then what
-// the caller keeps after it), then the output mask (also written to `also` where given) and the active output
-// pixels in workspace[0 .. count).
-cudaError_t mask_and_list(const ConvParams& p, int64_t zeroed, uint8_t* also, cudaStream_t stream) {
+// The list path's first two steps: zero `zeroed` int32 of the workspace from the pixel count on (the two counts,
+// then what the caller keeps after them), then the output mask (also written to `also` where given), the active
+// output pixels and, where the mask pass goes by words, the active output tiles (conv_count_at's layout). Returns the
+// lists for the arithmetic.
+cudaError_t mask_and_list(const ConvParams& p, int64_t zeroed, uint8_t* also, gemm::ActiveSet& set,
+                          cudaStream_t stream) {
   const int64_t outputs = p.n * p.ho * p.wo;
   int32_t* list = p.workspace;
-  int32_t* count = p.workspace + outputs;
+  int32_t* tiles = p.workspace + outputs;
+  int32_t* count = p.workspace + conv_count_at(p);
+  set = gemm::ActiveSet{list, count, outputs, {}};
   // A kernel, not cudaMemsetAsync: in XLA's command buffers a memset node left ~1.1 us idle before it and ~2.7 us
   // after it, against 0.1-0.3 us between two kernels (H100, 2026-12-06).
   zero_kernel<<<grid_for(zeroed), kBlock, 0, stream>>>(count, zeroed);
   if (outputs == 0) return cudaGetLastError();
   if (mask_by_words(p, also)) {
-    const int64_t words = outputs / 4;
-    mask_words_kernel<<<unsigned((words + kWordBlock - 1) / kWordBlock), kWordBlock, 0, stream>>>(p, list, count, also);
+    set.tiles = gemm::TileList{tiles, count + 1};
+    const int64_t threads = conv_out_tiles(p) * 32;
+    mask_words_kernel<<<unsigned((threads + kWordBlock - 1) / kWordBlock), kWordBlock, 0, stream>>>(p, list, count,
+                                                                                                     tiles, also);
   } else {
     const int64_t per_block = int64_t(kMaskBlock) * kMaskItems;
     const dim3 mask_grid(unsigned(p.n * p.ho), unsigned((p.wo + per_block - 1) / per_block));
@@ -256,19 +270,17 @@ cudaError_t mask_and_list(const ConvParams& p, int64_t zeroed, uint8_t* also, cu
   return cudaGetLastError();
 }
 
-// The tensor-core convolution over the list, of p's dtype and precision (with the rule in its epilogue, or not).
-cudaError_t gemm_over_list(const ConvParams& p, const EpilogueRule* rule, cudaStream_t stream) {
-  const int64_t outputs = p.n * p.ho * p.wo;
-  const int32_t* list = p.workspace;
-  const int32_t* count = p.workspace + outputs;
+// The tensor-core convolution over the mask pass's lists, of p's dtype and precision (with the rule in its
+// epilogue, or not).
+cudaError_t gemm_over_list(const ConvParams& p, const gemm::ActiveSet& set, const EpilogueRule* rule,
+                           cudaStream_t stream) {
   switch (p.dtype) {
     case DType::kF32:
-      return p.precision == 0 ? gemm::conv_gemm_tf32(p, list, count, outputs, rule, stream)
-                              : gemm::conv_gemm_3xtf32(p, list, count, outputs, rule, stream);
+      return p.precision == 0 ? gemm::conv_gemm_tf32(p, set, rule, stream) : gemm::conv_gemm_3xtf32(p, set, rule, stream);
     case DType::kBF16:
-      return gemm::conv_gemm_bf16(p, list, count, outputs, rule, stream);
+      return gemm::conv_gemm_bf16(p, set, rule, stream);
     case DType::kF16:
-      return gemm::conv_gemm_f16(p, list, count, outputs, rule, stream);
+      return gemm::conv_gemm_f16(p, set, rule, stream);
   }
   return cudaErrorInvalidValue;
 }
@@ -280,9 +292,10 @@ cudaError_t conv(const ConvParams& p, cudaStream_t stream) {
   const int64_t outputs = p.n * p.ho * p.wo;
   // Depthwise: one fused launch (mask + arithmetic per block), no list, no count to zero.
   if (depthwise_eligible(p)) return outputs == 0 ? cudaSuccess : conv_depthwise(p, device_sms(), stream);
-  if (cudaError_t e = mask_and_list(p, 1, nullptr, stream); e != cudaSuccess) return e;
+  gemm::ActiveSet set;
+  if (cudaError_t e = mask_and_list(p, 2, nullptr, set, stream); e != cudaSuccess) return e;
   if (outputs == 0 || p.cout == 0) return cudaSuccess;
-  if (use_gemm(p)) return gemm_over_list(p, nullptr, stream);
+  if (use_gemm(p)) return gemm_over_list(p, set, nullptr, stream);
   return dispatch_dtype(p.dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
     constexpr int kBlock = 256;
@@ -291,12 +304,10 @@ cudaError_t conv(const ConvParams& p, cudaStream_t stream) {
     const int64_t cap = int64_t(device_sms()) * 8;  // persistent: 8 blocks of 256 per SM stride over the list
     if (blocks > cap) blocks = cap;
     const unsigned grid = unsigned(blocks > 0 ? blocks : 1);
-    const int32_t* list = p.workspace;
-    const int32_t* count = p.workspace + outputs;
     if (p.out_dtype == DType::kF32)
-      conv_direct_kernel<T, float><<<grid, kBlock, 0, stream>>>(p, list, count);
+      conv_direct_kernel<T, float><<<grid, kBlock, 0, stream>>>(p, set.pixels, set.count);
     else
-      conv_direct_kernel<T, T><<<grid, kBlock, 0, stream>>>(p, list, count);
+      conv_direct_kernel<T, T><<<grid, kBlock, 0, stream>>>(p, set.pixels, set.count);
     return cudaGetLastError();
   });
 }
@@ -313,10 +324,12 @@ cudaError_t conv_with_rule(const ConvParams& p, const EpilogueRule& rule, cudaSt
   if (!int32_pixels(p) || !conv_takes_rule(p)) return cudaErrorInvalidValue;
   const int64_t outputs = p.n * p.ho * p.wo;
   if (depthwise_eligible(p)) return outputs == 0 ? cudaSuccess : conv_depthwise(p, device_sms(), stream, &rule);
-  // The count, then the row tiles' arrival counters; the rule's mask starts as the convolution's.
-  if (cudaError_t e = mask_and_list(p, 1 + conv_rule_tiles(p), rule.a.out_mask, stream); e != cudaSuccess) return e;
+  // The counts, then the row tiles' arrival counters; the rule's mask starts as the convolution's.
+  gemm::ActiveSet set;
+  if (cudaError_t e = mask_and_list(p, 2 + conv_rule_tiles(p), rule.a.out_mask, set, stream); e != cudaSuccess)
+    return e;
   if (outputs == 0 || p.cout == 0) return cudaSuccess;
-  return gemm_over_list(p, &rule, stream);
+  return gemm_over_list(p, set, &rule, stream);
 }
 
 }  // namespace deltajax::cuda

@@ -72,7 +72,7 @@ inline size_t smem_bytes(int taps) {
 template <typename T, typename OutT, int kMode, bool kAligned, class C, bool kRule = false>
 __global__ void __launch_bounds__(2 * C::kBM, kRule ? 3 : 1)
     conv_gemm_kernel(ConvParams p, const int32_t* __restrict__ list, const int32_t* __restrict__ count_ptr, int spread,
-                     int list_below, EpilogueRule rule) {
+                     HaloSplit split, EpilogueRule rule) {
   using L = Tile<T, C, OutT>;
   constexpr int kThreads = L::kThreads, kBM = L::kBM, kStages = L::kStages;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -84,7 +84,7 @@ __global__ void __launch_bounds__(2 * C::kBM, kRule ? 3 : 1)
   int32_t* taps = row_x + kBM;      // [kBM][ntaps] source pixel, -1 where the tap reads zero
 
   const int count = *count_ptr;
-  if (count >= list_below) return;  // the halo kernel, launched just before this one, takes the layer
+  if (halo_takes(split, count)) return;  // the halo kernel, launched just before this one, takes the layer
   const int ntaps = p.kh * p.kw;
   const int cin = int(p.cin), cout = int(p.cout);
   const int chunks_per_tap = (cin + L::kBK - 1) / L::kBK;
@@ -261,7 +261,6 @@ __global__ void __launch_bounds__(2 * C::kBM, kRule ? 3 : 1)
 // Per-device launch facts, computed once: the handler runs on every frame, and occupancy queries cost
 // host time that, at small update fractions, is the whole budget of a layer.
 struct LaunchCache {
-  std::atomic<int> sms{0};
   std::atomic<bool> smem_opt_in{false};
   std::atomic<int> blocks_per_sm[kMaxTaps + 1];  // by tap count (the tap table's size); 0 = not yet known
 };
@@ -269,21 +268,16 @@ struct LaunchCache {
 // Persistent launch: enough blocks to fill the device, never more than the worst-case number of tiles.
 template <typename T, typename OutT, int kMode, bool kAligned, class C, bool kRule = false>
 cudaError_t launch_conv_gemm_cfg(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
-                                 int list_below, cudaStream_t stream, const EpilogueRule& rule = {}) {
+                                 const HaloSplit& split, cudaStream_t stream, const EpilogueRule& rule = {}) {
   static LaunchCache cache[kMaxDevices];
   auto kernel = conv_gemm_kernel<T, OutT, kMode, kAligned, C, kRule>;
   constexpr int kThreads = Tile<T, C, OutT>::kThreads;
   const int taps = p.kh * p.kw;
   const size_t smem = smem_bytes<T, C, OutT>(taps);
-  int device = 0;
-  if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
-  LaunchCache& c = cache[device < kMaxDevices ? device : 0];
-  int sms = c.sms.load(std::memory_order_relaxed);
-  if (sms == 0) {
-    if (cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); e != cudaSuccess)
-      return e;
-    c.sms.store(sms, std::memory_order_relaxed);
-  }
+  DeviceFacts dev;
+  if (cudaError_t e = device_facts(dev); e != cudaSuccess) return e;
+  LaunchCache& c = cache[dev.device < kMaxDevices ? dev.device : 0];
+  const int sms = dev.sms;
   if (!c.smem_opt_in.load(std::memory_order_acquire)) {  // allow the largest tap table once
     const size_t most = smem_bytes<T, C, OutT>(kMaxTaps);
     if (most > 48 * 1024) {
@@ -309,7 +303,7 @@ cudaError_t launch_conv_gemm_cfg(const ConvParams& p, const int32_t* list, const
   // Row tiles that each get an SM of their own, and a block: smaller tiles never outnumber the blocks, nor the
   // kBM-row tiles that the rule's arrival counters and scores are sized for.
   const int spread = int(std::max<int64_t>(1, std::min<int64_t>(sms / ny, nx)));
-  kernel<<<dim3(unsigned(nx), unsigned(ny)), kThreads, smem, stream>>>(p, list, count, spread, list_below, rule);
+  kernel<<<dim3(unsigned(nx), unsigned(ny)), kThreads, smem, stream>>>(p, list, count, spread, split, rule);
   return cudaGetLastError();
 }
 
@@ -328,27 +322,27 @@ int variant();
 // OutT other than T (float32 results of 16-bit values, for conv_activation) takes the default configuration only.
 template <typename T, typename OutT, int kMode, bool kAligned>
 cudaError_t launch_conv_gemm(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
-                             int list_below, cudaStream_t stream) {
+                             const HaloSplit& split, cudaStream_t stream) {
   if constexpr (!kAligned) {  // element loads: odd channel counts are small layers; one configuration
-    return launch_conv_gemm_cfg<T, OutT, kMode, false, Cfg1>(p, list, count, max_rows, list_below, stream);
+    return launch_conv_gemm_cfg<T, OutT, kMode, false, Cfg1>(p, list, count, max_rows, split, stream);
   } else if constexpr (!std::is_same_v<T, OutT>) {
-    return launch_conv_gemm_cfg<T, OutT, kMode, true, Cfg4>(p, list, count, max_rows, list_below, stream);
+    return launch_conv_gemm_cfg<T, OutT, kMode, true, Cfg4>(p, list, count, max_rows, split, stream);
   } else {
     int v = variant();
     if (v < 0) v = sizeof(T) == 4 ? 2 : 4;
     switch (v) {
       case 1:
-        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg1>(p, list, count, max_rows, list_below, stream);
+        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg1>(p, list, count, max_rows, split, stream);
       case 2:
-        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg2>(p, list, count, max_rows, list_below, stream);
+        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg2>(p, list, count, max_rows, split, stream);
       case 3:
-        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg3>(p, list, count, max_rows, list_below, stream);
+        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg3>(p, list, count, max_rows, split, stream);
       case 4:
-        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg4>(p, list, count, max_rows, list_below, stream);
+        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg4>(p, list, count, max_rows, split, stream);
       case 5:
-        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg5>(p, list, count, max_rows, list_below, stream);
+        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg5>(p, list, count, max_rows, split, stream);
       default:
-        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg0>(p, list, count, max_rows, list_below, stream);
+        return launch_conv_gemm_cfg<T, T, kMode, true, Cfg0>(p, list, count, max_rows, split, stream);
     }
   }
 }
@@ -361,17 +355,28 @@ bool aligned_rows(const ConvParams& p) {
   return p.cin % kVec == 0 && p.cout % kVec == 0;
 }
 
+// What the mask pass wrote for the arithmetic: the active output pixels (and their count) and, where it listed them,
+// the active output tiles.
+struct ActiveSet {
+  const int32_t* pixels = nullptr;  // [count]
+  const int32_t* count = nullptr;
+  int64_t max_rows = 0;  // the most pixels there can be (the grid's worst case)
+  TileList tiles;
+};
+
 // The launch for values of type T: 16-byte copies where every operand row is whole 16-byte pieces, else element
 // loads; the output in T, or (16-bit T, p.out_dtype float32) in float32; or, with a rule (aligned rows only), the
 // activation rule in the epilogue, in the default configuration of T (both have kRuleRows rows).
 template <typename T, int kMode>
-cudaError_t launch_conv_gemm_for(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
-                                 const EpilogueRule* rule, cudaStream_t stream) {
+cudaError_t launch_conv_gemm_for(const ConvParams& p, const ActiveSet& set, const EpilogueRule* rule,
+                                 cudaStream_t stream) {
+  const int32_t *list = set.pixels, *count = set.count;
+  const int64_t max_rows = set.max_rows;
   if (rule != nullptr) {
     if (!aligned_rows<T>(p)) return cudaErrorInvalidValue;
     using Cfg = std::conditional_t<sizeof(T) == 4, Cfg2, Cfg4>;
     if (cudaError_t e =
-            launch_conv_gemm_cfg<T, float, kMode, true, Cfg, true>(p, list, count, max_rows, kNever, stream, *rule);
+            launch_conv_gemm_cfg<T, float, kMode, true, Cfg, true>(p, list, count, max_rows, {}, stream, *rule);
         e != cudaSuccess || p.cout <= kBN)
       return e;
     const int64_t items = max_rows * (p.cout / 4), blocks = (items + 255) / 256;
@@ -379,15 +384,16 @@ cudaError_t launch_conv_gemm_for(const ConvParams& p, const int32_t* list, const
         *rule, list, count, int(p.cout));
     return cudaGetLastError();
   }
-  // Without a rule: the halo kernel where the layer is its (it returns its count threshold), then the list kernel,
-  // which returns at once from that count on.
+  // Without a rule: the halo kernel where the layer is its (it returns the rule that splits the calls between the
+  // two), then the list kernel.
   auto launch = [&](auto out_tag) -> cudaError_t {
     using OutT = decltype(out_tag);
-    if (!aligned_rows<T>(p)) return launch_conv_gemm<T, OutT, kMode, false>(p, list, count, max_rows, kNever, stream);
-    int from = kNever;
+    if (!aligned_rows<T>(p)) return launch_conv_gemm<T, OutT, kMode, false>(p, list, count, max_rows, {}, stream);
+    HaloSplit split;
     if constexpr (kMode == 0)  // 3xTF32 (float32 HIGHEST) was not measured with the halo kernel: the list kernel
-      if (cudaError_t e = launch_conv_halo<T, OutT, kMode>(p, count, from, stream); e != cudaSuccess) return e;
-    return launch_conv_gemm<T, OutT, kMode, true>(p, list, count, max_rows, from, stream);
+      if (cudaError_t e = launch_conv_halo<T, OutT, kMode>(p, count, set.tiles, split, stream); e != cudaSuccess)
+        return e;
+    return launch_conv_gemm<T, OutT, kMode, true>(p, list, count, max_rows, split, stream);
   };
   if constexpr (!std::is_same_v<T, float>) {
     if (p.out_dtype == DType::kF32) return launch(float{});
@@ -397,13 +403,9 @@ cudaError_t launch_conv_gemm_for(const ConvParams& p, const int32_t* list, const
 
 // Instantiations, one file each so that they compile in parallel. rule: nullptr, or the activation rule to run in
 // the epilogue (conv_activation; p.out_dtype is then ignored).
-cudaError_t conv_gemm_tf32(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
-                           const EpilogueRule* rule, cudaStream_t stream);
-cudaError_t conv_gemm_3xtf32(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
-                             const EpilogueRule* rule, cudaStream_t stream);
-cudaError_t conv_gemm_bf16(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
-                           const EpilogueRule* rule, cudaStream_t stream);
-cudaError_t conv_gemm_f16(const ConvParams& p, const int32_t* list, const int32_t* count, int64_t max_rows,
-                          const EpilogueRule* rule, cudaStream_t stream);
+cudaError_t conv_gemm_tf32(const ConvParams& p, const ActiveSet& set, const EpilogueRule* rule, cudaStream_t stream);
+cudaError_t conv_gemm_3xtf32(const ConvParams& p, const ActiveSet& set, const EpilogueRule* rule, cudaStream_t stream);
+cudaError_t conv_gemm_bf16(const ConvParams& p, const ActiveSet& set, const EpilogueRule* rule, cudaStream_t stream);
+cudaError_t conv_gemm_f16(const ConvParams& p, const ActiveSet& set, const EpilogueRule* rule, cudaStream_t stream);
 
 }  // namespace deltajax::cuda::gemm

@@ -2,39 +2,57 @@
 // dilation, one group).
 //
 // The list kernel (conv_gemm.cuh) gathers every tap of every active pixel from L2: a 3x3 layer reads its input nine
-// times, and at p = 100 % it runs at a third of cuDNN's rate. This kernel computes output tiles of kTileRows x
-// kTileCols pixels instead. A block keeps its kBN output channels' whole kernel resident in shared memory (all taps,
-// all input channels, loaded once), and for each tile with an active output pixel stages the tile's input halo
-// ((kTileRows + kh - 1) x (kTileCols + kw - 1) pixels, every input channel, inactive pixels as zeros) once; the
-// taps then read shifted windows of the halo. Each input pixel crosses L2 about 1.4 times for a 3x3 instead of 9.
-// The halo of the next tile loads (cp.async) while the block computes the current one where a second halo buffer
-// keeps as many blocks an SM (else one buffer, and the SM's other blocks fill the gap).
+// times, and at p = 100 % it runs at a third of cuDNN's rate. This kernel computes the active output tiles of
+// kOutTileRows x kOutTileCols pixels (common/params.h) that the mask pass listed instead. A block keeps its kBN output
+// channels' whole kernel resident in shared memory (all taps, all input channels, loaded once), and for each of its
+// tiles (the block strides over the tile list) stages the tile's input halo ((kOutTileRows + kh - 1) x
+// (kOutTileCols + kw - 1) pixels, every input channel, inactive pixels as zeros) once; the taps then read shifted
+// windows of the halo. Each input pixel crosses L2 about 1.4 times for a 3x3 instead of 9. The halo of the next
+// tile loads (cp.async) while the block computes the current one where a second halo buffer keeps as many blocks an
+// SM (else one buffer, and the SM's other blocks fill the gap).
 //
 // GEMM view of one tile: rows = the tile's 128 pixels, K = taps x Cin (Cin rounded up to one k-step, zero-filled),
 // N = kBN output channels; 8 warps, each 32 x 32 (two output rows of the tile x 32 channels), mma.cuh's k-step.
 // Outputs are stored where out_mask is set (inactive outputs keep what they held, as in the list kernel).
 //
-// The choice between the two kernels is made on the device, per call: both are launched; the list kernel returns
-// at once when the active-pixel count reaches `from` (halo_fraction of the outputs), this one when it is below.
+// The choice between the two kernels is made on the device, per call, by both (halo_takes): this one computes
+// where the active pixels fill at least a set share of the active tiles (so its idle pixels cost less than the
+// list kernel's gathers would), the list kernel elsewhere; each returns at once where the other computes.
 // float32 HIGHEST (3xTF32) was not measured with it and keeps the list kernel.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <atomic>
-#include <climits>
 #include <cstdint>
 #include <cstdlib>
 
 #include "common/params.h"
 #include "cuda/epilogue_rule.h"
+#include "cuda/launch.cuh"
 #include "cuda/mma.cuh"
 
 namespace deltajax::cuda::gemm {
 
-constexpr int kNever = INT_MAX;  // a count threshold that no layer reaches
-constexpr int kMaxDevices = 64;  // launch facts are cached per device, for devices below this index
-constexpr int kTileRows = 8, kTileCols = 16, kHaloThreads = 256;
+constexpr int kTileRows = kOutTileRows, kTileCols = kOutTileCols, kHaloThreads = 256;
+static_assert(kTileRows == 8 && kTileCols == 16, "8 warps of 2 tile rows x 16 pixels");
+
+// The active output tiles that the mask pass listed (tile indices b * tiles_y * tiles_x + ty * tiles_x + tx, in
+// any order), or none (tiles == nullptr: its byte-wise kernel lists none).
+struct TileList {
+  const int32_t* tiles = nullptr;  // [count]
+  const int32_t* count = nullptr;
+};
+
+// Which kernel computes a layer, decided by both on the device: the halo kernel where the active pixels number at
+// least `per_tile` per active tile (of kTileRows * kTileCols pixels), the list kernel elsewhere.
+struct HaloSplit {
+  const int32_t* tile_count = nullptr;  // nullptr: the list kernel computes every call
+  int per_tile = 0;
+};
+__device__ __forceinline__ bool halo_takes(const HaloSplit& s, int pixel_count) {
+  return s.tile_count != nullptr && pixel_count > 0 && int64_t(pixel_count) >= int64_t(s.per_tile) * *s.tile_count;
+}
 
 // Element counts of the halo kernel's shared memory for one layer.
 template <typename T>
@@ -56,8 +74,9 @@ struct HaloLayout {
 
 template <typename T, typename OutT, int kMode>
 __global__ void __launch_bounds__(kHaloThreads, 2)
-    conv_halo_kernel(ConvParams p, const int32_t* __restrict__ count_ptr, int from, int halos) {
-  if (*count_ptr < from) return;  // the list kernel took the layer
+    conv_halo_kernel(ConvParams p, const int32_t* __restrict__ count_ptr, TileList list, HaloSplit split, int halos) {
+  const int tiles = *list.count;
+  if (!halo_takes(split, *count_ptr) || int(blockIdx.x) >= tiles) return;  // the list kernel, or no tile for it
   constexpr int kVec = HaloLayout<T>::kVec, kStep = HaloLayout<T>::kStep;
   const HaloLayout<T> L(p);
   extern __shared__ __align__(16) unsigned char smem[];
@@ -69,7 +88,6 @@ __global__ void __launch_bounds__(kHaloThreads, 2)
   const int cin = int(p.cin), cout = int(p.cout), taps = p.kh * p.kw;
   const int in_h = int(p.h), in_w = int(p.w), ho = int(p.ho), wo = int(p.wo);
   const int tiles_x = (wo + kTileCols - 1) / kTileCols, tiles_y = (ho + kTileRows - 1) / kTileRows;
-  const int tiles = int(p.n) * tiles_y * tiles_x;
   const int n0 = blockIdx.y * kBN;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int wrow = (warp >> 1) * 2, wn = (warp & 1) * 32;  // this warp's first tile row (of two) and channel
@@ -86,34 +104,17 @@ __global__ void __launch_bounds__(kHaloThreads, 2)
       cp_async16(weights + k * L.b_stride + seg * kVec, ok ? w + (int64_t(tap) * cin + c) * cout + n : w, ok);
     }
   }
-  auto tile_origin = [&](int t, int& b, int& oy0, int& ox0) {
-    const int per_image = tiles_y * tiles_x;
+  auto tile_origin = [&](int i, int& b, int& oy0, int& ox0) {  // of the i-th listed tile
+    const int t = list.tiles[i], per_image = tiles_y * tiles_x;
     b = t / per_image;
     const int r = t - b * per_image, ty = r / tiles_x;
     oy0 = ty * kTileRows;
     ox0 = (r - ty * tiles_x) * kTileCols;
   };
-  // Whether tile t (< tiles) has an active output pixel, as this thread sees it (the first 128 threads read one
-  // pixel each); a block's verdict is __syncthreads_or of it.
-  auto probe = [&](int t) {
+  // The halo of the i-th listed tile into buffer h: input pixels outside the image or inactive read as zero.
+  auto load_halo = [&](int i, int h) {
     int b, oy0, ox0;
-    tile_origin(t, b, oy0, ox0);
-    const int oy = oy0 + tid / kTileCols, ox = ox0 + tid % kTileCols;
-    return tid < kTileRows * kTileCols && oy < ho && ox < wo && p.out_mask[(int64_t(b) * ho + oy) * wo + ox] != 0;
-  };
-  // The first tile from t on (stepping by the grid) with an active output pixel, or `tiles`; `on`: the probe of
-  // t, already read. Uniform over the block (it has barriers).
-  auto first_active = [&](int t, bool on) {
-    while (t < tiles && !__syncthreads_or(on)) {
-      t += gridDim.x;
-      on = t < tiles && probe(t);
-    }
-    return t;
-  };
-  // The halo of tile t into buffer h: input pixels outside the image or inactive read as zero.
-  auto load_halo = [&](int t, int h) {
-    int b, oy0, ox0;
-    tile_origin(t, b, oy0, ox0);
+    tile_origin(i, b, oy0, ox0);
     T* dst = halo0 + h * L.halo_elems;
     const int segs = L.cin_pad / kVec, pixels = L.halo_h * L.halo_w;
     const int iy0 = oy0 - p.pad_top, ix0 = ox0 - p.pad_left;
@@ -129,24 +130,20 @@ __global__ void __launch_bounds__(kHaloThreads, 2)
     }
   };
 
-  // Tiles in flight: `cur` (its halo in buffer `buf`) and, with two halos, `nxt` (loading into the other). The
-  // probe of the tile after the last one in flight is read before the arithmetic and decided after it.
-  int cur = first_active(blockIdx.x, blockIdx.x < tiles && probe(blockIdx.x)), buf = 0;
-  int nxt = halos == 2 && cur < tiles ? first_active(cur + gridDim.x, cur + gridDim.x < tiles && probe(cur + gridDim.x))
-                                      : tiles;
-  if (cur < tiles) load_halo(cur, 0);
+  // The block's tiles are blockIdx.x, + gridDim.x, ...: `i` (its halo in buffer `buf`) and, with two halos, the next
+  // one (loading into the other buffer).
+  const int ahead = halos == 2 ? int(gridDim.x) : 0;  // how far past i the tile loading during i's arithmetic is
+  int i = blockIdx.x, buf = 0;
+  load_halo(i, 0);
   cp_async_commit();  // the weights and the first halo
-  if (nxt < tiles) load_halo(nxt, 1);
+  if (halos == 2 && i + ahead < tiles) load_halo(i + ahead, 1);
   cp_async_commit();
-  while (cur < tiles) {
+  for (; i < tiles; i += gridDim.x) {
     if (halos == 2)
-      cp_async_wait<1>();  // all but the group committed last (nxt's halo): cur's halo has landed
+      cp_async_wait<1>();  // all but the group committed last (the next halo): i's halo has landed
     else
       cp_async_wait<0>();
     __syncthreads();
-    const int cand = (halos == 2 ? nxt : cur) + gridDim.x;
-    const bool cand_on = cand < tiles && probe(cand);
-
     const T* halo = halo0 + buf * L.halo_elems;
     float acc[2][4][4];
     zero(acc);
@@ -164,7 +161,7 @@ __global__ void __launch_bounds__(kHaloThreads, 2)
     }
     // Fragment rows: tile row wrow + mi, columns g and g + 8; two adjacent channels per register pair.
     int b, oy0, ox0;
-    tile_origin(cur, b, oy0, ox0);
+    tile_origin(i, b, oy0, ox0);
 #pragma unroll
     for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
@@ -179,33 +176,25 @@ __global__ void __launch_bounds__(kHaloThreads, 2)
           if (n < cout) store_pair(out + o * cout + n, acc[mi][ni][2 * half], acc[mi][ni][2 * half + 1]);
         }
       }
-    // Its barrier also tells that every warp is done with this halo, which `after` takes (without a candidate
-    // there is no barrier, and no load).
-    const int after = first_active(cand, cand_on);
+    __syncthreads();  // every warp is done with this halo buffer, which the load below refills
+    const int after = i + gridDim.x + ahead;
     if (after < tiles) load_halo(after, buf);
     cp_async_commit();
-    if (halos == 2) {
-      cur = nxt;
-      nxt = after;
-      buf ^= 1;
-    } else {
-      cur = after;
-    }
+    buf ^= halos - 1;
   }
-  cp_async_wait<0>();  // no copy outlives the block (a block with no active tile still loaded the weights)
+  cp_async_wait<0>();  // no copy outlives the block
 }
 
 // Launch facts per device and instantiation, computed once (the handler runs every frame).
 struct HaloCache {
-  std::atomic<int> sms{0}, smem_max{0}, regs{0}, smem_set{0};
+  std::atomic<int> regs{0}, smem_set{0};
 };
 
-// The fraction of a layer's output pixels from which the halo kernel takes it, for values of `bytes` bytes: where the
-// halo kernel over every tile of the frame costs what the list kernel costs at that count, so that it is not slower
-// whatever the mask's shape (scattered pixels make every tile active). 3x3, 64 -> 64, 1x1080x1920 on an H100
-// (2026-12-06), whole frame: bf16 0.668 ms against the list's 1.033, TF32 1.767 against 2.037. Blob-shaped regions
-// gain from lower counts (their active tiles hold 1.25x their active pixels), scattered ones would lose.
-// DELTAJAX_HALO_FROM overrides it (benchmarks only; above 1 turns the kernel off), read once per process.
+// The share of an active tile's pixels from which the halo kernel takes a layer, for values of `bytes` bytes: where
+// the halo kernel over whole tiles costs what the list kernel costs over their active pixels. 3x3, 64 -> 64,
+// 1x1080x1920 on an H100 (2026-12-06), every tile active: bf16 0.668 ms against the list's 1.033, TF32 1.767
+// against 2.037. DELTAJAX_HALO_FROM overrides it (benchmarks only; above 1 turns the kernel off), read once per
+// process.
 inline double halo_fraction(int bytes) {
   static const double env = [] {
     const char* s = std::getenv("DELTAJAX_HALO_FROM");
@@ -224,32 +213,26 @@ inline bool halo_geometry(const ConvParams& p, int vec) {
          p.cin % vec == 0 && p.cout % vec == 0 && p.cin >= 8 && p.cout >= 8;
 }
 
-// Launches the halo kernel for counts >= its threshold and sets `from` to that threshold; or sets kNever and launches
-// nothing where the layer is not the kernel's, or its kernel slice and one halo do not fit in shared memory.
+// Launches the halo kernel over the listed tiles and sets `split` to the rule that both kernels decide by; or
+// leaves `split` empty (the list kernel computes) and launches nothing where the tiles were not listed, the layer
+// is not the kernel's, or its kernel slice and one halo do not fit in shared memory.
 template <typename T, typename OutT, int kMode>
-cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, int& from, cudaStream_t stream) {
+cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, const TileList& list, HaloSplit& split,
+                             cudaStream_t stream) {
   static HaloCache cache[kMaxDevices];
-  from = kNever;
+  split = HaloSplit{};
   const double fraction = halo_fraction(int(sizeof(T)));
-  if (!halo_geometry(p, HaloLayout<T>::kVec) || fraction > 1.0) return cudaSuccess;
-  int device = 0;
-  if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
-  HaloCache& c = cache[device < kMaxDevices ? device : 0];
+  if (list.tiles == nullptr || !halo_geometry(p, HaloLayout<T>::kVec) || fraction > 1.0) return cudaSuccess;
+  DeviceFacts dev;
+  if (cudaError_t e = device_facts(dev); e != cudaSuccess) return e;
+  HaloCache& c = cache[dev.device < kMaxDevices ? dev.device : 0];
   auto kernel = conv_halo_kernel<T, OutT, kMode>;
-  int sms = c.sms.load(std::memory_order_acquire), smem_max = c.smem_max.load(std::memory_order_relaxed);
   int regs = c.regs.load(std::memory_order_relaxed);
-  if (sms == 0) {
+  if (regs == 0) {
     cudaFuncAttributes attr{};
     if (cudaError_t e = cudaFuncGetAttributes(&attr, kernel); e != cudaSuccess) return e;
     regs = attr.numRegs > 0 ? attr.numRegs : 255;
-    if (cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); e != cudaSuccess)
-      return e;
-    if (cudaError_t e = cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-        e != cudaSuccess)
-      return e;
-    c.smem_max.store(smem_max, std::memory_order_relaxed);
     c.regs.store(regs, std::memory_order_relaxed);
-    c.sms.store(sms, std::memory_order_release);
   }
   // One halo buffer or two: whichever keeps more blocks an SM (by shared memory, 228 KB an SM with 1 KB reserved
   // per block, and by registers), two on a tie. 3x3, 64 -> 64, bf16 on an H100 (2026-12-06): one buffer and two
@@ -257,7 +240,7 @@ cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, int& fro
   const HaloLayout<T> layout(p);
   auto per_sm = [&](int halos) {
     const size_t bytes = layout.bytes(halos);
-    if (bytes > size_t(smem_max)) return int64_t(0);
+    if (bytes > size_t(dev.smem_optin)) return int64_t(0);
     return std::min<int64_t>(int64_t(228 * 1024) / int64_t(bytes + 1024), 65536 / (regs * kHaloThreads));
   };
   const int halos = per_sm(2) > 0 && per_sm(2) >= per_sm(1) ? 2 : 1;
@@ -270,12 +253,11 @@ cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, int& fro
       return e;
     c.smem_set.store(int(smem), std::memory_order_release);
   }
-  const int64_t outputs = p.n * p.ho * p.wo;
-  from = int(std::max<int64_t>(1, int64_t(fraction * double(outputs) + 0.999)));
+  split = HaloSplit{list.count, int(fraction * kTileRows * kTileCols + 0.999)};
   const int ny = int((p.cout + kBN - 1) / kBN);
-  const int64_t tiles = p.n * ((p.ho + kTileRows - 1) / kTileRows) * ((p.wo + kTileCols - 1) / kTileCols);
-  const int64_t nx = std::max<int64_t>(1, std::min<int64_t>(tiles, (sms * blocks_per_sm + ny - 1) / ny));
-  kernel<<<dim3(unsigned(nx), unsigned(ny)), kHaloThreads, smem, stream>>>(p, count, from, halos);
+  const int64_t nx =
+      std::max<int64_t>(1, std::min<int64_t>(conv_out_tiles(p), (dev.sms * blocks_per_sm + ny - 1) / ny));
+  kernel<<<dim3(unsigned(nx), unsigned(ny)), kHaloThreads, smem, stream>>>(p, count, list, split, halos);
   return cudaGetLastError();
 }
 

@@ -1,6 +1,10 @@
-// Grid sizing and the grid-stride loop shared by the simple kernels.
+// Grid sizing and the grid-stride loop shared by the simple kernels, and the device facts that launchers size
+// persistent grids by.
 #pragma once
 
+#include <cuda_runtime.h>
+
+#include <atomic>
 #include <cstdint>
 
 namespace deltajax::cuda {
@@ -10,6 +14,33 @@ constexpr int kBlock = 256;
 inline int grid_for(int64_t threads) {
   const int64_t b = (threads + kBlock - 1) / kBlock;
   return static_cast<int>(b < 65535 * 16 ? (b > 0 ? b : 1) : 65535 * 16);
+}
+
+constexpr int kMaxDevices = 64;  // launch facts are cached per device, for devices below this index
+
+// The current device's index, multiprocessor count and opt-in shared memory per block (bytes).
+struct DeviceFacts {
+  int device = 0, sms = 0, smem_optin = 0;
+};
+
+// Queried once per device (the FFI handlers run every frame, and attribute queries cost host time).
+inline cudaError_t device_facts(DeviceFacts& f) {
+  static std::atomic<int> sms[kMaxDevices], smem[kMaxDevices];
+  if (cudaError_t e = cudaGetDevice(&f.device); e != cudaSuccess) return e;
+  const int slot = f.device < kMaxDevices ? f.device : 0;
+  f.sms = sms[slot].load(std::memory_order_acquire);
+  f.smem_optin = smem[slot].load(std::memory_order_relaxed);
+  if (f.sms != 0 && f.device < kMaxDevices) return cudaSuccess;
+  if (cudaError_t e = cudaDeviceGetAttribute(&f.sms, cudaDevAttrMultiProcessorCount, f.device); e != cudaSuccess)
+    return e;
+  if (cudaError_t e = cudaDeviceGetAttribute(&f.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, f.device);
+      e != cudaSuccess)
+    return e;
+  if (f.device < kMaxDevices) {
+    smem[slot].store(f.smem_optin, std::memory_order_relaxed);
+    sms[slot].store(f.sms, std::memory_order_release);
+  }
+  return cudaSuccess;
 }
 
 #define DELTAJAX_GRID_STRIDE(i, count) \

@@ -149,6 +149,17 @@ def native_conv_attrs(geometry, precision) -> dict:
     )
 
 
+OUT_TILE = (8, 16)  # rows, columns of the CUDA tile-sparse kernel's output tiles (kOutTileRows, kOutTileCols)
+
+
+def list_workspace_size(n: int, ho: int, wo: int) -> int:
+    """Int32 elements of a native convolution's workspace for an ``[n, ho, wo, C]`` output: the active output
+    pixels (``n * ho * wo``), the active output tiles of ``OUT_TILE`` pixels, then the two counts
+    (``conv_list_size`` in csrc/common/params.h)."""
+    tiles = n * -(-ho // OUT_TILE[0]) * -(-wo // OUT_TILE[1])
+    return n * ho * wo + tiles + 2
+
+
 def _delta_conv_native(values, mask, kernel, *, geometry, precision):
     n, (ho, wo) = values.shape[0], output_size(values, kernel, geometry)
     out, out_mask, _ = jax.ffi.ffi_call(
@@ -156,7 +167,7 @@ def _delta_conv_native(values, mask, kernel, *, geometry, precision):
         (
             jax.ShapeDtypeStruct((n, ho, wo, kernel.shape[3]), values.dtype),
             jax.ShapeDtypeStruct((n, ho, wo), jnp.bool_),
-            jax.ShapeDtypeStruct((n * ho * wo + 1,), jnp.int32),  # workspace: active output pixels + count
+            jax.ShapeDtypeStruct((list_workspace_size(n, ho, wo),), jnp.int32),
         ),
         vmap_method="sequential",
     )(values, mask, kernel, **native_conv_attrs(geometry, precision))

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from deltajax.backend import dispatch
 from deltajax.ops._delta import STATE_DTYPE, Delta, check_delta, check_state, check_vector
 from deltajax.ops.config import Truncation, is_traced
-from deltajax.ops.conv import conv_geometry, linear_conv, native_conv_attrs, output_size
+from deltajax.ops.conv import conv_geometry, linear_conv, list_workspace_size, native_conv_attrs, output_size
 from deltajax.ops.elementwise import (
     PRELU_TARGET,
     ActivationState,
@@ -104,15 +104,16 @@ def conv_activation(
 
 def workspace_size(platform: str, shape: tuple[int, int, int, int], dtype) -> int:
     """Int32 elements of the fused target's workspace on ``platform`` for an output ``shape`` ``[N, Ho, Wo, C]``
-    of ``dtype``: the active output pixel list and its count; on CUDA then one arrival counter per row tile of
-    128 pixels, from the next 16-byte boundary on the partial truncation scores (row tiles x ceil(C / 64) x 128
-    float32), then for 16-bit values the float32 pre-activation (``conv_activation_workspace`` in
-    csrc/cuda/conv_activation.cu)."""
-    pixels = shape[0] * shape[1] * shape[2]
+    of ``dtype``: the convolution's lists and counts (``list_workspace_size``); on CUDA then one arrival counter per
+    row tile of 128 pixels, from the next 16-byte boundary on the partial truncation scores (row tiles x
+    ceil(C / 64) x 128 float32), then for 16-bit values the float32 pre-activation (``conv_activation_workspace``
+    in csrc/cuda/conv_activation.cu)."""
+    lists = list_workspace_size(*shape[:3])
     if platform != "cuda":
-        return pixels + 1
+        return lists
+    pixels = shape[0] * shape[1] * shape[2]
     tiles, channel_tiles = -(-pixels // 128), -(-shape[3] // 64)
-    scores = -(-(pixels + 1 + tiles) // 4) * 4
+    scores = -(-(lists + tiles) // 4) * 4
     pre = scores + tiles * channel_tiles * 128
     return pre + (0 if jnp.dtype(dtype) == jnp.float32 else pixels * shape[3])
 
