@@ -96,8 +96,8 @@ __global__ void __launch_bounds__(kMaskBlock, 8)
 // appended to the tile list with a second one (no shared memory, no barrier). The list is in tile order.
 // The byte-wise kernel above stages rows in shared memory with byte loads and serial per-tap tests: ~50 us for a
 // 3x3 at 1080x1920 on an H100, latency-bound; this one brought the whole p = 0 call to 16 us.
-constexpr int kWordBlock = 256;                   // threads per block: 8 tiles
-constexpr int kTileWords = kOutTileCols / 4;      // mask words per tile row
+constexpr int kWordBlock = 256;               // threads per block: 8 tiles
+constexpr int kTileWords = kOutTileCols / 4;  // mask words per tile row
 static_assert(kOutTileRows * kTileWords == 32, "a warp per output tile");
 
 bool mask_by_words(const ConvParams& p, const uint8_t* also) {
@@ -261,7 +261,7 @@ cudaError_t mask_and_list(const ConvParams& p, int64_t zeroed, uint8_t* also, ge
     set.tiles = gemm::TileList{tiles, count + 1};
     const int64_t threads = conv_out_tiles(p) * 32;
     mask_words_kernel<<<unsigned((threads + kWordBlock - 1) / kWordBlock), kWordBlock, 0, stream>>>(p, list, count,
-                                                                                                     tiles, also);
+                                                                                                    tiles, also);
   } else {
     const int64_t per_block = int64_t(kMaskBlock) * kMaskItems;
     const dim3 mask_grid(unsigned(p.n * p.ho), unsigned((p.wo + per_block - 1) / per_block));
@@ -276,7 +276,8 @@ cudaError_t gemm_over_list(const ConvParams& p, const gemm::ActiveSet& set, cons
                            cudaStream_t stream) {
   switch (p.dtype) {
     case DType::kF32:
-      return p.precision == 0 ? gemm::conv_gemm_tf32(p, set, rule, stream) : gemm::conv_gemm_3xtf32(p, set, rule, stream);
+      return p.precision == 0 ? gemm::conv_gemm_tf32(p, set, rule, stream)
+                              : gemm::conv_gemm_3xtf32(p, set, rule, stream);
     case DType::kBF16:
       return gemm::conv_gemm_bf16(p, set, rule, stream);
     case DType::kF16:

@@ -19,12 +19,12 @@ bool conv_takes_rule(const ConvParams& p);
 int64_t conv_rule_tiles(const ConvParams& p);
 
 // The convolution with the activation rule in its epilogue (conv_takes_rule(p) must hold): p.out is unused,
-// p.out_mask gets the convolution's mask and rule.keep the rule's; p.workspace holds the list, its count and
+// p.out_mask gets the convolution's mask and rule.keep the rule's; p.workspace holds the lists, their counts and
 // conv_rule_tiles(p) arrival counters (the rest of the tensor-core convolution's scratch is in `rule`; the
 // depthwise one needs none).
 cudaError_t conv_with_rule(const ConvParams& p, const EpilogueRule& rule, cudaStream_t stream);
 
-// Int32 elements of conv_activation's workspace for p: the list, its count and conv_rule_tiles(p) arrival
+// Int32 elements of conv_activation's workspace for p: the lists, their counts and conv_rule_tiles(p) arrival
 // counters; from the next 16-byte boundary on, the partial scores (conv_rule_tiles(p) x ceil(Cout / kBN) x
 // kRuleRows float32); then, for 16-bit values, the float32 pre-activation [N, Ho, Wo, Cout]
 // (deltajax/ops/fused.py sizes it the same way).

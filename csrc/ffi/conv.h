@@ -1,5 +1,5 @@
 // deltajax_conv: values [N,H,W,Cin], mask [N,H,W] bool, kernel [kh,kw,Cin/g,Cout] (values' dtype)
-//   -> out [N,Ho,Wo,Cout], out_mask [N,Ho,Wo] bool, workspace [N*Ho*Wo+1] int32.
+//   -> out [N,Ho,Wo,Cout], out_mask [N,Ho,Wo] bool, workspace [conv_list_size] int32 (common/params.h).
 #pragma once
 
 #include "ffi/common.h"
@@ -59,8 +59,8 @@ inline ffi::Error ConvSetup(const std::string& op, const ffi::AnyBuffer& x, cons
   return ffi::Error::Success();
 }
 
-// Checks that the workspace is `size` int32 elements (at least the active output pixel list and its count:
-// conv_list_size) and sets p.workspace.
+// Checks that the workspace is `size` int32 elements (at least the active output pixel and tile lists and their
+// counts: conv_list_size) and sets p.workspace.
 inline ffi::Error ConvWorkspace(const std::string& op, ffi::AnyBuffer& workspace, int64_t size, ConvParams& p) {
   DELTAJAX_RETURN_IF_ERROR(expect_type(op, "workspace", workspace, ffi::DataType::S32, "int32"));
   DELTAJAX_RETURN_IF_ERROR(expect_dims(op, "workspace", workspace, {size}));

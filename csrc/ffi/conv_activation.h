@@ -3,7 +3,7 @@
 //   output's update is multiplied by it: a batch-norm scale), acc, sent [N,Ho,Wo,Cout] f32 (aliased to their results)
 //   -> out [N,Ho,Wo,Cout] (values' dtype), out_mask [N,Ho,Wo] bool (the rule's: kept pixels), acc, sent,
 //      conv_mask [N,Ho,Wo] bool (the convolution's output mask), workspace int32 [B::conv_activation_workspace]:
-//      the active output pixel list and its count (N*Ho*Wo+1), then whatever the backend needs (CUDA, for 16-bit
+//      the convolution's lists and counts (conv_list_size), then whatever the backend needs (CUDA, for 16-bit
 //      values: the float32 pre-activation, [N,Ho,Wo,Cout] at the next 16-byte boundary).
 // deltajax_conv_prelu: values, mask, kernel, scale, slopes [Cout] f32 (act must be prelu), acc, sent -> the same.
 // Attributes: the convolution's (conv.h), then the activation's (activation.h). The activation rule takes the
