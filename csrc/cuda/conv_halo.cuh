@@ -54,20 +54,23 @@ __device__ __forceinline__ bool halo_takes(const HaloSplit& s, int pixel_count) 
   return s.tile_count != nullptr && pixel_count > 0 && int64_t(pixel_count) >= int64_t(s.per_tile) * *s.tile_count;
 }
 
-// Element counts of the halo kernel's shared memory for one layer.
+// Element counts of the halo kernel's shared memory for one layer. The kernel slice is [taps * cin_pad][b_stride]
+// (output channels contiguous; ldmatrix.trans gives the B fragments) for 16-bit values, and [taps][kBN][b_stride]
+// (input channels contiguous) for float32, whose 32-bit elements ldmatrix cannot transpose.
 template <typename T>
 struct HaloLayout {
   static constexpr int kStep = sizeof(T) == 2 ? 16 : 8;  // K per mma k-step
   static constexpr int kVec = 16 / int(sizeof(T));       // elements per 16-byte copy
+  static constexpr bool kKContiguous = sizeof(T) == 4;   // the kernel slice's layout
   int cin_pad, a_stride, b_stride, halo_h, halo_w, halo_elems, weight_elems;
   __host__ __device__ explicit HaloLayout(const ConvParams& p) {
     cin_pad = (int(p.cin) + kStep - 1) / kStep * kStep;
-    a_stride = cin_pad + kVec;  // +16 bytes per pixel: ldmatrix rows fall in distinct banks
-    b_stride = kBN + 8;
+    a_stride = cin_pad + kVec;  // +16 bytes per row: ldmatrix rows fall in distinct banks
+    b_stride = kKContiguous ? cin_pad + kVec : kBN + 8;
     halo_h = kTileRows + p.kh - 1;
     halo_w = kTileCols + p.kw - 1;
     halo_elems = halo_h * halo_w * a_stride;
-    weight_elems = p.kh * p.kw * cin_pad * b_stride;
+    weight_elems = p.kh * p.kw * (kKContiguous ? kBN : cin_pad) * b_stride;
   }
   size_t bytes(int halos) const { return size_t(weight_elems + halos * halo_elems) * sizeof(T); }
 };
@@ -75,6 +78,7 @@ struct HaloLayout {
 template <typename T, typename OutT, int kMode>
 __global__ void __launch_bounds__(kHaloThreads, 2)
     conv_halo_kernel(ConvParams p, const int32_t* __restrict__ count_ptr, TileList list, HaloSplit split, int halos) {
+  static_assert(sizeof(T) == 2 || kMode == 0, "float32 takes the halo kernel in TF32 only");
   const int tiles = *list.count;
   if (!halo_takes(split, *count_ptr) || int(blockIdx.x) >= tiles) return;  // the list kernel, or no tile for it
   constexpr int kVec = HaloLayout<T>::kVec, kStep = HaloLayout<T>::kStep;
@@ -93,8 +97,15 @@ __global__ void __launch_bounds__(kHaloThreads, 2)
   const int wrow = (warp >> 1) * 2, wn = (warp & 1) * 32;  // this warp's first tile row (of two) and channel
   const int g = lane >> 2, t4 = lane & 3;
 
-  // The kernel slice of channels [n0, n0 + kBN), every tap and input channel; zeros past Cin and Cout.
-  {
+  // The kernel slice of channels [n0, n0 + kBN), every tap and input channel; zeros past Cin and Cout. Float32 is
+  // transposed on the way (4-byte copies; global reads stay coalesced along the output channels).
+  if constexpr (HaloLayout<T>::kKContiguous) {
+    for (int s = tid; s < taps * L.cin_pad * kBN; s += kHaloThreads) {
+      const int k = s / kBN, nl = s - k * kBN, tap = k / L.cin_pad, c = k - tap * L.cin_pad, n = n0 + nl;
+      const bool ok = c < cin && n < cout;
+      cp_async4(weights + (tap * kBN + nl) * L.b_stride + c, ok ? w + (int64_t(tap) * cin + c) * cout + n : w, ok);
+    }
+  } else {
     constexpr int kSeg = kBN / kVec;
     const int rows = taps * L.cin_pad;
     for (int s = tid; s < rows * kSeg; s += kHaloThreads) {
@@ -151,11 +162,14 @@ __global__ void __launch_bounds__(kHaloThreads, 2)
       for (int tap = 0; tap < taps; ++tap) {
         const int ky = tap / p.kw, kx = tap - ky * p.kw;
         const T* a0 = halo + ((wrow + ky) * L.halo_w + kx) * L.a_stride;
-        const T* b0 = weights + tap * L.cin_pad * L.b_stride + wn;
 #pragma unroll 4
         for (int kk = 0; kk < L.cin_pad; kk += kStep) {
           const T* const a[2] = {a0 + kk, a0 + L.halo_w * L.a_stride + kk};
-          warp_mma_step<T, kMode>(a, L.a_stride, b0 + kk * L.b_stride, L.b_stride, lane, acc);
+          if constexpr (HaloLayout<T>::kKContiguous)
+            warp_mma_step_tf32_nk(a, L.a_stride, weights + (tap * kBN + wn) * L.b_stride + kk, L.b_stride, lane, acc);
+          else
+            warp_mma_step<T, kMode>(a, L.a_stride, weights + (tap * L.cin_pad + kk) * L.b_stride + wn, L.b_stride, lane,
+                                    acc);
         }
       }
     }

@@ -24,6 +24,10 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0));
 }
+// 4-byte async copy (through L1: the only path for 4 bytes); when !valid the destination is zero-filled.
+__device__ __forceinline__ void cp_async4(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 4 : 0));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
@@ -165,6 +169,38 @@ __device__ __forceinline__ void warp_mma_step(const T* const (&a)[2], int a_stri
         }
     }
   }
+}
+
+// The TF32 k-step (8 of K) with B stored K-contiguous ([N][K]), as the halo kernel keeps its float32 kernel slice:
+// a[mi] as in warp_mma_step; b is the warp's first output column at this step's first K, columns b_stride apart.
+// Both operands come by ldmatrix: its 8x8 16-bit matrices are 8x4 float32 ones, whose fragments are m16n8k8's (A:
+// rows +0 / +8 and K +0 / +4; B: K +0 / +4 of an 8-column block), in place of warp_mma_step's scalar loads.
+__device__ __forceinline__ void warp_mma_step_tf32_nk(const float* const (&a)[2], int a_stride, const float* b,
+                                                      int b_stride, int lane, float (&acc)[2][4][4]) {
+  uint32_t af[2][4], bf[4][2];
+#pragma unroll
+  for (int mi = 0; mi < 2; ++mi) ldmatrix_x4(af[mi], a[mi] + ((lane & 7) + (lane & 8)) * a_stride + (lane >> 4) * 4);
+#pragma unroll
+  for (int nj = 0; nj < 2; ++nj) {
+    uint32_t r[4];
+    ldmatrix_x4(r, b + (nj * 16 + (lane & 7) + (lane >> 4) * 8) * b_stride + (lane & 8) / 2);
+    bf[2 * nj][0] = r[0];
+    bf[2 * nj][1] = r[1];
+    bf[2 * nj + 1][0] = r[2];
+    bf[2 * nj + 1][1] = r[3];
+  }
+#pragma unroll
+  for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) af[mi][j] = to_tf32(__uint_as_float(af[mi][j]));
+#pragma unroll
+  for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+    for (int j = 0; j < 2; ++j) bf[ni][j] = to_tf32(__uint_as_float(bf[ni][j]));
+#pragma unroll
+  for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < 4; ++ni) mma_tf32(acc[mi][ni], af[mi], bf[ni]);
 }
 
 template <int M, int N>
