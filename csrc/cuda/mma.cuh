@@ -93,6 +93,15 @@ __device__ __forceinline__ void store_pair(__half* p, float a, float b) {
   *reinterpret_cast<__half2*>(p) = __floats2half2_rn(a, b);
 }
 
+// The B fragments of the 8-column blocks 2 * nj and 2 * nj + 1 from one ldmatrix.x4 whose matrices are, in order,
+// block 2 * nj's first and second K halves, then block 2 * nj + 1's.
+__device__ __forceinline__ void b_fragments(uint32_t (&bf)[4][2], int nj, const uint32_t (&r)[4]) {
+  bf[2 * nj][0] = r[0];
+  bf[2 * nj][1] = r[1];
+  bf[2 * nj + 1][0] = r[2];
+  bf[2 * nj + 1][1] = r[3];
+}
+
 // One k-step of a warp's 32 x 32 piece of a tile: 16 of K for 16-bit T (ldmatrix, mma.m16n8k16), 8 for float32
 // (TF32, or 3xTF32 when kMode is 1). a[mi] is row 0 of the warp's 16-row fragment mi (rows 16 * mi .. +16), at
 // this step's first K column, rows a_stride elements apart; b is row 0 of this step's K rows, at the warp's first
@@ -110,10 +119,7 @@ __device__ __forceinline__ void warp_mma_step(const T* const (&a)[2], int a_stri
     for (int nj = 0; nj < 2; ++nj) {
       uint32_t r[4];
       ldmatrix_x4_trans(r, b + (lane & 15) * b_stride + nj * 16 + (lane >> 4) * 8);
-      bf[2 * nj][0] = r[0];
-      bf[2 * nj][1] = r[1];
-      bf[2 * nj + 1][0] = r[2];
-      bf[2 * nj + 1][1] = r[3];
+      b_fragments(bf, nj, r);
     }
 #pragma unroll
     for (int mi = 0; mi < 2; ++mi)
@@ -184,10 +190,7 @@ __device__ __forceinline__ void warp_mma_step_tf32_nk(const float* const (&a)[2]
   for (int nj = 0; nj < 2; ++nj) {
     uint32_t r[4];
     ldmatrix_x4(r, b + (nj * 16 + (lane & 7) + (lane >> 4) * 8) * b_stride + (lane & 8) / 2);
-    bf[2 * nj][0] = r[0];
-    bf[2 * nj][1] = r[1];
-    bf[2 * nj + 1][0] = r[2];
-    bf[2 * nj + 1][1] = r[3];
+    b_fragments(bf, nj, r);
   }
 #pragma unroll
   for (int mi = 0; mi < 2; ++mi)
