@@ -479,6 +479,14 @@ def test_sanitize_small(case, dtype):
 
 
 @pytest.mark.sanitize
+def test_sanitize_halo_tf32():
+    """The halo kernel in TF32 (float32, default precision) for compute-sanitizer: its kernel slice is copied 4
+    bytes at a time into an input-channel-contiguous layout, with zeros past the 40 output channels."""
+    values, mask, kernel, geometry = _conv_case(2, n=1, h=9, w=12, cin=24, cout=40, k=3, dtype="float32", p=1.0)
+    _check_conv(values, mask, kernel, geometry, DEFAULT, TOL[("float32", "default")])
+
+
+@pytest.mark.sanitize
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("case", ["3x3", "1x1_wide", "1x1_narrow", "depthwise", "depthwise_5x5_strided", "1x1_expand"])
 def test_sanitize_conv_activation(case, dtype):
