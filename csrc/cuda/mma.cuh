@@ -1,5 +1,5 @@
 // Tensor-core building blocks of the convolution kernels (conv_gemm.cuh, conv_halo.cuh): PTX wrappers for
-// cp.async, ldmatrix and mma.sync, and one k-step of a warp's 32 x 32 output piece.
+// cp.async, ldmatrix and mma.sync, and one k-step of a warp's piece of a tile.
 //
 // Instruction per precision:
 //   bf16 / fp16     mma.m16n8k16 (fp32 accumulation), fragments by ldmatrix (B with .trans)
@@ -95,80 +95,88 @@ __device__ __forceinline__ void store_pair(__half* p, float a, float b) {
 
 // The B fragments of the 8-column blocks 2 * nj and 2 * nj + 1 from one ldmatrix.x4 whose matrices are, in order,
 // block 2 * nj's first and second K halves, then block 2 * nj + 1's.
-__device__ __forceinline__ void b_fragments(uint32_t (&bf)[4][2], int nj, const uint32_t (&r)[4]) {
+template <int NI>
+__device__ __forceinline__ void b_fragments(uint32_t (&bf)[NI][2], int nj, const uint32_t (&r)[4]) {
   bf[2 * nj][0] = r[0];
   bf[2 * nj][1] = r[1];
   bf[2 * nj + 1][0] = r[2];
   bf[2 * nj + 1][1] = r[3];
 }
 
-// One k-step of a warp's 32 x 32 piece of a tile: 16 of K for 16-bit T (ldmatrix, mma.m16n8k16), 8 for float32
-// (TF32, or 3xTF32 when kMode is 1). a[mi] is row 0 of the warp's 16-row fragment mi (rows 16 * mi .. +16), at
-// this step's first K column, rows a_stride elements apart; b is row 0 of this step's K rows, at the warp's first
-// output column, rows b_stride apart. The fragments' rows need not be adjacent (the halo kernel's are two output
-// rows of a tile).
-template <typename T, int kMode>
-__device__ __forceinline__ void warp_mma_step(const T* const (&a)[2], int a_stride, const T* b, int b_stride, int lane,
-                                              float (&acc)[2][4][4]) {
+// The TF32 products of one k-step (8 of K) from float32 fragments given as bit patterns: each value rounded to TF32
+// (cvt.rna), then acc[mi][ni] += A fragment mi x B fragment ni.
+template <int MI, int NI>
+__device__ __forceinline__ void mma_tf32_rounded(float (&acc)[MI][NI][4], uint32_t (&af)[MI][4],
+                                                 uint32_t (&bf)[NI][2]) {
+#pragma unroll
+  for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) af[mi][j] = to_tf32(__uint_as_float(af[mi][j]));
+#pragma unroll
+  for (int ni = 0; ni < NI; ++ni)
+#pragma unroll
+    for (int j = 0; j < 2; ++j) bf[ni][j] = to_tf32(__uint_as_float(bf[ni][j]));
+#pragma unroll
+  for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < NI; ++ni) mma_tf32(acc[mi][ni], af[mi], bf[ni]);
+}
+
+// One k-step of a warp's (16 MI) x (8 NI) piece of a tile (NI even): 16 of K for 16-bit T (ldmatrix, mma.m16n8k16),
+// 8 for float32 (TF32, or 3xTF32 when kMode is 1). a[mi] is row 0 of the warp's 16-row fragment mi, at this step's
+// first K column, rows a_stride elements apart; b is row 0 of this step's K rows, at the warp's first output column,
+// rows b_stride apart. The fragments' rows need not be adjacent (the halo kernel's are output rows of a tile).
+template <typename T, int kMode, int MI, int NI>
+__device__ __forceinline__ void warp_mma_step(const T* const (&a)[MI], int a_stride, const T* b, int b_stride, int lane,
+                                              float (&acc)[MI][NI][4]) {
+  static_assert(NI % 2 == 0, "B fragments come in pairs of 8-column blocks");
   const int g = lane >> 2, t4 = lane & 3;  // mma fragment coordinates
   if constexpr (sizeof(T) == 2) {
-    uint32_t af[2][4], bf[4][2];
+    uint32_t af[MI][4], bf[NI][2];
 #pragma unroll
-    for (int mi = 0; mi < 2; ++mi) ldmatrix_x4(af[mi], a[mi] + (lane & 15) * a_stride + (lane >> 4) * 8);
+    for (int mi = 0; mi < MI; ++mi) ldmatrix_x4(af[mi], a[mi] + (lane & 15) * a_stride + (lane >> 4) * 8);
 #pragma unroll
-    for (int nj = 0; nj < 2; ++nj) {
+    for (int nj = 0; nj < NI / 2; ++nj) {
       uint32_t r[4];
       ldmatrix_x4_trans(r, b + (lane & 15) * b_stride + nj * 16 + (lane >> 4) * 8);
       b_fragments(bf, nj, r);
     }
 #pragma unroll
-    for (int mi = 0; mi < 2; ++mi)
+    for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
-      for (int ni = 0; ni < 4; ++ni) mma_16816<T>(acc[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
+      for (int ni = 0; ni < NI; ++ni) mma_16816<T>(acc[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
   } else {
-    float af[2][4], bf[4][2];
+    uint32_t af[MI][4], bf[NI][2];  // float32 bit patterns
 #pragma unroll
-    for (int mi = 0; mi < 2; ++mi) {
+    for (int mi = 0; mi < MI; ++mi) {
       const float* a0 = a[mi] + g * a_stride + t4;
-      af[mi][0] = a0[0];
-      af[mi][1] = a0[8 * a_stride];
-      af[mi][2] = a0[4];
-      af[mi][3] = a0[8 * a_stride + 4];
+      af[mi][0] = __float_as_uint(a0[0]);
+      af[mi][1] = __float_as_uint(a0[8 * a_stride]);
+      af[mi][2] = __float_as_uint(a0[4]);
+      af[mi][3] = __float_as_uint(a0[8 * a_stride + 4]);
     }
 #pragma unroll
-    for (int ni = 0; ni < 4; ++ni) {
+    for (int ni = 0; ni < NI; ++ni) {
       const float* b0 = b + t4 * b_stride + ni * 8 + g;
-      bf[ni][0] = b0[0];
-      bf[ni][1] = b0[4 * b_stride];
+      bf[ni][0] = __float_as_uint(b0[0]);
+      bf[ni][1] = __float_as_uint(b0[4 * b_stride]);
     }
     if constexpr (kMode == 0) {
-      uint32_t ar[2][4], br[4][2];
-#pragma unroll
-      for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) ar[mi][j] = to_tf32(af[mi][j]);
-#pragma unroll
-      for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-        for (int j = 0; j < 2; ++j) br[ni][j] = to_tf32(bf[ni][j]);
-#pragma unroll
-      for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < 4; ++ni) mma_tf32(acc[mi][ni], ar[mi], br[ni]);
+      mma_tf32_rounded(acc, af, bf);
     } else {
-      uint32_t ah[2][4], al[2][4], bh[4][2], bl[4][2];
+      uint32_t ah[MI][4], al[MI][4], bh[NI][2], bl[NI][2];
 #pragma unroll
-      for (int mi = 0; mi < 2; ++mi)
+      for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
-        for (int j = 0; j < 4; ++j) split_tf32(af[mi][j], ah[mi][j], al[mi][j]);
+        for (int j = 0; j < 4; ++j) split_tf32(__uint_as_float(af[mi][j]), ah[mi][j], al[mi][j]);
 #pragma unroll
-      for (int ni = 0; ni < 4; ++ni)
+      for (int ni = 0; ni < NI; ++ni)
 #pragma unroll
-        for (int j = 0; j < 2; ++j) split_tf32(bf[ni][j], bh[ni][j], bl[ni][j]);
+        for (int j = 0; j < 2; ++j) split_tf32(__uint_as_float(bf[ni][j]), bh[ni][j], bl[ni][j]);
 #pragma unroll
-      for (int mi = 0; mi < 2; ++mi)
+      for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
-        for (int ni = 0; ni < 4; ++ni) {
+        for (int ni = 0; ni < NI; ++ni) {
           mma_tf32(acc[mi][ni], al[mi], bh[ni]);
           mma_tf32(acc[mi][ni], ah[mi], bl[ni]);
           mma_tf32(acc[mi][ni], ah[mi], bh[ni]);
@@ -181,29 +189,20 @@ __device__ __forceinline__ void warp_mma_step(const T* const (&a)[2], int a_stri
 // a[mi] as in warp_mma_step; b is the warp's first output column at this step's first K, columns b_stride apart.
 // Both operands come by ldmatrix: its 8x8 16-bit matrices are 8x4 float32 ones, whose fragments are m16n8k8's (A:
 // rows +0 / +8 and K +0 / +4; B: K +0 / +4 of an 8-column block), in place of warp_mma_step's scalar loads.
-__device__ __forceinline__ void warp_mma_step_tf32_nk(const float* const (&a)[2], int a_stride, const float* b,
-                                                      int b_stride, int lane, float (&acc)[2][4][4]) {
-  uint32_t af[2][4], bf[4][2];
+template <int MI, int NI>
+__device__ __forceinline__ void warp_mma_step_tf32_nk(const float* const (&a)[MI], int a_stride, const float* b,
+                                                      int b_stride, int lane, float (&acc)[MI][NI][4]) {
+  static_assert(NI % 2 == 0, "B fragments come in pairs of 8-column blocks");
+  uint32_t af[MI][4], bf[NI][2];
 #pragma unroll
-  for (int mi = 0; mi < 2; ++mi) ldmatrix_x4(af[mi], a[mi] + ((lane & 7) + (lane & 8)) * a_stride + (lane >> 4) * 4);
+  for (int mi = 0; mi < MI; ++mi) ldmatrix_x4(af[mi], a[mi] + ((lane & 7) + (lane & 8)) * a_stride + (lane >> 4) * 4);
 #pragma unroll
-  for (int nj = 0; nj < 2; ++nj) {
+  for (int nj = 0; nj < NI / 2; ++nj) {
     uint32_t r[4];
     ldmatrix_x4(r, b + (nj * 16 + (lane & 7) + (lane >> 4) * 8) * b_stride + (lane & 8) / 2);
     b_fragments(bf, nj, r);
   }
-#pragma unroll
-  for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-    for (int j = 0; j < 4; ++j) af[mi][j] = to_tf32(__uint_as_float(af[mi][j]));
-#pragma unroll
-  for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-    for (int j = 0; j < 2; ++j) bf[ni][j] = to_tf32(__uint_as_float(bf[ni][j]));
-#pragma unroll
-  for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-    for (int ni = 0; ni < 4; ++ni) mma_tf32(acc[mi][ni], af[mi], bf[ni]);
+  mma_tf32_rounded(acc, af, bf);
 }
 
 template <int M, int N>
