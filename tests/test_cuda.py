@@ -201,7 +201,7 @@ def test_conv_large_channels(dtype, precision):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
 @pytest.mark.parametrize("p", [0.01, 0.1, 0.5, 1.0])
-@pytest.mark.parametrize("case", ["3x3_c64", "5x5_c24_to_40", "1x3_c48_to_72", "3x2_c16_pad_3_0"])
+@pytest.mark.parametrize("case", ["3x3_c64", "5x5_c24_to_40", "1x3_c48_to_72", "3x2_c16_pad_3_0", "1x1_c64_to_96"])
 def test_conv_list_or_halo_kernel(case, p, dtype):
     """Stride-1 layers with more than one tap on both sides of the halo kernel's threshold (the active pixels fill
     65 % of the active 8 x 16-pixel tiles for 16-bit values, 87 % for TF32): the list kernel at 1 % and 10 %, the
@@ -212,6 +212,7 @@ def test_conv_list_or_halo_kernel(case, p, dtype):
         "5x5_c24_to_40": dict(n=1, h=19, w=40, cin=24, cout=40, k=5),
         "1x3_c48_to_72": dict(n=2, h=9, w=52, cin=48, cout=72, k=(1, 3)),
         "3x2_c16_pad_3_0": dict(n=1, h=17, w=36, cin=16, cout=16, k=(3, 2), padding=((3, 0), (0, 1))),
+        "1x1_c64_to_96": dict(n=2, h=17, w=36, cin=64, cout=96, k=1),
     }[case]
     values, mask, kernel, geometry = _conv_case(zlib.crc32(f"{case}/{p}/{dtype}".encode()), dtype=dtype, p=p, **kw)
     _check_conv(values, mask, kernel, geometry, DEFAULT, TOL[(dtype, "default")])
@@ -484,6 +485,15 @@ def test_sanitize_halo_tf32():
     bytes at a time into an input-channel-contiguous layout, with zeros past the 40 output channels."""
     values, mask, kernel, geometry = _conv_case(2, n=1, h=9, w=12, cin=24, cout=40, k=3, dtype="float32", p=1.0)
     _check_conv(values, mask, kernel, geometry, DEFAULT, TOL[("float32", "default")])
+
+
+@pytest.mark.sanitize
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_conv_halo_kernel_strides_over_tiles(dtype):
+    """More active tiles (2 x 17 x 20) than the halo kernel's grid has tile groups (an H100's or H200's 132 SMs x
+    4): each group computes several, loading the next one's halo while it stores the last one's outputs."""
+    values, mask, kernel, geometry = _conv_case(5, n=2, h=136, w=320, cin=16, cout=16, k=3, dtype=dtype, p=1.0)
+    _check_conv(values, mask, kernel, geometry, DEFAULT, TOL[(dtype, "default")])
 
 
 @pytest.mark.sanitize

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "common/host_device.h"
+
 namespace deltajax {
 
 // Element type of activations (values); state is always float32.
@@ -58,6 +60,14 @@ struct ConvParams {
 constexpr int kOutTileRows = 8, kOutTileCols = 16;
 inline int64_t conv_out_tiles(const ConvParams& p) {
   return p.n * ((p.ho + kOutTileRows - 1) / kOutTileRows) * ((p.wo + kOutTileCols - 1) / kOutTileCols);
+}
+// Output tile t of images of tiles_y x tiles_x tiles, numbered b * tiles_y * tiles_x + ty * tiles_x + tx.
+struct OutTile {
+  int b, ty, tx;
+};
+DELTAJAX_AHD OutTile out_tile(int t, int tiles_y, int tiles_x) {
+  const int per_image = tiles_y * tiles_x, b = t / per_image, in_image = t - b * per_image, ty = in_image / tiles_x;
+  return {b, ty, in_image - ty * tiles_x};
 }
 
 // The convolution's workspace, int32: [N * Ho * Wo] active output pixels, [conv_out_tiles] active output tiles, then

@@ -24,7 +24,6 @@
 // conv_with_rule (conv_activation) is the same with the activation rule in the convolution's epilogue
 // (rule_epilogue.cuh): the zeroing also covers the row tiles' arrival counters, the mask pass also writes the rule's
 // mask, and the depthwise or tensor-core kernel runs the rule on its sums.
-#include <cstdlib>
 
 #include "common/conv_geometry.h"
 #include "cuda/conv.h"
@@ -115,9 +114,9 @@ __global__ void __launch_bounds__(kWordBlock)
   uint32_t word = 0;
   int row = 0, q = 0;
   if (tile < int(p.n) * tiles_y * tiles_x) {
-    const int b = tile / (tiles_y * tiles_x), in_image = tile - b * (tiles_y * tiles_x), ty = in_image / tiles_x;
+    const auto [b, ty, tx] = out_tile(tile, tiles_y, tiles_x);
     const int oy = ty * kOutTileRows + lane / kTileWords;
-    q = (in_image - ty * tiles_x) * kTileWords + lane % kTileWords;
+    q = tx * kTileWords + lane % kTileWords;
     if (oy < ho && q < out_words) {
       row = b * ho + oy;
       const int c0 = 4 * q - p.pad_left;  // input column of pixel 4q's first tap
@@ -222,10 +221,8 @@ bool use_gemm(const ConvParams& p) {
 namespace gemm {
 int variant() {  // read once per process (benchmarks set it before the first call)
   static const int cached = [] {
-    const char* env = std::getenv("DELTAJAX_CONV_VARIANT");
-    if (!env || !*env) return -1;
-    const int v = std::atoi(env);
-    return v >= 0 && v < kVariants ? v : -1;
+    const double v = env_number("DELTAJAX_CONV_VARIANT");
+    return v >= 0 && v < kVariants ? int(v) : -1;
   }();
   return cached;
 }

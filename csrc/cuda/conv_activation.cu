@@ -8,9 +8,8 @@
 // into `out`, which the rule then overwrites in place), and the activation kernel reads it from there. Either way a
 // 16-bit result is never rounded before the rule accumulates it, as on the CPU, whose kernel runs the rule on each
 // tile of output pixels.
-#include <cstdlib>
-
 #include "cuda/conv.h"
+#include "cuda/launch.cuh"
 #include "cuda/pixelwise.h"
 
 namespace deltajax::cuda {
@@ -32,10 +31,7 @@ Workspace layout(const ConvParams& p) {
 }
 
 bool rule_epilogue_enabled() {  // DELTAJAX_RULE_EPILOGUE=0: two launches everywhere (for measurement); read once
-  static const bool enabled = [] {
-    const char* env = std::getenv("DELTAJAX_RULE_EPILOGUE");
-    return env == nullptr || std::atoi(env) != 0;
-  }();
+  static const bool enabled = env_number("DELTAJAX_RULE_EPILOGUE") != 0;
   return enabled;
 }
 

@@ -3,17 +3,18 @@
 //
 // The list kernel (conv_gemm.cuh) gathers every tap of every active pixel from L2: a 3x3 layer reads its input nine
 // times, and at p = 100 % it runs at a third of cuDNN's rate. This kernel computes the active output tiles of
-// kOutTileRows x kOutTileCols pixels (common/params.h) that the mask pass listed instead. A block keeps its kBN output
-// channels' whole kernel resident in shared memory (all taps, all input channels, loaded once), and for each of its
-// tiles (the block strides over the tile list) stages the tile's input halo ((kOutTileRows + kh - 1) x
-// (kOutTileCols + kw - 1) pixels, every input channel, inactive pixels as zeros) once; the taps then read shifted
-// windows of the halo. Each input pixel crosses L2 about 1.4 times for a 3x3 instead of 9. The halo of the next
-// tile loads (cp.async) while the block computes the current one where a second halo buffer keeps as many blocks an
-// SM (else one buffer, and the SM's other blocks fill the gap).
+// kOutTileRows x kOutTileCols pixels (common/params.h) that the mask pass listed instead. A block keeps its output
+// channels' whole kernel slice resident in shared memory (all taps, all input channels, loaded once) and shares it
+// among up to four tile groups of warps. Each group stages one tile's input halo ((kOutTileRows + kh - 1) x
+// (kOutTileCols + kw - 1) pixels, every input channel, inactive pixels as zeros) in a buffer of its own, and its
+// taps read shifted windows of the halo: each input pixel crosses L2 about 1.4 times for a 3x3 instead of 9. The
+// groups meet only at named barriers, so one group's halo loads while the others compute.
 //
 // GEMM view of one tile: rows = the tile's 128 pixels, K = taps x Cin (Cin rounded up to one k-step, zero-filled),
-// N = kBN output channels; 8 warps, each 32 x 32 (two output rows of the tile x 32 channels), mma.cuh's k-step.
-// Outputs are stored where out_mask is set (inactive outputs keep what they held, as in the list kernel).
+// N = the block's channels (HaloLayout::kN). 16-bit values: groups of two warps, each 64 x 64 (four tile rows x
+// 64 channels), eight ldmatrix.x4 per 32 mma.m16n8k16. Float32 (TF32): a 32-channel slice (half the bytes of a
+// 64-channel one, so that three groups fit), groups of four warps of 32 x 32. Outputs are stored where out_mask is
+// set (inactive outputs keep what they held, as in the list kernel).
 //
 // The choice between the two kernels is made on the device, per call, by both (halo_takes): this one computes
 // where the active pixels fill at least a set share of the active tiles (so its idle pixels cost less than the
@@ -23,9 +24,9 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
-#include <cstdlib>
 
 #include "common/params.h"
 #include "cuda/epilogue_rule.h"
@@ -34,8 +35,8 @@
 
 namespace deltajax::cuda::gemm {
 
-constexpr int kTileRows = kOutTileRows, kTileCols = kOutTileCols, kHaloThreads = 256;
-static_assert(kTileRows == 8 && kTileCols == 16, "8 warps of 2 tile rows x 16 pixels");
+constexpr int kTileRows = kOutTileRows, kTileCols = kOutTileCols;
+static_assert(kTileCols == 16, "one 16-row mma fragment per tile row");
 
 // The active output tiles that the mask pass listed (tile indices b * tiles_y * tiles_x + ty * tiles_x + tx, in
 // any order), or none (tiles == nullptr: its byte-wise kernel lists none).
@@ -54,149 +55,152 @@ __device__ __forceinline__ bool halo_takes(const HaloSplit& s, int pixel_count) 
   return s.tile_count != nullptr && pixel_count > 0 && int64_t(pixel_count) >= int64_t(s.per_tile) * *s.tile_count;
 }
 
-// Element counts of the halo kernel's shared memory for one layer. The kernel slice is [taps * cin_pad][b_stride]
-// (output channels contiguous; ldmatrix.trans gives the B fragments) for 16-bit values, and [taps][kBN][b_stride]
-// (input channels contiguous) for float32, whose 32-bit elements ldmatrix cannot transpose.
+// The halo kernel's shape for values of type T, and the element counts of its shared memory for one layer.
+// A block computes kN output channels; its groups of kGroupWarps warps each compute one tile at a time, a warp
+// kTileRows / kGroupWarps tile rows x kN channels. The kernel slice is [taps * cin_pad][b_stride] (output channels
+// contiguous; ldmatrix.trans gives the B fragments) for 16-bit values, and [taps][kN][b_stride] (input channels
+// contiguous) for float32, whose 32-bit elements ldmatrix cannot transpose. Float32 takes half the channels (its
+// slice is twice the bytes) and twice the warps per tile (so a warp holds as many accumulators).
 template <typename T>
 struct HaloLayout {
   static constexpr int kStep = sizeof(T) == 2 ? 16 : 8;  // K per mma k-step
   static constexpr int kVec = 16 / int(sizeof(T));       // elements per 16-byte copy
   static constexpr bool kKContiguous = sizeof(T) == 4;   // the kernel slice's layout
+  static constexpr int kN = sizeof(T) == 2 ? 64 : 32;    // output channels per block (and per warp)
+  static constexpr int kGroupWarps = sizeof(T) == 2 ? 2 : 4;
+  static constexpr int kGroupThreads = 32 * kGroupWarps;
+  static constexpr int kWarpRows = kTileRows / kGroupWarps;  // tile rows per warp (its 16-row mma fragments)
+  static constexpr int kMaxGroups = 4;                       // a block's, and the bound on its registers
   int cin_pad, a_stride, b_stride, halo_h, halo_w, halo_elems, weight_elems;
   __host__ __device__ explicit HaloLayout(const ConvParams& p) {
     cin_pad = (int(p.cin) + kStep - 1) / kStep * kStep;
     a_stride = cin_pad + kVec;  // +16 bytes per row: ldmatrix rows fall in distinct banks
-    b_stride = kKContiguous ? cin_pad + kVec : kBN + 8;
+    b_stride = kKContiguous ? cin_pad + kVec : kN + 8;
     halo_h = kTileRows + p.kh - 1;
     halo_w = kTileCols + p.kw - 1;
     halo_elems = halo_h * halo_w * a_stride;
-    weight_elems = p.kh * p.kw * (kKContiguous ? kBN : cin_pad) * b_stride;
+    weight_elems = p.kh * p.kw * (kKContiguous ? kN : cin_pad) * b_stride;
   }
-  size_t bytes(int halos) const { return size_t(weight_elems + halos * halo_elems) * sizeof(T); }
+  size_t bytes(int groups) const { return size_t(weight_elems + groups * halo_elems) * sizeof(T); }
 };
 
+// Waits for the `threads` threads of named barrier `id` (1 and up; 0 is __syncthreads').
+__device__ __forceinline__ void group_barrier(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// One block: the kernel slice of channels [n0, n0 + kN) loaded once by all its threads, then blockDim.x /
+// kGroupThreads groups, each with a halo buffer of its own, walking the tile list apart (group g of block x takes
+// tiles g * gridDim.x + x, then every groups * gridDim.x: few tiles spread over the SMs first). A group's warps meet
+// at a named barrier only: while one group waits for its halo, the others compute. Its next halo is loaded while its
+// warps store the current tile's outputs.
 template <typename T, typename OutT, int kMode>
-__global__ void __launch_bounds__(kHaloThreads, 2)
-    conv_halo_kernel(ConvParams p, const int32_t* __restrict__ count_ptr, TileList list, HaloSplit split, int halos) {
+__global__ void __launch_bounds__(HaloLayout<T>::kMaxGroups* HaloLayout<T>::kGroupThreads, 1)
+    conv_halo_kernel(ConvParams p, const int32_t* __restrict__ count_ptr, TileList list, HaloSplit split) {
   static_assert(sizeof(T) == 2 || kMode == 0, "float32 takes the halo kernel in TF32 only");
+  using Shape = HaloLayout<T>;
+  constexpr int kVec = Shape::kVec, kStep = Shape::kStep, kN = Shape::kN, kGroupThreads = Shape::kGroupThreads;
+  constexpr int kMI = Shape::kWarpRows, kNI = kN / 8;
   const int tiles = *list.count;
   if (!halo_takes(split, *count_ptr) || int(blockIdx.x) >= tiles) return;  // the list kernel, or no tile for it
-  constexpr int kVec = HaloLayout<T>::kVec, kStep = HaloLayout<T>::kStep;
-  const HaloLayout<T> L(p);
+  const Shape L(p);
   extern __shared__ __align__(16) unsigned char smem[];
-  T* weights = reinterpret_cast<T*>(smem);  // [taps * cin_pad][b_stride]
-  T* halo0 = weights + L.weight_elems;      // [halos][halo_h * halo_w][a_stride]
+  T* weights = reinterpret_cast<T*>(smem);  // the kernel slice
   const T* __restrict__ x = static_cast<const T*>(p.x);
   const T* __restrict__ w = static_cast<const T*>(p.kernel);
   OutT* __restrict__ out = static_cast<OutT*>(p.out);
   const int cin = int(p.cin), cout = int(p.cout), taps = p.kh * p.kw;
   const int in_h = int(p.h), in_w = int(p.w), ho = int(p.ho), wo = int(p.wo);
   const int tiles_x = (wo + kTileCols - 1) / kTileCols, tiles_y = (ho + kTileRows - 1) / kTileRows;
-  const int n0 = blockIdx.y * kBN;
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int wrow = (warp >> 1) * 2, wn = (warp & 1) * 32;  // this warp's first tile row (of two) and channel
+  const int n0 = blockIdx.y * kN;
+  const int tid = threadIdx.x, lane = tid & 31, group = tid / kGroupThreads, gtid = tid - group * kGroupThreads;
+  const int wrow = (gtid >> 5) * kMI;  // this warp's first tile row
   const int g = lane >> 2, t4 = lane & 3;
+  T* halo = weights + L.weight_elems + group * L.halo_elems;  // [halo_h * halo_w][a_stride], this group's
 
-  // The kernel slice of channels [n0, n0 + kBN), every tap and input channel; zeros past Cin and Cout. Float32 is
+  // The kernel slice of channels [n0, n0 + kN), every tap and input channel; zeros past Cin and Cout. Float32 is
   // transposed on the way (4-byte copies; global reads stay coalesced along the output channels).
-  if constexpr (HaloLayout<T>::kKContiguous) {
-    for (int s = tid; s < taps * L.cin_pad * kBN; s += kHaloThreads) {
-      const int k = s / kBN, nl = s - k * kBN, tap = k / L.cin_pad, c = k - tap * L.cin_pad, n = n0 + nl;
+  if constexpr (Shape::kKContiguous) {
+    for (int s = tid; s < taps * L.cin_pad * kN; s += blockDim.x) {
+      const int k = s / kN, nl = s - k * kN, tap = k / L.cin_pad, c = k - tap * L.cin_pad, n = n0 + nl;
       const bool ok = c < cin && n < cout;
-      cp_async4(weights + (tap * kBN + nl) * L.b_stride + c, ok ? w + (int64_t(tap) * cin + c) * cout + n : w, ok);
+      cp_async4(weights + (tap * kN + nl) * L.b_stride + c, ok ? w + (int64_t(tap) * cin + c) * cout + n : w, ok);
     }
   } else {
-    constexpr int kSeg = kBN / kVec;
+    constexpr int kSeg = kN / kVec;
     const int rows = taps * L.cin_pad;
-    for (int s = tid; s < rows * kSeg; s += kHaloThreads) {
+    for (int s = tid; s < rows * kSeg; s += blockDim.x) {
       const int k = s / kSeg, seg = s - k * kSeg, tap = k / L.cin_pad, c = k - tap * L.cin_pad;
       const int n = n0 + seg * kVec;
       const bool ok = c < cin && n < cout;
       cp_async16(weights + k * L.b_stride + seg * kVec, ok ? w + (int64_t(tap) * cin + c) * cout + n : w, ok);
     }
   }
-  auto tile_origin = [&](int i, int& b, int& oy0, int& ox0) {  // of the i-th listed tile
-    const int t = list.tiles[i], per_image = tiles_y * tiles_x;
-    b = t / per_image;
-    const int r = t - b * per_image, ty = r / tiles_x;
-    oy0 = ty * kTileRows;
-    ox0 = (r - ty * tiles_x) * kTileCols;
-  };
-  // The halo of the i-th listed tile into buffer h: input pixels outside the image or inactive read as zero.
-  auto load_halo = [&](int i, int h) {
-    int b, oy0, ox0;
-    tile_origin(i, b, oy0, ox0);
-    T* dst = halo0 + h * L.halo_elems;
+  // The halo of the i-th listed tile into this group's buffer, by the group's threads: input pixels outside the
+  // image or inactive read as zero.
+  auto load_halo = [&](int i) {
+    const OutTile t = out_tile(list.tiles[i], tiles_y, tiles_x);
     const int segs = L.cin_pad / kVec, pixels = L.halo_h * L.halo_w;
-    const int iy0 = oy0 - p.pad_top, ix0 = ox0 - p.pad_left;
-    for (int s = tid; s < pixels * segs; s += kHaloThreads) {
+    const int iy0 = t.ty * kTileRows - p.pad_top, ix0 = t.tx * kTileCols - p.pad_left;
+    for (int s = gtid; s < pixels * segs; s += kGroupThreads) {
       const int hp = s / segs, seg = s - hp * segs, hy = hp / L.halo_w, hx = hp - hy * L.halo_w;
       const int iy = iy0 + hy, ix = ix0 + hx, c = seg * kVec;
       int64_t pix = -1;
       if (iy >= 0 && iy < in_h && ix >= 0 && ix < in_w && c < cin) {
-        pix = (int64_t(b) * in_h + iy) * in_w + ix;
+        pix = (int64_t(t.b) * in_h + iy) * in_w + ix;
         if (!p.in_mask[pix]) pix = -1;
       }
-      cp_async16(dst + hp * L.a_stride + c, pix >= 0 ? x + pix * cin + c : x, pix >= 0);
+      cp_async16(halo + hp * L.a_stride + c, pix >= 0 ? x + pix * cin + c : x, pix >= 0);
     }
   };
 
-  // The block's tiles are blockIdx.x, + gridDim.x, ...: `i` (its halo in buffer `buf`) and, with two halos, the next
-  // one (loading into the other buffer).
-  const int ahead = halos == 2 ? int(gridDim.x) : 0;  // how far past i the tile loading during i's arithmetic is
-  int i = blockIdx.x, buf = 0;
-  load_halo(i, 0);
-  cp_async_commit();  // the weights and the first halo
-  if (halos == 2 && i + ahead < tiles) load_halo(i + ahead, 1);
+  const int stride = int(blockDim.x / kGroupThreads * gridDim.x);
+  int i = group * int(gridDim.x) + int(blockIdx.x);
+  if (i < tiles) load_halo(i);
   cp_async_commit();
-  for (; i < tiles; i += gridDim.x) {
-    if (halos == 2)
-      cp_async_wait<1>();  // all but the group committed last (the next halo): i's halo has landed
-    else
-      cp_async_wait<0>();
-    __syncthreads();
-    const T* halo = halo0 + buf * L.halo_elems;
-    float acc[2][4][4];
+  cp_async_wait<0>();
+  __syncthreads();  // the kernel slice and every group's first halo
+  while (i < tiles) {
+    float acc[kMI][kNI][4];
     zero(acc);
-    if (n0 + wn < cout) {  // warps whose 32 channels are all past Cout skip the arithmetic
-      for (int tap = 0; tap < taps; ++tap) {
-        const int ky = tap / p.kw, kx = tap - ky * p.kw;
-        const T* a0 = halo + ((wrow + ky) * L.halo_w + kx) * L.a_stride;
-#pragma unroll 4
-        for (int kk = 0; kk < L.cin_pad; kk += kStep) {
-          const T* const a[2] = {a0 + kk, a0 + L.halo_w * L.a_stride + kk};
-          if constexpr (HaloLayout<T>::kKContiguous)
-            warp_mma_step_tf32_nk(a, L.a_stride, weights + (tap * kBN + wn) * L.b_stride + kk, L.b_stride, lane, acc);
-          else
-            warp_mma_step<T, kMode>(a, L.a_stride, weights + (tap * L.cin_pad + kk) * L.b_stride + wn, L.b_stride, lane,
-                                    acc);
-        }
+    for (int tap = 0; tap < taps; ++tap) {
+      const int ky = tap / p.kw, kx = tap - ky * p.kw;
+      const T* a0 = halo + ((wrow + ky) * L.halo_w + kx) * L.a_stride;
+#pragma unroll 2
+      for (int kk = 0; kk < L.cin_pad; kk += kStep) {
+        const T* a[kMI];
+#pragma unroll
+        for (int mi = 0; mi < kMI; ++mi) a[mi] = a0 + mi * L.halo_w * L.a_stride + kk;
+        if constexpr (Shape::kKContiguous)
+          warp_mma_step_tf32_nk(a, L.a_stride, weights + tap * kN * L.b_stride + kk, L.b_stride, lane, acc);
+        else
+          warp_mma_step<T, kMode>(a, L.a_stride, weights + (tap * L.cin_pad + kk) * L.b_stride, L.b_stride, lane, acc);
       }
     }
+    const OutTile t = out_tile(list.tiles[i], tiles_y, tiles_x);
+    group_barrier(1 + group, kGroupThreads);  // the group's warps are done with its halo, which the load refills
+    const int next = i + stride;
+    if (next < tiles) load_halo(next);
+    cp_async_commit();
     // Fragment rows: tile row wrow + mi, columns g and g + 8; two adjacent channels per register pair.
-    int b, oy0, ox0;
-    tile_origin(i, b, oy0, ox0);
 #pragma unroll
-    for (int mi = 0; mi < 2; ++mi)
+    for (int mi = 0; mi < kMI; ++mi)
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        const int oy = oy0 + wrow + mi, ox = ox0 + g + 8 * half;
+        const int oy = t.ty * kTileRows + wrow + mi, ox = t.tx * kTileCols + g + 8 * half;
         if (oy >= ho || ox >= wo) continue;
-        const int64_t o = (int64_t(b) * ho + oy) * wo + ox;
+        const int64_t o = (int64_t(t.b) * ho + oy) * wo + ox;
         if (!p.out_mask[o]) continue;
 #pragma unroll
-        for (int ni = 0; ni < 4; ++ni) {
-          const int n = n0 + wn + ni * 8 + 2 * t4;
+        for (int ni = 0; ni < kNI; ++ni) {
+          const int n = n0 + ni * 8 + 2 * t4;
           if (n < cout) store_pair(out + o * cout + n, acc[mi][ni][2 * half], acc[mi][ni][2 * half + 1]);
         }
       }
-    __syncthreads();  // every warp is done with this halo buffer, which the load below refills
-    const int after = i + gridDim.x + ahead;
-    if (after < tiles) load_halo(after, buf);
-    cp_async_commit();
-    buf ^= halos - 1;
+    cp_async_wait<0>();
+    group_barrier(1 + group, kGroupThreads);  // the next halo has landed for every thread of the group
+    i = next;
   }
-  cp_async_wait<0>();  // no copy outlives the block
 }
 
 // Launch facts per device and instantiation, computed once (the handler runs every frame).
@@ -210,11 +214,16 @@ struct HaloCache {
 // against 2.037. DELTAJAX_HALO_FROM overrides it (benchmarks only; above 1 turns the kernel off), read once per
 // process.
 inline double halo_fraction(int bytes) {
-  static const double env = [] {
-    const char* s = std::getenv("DELTAJAX_HALO_FROM");
-    return s && *s ? std::atof(s) : -1.0;
-  }();
+  static const double env = env_number("DELTAJAX_HALO_FROM");
   return env >= 0 ? env : bytes == 2 ? 0.65 : 0.87;
+}
+
+// The most tile groups a block may have: HaloLayout::kMaxGroups, or fewer by DELTAJAX_HALO_GROUPS (benchmarks only),
+// read once per process.
+template <typename T>
+int halo_groups_cap() {
+  static const double env = env_number("DELTAJAX_HALO_GROUPS");
+  return env >= 1 && env < HaloLayout<T>::kMaxGroups ? int(env) : HaloLayout<T>::kMaxGroups;
 }
 
 // Whether the geometry is the halo kernel's: more than one tap (a 1x1 reads each input once from the list too, and
@@ -222,7 +231,7 @@ inline double halo_fraction(int bytes) {
 // Kernels past 16 x 16 taps or 2048 input channels never fit shared memory; bounding them first keeps HaloLayout's
 // int arithmetic far from overflow.
 inline bool halo_geometry(const ConvParams& p, int vec) {
-  return p.kh * p.kw > 1 && p.kh <= 16 && p.kw <= 16 && p.cin <= 2048 && p.groups == 1 && p.stride_h == 1 &&
+  return p.kh <= 16 && p.kw <= 16 && p.cin <= 2048 && p.groups == 1 && p.stride_h == 1 &&
          p.stride_w == 1 && p.lhs_dil_h == 1 && p.lhs_dil_w == 1 && p.rhs_dil_h == 1 && p.rhs_dil_w == 1 &&
          p.cin % vec == 0 && p.cout % vec == 0 && p.cin >= 8 && p.cout >= 8;
 }
@@ -248,19 +257,17 @@ cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, const Ti
     regs = attr.numRegs > 0 ? attr.numRegs : 255;
     c.regs.store(regs, std::memory_order_relaxed);
   }
-  // One halo buffer or two: whichever keeps more blocks an SM (by shared memory, 228 KB an SM with 1 KB reserved
-  // per block, and by registers), two on a tie. 3x3, 64 -> 64, bf16 on an H100 (2026-12-06): one buffer and two
-  // blocks an SM 0.666 ms at p = 100 %, two buffers and one block 0.878.
-  const HaloLayout<T> layout(p);
-  auto per_sm = [&](int halos) {
-    const size_t bytes = layout.bytes(halos);
-    if (bytes > size_t(dev.smem_optin)) return int64_t(0);
-    return std::min<int64_t>(int64_t(228 * 1024) / int64_t(bytes + 1024), 65536 / (regs * kHaloThreads));
-  };
-  const int halos = per_sm(2) > 0 && per_sm(2) >= per_sm(1) ? 2 : 1;
-  const int64_t blocks_per_sm = per_sm(halos);
-  if (blocks_per_sm < 1) return cudaSuccess;
-  const size_t smem = layout.bytes(halos);
+  // As many tile groups (each with a halo buffer of its own) as fit beside the kernel slice in shared memory; blocks
+  // an SM by shared memory (228 KB an SM, 1 KB reserved per block) and by registers.
+  using Shape = HaloLayout<T>;
+  const Shape layout(p);
+  int groups = halo_groups_cap<T>();
+  while (groups > 0 && layout.bytes(groups) > size_t(dev.smem_optin)) --groups;
+  if (groups < 1) return cudaSuccess;
+  const int threads = groups * Shape::kGroupThreads;
+  const size_t smem = layout.bytes(groups);
+  const int64_t blocks_per_sm = std::max<int64_t>(
+      1, std::min<int64_t>(int64_t(228 * 1024) / int64_t(smem + 1024), 65536 / (int64_t(regs) * threads)));
   if (int(smem) > c.smem_set.load(std::memory_order_acquire)) {
     if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
         e != cudaSuccess)
@@ -268,10 +275,10 @@ cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, const Ti
     c.smem_set.store(int(smem), std::memory_order_release);
   }
   split = HaloSplit{list.count, int(fraction * kTileRows * kTileCols + 0.999)};
-  const int ny = int((p.cout + kBN - 1) / kBN);
-  const int64_t nx =
-      std::max<int64_t>(1, std::min<int64_t>(conv_out_tiles(p), (dev.sms * blocks_per_sm + ny - 1) / ny));
-  kernel<<<dim3(unsigned(nx), unsigned(ny)), kHaloThreads, smem, stream>>>(p, count, list, split, halos);
+  const int ny = int((p.cout + Shape::kN - 1) / Shape::kN);
+  const int64_t nx = std::max<int64_t>(
+      1, std::min<int64_t>((conv_out_tiles(p) + groups - 1) / groups, (dev.sms * blocks_per_sm + ny - 1) / ny));
+  kernel<<<dim3(unsigned(nx), unsigned(ny)), unsigned(threads), smem, stream>>>(p, count, list, split);
   return cudaGetLastError();
 }
 

@@ -1,11 +1,12 @@
-// Grid sizing and the grid-stride loop shared by the simple kernels, and the device facts that launchers size
-// persistent grids by.
+// Grid sizing and the grid-stride loop shared by the simple kernels, the device facts that launchers size persistent
+// grids by, and the environment's measurement overrides.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 
 namespace deltajax::cuda {
 
@@ -41,6 +42,12 @@ inline cudaError_t device_facts(DeviceFacts& f) {
     sms[slot].store(f.sms, std::memory_order_release);
   }
   return cudaSuccess;
+}
+
+// The number in environment variable `name` (a measurement override), or -1 where it is unset or empty.
+inline double env_number(const char* name) {
+  const char* s = std::getenv(name);
+  return s && *s ? std::atof(s) : -1.0;
 }
 
 #define DELTAJAX_GRID_STRIDE(i, count) \
