@@ -211,8 +211,10 @@ struct HaloCache {
 // The share of an active tile's pixels from which the halo kernel takes a layer, for values of `bytes` bytes: where
 // the halo kernel over whole tiles costs what the list kernel costs over their active pixels. 3x3, 64 -> 64,
 // 1x1080x1920 on an H100 (2026-12-06), every tile active: bf16 0.668 ms against the list's 1.033, TF32 1.767
-// against 2.037. DELTAJAX_HALO_FROM overrides it (benchmarks only; above 1 turns the kernel off), read once per
-// process.
+// against 2.037 (with tile groups, later: bf16 0.591 against 1.027, TF32 1.583 against 1.988; the shares were kept,
+// as blob masks at p = 5 % still ran faster on the list in TF32, 0.134 against 0.144 ms, and scattered masks were
+// not measured again). DELTAJAX_HALO_FROM overrides it (benchmarks only; above 1 turns the kernel off), read once
+// per process.
 inline double halo_fraction(int bytes) {
   static const double env = env_number("DELTAJAX_HALO_FROM");
   return env >= 0 ? env : bytes == 2 ? 0.65 : 0.87;
@@ -226,12 +228,14 @@ int halo_groups_cap() {
   return env >= 1 && env < HaloLayout<T>::kMaxGroups ? int(env) : HaloLayout<T>::kMaxGroups;
 }
 
-// Whether the geometry is the halo kernel's: more than one tap (a 1x1 reads each input once from the list too, and
-// its halo kernel measured no faster: H100, 2026-12-06), stride 1, no dilation, one group, 16-byte operand rows.
+// Whether the geometry is the halo kernel's: more than one tap (a 1x1 reads each input once from the list too; 1x1,
+// 64 -> 64, 1x1080x1920 on an H100 with tile groups, 2026-12-06, blob masks at p = 5 / 20 / 50 / 100 %: TF32
+// 0.063 / 0.159 / 0.335 / 0.573 ms against the list's 0.049 / 0.122 / 0.268 / 0.503, bf16 0.041 / 0.099 / 0.189 /
+// 0.314 against 0.038 / 0.092 / 0.184 / 0.327), stride 1, no dilation, one group, 16-byte operand rows.
 // Kernels past 16 x 16 taps or 2048 input channels never fit shared memory; bounding them first keeps HaloLayout's
 // int arithmetic far from overflow.
 inline bool halo_geometry(const ConvParams& p, int vec) {
-  return p.kh <= 16 && p.kw <= 16 && p.cin <= 2048 && p.groups == 1 && p.stride_h == 1 &&
+  return p.kh * p.kw > 1 && p.kh <= 16 && p.kw <= 16 && p.cin <= 2048 && p.groups == 1 && p.stride_h == 1 &&
          p.stride_w == 1 && p.lhs_dil_h == 1 && p.lhs_dil_w == 1 && p.rhs_dil_h == 1 && p.rhs_dil_w == 1 &&
          p.cin % vec == 0 && p.cout % vec == 0 && p.cin >= 8 && p.cout >= 8;
 }
