@@ -189,8 +189,8 @@ def test_conv_mask_fractions(p, dtype, w):
 
 @pytest.mark.parametrize(
     "dtype, precision",
-    # float32: the kernel slice (9 x 128 x 64 x 4 bytes) is past shared memory, so the list kernel at any count;
-    # bfloat16: the halo kernel with one halo buffer (the slice and two halos do not fit)
+    # float32: the 32-channel kernel slice and one halo (152 + 95 KB) are past shared memory, so the list kernel at
+    # any count; bfloat16: the halo kernel with one tile group (its 166-KB slice leaves room for one 49-KB halo)
     [("float32", "highest"), ("float32", "default"), ("bfloat16", "default")],
 )
 def test_conv_large_channels(dtype, precision):

@@ -220,14 +220,6 @@ inline double halo_fraction(int bytes) {
   return env >= 0 ? env : bytes == 2 ? 0.65 : 0.87;
 }
 
-// The most tile groups a block may have: HaloLayout::kMaxGroups, or fewer by DELTAJAX_HALO_GROUPS (benchmarks only),
-// read once per process.
-template <typename T>
-int halo_groups_cap() {
-  static const double env = env_number("DELTAJAX_HALO_GROUPS");
-  return env >= 1 && env < HaloLayout<T>::kMaxGroups ? int(env) : HaloLayout<T>::kMaxGroups;
-}
-
 // Whether the geometry is the halo kernel's: more than one tap (a 1x1 reads each input once from the list too; 1x1,
 // 64 -> 64, 1x1080x1920 on an H100 with tile groups, 2026-12-06, blob masks at p = 5 / 20 / 50 / 100 %: TF32
 // 0.063 / 0.159 / 0.335 / 0.573 ms against the list's 0.049 / 0.122 / 0.268 / 0.503, bf16 0.041 / 0.099 / 0.189 /
@@ -265,7 +257,7 @@ cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, const Ti
   // an SM by shared memory (228 KB an SM, 1 KB reserved per block) and by registers.
   using Shape = HaloLayout<T>;
   const Shape layout(p);
-  int groups = halo_groups_cap<T>();
+  int groups = Shape::kMaxGroups;
   while (groups > 0 && layout.bytes(groups) > size_t(dev.smem_optin)) --groups;
   if (groups < 1) return cudaSuccess;
   const int threads = groups * Shape::kGroupThreads;
