@@ -206,7 +206,7 @@ def test_conv_list_or_halo_kernel(case, p, dtype):
     """Stride-1 layers with more than one tap on both sides of the halo kernel's threshold (the active pixels fill
     65 % of the active 8 x 16-pixel tiles for 16-bit values, 87 % for TF32): the list kernel at 1 % and 10 %, the
     halo kernel at 100 % (frames that end inside a tile, input channels that are not a whole k-step, output channels
-    past one 64-channel block, uneven padding). 1x1 layers always take the list kernel."""
+    past one 64-channel block, uneven padding). The 1x1 case takes the list kernel at every fraction."""
     kw = {
         "3x3_c64": dict(n=2, h=21, w=36, cin=64, cout=64, k=3),
         "5x5_c24_to_40": dict(n=1, h=19, w=40, cin=24, cout=40, k=5),
