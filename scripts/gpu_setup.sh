@@ -30,20 +30,21 @@ fi
   $PY -c "import jax, jaxlib; print('jax', jax.__version__, 'jaxlib', jaxlib.__version__, jax.devices())"; } \
   | tee "$OUTDIR/device.txt"
 
-build_cuda() {  # the extension with CUDA for the card's architecture (H100: 90), installed editable
+build_cuda() {  # the extension with CUDA for the card's architecture (H100: 90a, Hopper's own), installed editable
   step build 150 env DELTAJAX_CUDA=ON $PY -m pip install --no-build-isolation --no-deps -v -e . \
-    -Ccmake.define.DELTAJAX_CUDA_ARCHITECTURES=90
+    -Ccmake.define.DELTAJAX_CUDA_ARCHITECTURES=90a-real
 }
 
 install_wheels() {  # the deltajax and deltajax-cuda13 wheels, built here from this checkout by scripts/build_wheels.sh
   # (offline; unrepaired: no auditwheel here; the CUDA module for this card's architecture only, where the
-  # released wheel holds sm_80 + sm_90 + PTX: a third of the compile time) and installed first on PYTHONPATH; then
+  # released wheel holds sm_80 + sm_90a + PTX: a third of the compile time) and installed first on PYTHONPATH; then
   # cds into a copy of the checkout without the deltajax sources (data kept), so that everything after it
   # imports deltajax from the wheels
   "$PY" -m pip uninstall -y -q deltajax deltajax-cuda13 2>/dev/null  # an editable install would shadow the wheels
   rm -rf /tmp/deltajax_wheels
   local arch
   arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n 1 | tr -d .)
+  [ "$arch" = 90 ] && arch=90a-real  # Hopper's own code: the wgmma kernels need it
   step build_wheels 240 env BUILD_OFFLINE=1 REPAIR=0 PARALLEL=1 CUDA_ARCHS="$arch" PYTHON="$PY" scripts/build_wheels.sh /tmp/deltajax_wheels || return 1
   step install_wheels 60 "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade \
     --target /tmp/deltajax_wheel_site /tmp/deltajax_wheels/*.whl || return 1

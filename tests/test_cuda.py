@@ -572,18 +572,31 @@ def test_conv_activation_rule_epilogue_over_many_row_tiles(k, cin, cout, groups,
     assert kept <= active and (kept > 0) == (p > 0)
 
 
-def test_conv_activation_two_launches_when_the_epilogue_is_off():
-    """``DELTAJAX_RULE_EPILOGUE=0`` (read once per process, for measurement) sends every conv_activation through
-    the convolution's float32 result and the activation kernel, the path that wider depthwise and element-load
-    convolutions always take: the sanitize cases against the reference in a process of its own."""
-    env = {**os.environ, "DELTAJAX_RULE_EPILOGUE": "0"}
+def _passes_in_own_process(variable: str, value: str, tests: list[str], passed: int, *pytest_args: str) -> None:
+    """Runs this module's ``tests`` in a new pytest process with environment ``variable=value`` (the kernels read
+    their measurement overrides once per process) and checks that ``passed`` of them pass."""
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "-m", "sanitize"]
-        + [f"{__file__}::test_sanitize_conv_activation"],
-        env=env,
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", *pytest_args]
+        + [f"{__file__}::{t}" for t in tests],
+        env={**os.environ, variable: value},
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
-    assert "12 passed" in run.stdout, run.stdout[-3000:]
+    assert f"{passed} passed" in run.stdout, run.stdout[-3000:]
+
+
+def test_conv_activation_two_launches_when_the_epilogue_is_off():
+    """``DELTAJAX_RULE_EPILOGUE=0`` sends every conv_activation through the convolution's float32 result and the
+    activation kernel, the path that wider depthwise and element-load convolutions always take: the sanitize cases
+    against the reference."""
+    _passes_in_own_process("DELTAJAX_RULE_EPILOGUE", "0", ["test_sanitize_conv_activation"], 12, "-m", "sanitize")
+
+
+def test_halo_kernel_on_mma_sync_where_wgmma_is_off():
+    """``DELTAJAX_HALO_WGMMA=0`` keeps the halo kernel on mma.sync on Hopper, the kernel that cards before Hopper
+    run: its geometry cases against the reference (on other cards the variable changes nothing, and the cases run
+    the same kernel again)."""
+    tests = ["test_conv_halo_kernel_on_some_tiles", "test_conv_halo_kernel_strides_over_tiles"]
+    _passes_in_own_process("DELTAJAX_HALO_WGMMA", "0", tests, 11)

@@ -11,10 +11,11 @@
 // groups meet only at named barriers, so one group's halo loads while the others compute.
 //
 // GEMM view of one tile: rows = the tile's 128 pixels, K = taps x Cin (Cin rounded up to one k-step, zero-filled),
-// N = the block's channels (HaloLayout::kN). 16-bit values: groups of two warps, each 64 x 64 (four tile rows x
-// 64 channels), eight ldmatrix.x4 per 32 mma.m16n8k16. Float32 (TF32): a 32-channel slice (half the bytes of a
-// 64-channel one, so that three groups fit), groups of four warps of 32 x 32. Outputs are stored where out_mask is
-// set (inactive outputs keep what they held, as in the list kernel).
+// N = the block's channels (kN). The math is a policy of the one kernel: HaloWarpgroup on Hopper (wgmma, both
+// operands read from shared memory by descriptor; one warpgroup per group), HaloWarps elsewhere (mma.sync: 16-bit
+// groups of two warps, each 64 x 64, eight ldmatrix.x4 per 32 mma.m16n8k16; TF32 groups of four warps of 32 x 32).
+// Float32 (TF32) takes a 32-channel slice (half the bytes of a 64-channel one, so that three groups fit). Outputs
+// are stored where out_mask is set (inactive outputs keep what they held, as in the list kernel).
 //
 // The choice between the two kernels is made on the device, per call, by both (halo_takes): this one computes
 // where the active pixels fill at least a set share of the active tiles (so its idle pixels cost less than the
@@ -32,6 +33,7 @@
 #include "cuda/epilogue_rule.h"
 #include "cuda/launch.cuh"
 #include "cuda/mma.cuh"
+#include "cuda/wgmma.cuh"
 
 namespace deltajax::cuda::gemm {
 
@@ -55,24 +57,32 @@ __device__ __forceinline__ bool halo_takes(const HaloSplit& s, int pixel_count) 
   return s.tile_count != nullptr && pixel_count > 0 && int64_t(pixel_count) >= int64_t(s.per_tile) * *s.tile_count;
 }
 
-// The halo kernel's shape for values of type T, and the element counts of its shared memory for one layer.
-// A block computes kN output channels; its groups of kGroupWarps warps each compute one tile at a time, a warp
-// kTileRows / kGroupWarps tile rows x kN channels. The kernel slice is [taps * cin_pad][b_stride] (output channels
-// contiguous; ldmatrix.trans gives the B fragments) for 16-bit values, and [taps][kN][b_stride] (input channels
-// contiguous) for float32, whose 32-bit elements ldmatrix cannot transpose. Float32 takes half the channels (its
-// slice is twice the bytes) and twice the warps per tile (so a warp holds as many accumulators).
-template <typename T>
-struct HaloLayout {
+// Waits for the `threads` threads of named barrier `id` (1 and up; 0 is __syncthreads').
+__device__ __forceinline__ void group_barrier(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// The halo kernel's math on mma.sync (sm_80 and up), for values of type T, and the element counts of its shared
+// memory for one layer. A block computes kN output channels; its groups of kGroupWarps warps each compute one tile
+// at a time, a warp kTileRows / kGroupWarps tile rows x kN channels. The kernel slice is [taps * cin_pad][b_stride]
+// (output channels contiguous; ldmatrix.trans gives the B fragments) for 16-bit values, and [taps][kN][b_stride]
+// (input channels contiguous) for float32, whose 32-bit elements ldmatrix cannot transpose. Float32 takes half the
+// channels (its slice is twice the bytes) and twice the warps per tile (so a warp holds as many accumulators). The
+// halo is [halo_h * halo_w][a_stride].
+template <typename T, int kMode>
+struct HaloWarps {
   static constexpr int kStep = sizeof(T) == 2 ? 16 : 8;  // K per mma k-step
   static constexpr int kVec = 16 / int(sizeof(T));       // elements per 16-byte copy
   static constexpr bool kKContiguous = sizeof(T) == 4;   // the kernel slice's layout
+  static constexpr bool kAsyncProxy = false;             // its shared memory is read by the generic proxy only
   static constexpr int kN = sizeof(T) == 2 ? 64 : 32;    // output channels per block (and per warp)
   static constexpr int kGroupWarps = sizeof(T) == 2 ? 2 : 4;
   static constexpr int kGroupThreads = 32 * kGroupWarps;
   static constexpr int kWarpRows = kTileRows / kGroupWarps;  // tile rows per warp (its 16-row mma fragments)
   static constexpr int kMaxGroups = 4;                       // a block's, and the bound on its registers
+  using Acc = float[kWarpRows][kN / 8][4];
   int cin_pad, a_stride, b_stride, halo_h, halo_w, halo_elems, weight_elems;
-  __host__ __device__ explicit HaloLayout(const ConvParams& p) {
+  __host__ __device__ explicit HaloWarps(const ConvParams& p) {
     cin_pad = (int(p.cin) + kStep - 1) / kStep * kStep;
     a_stride = cin_pad + kVec;  // +16 bytes per row: ldmatrix rows fall in distinct banks
     b_stride = kKContiguous ? cin_pad + kVec : kN + 8;
@@ -82,60 +92,185 @@ struct HaloLayout {
     weight_elems = p.kh * p.kw * (kKContiguous ? kN : cin_pad) * b_stride;
   }
   size_t bytes(int groups) const { return size_t(weight_elems + groups * halo_elems) * sizeof(T); }
+  // The halo element of channel c (a multiple of kVec) of halo pixel hp.
+  __device__ __forceinline__ int halo_at(int hp, int c) const { return hp * a_stride + c; }
+
+  // The kernel slice of channels [n0, n0 + kN), every tap and input channel, by `threads` threads; zeros past Cin
+  // and Cout. Float32 is transposed on the way (4-byte copies; global reads stay coalesced along the channels).
+  __device__ void load_slice(T* weights, const T* __restrict__ w, const ConvParams& p, int n0, int tid,
+                             int threads) const {
+    const int cin = int(p.cin), cout = int(p.cout), taps = p.kh * p.kw;
+    if constexpr (kKContiguous) {
+      for (int s = tid; s < taps * cin_pad * kN; s += threads) {
+        const int k = s / kN, nl = s - k * kN, tap = k / cin_pad, c = k - tap * cin_pad, n = n0 + nl;
+        const bool ok = c < cin && n < cout;
+        cp_async4(weights + (tap * kN + nl) * b_stride + c, ok ? w + (int64_t(tap) * cin + c) * cout + n : w, ok);
+      }
+    } else {
+      constexpr int kSeg = kN / kVec;
+      for (int s = tid; s < taps * cin_pad * kSeg; s += threads) {
+        const int k = s / kSeg, seg = s - k * kSeg, tap = k / cin_pad, c = k - tap * cin_pad;
+        const int n = n0 + seg * kVec;
+        const bool ok = c < cin && n < cout;
+        cp_async16(weights + k * b_stride + seg * kVec, ok ? w + (int64_t(tap) * cin + c) * cout + n : w, ok);
+      }
+    }
+  }
+
+  // One tile's accumulators from the group's halo: gtid is the thread's index in its group.
+  __device__ __forceinline__ void compute(Acc& acc, const T* halo, const T* weights, const ConvParams& p,
+                                          int gtid) const {
+    const int lane = gtid & 31, wrow = (gtid >> 5) * kWarpRows, taps = p.kh * p.kw;
+    zero(acc);
+    for (int tap = 0; tap < taps; ++tap) {
+      const int ky = tap / p.kw, kx = tap - ky * p.kw;
+      const T* a0 = halo + ((wrow + ky) * halo_w + kx) * a_stride;
+#pragma unroll 2
+      for (int kk = 0; kk < cin_pad; kk += kStep) {
+        const T* a[kWarpRows];
+#pragma unroll
+        for (int mi = 0; mi < kWarpRows; ++mi) a[mi] = a0 + mi * halo_w * a_stride + kk;
+        if constexpr (kKContiguous)
+          warp_mma_step_tf32_nk(a, a_stride, weights + tap * kN * b_stride + kk, b_stride, lane, acc);
+        else
+          warp_mma_step<T, kMode>(a, a_stride, weights + (tap * cin_pad + kk) * b_stride, b_stride, lane, acc);
+      }
+    }
+  }
+
+  // f(row, col, pair) for each tile pixel whose outputs the thread holds, pair(ni) giving those of channels
+  // 8 ni + 2 (lane % 4) and + 1. Fragment rows: tile row wrow + mi, columns lane / 4 and + 8.
+  template <class F>
+  __device__ __forceinline__ static void for_each_output(const Acc& acc, int gtid, F&& f) {
+    const int lane = gtid & 31, wrow = (gtid >> 5) * kWarpRows;
+#pragma unroll
+    for (int mi = 0; mi < kWarpRows; ++mi)
+#pragma unroll
+      for (int half = 0; half < 2; ++half)
+        f(wrow + mi, (lane >> 2) + 8 * half,
+          [&](int ni) { return make_float2(acc[mi][ni][2 * half], acc[mi][ni][2 * half + 1]); });
+  }
 };
 
-// Waits for the `threads` threads of named barrier `id` (1 and up; 0 is __syncthreads').
-__device__ __forceinline__ void group_barrier(int id, int threads) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
+// The halo kernel's math on Hopper's warpgroup MMA (wgmma, sm_90a): each group is one warpgroup (four warps) and
+// computes a tile as two 64-pixel halves (tile columns [0, 8) and [8, 16), so that the rows of an operand's core
+// matrix are 8 adjacent pixels of one halo row), each with kN output channels (64 for 16-bit values; 32 for
+// float32, whose slice is twice the bytes); both operands come from shared memory, and a tile's 2 x taps x
+// cin_pad / kStep instructions are issued back to back and waited for once. Layouts (wgmma.cuh's core matrices,
+// 16 bytes = kVec values, no swizzle): the kernel slice is [taps * cin_pad / kVec][kN][kVec] (kVec input channels of
+// one output channel per 16 bytes); the halo is [cin_pad / kVec][chunk][kVec] (kVec channels of one pixel per 16
+// bytes, pixels in row order), chunk an odd number of pixels so that the 16-byte copies of one pixel's channels
+// fall in distinct banks. Float32 is TF32 (kMode 0): the slice is rounded to TF32 on its way in, the halo read as
+// the hardware reads it (19 high bits).
+template <typename T>
+struct HaloWarpgroup {
+  using Mma = Wgmma<T>;
+  static constexpr int kVec = 16 / int(sizeof(T)), kStep = Mma::kK, kN = Mma::kN, kGroupThreads = 128;
+  static constexpr int kMaxGroups = 4;
+  static constexpr bool kAsyncProxy = true;  // wgmma reads shared memory through the async proxy
+  using Acc = float[2][kN / 2];              // [tile column half][Wgmma's fragment]
+  int cin_pad, halo_h, halo_w, chunk_elems, halo_elems, weight_elems;
+  __host__ __device__ explicit HaloWarpgroup(const ConvParams& p) {
+    cin_pad = (int(p.cin) + kStep - 1) / kStep * kStep;
+    halo_h = kTileRows + p.kh - 1;
+    halo_w = kTileCols + p.kw - 1;
+    chunk_elems = ((halo_h * halo_w) | 1) * kVec;
+    halo_elems = cin_pad / kVec * chunk_elems;
+    weight_elems = p.kh * p.kw * cin_pad * kN;
+  }
+  size_t bytes(int groups) const { return size_t(weight_elems + groups * halo_elems) * sizeof(T); }
+  __device__ __forceinline__ int halo_at(int hp, int c) const { return c / kVec * chunk_elems + hp * kVec; }
+
+  // The kernel slice, transposed on the way by element stores (once per block): 16-byte global reads of kVec
+  // output channels, zeros past Cin and Cout.
+  __device__ void load_slice(T* weights, const T* __restrict__ w, const ConvParams& p, int n0, int tid,
+                             int threads) const {
+    constexpr int kSeg = kN / kVec;
+    const int cin = int(p.cin), cout = int(p.cout), taps = p.kh * p.kw;
+    for (int s = tid; s < taps * cin_pad * kSeg; s += threads) {
+      const int k = s / kSeg, seg = s - k * kSeg, tap = k / cin_pad, c = k - tap * cin_pad, n = n0 + seg * kVec;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (c < cin && n < cout) v = __ldg(reinterpret_cast<const uint4*>(w + (int64_t(tap) * cin + c) * cout + n));
+      const T* e = reinterpret_cast<const T*>(&v);
+      T* dst = weights + ((k / kVec) * kN + seg * kVec) * kVec + k % kVec;
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) {
+        if constexpr (sizeof(T) == 4)
+          dst[i * kVec] = __uint_as_float(to_tf32(e[i]));
+        else
+          dst[i * kVec] = e[i];
+      }
+    }
+  }
+
+  __device__ __forceinline__ void compute(Acc& acc, const T* halo, const T* weights, const ConvParams& p, int) const {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+#pragma unroll
+      for (int i = 0; i < kN / 2; ++i) acc[h][i] = 0.f;
+      fence_registers(acc[h]);
+    }
+    wgmma_fence();
+    // A (64 pixels x kStep channels): core matrices along K one channel chunk apart, along M one halo row apart. B
+    // (kN output channels x kStep input channels): along K kN * 16 bytes apart, along N 128. A descriptor advances
+    // by bytes / 16: a halo pixel is 1, a k-step (two chunks) chunk_elems * sizeof(T) / 8 in A and 2 * kN in B.
+    const uint64_t a0 = wgmma_desc(halo, chunk_elems * sizeof(T), halo_w * 16);
+    const uint64_t b0 = wgmma_desc(weights, kN * 16, 128);
+    const int steps = cin_pad / kStep, taps = p.kh * p.kw;
+    for (int tap = 0; tap < taps; ++tap) {
+      const int ky = tap / p.kw, kx = tap - ky * p.kw;
+      const uint64_t a = a0 + uint64_t(ky * halo_w + kx), b = b0 + uint64_t(tap * steps * 2 * kN);
+      for (int s = 0; s < steps; ++s) {
+        const uint64_t as = a + uint64_t(s * (chunk_elems * int(sizeof(T)) / 8)), bs = b + uint64_t(s * 2 * kN);
+        Mma::mma(acc[0], as, bs);
+        Mma::mma(acc[1], as + 8, bs);  // 8 pixels to the right
+      }
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+#pragma unroll
+    for (int h = 0; h < 2; ++h) fence_registers(acc[h]);
+  }
+
+  // Warp w of the group holds rows 16 w + lane / 4 and + 8 of each half: tile rows 2 w and 2 w + 1, column
+  // 8 half + lane / 4.
+  template <class F>
+  __device__ __forceinline__ static void for_each_output(const Acc& acc, int gtid, F&& f) {
+    const int lane = gtid & 31, w = gtid >> 5;
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int r = 0; r < 2; ++r)
+        f(2 * w + r, 8 * h + (lane >> 2),
+          [&](int ni) { return make_float2(acc[h][4 * ni + 2 * r], acc[h][4 * ni + 2 * r + 1]); });
+  }
+};
 
 // One block: the kernel slice of channels [n0, n0 + kN) loaded once by all its threads, then blockDim.x /
 // kGroupThreads groups, each with a halo buffer of its own, walking the tile list apart (group g of block x takes
-// tiles g * gridDim.x + x, then every groups * gridDim.x: few tiles spread over the SMs first). A group's warps meet
-// at a named barrier only: while one group waits for its halo, the others compute. Its next halo is loaded while its
-// warps store the current tile's outputs.
-template <typename T, typename OutT, int kMode>
-__global__ void __launch_bounds__(HaloLayout<T>::kMaxGroups* HaloLayout<T>::kGroupThreads, 1)
+// tiles g * gridDim.x + x, then every groups * gridDim.x: few tiles spread over the SMs first). A group's threads
+// meet at a named barrier only: while one group waits for its halo, the others compute. Its next halo is loaded
+// while it stores the current tile's outputs. Math: HaloWarps or HaloWarpgroup.
+template <typename T, typename OutT, class Math>
+__global__ void __launch_bounds__(Math::kMaxGroups* Math::kGroupThreads, 1)
     conv_halo_kernel(ConvParams p, const int32_t* __restrict__ count_ptr, TileList list, HaloSplit split) {
-  static_assert(sizeof(T) == 2 || kMode == 0, "float32 takes the halo kernel in TF32 only");
-  using Shape = HaloLayout<T>;
-  constexpr int kVec = Shape::kVec, kStep = Shape::kStep, kN = Shape::kN, kGroupThreads = Shape::kGroupThreads;
-  constexpr int kMI = Shape::kWarpRows, kNI = kN / 8;
+  constexpr int kVec = Math::kVec, kN = Math::kN, kGroupThreads = Math::kGroupThreads;
   const int tiles = *list.count;
   if (!halo_takes(split, *count_ptr) || int(blockIdx.x) >= tiles) return;  // the list kernel, or no tile for it
-  const Shape L(p);
+  const Math L(p);
   extern __shared__ __align__(16) unsigned char smem[];
   T* weights = reinterpret_cast<T*>(smem);  // the kernel slice
   const T* __restrict__ x = static_cast<const T*>(p.x);
-  const T* __restrict__ w = static_cast<const T*>(p.kernel);
   OutT* __restrict__ out = static_cast<OutT*>(p.out);
-  const int cin = int(p.cin), cout = int(p.cout), taps = p.kh * p.kw;
+  const int cin = int(p.cin), cout = int(p.cout);
   const int in_h = int(p.h), in_w = int(p.w), ho = int(p.ho), wo = int(p.wo);
   const int tiles_x = (wo + kTileCols - 1) / kTileCols, tiles_y = (ho + kTileRows - 1) / kTileRows;
   const int n0 = blockIdx.y * kN;
-  const int tid = threadIdx.x, lane = tid & 31, group = tid / kGroupThreads, gtid = tid - group * kGroupThreads;
-  const int wrow = (gtid >> 5) * kMI;  // this warp's first tile row
-  const int g = lane >> 2, t4 = lane & 3;
-  T* halo = weights + L.weight_elems + group * L.halo_elems;  // [halo_h * halo_w][a_stride], this group's
+  const int tid = threadIdx.x, group = tid / kGroupThreads, gtid = tid - group * kGroupThreads;
+  const int t4 = tid & 3;
+  T* halo = weights + L.weight_elems + group * L.halo_elems;  // this group's
 
-  // The kernel slice of channels [n0, n0 + kN), every tap and input channel; zeros past Cin and Cout. Float32 is
-  // transposed on the way (4-byte copies; global reads stay coalesced along the output channels).
-  if constexpr (Shape::kKContiguous) {
-    for (int s = tid; s < taps * L.cin_pad * kN; s += blockDim.x) {
-      const int k = s / kN, nl = s - k * kN, tap = k / L.cin_pad, c = k - tap * L.cin_pad, n = n0 + nl;
-      const bool ok = c < cin && n < cout;
-      cp_async4(weights + (tap * kN + nl) * L.b_stride + c, ok ? w + (int64_t(tap) * cin + c) * cout + n : w, ok);
-    }
-  } else {
-    constexpr int kSeg = kN / kVec;
-    const int rows = taps * L.cin_pad;
-    for (int s = tid; s < rows * kSeg; s += blockDim.x) {
-      const int k = s / kSeg, seg = s - k * kSeg, tap = k / L.cin_pad, c = k - tap * L.cin_pad;
-      const int n = n0 + seg * kVec;
-      const bool ok = c < cin && n < cout;
-      cp_async16(weights + k * L.b_stride + seg * kVec, ok ? w + (int64_t(tap) * cin + c) * cout + n : w, ok);
-    }
-  }
+  L.load_slice(weights, static_cast<const T*>(p.kernel), p, n0, tid, int(blockDim.x));
   // The halo of the i-th listed tile into this group's buffer, by the group's threads: input pixels outside the
   // image or inactive read as zero.
   auto load_halo = [&](int i) {
@@ -150,54 +285,44 @@ __global__ void __launch_bounds__(HaloLayout<T>::kMaxGroups* HaloLayout<T>::kGro
         pix = (int64_t(t.b) * in_h + iy) * in_w + ix;
         if (!p.in_mask[pix]) pix = -1;
       }
-      cp_async16(halo + hp * L.a_stride + c, pix >= 0 ? x + pix * cin + c : x, pix >= 0);
+      cp_async16(halo + L.halo_at(hp, c), pix >= 0 ? x + pix * cin + c : x, pix >= 0);
     }
+  };
+  // This thread's copies have landed; with wgmma, made visible to its reads too.
+  auto landed = [] {
+    cp_async_wait<0>();
+    if constexpr (Math::kAsyncProxy) fence_proxy_async();
   };
 
   const int stride = int(blockDim.x / kGroupThreads * gridDim.x);
   int i = group * int(gridDim.x) + int(blockIdx.x);
   if (i < tiles) load_halo(i);
   cp_async_commit();
-  cp_async_wait<0>();
+  landed();
   __syncthreads();  // the kernel slice and every group's first halo
   while (i < tiles) {
-    float acc[kMI][kNI][4];
-    zero(acc);
-    for (int tap = 0; tap < taps; ++tap) {
-      const int ky = tap / p.kw, kx = tap - ky * p.kw;
-      const T* a0 = halo + ((wrow + ky) * L.halo_w + kx) * L.a_stride;
-#pragma unroll 2
-      for (int kk = 0; kk < L.cin_pad; kk += kStep) {
-        const T* a[kMI];
-#pragma unroll
-        for (int mi = 0; mi < kMI; ++mi) a[mi] = a0 + mi * L.halo_w * L.a_stride + kk;
-        if constexpr (Shape::kKContiguous)
-          warp_mma_step_tf32_nk(a, L.a_stride, weights + tap * kN * L.b_stride + kk, L.b_stride, lane, acc);
-        else
-          warp_mma_step<T, kMode>(a, L.a_stride, weights + (tap * L.cin_pad + kk) * L.b_stride, L.b_stride, lane, acc);
-      }
-    }
+    typename Math::Acc acc;
+    L.compute(acc, halo, weights, p, gtid);
     const OutTile t = out_tile(list.tiles[i], tiles_y, tiles_x);
-    group_barrier(1 + group, kGroupThreads);  // the group's warps are done with its halo, which the load refills
+    group_barrier(1 + group, kGroupThreads);  // the group is done with its halo, which the load refills
     const int next = i + stride;
     if (next < tiles) load_halo(next);
     cp_async_commit();
-    // Fragment rows: tile row wrow + mi, columns g and g + 8; two adjacent channels per register pair.
+    Math::for_each_output(acc, gtid, [&](int row, int col, auto pair) {
+      const int oy = t.ty * kTileRows + row, ox = t.tx * kTileCols + col;
+      if (oy >= ho || ox >= wo) return;
+      const int64_t o = (int64_t(t.b) * ho + oy) * wo + ox;
+      if (!p.out_mask[o]) return;
 #pragma unroll
-    for (int mi = 0; mi < kMI; ++mi)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int oy = t.ty * kTileRows + wrow + mi, ox = t.tx * kTileCols + g + 8 * half;
-        if (oy >= ho || ox >= wo) continue;
-        const int64_t o = (int64_t(t.b) * ho + oy) * wo + ox;
-        if (!p.out_mask[o]) continue;
-#pragma unroll
-        for (int ni = 0; ni < kNI; ++ni) {
-          const int n = n0 + ni * 8 + 2 * t4;
-          if (n < cout) store_pair(out + o * cout + n, acc[mi][ni][2 * half], acc[mi][ni][2 * half + 1]);
+      for (int ni = 0; ni < kN / 8; ++ni) {
+        const int n = n0 + ni * 8 + 2 * t4;
+        if (n < cout) {
+          const float2 v = pair(ni);
+          store_pair(out + o * cout + n, v.x, v.y);
         }
       }
-    cp_async_wait<0>();
+    });
+    landed();
     group_barrier(1 + group, kGroupThreads);  // the next halo has landed for every thread of the group
     i = next;
   }
@@ -224,7 +349,7 @@ inline double halo_fraction(int bytes) {
 // 64 -> 64, 1x1080x1920 on an H100 with tile groups, 2026-12-06, blob masks at p = 5 / 20 / 50 / 100 %: TF32
 // 0.063 / 0.159 / 0.335 / 0.573 ms against the list's 0.049 / 0.122 / 0.268 / 0.503, bf16 0.041 / 0.099 / 0.189 /
 // 0.314 against 0.038 / 0.092 / 0.184 / 0.327), stride 1, no dilation, one group, 16-byte operand rows.
-// Kernels past 16 x 16 taps or 2048 input channels never fit shared memory; bounding them first keeps HaloLayout's
+// Kernels past 16 x 16 taps or 2048 input channels never fit shared memory; bounding them first keeps the layouts'
 // int arithmetic far from overflow.
 inline bool halo_geometry(const ConvParams& p, int vec) {
   return p.kh * p.kw > 1 && p.kh <= 16 && p.kw <= 16 && p.cin <= 2048 && p.groups == 1 && p.stride_h == 1 &&
@@ -232,20 +357,27 @@ inline bool halo_geometry(const ConvParams& p, int vec) {
          p.cin % vec == 0 && p.cout % vec == 0 && p.cin >= 8 && p.cout >= 8;
 }
 
-// Launches the halo kernel over the listed tiles and sets `split` to the rule that both kernels decide by; or
-// leaves `split` empty (the list kernel computes) and launches nothing where the tiles were not listed, the layer
-// is not the kernel's, or its kernel slice and one halo do not fit in shared memory.
-template <typename T, typename OutT, int kMode>
-cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, const TileList& list, HaloSplit& split,
-                             cudaStream_t stream) {
+// Whether the halo kernel runs on wgmma (HaloWarpgroup): on a compute capability 9.0 device, where the module holds
+// sm_90a code. DELTAJAX_HALO_WGMMA=0 keeps mma.sync (benchmarks only), read once per process.
+inline bool halo_wgmma(const DeviceFacts& dev) {
+#if defined(DELTAJAX_SM90A)
+  static const bool off = env_number("DELTAJAX_HALO_WGMMA") == 0;
+  return dev.cc == 90 && !off;
+#else
+  (void)dev;
+  return false;
+#endif
+}
+
+// The launch of the halo kernel with `Math` on the listed tiles, with as many tile groups (each with a halo buffer
+// of its own) as fit beside the kernel slice in shared memory; leaves `split` empty and launches nothing where one
+// group does not fit.
+template <typename T, typename OutT, class Math>
+cudaError_t launch_conv_halo_with(const ConvParams& p, const DeviceFacts& dev, const int32_t* count,
+                                  const TileList& list, int per_tile, HaloSplit& split, cudaStream_t stream) {
   static HaloCache cache[kMaxDevices];
-  split = HaloSplit{};
-  const double fraction = halo_fraction(int(sizeof(T)));
-  if (list.tiles == nullptr || !halo_geometry(p, HaloLayout<T>::kVec) || fraction > 1.0) return cudaSuccess;
-  DeviceFacts dev;
-  if (cudaError_t e = device_facts(dev); e != cudaSuccess) return e;
   HaloCache& c = cache[dev.device < kMaxDevices ? dev.device : 0];
-  auto kernel = conv_halo_kernel<T, OutT, kMode>;
+  auto kernel = conv_halo_kernel<T, OutT, Math>;
   int regs = c.regs.load(std::memory_order_relaxed);
   if (regs == 0) {
     cudaFuncAttributes attr{};
@@ -253,14 +385,12 @@ cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, const Ti
     regs = attr.numRegs > 0 ? attr.numRegs : 255;
     c.regs.store(regs, std::memory_order_relaxed);
   }
-  // As many tile groups (each with a halo buffer of its own) as fit beside the kernel slice in shared memory; blocks
-  // an SM by shared memory (228 KB an SM, 1 KB reserved per block) and by registers.
-  using Shape = HaloLayout<T>;
-  const Shape layout(p);
-  int groups = Shape::kMaxGroups;
+  // Blocks an SM by shared memory (228 KB an SM, 1 KB reserved per block) and by registers.
+  const Math layout(p);
+  int groups = Math::kMaxGroups;
   while (groups > 0 && layout.bytes(groups) > size_t(dev.smem_optin)) --groups;
   if (groups < 1) return cudaSuccess;
-  const int threads = groups * Shape::kGroupThreads;
+  const int threads = groups * Math::kGroupThreads;
   const size_t smem = layout.bytes(groups);
   const int64_t blocks_per_sm = std::max<int64_t>(
       1, std::min<int64_t>(int64_t(228 * 1024) / int64_t(smem + 1024), 65536 / (int64_t(regs) * threads)));
@@ -270,12 +400,30 @@ cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, const Ti
       return e;
     c.smem_set.store(int(smem), std::memory_order_release);
   }
-  split = HaloSplit{list.count, int(fraction * kTileRows * kTileCols + 0.999)};
-  const int ny = int((p.cout + Shape::kN - 1) / Shape::kN);
+  split = HaloSplit{list.count, per_tile};
+  const int ny = int((p.cout + Math::kN - 1) / Math::kN);
   const int64_t nx = std::max<int64_t>(
       1, std::min<int64_t>((conv_out_tiles(p) + groups - 1) / groups, (dev.sms * blocks_per_sm + ny - 1) / ny));
   kernel<<<dim3(unsigned(nx), unsigned(ny)), unsigned(threads), smem, stream>>>(p, count, list, split);
   return cudaGetLastError();
+}
+
+// Launches the halo kernel over the listed tiles and sets `split` to the rule that both kernels decide by; or
+// leaves `split` empty (the list kernel computes) and launches nothing where the tiles were not listed, the layer
+// is not the kernel's, or its kernel slice and one halo do not fit in shared memory.
+template <typename T, typename OutT, int kMode>
+cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, const TileList& list, HaloSplit& split,
+                             cudaStream_t stream) {
+  split = HaloSplit{};
+  const double fraction = halo_fraction(int(sizeof(T)));
+  if (list.tiles == nullptr || !halo_geometry(p, 16 / int(sizeof(T))) || fraction > 1.0) return cudaSuccess;
+  DeviceFacts dev;
+  if (cudaError_t e = device_facts(dev); e != cudaSuccess) return e;
+  const int per_tile = int(fraction * kTileRows * kTileCols + 0.999);
+  if constexpr (kMode == 0)
+    if (halo_wgmma(dev))
+      return launch_conv_halo_with<T, OutT, HaloWarpgroup<T>>(p, dev, count, list, per_tile, split, stream);
+  return launch_conv_halo_with<T, OutT, HaloWarps<T, kMode>>(p, dev, count, list, per_tile, split, stream);
 }
 
 }  // namespace deltajax::cuda::gemm
