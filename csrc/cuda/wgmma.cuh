@@ -2,8 +2,8 @@
 // memory descriptors, and the fences around it. Built only where the module's architectures include sm_90a
 // (DELTAJAX_SM90A, set by cmake/cuda_module.cmake); elsewhere the wrappers trap, and the launchers never pick them.
 //
-// Operand layout (no swizzle, K-major, 16-bit values): a "core matrix" is 8 rows x 16 bytes (8 rows of 8 K values)
-// stored as 128 contiguous bytes. A descriptor gives the first core matrix's address, the byte distance between
+// Operand layout (no swizzle, K-major): a "core matrix" is 8 rows x 16 bytes (8 rows of 8 16-bit or 4 float32 K
+// values) stored as 128 contiguous bytes. A descriptor gives the first core matrix's address, the byte distance between
 // core matrices adjacent along K (LBO) and between those adjacent along M or N (SBO).
 #pragma once
 
