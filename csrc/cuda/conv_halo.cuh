@@ -338,8 +338,10 @@ struct HaloCache {
 // 1x1080x1920 on an H100 (2026-12-06), every tile active: bf16 0.668 ms against the list's 1.033, TF32 1.767
 // against 2.037 (with tile groups, later: bf16 0.591 against 1.027, TF32 1.583 against 1.988; the shares were kept,
 // as blob masks at p = 5 % still ran faster on the list in TF32, 0.134 against 0.144 ms, and scattered masks were
-// not measured again). DELTAJAX_HALO_FROM overrides it (benchmarks only; above 1 turns the kernel off), read once
-// per process.
+// not measured again). The same shares serve the wgmma math, which was not measured against the list at partial
+// fractions (at 100 % on an H200: bf16 0.472 ms, TF32 1.246), so they may now send to the list layers that the
+// tile kernel would compute faster. DELTAJAX_HALO_FROM overrides them (benchmarks only; above 1 turns the kernel
+// off), read once per process.
 inline double halo_fraction(int bytes) {
   static const double env = env_number("DELTAJAX_HALO_FROM");
   return env >= 0 ? env : bytes == 2 ? 0.65 : 0.87;
