@@ -58,16 +58,24 @@ struct ConvParams {
 // Output tiles of the CUDA tile-sparse kernel (kOutTileRows x kOutTileCols pixels of one image): the mask pass lists
 // those with an active pixel (the CPU backend leaves that part of the workspace unused).
 constexpr int kOutTileRows = 8, kOutTileCols = 16;
-inline int64_t conv_out_tiles(const ConvParams& p) {
-  return p.n * ((p.ho + kOutTileRows - 1) / kOutTileRows) * ((p.wo + kOutTileCols - 1) / kOutTileCols);
+// The output tiles of one image of ho x wo pixels: grid.y down, grid.x across.
+struct TileGrid {
+  int y, x;
+};
+DELTAJAX_AHD TileGrid out_tile_grid(int64_t ho, int64_t wo) {
+  return {int((ho + kOutTileRows - 1) / kOutTileRows), int((wo + kOutTileCols - 1) / kOutTileCols)};
 }
-// Output tile t of images of tiles_y x tiles_x tiles, numbered b * tiles_y * tiles_x + ty * tiles_x + tx.
+inline int64_t conv_out_tiles(const ConvParams& p) {
+  const TileGrid g = out_tile_grid(p.ho, p.wo);
+  return p.n * g.y * g.x;
+}
+// Output tile t of images of grid.y x grid.x tiles, numbered b * grid.y * grid.x + ty * grid.x + tx.
 struct OutTile {
   int b, ty, tx;
 };
-DELTAJAX_AHD OutTile out_tile(int t, int tiles_y, int tiles_x) {
-  const int per_image = tiles_y * tiles_x, b = t / per_image, in_image = t - b * per_image, ty = in_image / tiles_x;
-  return {b, ty, in_image - ty * tiles_x};
+DELTAJAX_AHD OutTile out_tile(int t, TileGrid grid) {
+  const int per_image = grid.y * grid.x, b = t / per_image, in_image = t - b * per_image, ty = in_image / grid.x;
+  return {b, ty, in_image - ty * grid.x};
 }
 
 // The convolution's workspace, int32: [N * Ho * Wo] active output pixels, [conv_out_tiles] active output tiles, then

@@ -108,13 +108,13 @@ bool mask_by_words(const ConvParams& p, const uint8_t* also) {
 __global__ void __launch_bounds__(kWordBlock)
     mask_words_kernel(ConvParams p, int32_t* list, int32_t* count, int32_t* tiles, uint8_t* also) {
   const int out_words = int(p.wo) >> 2, in_words = int(p.w) >> 2, ho = int(p.ho), in_h = int(p.h);
-  const int tiles_x = (out_words + kTileWords - 1) / kTileWords, tiles_y = (ho + kOutTileRows - 1) / kOutTileRows;
+  const TileGrid grid = out_tile_grid(ho, p.wo);  // p.wo % 4 == 0: kTileWords words a tile row
   const int tile = (blockIdx.x * kWordBlock + threadIdx.x) >> 5;
   const int lane = threadIdx.x & 31;
   uint32_t word = 0;
   int row = 0, q = 0;
-  if (tile < int(p.n) * tiles_y * tiles_x) {
-    const auto [b, ty, tx] = out_tile(tile, tiles_y, tiles_x);
+  if (tile < int(p.n) * grid.y * grid.x) {
+    const auto [b, ty, tx] = out_tile(tile, grid);
     const int oy = ty * kOutTileRows + lane / kTileWords;
     q = tx * kTileWords + lane % kTileWords;
     if (oy < ho && q < out_words) {

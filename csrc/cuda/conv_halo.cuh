@@ -81,6 +81,7 @@ struct HaloWarps {
   static constexpr int kWarpRows = kTileRows / kGroupWarps;  // tile rows per warp (its 16-row mma fragments)
   static constexpr int kMaxGroups = 4;                       // a block's, and the bound on its registers
   using Acc = float[kWarpRows][kN / 8][4];
+  static constexpr int kOutputs = 2 * kWarpRows;  // pixels whose outputs a thread holds
   int cin_pad, a_stride, b_stride, halo_h, halo_w, halo_elems, weight_elems;
   __host__ __device__ explicit HaloWarps(const ConvParams& p) {
     cin_pad = (int(p.cin) + kStep - 1) / kStep * kStep;
@@ -138,17 +139,21 @@ struct HaloWarps {
     }
   }
 
-  // f(row, col, pair) for each tile pixel whose outputs the thread holds, pair(ni) giving those of channels
-  // 8 ni + 2 (lane % 4) and + 1. Fragment rows: tile row wrow + mi, columns lane / 4 and + 8.
+  // f(row, col, pairs) for each of the kOutputs tile pixels whose outputs the thread holds, in the same order every
+  // call; pairs(g) calls g(n, v) for each pair of the block's output channels n and n + 1 that it holds, v their
+  // values. Fragment rows: tile row wrow + mi, columns lane / 4 and + 8; channels 8 ni + 2 (lane % 4).
   template <class F>
   __device__ __forceinline__ static void for_each_output(const Acc& acc, int gtid, F&& f) {
-    const int lane = gtid & 31, wrow = (gtid >> 5) * kWarpRows;
+    const int lane = gtid & 31, wrow = (gtid >> 5) * kWarpRows, c = 2 * (lane & 3);
 #pragma unroll
     for (int mi = 0; mi < kWarpRows; ++mi)
 #pragma unroll
       for (int half = 0; half < 2; ++half)
-        f(wrow + mi, (lane >> 2) + 8 * half,
-          [&](int ni) { return make_float2(acc[mi][ni][2 * half], acc[mi][ni][2 * half + 1]); });
+        f(wrow + mi, (lane >> 2) + 8 * half, [&](auto&& g) {
+#pragma unroll
+          for (int ni = 0; ni < kN / 8; ++ni)
+            g(8 * ni + c, make_float2(acc[mi][ni][2 * half], acc[mi][ni][2 * half + 1]));
+        });
   }
 };
 
@@ -169,6 +174,7 @@ struct HaloWarpgroup {
   static constexpr int kMaxGroups = 4;
   static constexpr bool kAsyncProxy = true;  // wgmma reads shared memory through the async proxy
   using Acc = float[2][kN / 2];              // [tile column half][Wgmma's fragment]
+  static constexpr int kOutputs = 4;         // pixels whose outputs a thread holds
   int cin_pad, halo_h, halo_w, chunk_elems, halo_elems, weight_elems;
   __host__ __device__ explicit HaloWarpgroup(const ConvParams& p) {
     cin_pad = (int(p.cin) + kStep - 1) / kStep * kStep;
@@ -232,17 +238,20 @@ struct HaloWarpgroup {
     for (int h = 0; h < 2; ++h) fence_registers(acc[h]);
   }
 
-  // Warp w of the group holds rows 16 w + lane / 4 and + 8 of each half: tile rows 2 w and 2 w + 1, column
-  // 8 half + lane / 4.
+  // As HaloWarps::for_each_output. Warp w of the group holds rows 16 w + lane / 4 and + 8 of each half: tile rows
+  // 2 w and 2 w + 1, column 8 half + lane / 4; channels 8 ni + 2 (lane % 4) (Wgmma's fragment).
   template <class F>
   __device__ __forceinline__ static void for_each_output(const Acc& acc, int gtid, F&& f) {
-    const int lane = gtid & 31, w = gtid >> 5;
+    const int lane = gtid & 31, w = gtid >> 5, c = 2 * (lane & 3);
 #pragma unroll
     for (int h = 0; h < 2; ++h)
 #pragma unroll
       for (int r = 0; r < 2; ++r)
-        f(2 * w + r, 8 * h + (lane >> 2),
-          [&](int ni) { return make_float2(acc[h][4 * ni + 2 * r], acc[h][4 * ni + 2 * r + 1]); });
+        f(2 * w + r, 8 * h + (lane >> 2), [&](auto&& g) {
+#pragma unroll
+          for (int ni = 0; ni < kN / 8; ++ni)
+            g(8 * ni + c, make_float2(acc[h][4 * ni + 2 * r], acc[h][4 * ni + 2 * r + 1]));
+        });
   }
 };
 
@@ -264,28 +273,38 @@ __global__ void __launch_bounds__(Math::kMaxGroups* Math::kGroupThreads, 1)
   OutT* __restrict__ out = static_cast<OutT*>(p.out);
   const int cin = int(p.cin), cout = int(p.cout);
   const int in_h = int(p.h), in_w = int(p.w), ho = int(p.ho), wo = int(p.wo);
-  const int tiles_x = (wo + kTileCols - 1) / kTileCols, tiles_y = (ho + kTileRows - 1) / kTileRows;
+  const TileGrid grid = out_tile_grid(ho, wo);
   const int n0 = blockIdx.y * kN;
   const int tid = threadIdx.x, group = tid / kGroupThreads, gtid = tid - group * kGroupThreads;
-  const int t4 = tid & 3;
   T* halo = weights + L.weight_elems + group * L.halo_elems;  // this group's
 
   L.load_slice(weights, static_cast<const T*>(p.kernel), p, n0, tid, int(blockDim.x));
   // The halo of the i-th listed tile into this group's buffer, by the group's threads: input pixels outside the
   // image or inactive read as zero.
   auto load_halo = [&](int i) {
-    const OutTile t = out_tile(list.tiles[i], tiles_y, tiles_x);
-    const int segs = L.cin_pad / kVec, pixels = L.halo_h * L.halo_w;
+    constexpr int kBatch = 4;  // mask bytes read together, then their copies issued
+    const OutTile t = out_tile(list.tiles[i], grid);
+    const int segs = L.cin_pad / kVec, total = L.halo_h * L.halo_w * segs;
     const int iy0 = t.ty * kTileRows - p.pad_top, ix0 = t.tx * kTileCols - p.pad_left;
-    for (int s = gtid; s < pixels * segs; s += kGroupThreads) {
-      const int hp = s / segs, seg = s - hp * segs, hy = hp / L.halo_w, hx = hp - hy * L.halo_w;
-      const int iy = iy0 + hy, ix = ix0 + hx, c = seg * kVec;
-      int64_t pix = -1;
-      if (iy >= 0 && iy < in_h && ix >= 0 && ix < in_w && c < cin) {
-        pix = (int64_t(t.b) * in_h + iy) * in_w + ix;
-        if (!p.in_mask[pix]) pix = -1;
+    for (int s0 = gtid; s0 < total; s0 += kBatch * kGroupThreads) {
+      int64_t pix[kBatch];
+      int dst[kBatch], c[kBatch];
+      bool on[kBatch];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int s = s0 + u * kGroupThreads;
+        const int hp = s / segs, seg = s - hp * segs, hy = hp / L.halo_w, hx = hp - hy * L.halo_w;
+        const int iy = iy0 + hy, ix = ix0 + hx;
+        c[u] = seg * kVec;
+        dst[u] = L.halo_at(hp, c[u]);
+        const bool inside = s < total && iy >= 0 && iy < in_h && ix >= 0 && ix < in_w && c[u] < cin;
+        pix[u] = inside ? (int64_t(t.b) * in_h + iy) * in_w + ix : -1;
       }
-      cp_async16(halo + L.halo_at(hp, c), pix >= 0 ? x + pix * cin + c : x, pix >= 0);
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) on[u] = pix[u] >= 0 && p.in_mask[pix[u]] != 0;
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u)
+        if (s0 + u * kGroupThreads < total) cp_async16(halo + dst[u], on[u] ? x + pix[u] * cin + c[u] : x, on[u]);
     }
   };
   // This thread's copies have landed; with wgmma, made visible to its reads too.
@@ -303,24 +322,24 @@ __global__ void __launch_bounds__(Math::kMaxGroups* Math::kGroupThreads, 1)
   while (i < tiles) {
     typename Math::Acc acc;
     L.compute(acc, halo, weights, p, gtid);
-    const OutTile t = out_tile(list.tiles[i], tiles_y, tiles_x);
+    const OutTile t = out_tile(list.tiles[i], grid);
     group_barrier(1 + group, kGroupThreads);  // the group is done with its halo, which the load refills
     const int next = i + stride;
     if (next < tiles) load_halo(next);
     cp_async_commit();
-    Math::for_each_output(acc, gtid, [&](int row, int col, auto pair) {
+    bool keep[Math::kOutputs];  // the output masks of the thread's pixels, all read before the first store
+    int k = 0;
+    Math::for_each_output(acc, gtid, [&](int row, int col, auto) {
       const int oy = t.ty * kTileRows + row, ox = t.tx * kTileCols + col;
-      if (oy >= ho || ox >= wo) return;
-      const int64_t o = (int64_t(t.b) * ho + oy) * wo + ox;
-      if (!p.out_mask[o]) return;
-#pragma unroll
-      for (int ni = 0; ni < kN / 8; ++ni) {
-        const int n = n0 + ni * 8 + 2 * t4;
-        if (n < cout) {
-          const float2 v = pair(ni);
-          store_pair(out + o * cout + n, v.x, v.y);
-        }
-      }
+      keep[k++] = oy < ho && ox < wo && p.out_mask[(int64_t(t.b) * ho + oy) * wo + ox];
+    });
+    k = 0;
+    Math::for_each_output(acc, gtid, [&](int row, int col, auto pairs) {
+      if (!keep[k++]) return;
+      OutT* o = out + ((int64_t(t.b) * ho + t.ty * kTileRows + row) * wo + t.tx * kTileCols + col) * cout + n0;
+      pairs([&](int n, float2 v) {
+        if (n0 + n < cout) store_pair(o + n, v.x, v.y);
+      });
     });
     landed();
     group_barrier(1 + group, kGroupThreads);  // the next halo has landed for every thread of the group
@@ -328,23 +347,30 @@ __global__ void __launch_bounds__(Math::kMaxGroups* Math::kGroupThreads, 1)
   }
 }
 
-// Launch facts per device and instantiation, computed once (the handler runs every frame).
+// The dynamic shared memory that an instantiation was allowed on a device, raised as layers ask for more (the
+// handler runs every frame, and the attribute call costs host time).
 struct HaloCache {
-  std::atomic<int> regs{0}, smem_set{0};
+  std::atomic<int> smem_set{0};
 };
 
-// The share of an active tile's pixels from which the halo kernel takes a layer, for values of `bytes` bytes: where
-// the halo kernel over whole tiles costs what the list kernel costs over their active pixels. 3x3, 64 -> 64,
-// 1x1080x1920 on an H100 (2026-12-06), every tile active: bf16 0.668 ms against the list's 1.033, TF32 1.767
-// against 2.037 (with tile groups, later: bf16 0.591 against 1.027, TF32 1.583 against 1.988; the shares were kept,
-// as blob masks at p = 5 % still ran faster on the list in TF32, 0.134 against 0.144 ms, and scattered masks were
-// not measured again). The same shares serve the wgmma math, which was not measured against the list at partial
-// fractions (at 100 % on an H200: bf16 0.472 ms, TF32 1.246), so they may now send to the list layers that the
-// tile kernel would compute faster. DELTAJAX_HALO_FROM overrides them (benchmarks only; above 1 turns the kernel
-// off), read once per process.
-inline double halo_fraction(int bytes) {
+// The share of an active tile's pixels from which the halo kernel takes a layer, for values of `bytes` bytes and
+// its math: where the halo kernel over whole tiles costs what the list kernel costs over their active pixels.
+// 3x3, 64 -> 64, 1x1080x1920 on an H100, every tile active:
+// - mma.sync (2026-12-06): bf16 0.668 ms against the list's 1.033, TF32 1.767 against 2.037 (with tile groups,
+//   later: bf16 0.591 against 1.027, TF32 1.583 against 1.988; the shares were kept, as blob masks at p = 5 % still
+//   ran faster on the list in TF32, 0.134 against 0.144 ms);
+// - wgmma (2026-12-07; scattered masks at p = 80 %, every tile full): bf16 0.462 ms against 1.020, TF32 1.134
+//   against 1.954, a tile costing what 45 % (bf16) and 58 % (TF32) of its pixels cost on the list. The halo kernel
+//   was faster at every partial fraction measured, blob and scattered masks at p = 20 / 50 / 80 %: blob TF32
+//   0.316 / 0.702 / 1.016 ms against 0.428 / 1.042 / 1.643 (the list took them at the mma.sync share), bf16
+//   0.139 / 0.276 / 0.404 against 0.233 / 0.547 / 0.841.
+//   The shares keep mma.sync's margin over the crossover.
+// DELTAJAX_HALO_FROM overrides them (benchmarks only; above 1 turns the kernel off), read once per process.
+inline double halo_fraction(int bytes, bool wgmma) {
   static const double env = env_number("DELTAJAX_HALO_FROM");
-  return env >= 0 ? env : bytes == 2 ? 0.65 : 0.87;
+  if (env >= 0) return env;
+  if (wgmma) return bytes == 2 ? 0.55 : 0.65;
+  return bytes == 2 ? 0.65 : 0.87;
 }
 
 // Whether the geometry is the halo kernel's: more than one tap (a 1x1 reads each input once from the list too; 1x1,
@@ -380,32 +406,27 @@ cudaError_t launch_conv_halo_with(const ConvParams& p, const DeviceFacts& dev, c
   static HaloCache cache[kMaxDevices];
   HaloCache& c = cache[dev.device < kMaxDevices ? dev.device : 0];
   auto kernel = conv_halo_kernel<T, OutT, Math>;
-  int regs = c.regs.load(std::memory_order_relaxed);
-  if (regs == 0) {
-    cudaFuncAttributes attr{};
-    if (cudaError_t e = cudaFuncGetAttributes(&attr, kernel); e != cudaSuccess) return e;
-    regs = attr.numRegs > 0 ? attr.numRegs : 255;
-    c.regs.store(regs, std::memory_order_relaxed);
-  }
-  // Blocks an SM by shared memory (228 KB an SM, 1 KB reserved per block) and by registers.
   const Math layout(p);
   int groups = Math::kMaxGroups;
   while (groups > 0 && layout.bytes(groups) > size_t(dev.smem_optin)) --groups;
   if (groups < 1) return cudaSuccess;
   const int threads = groups * Math::kGroupThreads;
   const size_t smem = layout.bytes(groups);
-  const int64_t blocks_per_sm = std::max<int64_t>(
-      1, std::min<int64_t>(int64_t(228 * 1024) / int64_t(smem + 1024), 65536 / (int64_t(regs) * threads)));
   if (int(smem) > c.smem_set.load(std::memory_order_acquire)) {
     if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
         e != cudaSuccess)
       return e;
     c.smem_set.store(int(smem), std::memory_order_release);
   }
+  int blocks_per_sm = 0;  // by shared memory and registers
+  if (cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, kernel, threads, smem);
+      e != cudaSuccess)
+    return e;
+  blocks_per_sm = std::max(blocks_per_sm, 1);
   split = HaloSplit{list.count, per_tile};
   const int ny = int((p.cout + Math::kN - 1) / Math::kN);
-  const int64_t nx = std::max<int64_t>(
-      1, std::min<int64_t>((conv_out_tiles(p) + groups - 1) / groups, (dev.sms * blocks_per_sm + ny - 1) / ny));
+  const int64_t nx = std::max<int64_t>(1, std::min<int64_t>((conv_out_tiles(p) + groups - 1) / groups,
+                                                            (int64_t(dev.sms) * blocks_per_sm + ny - 1) / ny));
   kernel<<<dim3(unsigned(nx), unsigned(ny)), unsigned(threads), smem, stream>>>(p, count, list, split);
   return cudaGetLastError();
 }
@@ -417,14 +438,15 @@ template <typename T, typename OutT, int kMode>
 cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, const TileList& list, HaloSplit& split,
                              cudaStream_t stream) {
   split = HaloSplit{};
-  const double fraction = halo_fraction(int(sizeof(T)));
-  if (list.tiles == nullptr || !halo_geometry(p, 16 / int(sizeof(T))) || fraction > 1.0) return cudaSuccess;
+  if (list.tiles == nullptr || !halo_geometry(p, 16 / int(sizeof(T)))) return cudaSuccess;
   DeviceFacts dev;
   if (cudaError_t e = device_facts(dev); e != cudaSuccess) return e;
+  const bool wgmma = kMode == 0 && halo_wgmma(dev);
+  const double fraction = halo_fraction(int(sizeof(T)), wgmma);
+  if (fraction > 1.0) return cudaSuccess;
   const int per_tile = int(fraction * kTileRows * kTileCols + 0.999);
   if constexpr (kMode == 0)
-    if (halo_wgmma(dev))
-      return launch_conv_halo_with<T, OutT, HaloWarpgroup<T>>(p, dev, count, list, per_tile, split, stream);
+    if (wgmma) return launch_conv_halo_with<T, OutT, HaloWarpgroup<T>>(p, dev, count, list, per_tile, split, stream);
   return launch_conv_halo_with<T, OutT, HaloWarps<T, kMode>>(p, dev, count, list, per_tile, split, stream);
 }
 
