@@ -363,8 +363,8 @@ struct HaloCache {
 //   against 1.954, a tile costing what 45 % (bf16) and 58 % (TF32) of its pixels cost on the list. The halo kernel
 //   was faster at every partial fraction measured, blob and scattered masks at p = 20 / 50 / 80 %: blob TF32
 //   0.316 / 0.702 / 1.016 ms against 0.428 / 1.042 / 1.643 (the list took them at the mma.sync share), bf16
-//   0.139 / 0.276 / 0.404 against 0.233 / 0.547 / 0.841.
-//   The shares keep mma.sync's margin over the crossover.
+//   0.139 / 0.276 / 0.404 against 0.233 / 0.547 / 0.841. The shares sit 7-10 points above that crossover, as
+//   mma.sync's (crossover 57 % / 80 %) did.
 // DELTAJAX_HALO_FROM overrides them (benchmarks only; above 1 turns the kernel off), read once per process.
 inline double halo_fraction(int bytes, bool wgmma) {
   static const double env = env_number("DELTAJAX_HALO_FROM");
