@@ -166,7 +166,9 @@ def traced_kernels(run, folder: str, lower, top: int = 40, steps: int | None = N
     planes, labels = "/device:", None
     if jax.default_backend() != "gpu":
         planes, labels = "/host:CPU", custom_call_labels(lower().compile().as_text())
-    with jax.profiler.trace(folder):
+    options = jax.profiler.ProfileOptions()
+    options.python_tracer_level = 0  # Python's calls are not read, and tracing them slows the run
+    with jax.profiler.trace(folder, profiler_options=options):
         run()
     return kernel_table(folder, top=top, planes=planes, labels=labels, steps=steps)
 
