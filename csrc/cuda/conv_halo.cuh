@@ -347,10 +347,38 @@ __global__ void __launch_bounds__(Math::kMaxGroups* Math::kGroupThreads, 1)
   }
 }
 
-// The dynamic shared memory that an instantiation was allowed on a device, raised as layers ask for more (the
-// handler runs every frame, and the attribute call costs host time).
+// What an instantiation's launches learned on a device; the handler runs every frame, and both queries cost host
+// time. `smem_set`: the dynamic shared memory the kernel was allowed, raised as layers ask for more. `occupancy`:
+// blocks per SM by launch shape, each slot packing (shared memory bytes << 16 | groups << 8 | blocks), 0 = free; a
+// shape past the last slot is queried at each launch.
 struct HaloCache {
+  static constexpr int kShapes = 8;
   std::atomic<int> smem_set{0};
+  std::atomic<uint64_t> occupancy[kShapes] = {};
+
+  // Blocks of `threads` threads and `smem` bytes that fit an SM (at least 1), for `groups` tile groups.
+  template <class Kernel>
+  cudaError_t blocks_per_sm(Kernel kernel, int groups, int threads, size_t smem, int& blocks) {
+    const uint64_t key = uint64_t(smem) << 16 | uint64_t(groups) << 8;
+    for (auto& slot : occupancy) {
+      const uint64_t v = slot.load(std::memory_order_relaxed);
+      if (v == 0) break;
+      if ((v & ~uint64_t(0xff)) == key) {
+        blocks = int(v & 0xff);
+        return cudaSuccess;
+      }
+    }
+    if (cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, smem); e != cudaSuccess)
+      return e;
+    blocks = std::min(std::max(blocks, 1), 255);
+    for (auto& slot : occupancy) {  // the first free slot; a slot another thread took for this shape is as good
+      uint64_t expected = 0;
+      if (slot.compare_exchange_strong(expected, key | uint64_t(blocks), std::memory_order_relaxed) ||
+          (expected & ~uint64_t(0xff)) == key)
+        break;
+    }
+    return cudaSuccess;
+  }
 };
 
 // The share of an active tile's pixels from which the halo kernel takes a layer, for values of `bytes` bytes and
@@ -419,10 +447,7 @@ cudaError_t launch_conv_halo_with(const ConvParams& p, const DeviceFacts& dev, c
     c.smem_set.store(int(smem), std::memory_order_release);
   }
   int blocks_per_sm = 0;  // by shared memory and registers
-  if (cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, kernel, threads, smem);
-      e != cudaSuccess)
-    return e;
-  blocks_per_sm = std::max(blocks_per_sm, 1);
+  if (cudaError_t e = c.blocks_per_sm(kernel, groups, threads, smem, blocks_per_sm); e != cudaSuccess) return e;
   split = HaloSplit{list.count, per_tile};
   const int ny = int((p.cout + Math::kN - 1) / Math::kN);
   const int64_t nx = std::max<int64_t>(1, std::min<int64_t>((conv_out_tiles(p) + groups - 1) / groups,
