@@ -121,22 +121,23 @@ struct HaloWarps {
   // One tile's accumulators from the group's halo: gtid is the thread's index in its group.
   __device__ __forceinline__ void compute(Acc& acc, const T* halo, const T* weights, const ConvParams& p,
                                           int gtid) const {
-    const int lane = gtid & 31, wrow = (gtid >> 5) * kWarpRows, taps = p.kh * p.kw;
+    const int lane = gtid & 31, wrow = (gtid >> 5) * kWarpRows;
     zero(acc);
-    for (int tap = 0; tap < taps; ++tap) {
-      const int ky = tap / p.kw, kx = tap - ky * p.kw;
-      const T* a0 = halo + ((wrow + ky) * halo_w + kx) * a_stride;
+    for (int ky = 0; ky < p.kh; ++ky)
+      for (int kx = 0; kx < p.kw; ++kx) {
+        const int tap = ky * p.kw + kx;
+        const T* a0 = halo + ((wrow + ky) * halo_w + kx) * a_stride;
 #pragma unroll 2
-      for (int kk = 0; kk < cin_pad; kk += kStep) {
-        const T* a[kWarpRows];
+        for (int kk = 0; kk < cin_pad; kk += kStep) {
+          const T* a[kWarpRows];
 #pragma unroll
-        for (int mi = 0; mi < kWarpRows; ++mi) a[mi] = a0 + mi * halo_w * a_stride + kk;
-        if constexpr (kKContiguous)
-          warp_mma_step_tf32_nk(a, a_stride, weights + tap * kN * b_stride + kk, b_stride, lane, acc);
-        else
-          warp_mma_step<T, kMode>(a, a_stride, weights + (tap * cin_pad + kk) * b_stride, b_stride, lane, acc);
+          for (int mi = 0; mi < kWarpRows; ++mi) a[mi] = a0 + mi * halo_w * a_stride + kk;
+          if constexpr (kKContiguous)
+            warp_mma_step_tf32_nk(a, a_stride, weights + tap * kN * b_stride + kk, b_stride, lane, acc);
+          else
+            warp_mma_step<T, kMode>(a, a_stride, weights + (tap * cin_pad + kk) * b_stride, b_stride, lane, acc);
+        }
       }
-    }
   }
 
   // f(row, col, pairs) for each of the kOutputs tile pixels whose outputs the thread holds, in the same order every
@@ -220,16 +221,22 @@ struct HaloWarpgroup {
     // A (64 pixels x kStep channels): core matrices along K one channel chunk apart, along M one halo row apart. B
     // (kN output channels x kStep input channels): along K kN * 16 bytes apart, along N 128. A descriptor advances
     // by bytes / 16: a halo pixel is 1, a k-step (two chunks) chunk_elems * sizeof(T) / 8 in A and 2 * kN in B.
-    const uint64_t a0 = wgmma_desc(halo, chunk_elems * sizeof(T), halo_w * 16);
-    const uint64_t b0 = wgmma_desc(weights, kN * 16, 128);
-    const int steps = cin_pad / kStep, taps = p.kh * p.kw;
-    for (int tap = 0; tap < taps; ++tap) {
-      const int ky = tap / p.kw, kx = tap - ky * p.kw;
-      const uint64_t a = a0 + uint64_t(ky * halo_w + kx), b = b0 + uint64_t(tap * steps * 2 * kN);
-      for (int s = 0; s < steps; ++s) {
-        const uint64_t as = a + uint64_t(s * (chunk_elems * int(sizeof(T)) / 8)), bs = b + uint64_t(s * 2 * kN);
-        Mma::mma(acc[0], as, bs);
-        Mma::mma(acc[1], as + 8, bs);  // 8 pixels to the right
+    // Descriptors as their low words (start address, LBO) and high words (SBO): moving a start never carries out of
+    // its 14-bit field (shared memory is under 256 KB), so a step is one 32-bit add. The walk runs tap by tap without
+    // a division; B's k-steps follow one another through the slice.
+    const uint64_t a_desc = wgmma_desc(halo, chunk_elems * sizeof(T), halo_w * 16);
+    const uint64_t b_desc = wgmma_desc(weights, kN * 16, 128);
+    const uint32_t a_hi = uint32_t(a_desc >> 32), b_hi = uint32_t(b_desc >> 32);
+    const uint32_t a_step = chunk_elems * sizeof(T) / 8;  // two chunks, in 16-byte units
+    const int steps = cin_pad / kStep;
+    uint32_t b = uint32_t(b_desc);
+    for (int ky = 0; ky < p.kh; ++ky) {
+      for (int kx = 0; kx < p.kw; ++kx) {
+        uint32_t a = uint32_t(a_desc) + uint32_t(ky * halo_w + kx);
+        for (int s = 0; s < steps; ++s, a += a_step, b += 2 * kN) {
+          Mma::mma(acc[0], wgmma_desc_of(a, a_hi), wgmma_desc_of(b, b_hi));
+          Mma::mma(acc[1], wgmma_desc_of(a + 8, a_hi), wgmma_desc_of(b, b_hi));  // 8 pixels to the right
+        }
       }
     }
     wgmma_commit();
@@ -275,36 +282,49 @@ __global__ void __launch_bounds__(Math::kMaxGroups* Math::kGroupThreads, 1)
   const int in_h = int(p.h), in_w = int(p.w), ho = int(p.ho), wo = int(p.wo);
   const TileGrid grid = out_tile_grid(ho, wo);
   const int n0 = blockIdx.y * kN;
-  const int tid = threadIdx.x, group = tid / kGroupThreads, gtid = tid - group * kGroupThreads;
+  // The group index broadcast from lane 0, so that the compiler sees it (and the halo's descriptors) warp-uniform.
+  const int tid = threadIdx.x, group = __shfl_sync(0xffffffffu, tid / kGroupThreads, 0),
+            gtid = tid - group * kGroupThreads;
   T* halo = weights + L.weight_elems + group * L.halo_elems;  // this group's
 
   L.load_slice(weights, static_cast<const T*>(p.kernel), p, n0, tid, int(blockDim.x));
-  // The halo of the i-th listed tile into this group's buffer, by the group's threads: input pixels outside the
-  // image or inactive read as zero.
-  auto load_halo = [&](int i) {
+  // A thread's 16-byte copies of a halo are s = gtid, gtid + kGroupThreads, ... of (hy * halo_w + hx) * segs + seg,
+  // the same for every tile: its walk starts at (first_hy, first_hx, first_seg) and steps by (step_hy, step_hx,
+  // step_seg) with carries, divisions only here.
+  const int segs = L.cin_pad / kVec, total = L.halo_h * L.halo_w * segs;
+  const int first_hp = gtid / segs, first_seg = gtid - first_hp * segs;
+  const int first_hy = first_hp / L.halo_w, first_hx = first_hp - first_hy * L.halo_w;
+  const int step_hp = kGroupThreads / segs, step_seg = kGroupThreads - step_hp * segs;
+  const int step_hy = step_hp / L.halo_w, step_hx = step_hp - step_hy * L.halo_w;
+  // The halo of tile t into this group's buffer, by the group's threads: input pixels outside the image or inactive
+  // read as zero.
+  auto load_halo = [&](const OutTile& t) {
     constexpr int kBatch = 4;  // mask bytes read together, then their copies issued
-    const OutTile t = out_tile(list.tiles[i], grid);
-    const int segs = L.cin_pad / kVec, total = L.halo_h * L.halo_w * segs;
     const int iy0 = t.ty * kTileRows - p.pad_top, ix0 = t.tx * kTileCols - p.pad_left;
+    const int64_t image = int64_t(t.b) * in_h * in_w;
+    int hy = first_hy, hx = first_hx, seg = first_seg;
     for (int s0 = gtid; s0 < total; s0 += kBatch * kGroupThreads) {
-      int64_t pix[kBatch];
-      int dst[kBatch], c[kBatch];
+      int64_t src[kBatch];  // element offsets in x (0 where the copy zero-fills)
+      int dst[kBatch];
       bool on[kBatch];
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) {
-        const int s = s0 + u * kGroupThreads;
-        const int hp = s / segs, seg = s - hp * segs, hy = hp / L.halo_w, hx = hp - hy * L.halo_w;
-        const int iy = iy0 + hy, ix = ix0 + hx;
-        c[u] = seg * kVec;
-        dst[u] = L.halo_at(hp, c[u]);
-        const bool inside = s < total && iy >= 0 && iy < in_h && ix >= 0 && ix < in_w && c[u] < cin;
-        pix[u] = inside ? (int64_t(t.b) * in_h + iy) * in_w + ix : -1;
+        const int iy = iy0 + hy, ix = ix0 + hx, c = seg * kVec;
+        dst[u] = L.halo_at(hy * L.halo_w + hx, c);
+        const bool inside =
+            s0 + u * kGroupThreads < total && unsigned(iy) < unsigned(in_h) && unsigned(ix) < unsigned(in_w) && c < cin;
+        const int64_t pix = inside ? image + int64_t(iy) * in_w + ix : 0;  // pixel 0 (a valid read) outside
+        src[u] = pix * cin + c;
+        on[u] = inside && p.in_mask[pix] != 0;
+        seg += step_seg;
+        if (seg >= segs) seg -= segs, ++hx;
+        hx += step_hx;
+        if (hx >= L.halo_w) hx -= L.halo_w, ++hy;
+        hy += step_hy;
       }
 #pragma unroll
-      for (int u = 0; u < kBatch; ++u) on[u] = pix[u] >= 0 && p.in_mask[pix[u]] != 0;
-#pragma unroll
       for (int u = 0; u < kBatch; ++u)
-        if (s0 + u * kGroupThreads < total) cp_async16(halo + dst[u], on[u] ? x + pix[u] * cin + c[u] : x, on[u]);
+        if (s0 + u * kGroupThreads < total) cp_async16(halo + dst[u], x + (on[u] ? src[u] : 0), on[u]);
     }
   };
   // This thread's copies have landed; with wgmma, made visible to its reads too.
@@ -315,17 +335,24 @@ __global__ void __launch_bounds__(Math::kMaxGroups* Math::kGroupThreads, 1)
 
   const int stride = int(blockDim.x / kGroupThreads * gridDim.x);
   int i = group * int(gridDim.x) + int(blockIdx.x);
-  if (i < tiles) load_halo(i);
+  OutTile t{};  // the tile of i, decoded once
+  if (i < tiles) {
+    t = out_tile(list.tiles[i], grid);
+    load_halo(t);
+  }
   cp_async_commit();
   landed();
   __syncthreads();  // the kernel slice and every group's first halo
   while (i < tiles) {
     typename Math::Acc acc;
     L.compute(acc, halo, weights, p, gtid);
-    const OutTile t = out_tile(list.tiles[i], grid);
     group_barrier(1 + group, kGroupThreads);  // the group is done with its halo, which the load refills
     const int next = i + stride;
-    if (next < tiles) load_halo(next);
+    OutTile t_next{};
+    if (next < tiles) {
+      t_next = out_tile(list.tiles[next], grid);
+      load_halo(t_next);
+    }
     cp_async_commit();
     bool keep[Math::kOutputs];  // the output masks of the thread's pixels, all read before the first store
     int k = 0;
@@ -344,6 +371,7 @@ __global__ void __launch_bounds__(Math::kMaxGroups* Math::kGroupThreads, 1)
     landed();
     group_barrier(1 + group, kGroupThreads);  // the next halo has landed for every thread of the group
     i = next;
+    t = t_next;
   }
 }
 

@@ -31,6 +31,9 @@ __device__ __forceinline__ uint64_t wgmma_desc(const void* p, uint32_t lbo, uint
          uint64_t((sbo >> 4) & 0x3FFF) << 32;
 }
 
+// The descriptor of its low word `lo` (start address, LBO) and high word `hi` (SBO).
+__device__ __forceinline__ uint64_t wgmma_desc_of(uint32_t lo, uint32_t hi) { return uint64_t(hi) << 32 | lo; }
+
 // Makes this thread's generic-proxy writes to shared memory (cp.async, stores) visible to wgmma's reads.
 __device__ __forceinline__ void fence_proxy_async() {
   DELTAJAX_WGMMA_ASM("fence.proxy.async.shared::cta;\n" ::: "memory");
