@@ -141,19 +141,19 @@ struct HaloWarps {
   }
 
   // f(row, col, pairs) for each of the kOutputs tile pixels whose outputs the thread holds, in the same order every
-  // call; pairs(g) calls g(n, v) for each pair of the block's output channels n and n + 1 that it holds, v their
-  // values. Fragment rows: tile row wrow + mi, columns lane / 4 and + 8; channels 8 ni + 2 (lane % 4).
+  // call; pairs(g) calls g(ni, v) for ni < kN / 8, v the values of the block's output channels 8 ni + 2 (lane % 4)
+  // and + 1 (the m16n8 C fragment's columns; the four lanes of a quad hold one pixel). Fragment rows: tile row
+  // wrow + mi, columns lane / 4 and + 8.
   template <class F>
   __device__ __forceinline__ static void for_each_output(const Acc& acc, int gtid, F&& f) {
-    const int lane = gtid & 31, wrow = (gtid >> 5) * kWarpRows, c = 2 * (lane & 3);
+    const int lane = gtid & 31, wrow = (gtid >> 5) * kWarpRows;
 #pragma unroll
     for (int mi = 0; mi < kWarpRows; ++mi)
 #pragma unroll
       for (int half = 0; half < 2; ++half)
         f(wrow + mi, (lane >> 2) + 8 * half, [&](auto&& g) {
 #pragma unroll
-          for (int ni = 0; ni < kN / 8; ++ni)
-            g(8 * ni + c, make_float2(acc[mi][ni][2 * half], acc[mi][ni][2 * half + 1]));
+          for (int ni = 0; ni < kN / 8; ++ni) g(ni, make_float2(acc[mi][ni][2 * half], acc[mi][ni][2 * half + 1]));
         });
   }
 };
@@ -249,18 +249,87 @@ struct HaloWarpgroup {
   // 2 w and 2 w + 1, column 8 half + lane / 4; channels 8 ni + 2 (lane % 4) (Wgmma's fragment).
   template <class F>
   __device__ __forceinline__ static void for_each_output(const Acc& acc, int gtid, F&& f) {
-    const int lane = gtid & 31, w = gtid >> 5, c = 2 * (lane & 3);
+    const int lane = gtid & 31, w = gtid >> 5;
 #pragma unroll
     for (int h = 0; h < 2; ++h)
 #pragma unroll
       for (int r = 0; r < 2; ++r)
         f(2 * w + r, 8 * h + (lane >> 2), [&](auto&& g) {
 #pragma unroll
-          for (int ni = 0; ni < kN / 8; ++ni)
-            g(8 * ni + c, make_float2(acc[h][4 * ni + 2 * r], acc[h][4 * ni + 2 * r + 1]));
+          for (int ni = 0; ni < kN / 8; ++ni) g(ni, make_float2(acc[h][4 * ni + 2 * r], acc[h][4 * ni + 2 * r + 1]));
         });
   }
 };
+
+// An output pair packed for its store: one 32-bit word of two 16-bit values, or two float32 words.
+template <typename OutT>
+struct PackedPair {
+  using type = uint32_t;
+  __device__ __forceinline__ static type pack(float2 v) {
+    alignas(4) OutT h[2];
+    store_pair(h, v.x, v.y);
+    return *reinterpret_cast<const uint32_t*>(h);
+  }
+};
+template <>
+struct PackedPair<float> {
+  using type = uint2;
+  __device__ __forceinline__ static type pack(float2 v) {
+    return make_uint2(__float_as_uint(v.x), __float_as_uint(v.y));
+  }
+};
+__device__ __forceinline__ uint32_t shfl_xor(uint32_t v, int mask) { return __shfl_xor_sync(0xffffffffu, v, mask); }
+__device__ __forceinline__ uint2 shfl_xor(uint2 v, int mask) {
+  return make_uint2(shfl_xor(v.x, mask), shfl_xor(v.y, mask));
+}
+
+// A 16-byte store to global memory (`p` 16-byte aligned), written as one instruction: the compiler would split some.
+__device__ __forceinline__ void store16(void* p, uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
+  asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(p), "r"(a), "r"(b), "r"(c), "r"(d) : "memory");
+}
+
+// One round of store_quad_pixel's regrouping: lanes `mask` apart swap, of each slot pair (s, s + kHalf), the slot the
+// other keeps (`upper`: this lane keeps the upper one).
+template <int kHalf, class P, int kB>
+__device__ __forceinline__ void quad_exchange(P (&w)[kB], int mask, bool upper) {
+#pragma unroll
+  for (int s = 0; s < kB; ++s) {
+    if (s & kHalf) continue;
+    const P lo = w[s], hi = w[s + kHalf], got = shfl_xor(upper ? lo : hi, mask);
+    w[s] = upper ? got : lo;
+    w[s + kHalf] = upper ? hi : got;
+  }
+}
+
+// Stores one pixel's kB x 8 output channels from the four lanes of a quad (lane q of the quad holds channels 8 ni +
+// 2 q and + 1 as v[ni]) in 16-byte writes of whole sectors, where one pair a lane would be 4- or 8-byte writes that
+// fill half a sector: two rounds of shuffles (lanes 2 apart, then 1) leave lane q with the 8-channel blocks q kB / 4
+// + j (j < kB / 4), pair position 2 a + b of block j in slot j + a kB / 2 + b kB / 4. `o` is the pixel's first
+// channel, `channels` how many from it exist (a multiple of 16 bytes' worth); nothing is stored where !keep. Every
+// lane of the warp calls it (the shuffles).
+template <typename OutT, int kB>
+__device__ __forceinline__ void store_quad_pixel(OutT* o, const float2 (&v)[kB], int lane, int channels, bool keep) {
+  static_assert(kB == 4 || kB == 8, "8 or 4 blocks of 8 channels");
+  using Packed = PackedPair<OutT>;
+  typename Packed::type w[kB];
+#pragma unroll
+  for (int ni = 0; ni < kB; ++ni) w[ni] = Packed::pack(v[ni]);
+  const int q = lane & 3;
+  quad_exchange<kB / 2>(w, 2, (q >> 1) != 0);
+  quad_exchange<kB / 4>(w, 1, (q & 1) != 0);
+  if (!keep) return;
+#pragma unroll
+  for (int j = 0; j < kB / 4; ++j) {
+    const int n = 8 * (q * (kB / 4) + j);  // the block's first channel
+    const auto p0 = w[j], p1 = w[j + kB / 4], p2 = w[j + kB / 2], p3 = w[j + kB / 2 + kB / 4];
+    if constexpr (sizeof(OutT) == 2) {
+      if (n < channels) store16(o + n, p0, p1, p2, p3);
+    } else {
+      if (n < channels) store16(o + n, p0.x, p0.y, p1.x, p1.y);
+      if (n + 4 < channels) store16(o + n + 4, p2.x, p2.y, p3.x, p3.y);
+    }
+  }
+}
 
 // One block: the kernel slice of channels [n0, n0 + kN) loaded once by all its threads, then blockDim.x /
 // kGroupThreads groups, each with a halo buffer of its own, walking the tile list apart (group g of block x takes
@@ -362,11 +431,10 @@ __global__ void __launch_bounds__(Math::kMaxGroups* Math::kGroupThreads, 1)
     });
     k = 0;
     Math::for_each_output(acc, gtid, [&](int row, int col, auto pairs) {
-      if (!keep[k++]) return;
+      float2 v[kN / 8];
+      pairs([&](int ni, float2 value) { v[ni] = value; });
       OutT* o = out + ((int64_t(t.b) * ho + t.ty * kTileRows + row) * wo + t.tx * kTileCols + col) * cout + n0;
-      pairs([&](int n, float2 v) {
-        if (n0 + n < cout) store_pair(o + n, v.x, v.y);
-      });
+      store_quad_pixel(o, v, gtid & 31, cout - n0, keep[k++]);
     });
     landed();
     group_barrier(1 + group, kGroupThreads);  // the next halo has landed for every thread of the group
