@@ -331,6 +331,25 @@ __device__ __forceinline__ void store_quad_pixel(OutT* o, const float2 (&v)[kB],
   }
 }
 
+// A 16-byte copy's place in a halo: halo row hy, column hx, channel segment seg (of segs a pixel).
+struct HaloPos {
+  int hy, hx, seg;
+  // The place of copy s in row order ((hy * halo_w + hx) * segs + seg).
+  __device__ static HaloPos of(int s, int segs, int halo_w) {
+    const int hp = s / segs, hy = hp / halo_w;
+    return HaloPos{hy, hp - hy * halo_w, s - hp * segs};
+  }
+  // Moves on by the stride whose place is `d` (d.seg < segs and d.hx < halo_w, so each field carries at most once),
+  // without a division.
+  __device__ __forceinline__ void advance(const HaloPos& d, int segs, int halo_w) {
+    seg += d.seg;
+    if (seg >= segs) seg -= segs, ++hx;
+    hx += d.hx;
+    if (hx >= halo_w) hx -= halo_w, ++hy;
+    hy += d.hy;
+  }
+};
+
 // One block: the kernel slice of channels [n0, n0 + kN) loaded once by all its threads, then blockDim.x /
 // kGroupThreads groups, each with a halo buffer of its own, walking the tile list apart (group g of block x takes
 // tiles g * gridDim.x + x, then every groups * gridDim.x: few tiles spread over the SMs first). A group's threads
@@ -358,38 +377,30 @@ __global__ void __launch_bounds__(Math::kMaxGroups* Math::kGroupThreads, 1)
 
   L.load_slice(weights, static_cast<const T*>(p.kernel), p, n0, tid, int(blockDim.x));
   // A thread's 16-byte copies of a halo are s = gtid, gtid + kGroupThreads, ... of (hy * halo_w + hx) * segs + seg,
-  // the same for every tile: its walk starts at (first_hy, first_hx, first_seg) and steps by (step_hy, step_hx,
-  // step_seg) with carries, divisions only here.
+  // the same for every tile: its walk starts at `first` and steps by `step` with carries, divisions only here.
   const int segs = L.cin_pad / kVec, total = L.halo_h * L.halo_w * segs;
-  const int first_hp = gtid / segs, first_seg = gtid - first_hp * segs;
-  const int first_hy = first_hp / L.halo_w, first_hx = first_hp - first_hy * L.halo_w;
-  const int step_hp = kGroupThreads / segs, step_seg = kGroupThreads - step_hp * segs;
-  const int step_hy = step_hp / L.halo_w, step_hx = step_hp - step_hy * L.halo_w;
+  const HaloPos first = HaloPos::of(gtid, segs, L.halo_w), step = HaloPos::of(kGroupThreads, segs, L.halo_w);
   // The halo of tile t into this group's buffer, by the group's threads: input pixels outside the image or inactive
   // read as zero.
   auto load_halo = [&](const OutTile& t) {
     constexpr int kBatch = 4;  // mask bytes read together, then their copies issued
     const int iy0 = t.ty * kTileRows - p.pad_top, ix0 = t.tx * kTileCols - p.pad_left;
     const int64_t image = int64_t(t.b) * in_h * in_w;
-    int hy = first_hy, hx = first_hx, seg = first_seg;
+    HaloPos at = first;
     for (int s0 = gtid; s0 < total; s0 += kBatch * kGroupThreads) {
       int64_t src[kBatch];  // element offsets in x (0 where the copy zero-fills)
       int dst[kBatch];
       bool on[kBatch];
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) {
-        const int iy = iy0 + hy, ix = ix0 + hx, c = seg * kVec;
-        dst[u] = L.halo_at(hy * L.halo_w + hx, c);
+        const int iy = iy0 + at.hy, ix = ix0 + at.hx, c = at.seg * kVec;
+        dst[u] = L.halo_at(at.hy * L.halo_w + at.hx, c);
         const bool inside =
             s0 + u * kGroupThreads < total && unsigned(iy) < unsigned(in_h) && unsigned(ix) < unsigned(in_w) && c < cin;
         const int64_t pix = inside ? image + int64_t(iy) * in_w + ix : 0;  // pixel 0 (a valid read) outside
         src[u] = pix * cin + c;
         on[u] = inside && p.in_mask[pix] != 0;
-        seg += step_seg;
-        if (seg >= segs) seg -= segs, ++hx;
-        hx += step_hx;
-        if (hx >= L.halo_w) hx -= L.halo_w, ++hy;
-        hy += step_hy;
+        at.advance(step, segs, L.halo_w);
       }
 #pragma unroll
       for (int u = 0; u < kBatch; ++u)
