@@ -189,8 +189,9 @@ def test_conv_mask_fractions(p, dtype, w):
 
 @pytest.mark.parametrize(
     "dtype, precision",
-    # float32: the 32-channel kernel slice and one halo (152 + 95 KB) are past shared memory, so the list kernel at
-    # any count; bfloat16: the halo kernel with one tile group (its 166-KB slice leaves room for one 49-KB halo)
+    # float32: on Hopper the 64-channel kernel slice (295 KB) is past shared memory, so the list kernel at any count;
+    # before Hopper the 32-channel slice (152 KB) and three groups of 16-channel halos (eight passes a tile);
+    # bfloat16 on Hopper: the halo kernel in two passes, three groups of 23-KB halos beside its 147-KB slice
     [("float32", "highest"), ("float32", "default"), ("bfloat16", "default")],
 )
 def test_conv_large_channels(dtype, precision):
@@ -203,10 +204,11 @@ def test_conv_large_channels(dtype, precision):
 @pytest.mark.parametrize("p", [0.01, 0.1, 0.5, 1.0])
 @pytest.mark.parametrize("case", ["3x3_c64", "5x5_c24_to_40", "1x3_c48_to_72", "3x2_c16_pad_3_0", "1x1_c64_to_96"])
 def test_conv_list_or_halo_kernel(case, p, dtype):
-    """Stride-1 layers with more than one tap on both sides of the halo kernel's threshold (the active pixels fill
-    65 % of the active 8 x 16-pixel tiles for 16-bit values, 87 % for TF32): the list kernel at 1 % and 10 %, the
-    halo kernel at 100 % (frames that end inside a tile, input channels that are not a whole k-step, output channels
-    past one 64-channel block, uneven padding). The 1x1 case takes the list kernel at every fraction."""
+    """Stride-1 layers on both sides of the halo kernel's threshold (halo_fraction in conv_halo.cuh: on Hopper the
+    active pixels fill 35 % of the active 8 x 16-pixel tiles with more than one tap, 65 % for 16-bit 1x1s; before
+    Hopper 65 % for 16-bit values, 87 % for TF32): the list kernel at 1 %, the halo kernel at 100 % (frames that end
+    inside a tile, input channels that are not a whole k-step, output channels past one 64-channel block, uneven
+    padding). Float32 1x1s take the list kernel at every fraction."""
     kw = {
         "3x3_c64": dict(n=2, h=21, w=36, cin=64, cout=64, k=3),
         "5x5_c24_to_40": dict(n=1, h=19, w=40, cin=24, cout=40, k=5),

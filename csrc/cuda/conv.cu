@@ -16,11 +16,10 @@
 //   3. the arithmetic over that list, with the grid sized for the worst case and blocks striding up to the
 //      device-side count: an implicit GEMM on tensor cores (conv_gemm.cuh) for dense channel mixing, or a
 //      direct kernel (one thread per active pixel and output channel) for grouped convolutions, transposed
-//      depthwise ones and very narrow layers, which are memory-bound. Stride-1 tensor-core layers with more than
-//      one tap (not float32 HIGHEST) whose tiles were listed also launch the halo kernel (conv_halo.cuh: whole
-//      active tiles, each input halo staged once): where the active pixels fill about two thirds of the active
-//      tiles (16-bit values; 87 % for TF32) it computes and the list kernel returns at once; below, the other way
-//      round.
+//      depthwise ones and very narrow layers, which are memory-bound. Stride-1 tensor-core layers (not float32
+//      HIGHEST) whose tiles were listed also launch the halo kernel (conv_halo.cuh: whole active tiles, each input
+//      halo staged once): where the active pixels fill a set share of the active tiles (halo_fraction: on Hopper
+//      35 % with more than one tap) it computes and the list kernel returns at once; below, the other way round.
 // conv_with_rule (conv_activation) is the same with the activation rule in the convolution's epilogue
 // (rule_epilogue.cuh): the zeroing also covers the row tiles' arrival counters, the mask pass also writes the rule's
 // mask, and the depthwise or tensor-core kernel runs the rule on its sums.

@@ -8,8 +8,8 @@
 // kStages-deep ring; warps each own a 32 x 32 piece of the kBM x 64 output tile. The grid is persistent:
 // blocks stride over row tiles up to the device-side count, so nothing waits on the host.
 //
-// The instructions per precision are mma.cuh's. Where a stride-1 layer with more than one tap has many active
-// pixels, conv_halo.cuh's kernel takes the layer instead (see launch_conv_gemm_for).
+// The instructions per precision are mma.cuh's. Where a stride-1 layer has many active pixels, conv_halo.cuh's
+// kernel takes the layer instead (see launch_conv_gemm_for).
 #pragma once
 
 #include <cuda_runtime.h>

@@ -1,5 +1,4 @@
-// Tile-sparse convolution on tensor cores for layers with many active pixels (more than one tap, stride 1, no
-// dilation, one group).
+// Tile-sparse convolution on tensor cores for layers with many active pixels (stride 1, no dilation, one group).
 //
 // The list kernel (conv_gemm.cuh) gathers every tap of every active pixel from L2: a 3x3 layer reads its input nine
 // times, and at p = 100 % it runs at a third of cuDNN's rate. This kernel computes the active output tiles of
@@ -14,8 +13,10 @@
 // N = the block's channels (kN). The math is a policy of the one kernel: HaloWarpgroup on Hopper (wgmma, both
 // operands read from shared memory by descriptor; one warpgroup per group), HaloWarps elsewhere (mma.sync: 16-bit
 // groups of two warps, each 64 x 64, eight ldmatrix.x4 per 32 mma.m16n8k16; TF32 groups of four warps of 32 x 32).
-// Float32 (TF32) takes a 32-channel slice (half the bytes of a 64-channel one, so that three groups fit). Outputs
-// are stored where out_mask is set (inactive outputs keep what they held, as in the list kernel).
+// Where the kernel slice leaves too little room for whole halos, each tile takes its input channels in passes, a
+// smaller halo each (halo_passes). On mma.sync, float32 (TF32) takes a 32-channel slice (half the bytes of a
+// 64-channel one, so that three groups fit). Outputs are stored where out_mask is set (inactive outputs keep what
+// they held, as in the list kernel).
 //
 // The choice between the two kernels is made on the device, per call, by both (halo_takes): this one computes
 // where the active pixels fill at least a set share of the active tiles (so its idle pixels cost less than the
@@ -63,12 +64,13 @@ __device__ __forceinline__ void group_barrier(int id, int threads) {
 }
 
 // The halo kernel's math on mma.sync (sm_80 and up), for values of type T, and the element counts of its shared
-// memory for one layer. A block computes kN output channels; its groups of kGroupWarps warps each compute one tile
-// at a time, a warp kTileRows / kGroupWarps tile rows x kN channels. The kernel slice is [taps * cin_pad][b_stride]
-// (output channels contiguous; ldmatrix.trans gives the B fragments) for 16-bit values, and [taps][kN][b_stride]
-// (input channels contiguous) for float32, whose 32-bit elements ldmatrix cannot transpose. Float32 takes half the
-// channels (its slice is twice the bytes) and twice the warps per tile (so a warp holds as many accumulators). The
-// halo is [halo_h * halo_w][a_stride].
+// memory for one layer split into `passes` channel passes (each a halo of pass_c = cin_pad / passes input channels).
+// A block computes kN output channels; its groups of kGroupWarps warps each compute one tile at a time, a warp
+// kTileRows / kGroupWarps tile rows x kN channels. The kernel slice is [taps * cin_pad][b_stride] (output channels
+// contiguous; ldmatrix.trans gives the B fragments) for 16-bit values, and [taps][kN][b_stride] (input channels
+// contiguous) for float32, whose 32-bit elements ldmatrix cannot transpose. Float32 takes half the channels (its
+// slice is twice the bytes) and twice the warps per tile (so a warp holds as many accumulators). The halo is
+// [halo_h * halo_w][a_stride].
 template <typename T, int kMode>
 struct HaloWarps {
   static constexpr int kStep = sizeof(T) == 2 ? 16 : 8;  // K per mma k-step
@@ -82,10 +84,11 @@ struct HaloWarps {
   static constexpr int kMaxGroups = 4;                       // a block's, and the bound on its registers
   using Acc = float[kWarpRows][kN / 8][4];
   static constexpr int kOutputs = 2 * kWarpRows;  // pixels whose outputs a thread holds
-  int cin_pad, a_stride, b_stride, halo_h, halo_w, halo_elems, weight_elems;
-  __host__ __device__ explicit HaloWarps(const ConvParams& p) {
+  int cin_pad, pass_c, a_stride, b_stride, halo_h, halo_w, halo_elems, weight_elems;
+  __host__ __device__ HaloWarps(const ConvParams& p, int passes) {
     cin_pad = (int(p.cin) + kStep - 1) / kStep * kStep;
-    a_stride = cin_pad + kVec;  // +16 bytes per row: ldmatrix rows fall in distinct banks
+    pass_c = cin_pad / passes;
+    a_stride = pass_c + kVec;  // +16 bytes per row: ldmatrix rows fall in distinct banks
     b_stride = kKContiguous ? cin_pad + kVec : kN + 8;
     halo_h = kTileRows + p.kh - 1;
     halo_w = kTileCols + p.kw - 1;
@@ -118,24 +121,25 @@ struct HaloWarps {
     }
   }
 
-  // One tile's accumulators from the group's halo: gtid is the thread's index in its group.
-  __device__ __forceinline__ void compute(Acc& acc, const T* halo, const T* weights, const ConvParams& p,
-                                          int gtid) const {
+  // Adds to one tile's accumulators (zeroed first where c0 == 0) the pass of input channels [c0, c0 + pass_c) from
+  // the group's halo: gtid is the thread's index in its group.
+  __device__ __forceinline__ void compute(Acc& acc, const T* halo, const T* weights, const ConvParams& p, int gtid,
+                                          int c0) const {
     const int lane = gtid & 31, wrow = (gtid >> 5) * kWarpRows;
-    zero(acc);
+    if (c0 == 0) zero(acc);
     for (int ky = 0; ky < p.kh; ++ky)
       for (int kx = 0; kx < p.kw; ++kx) {
         const int tap = ky * p.kw + kx;
         const T* a0 = halo + ((wrow + ky) * halo_w + kx) * a_stride;
 #pragma unroll 2
-        for (int kk = 0; kk < cin_pad; kk += kStep) {
+        for (int kk = 0; kk < pass_c; kk += kStep) {
           const T* a[kWarpRows];
 #pragma unroll
           for (int mi = 0; mi < kWarpRows; ++mi) a[mi] = a0 + mi * halo_w * a_stride + kk;
           if constexpr (kKContiguous)
-            warp_mma_step_tf32_nk(a, a_stride, weights + tap * kN * b_stride + kk, b_stride, lane, acc);
+            warp_mma_step_tf32_nk(a, a_stride, weights + tap * kN * b_stride + c0 + kk, b_stride, lane, acc);
           else
-            warp_mma_step<T, kMode>(a, a_stride, weights + (tap * cin_pad + kk) * b_stride, b_stride, lane, acc);
+            warp_mma_step<T, kMode>(a, a_stride, weights + (tap * cin_pad + c0 + kk) * b_stride, b_stride, lane, acc);
         }
       }
   }
@@ -160,29 +164,31 @@ struct HaloWarps {
 
 // The halo kernel's math on Hopper's warpgroup MMA (wgmma, sm_90a): each group is one warpgroup (four warps) and
 // computes a tile as two 64-pixel halves (tile columns [0, 8) and [8, 16), so that the rows of an operand's core
-// matrix are 8 adjacent pixels of one halo row), each with kN output channels (64 for 16-bit values; 32 for
-// float32, whose slice is twice the bytes); both operands come from shared memory, and a tile's 2 x taps x
-// cin_pad / kStep instructions are issued back to back and waited for once. Layouts (wgmma.cuh's core matrices,
-// 16 bytes = kVec values, no swizzle): the kernel slice is [taps * cin_pad / kVec][kN][kVec] (kVec input channels of
-// one output channel per 16 bytes); the halo is [cin_pad / kVec][chunk][kVec] (kVec channels of one pixel per 16
-// bytes, pixels in row order), chunk an odd number of pixels so that the 16-byte copies of one pixel's channels
-// fall in distinct banks. Float32 is TF32 (kMode 0): the slice is rounded to TF32 on its way in, the halo read as
-// the hardware reads it (19 high bits).
+// matrix are 8 adjacent pixels of one halo row), each with kN = 64 output channels; both operands come from shared
+// memory, and a pass's 2 x taps x pass_c / kStep instructions are issued back to back and waited for once. Layouts
+// (wgmma.cuh's core matrices, 16 bytes = kVec values, no swizzle): the kernel slice is [taps * cin_pad / kVec][kN]
+// [kVec] (kVec input channels of one output channel per 16 bytes); the halo is [pass_c / kVec][chunk][kVec] (kVec
+// channels of one pixel per 16 bytes, pixels in row order), chunk an odd number of pixels so that the 16-byte copies
+// of one pixel's channels fall in distinct banks. Float32 is TF32 (kMode 0): the slice is rounded to TF32 on its way
+// in, the halo read as the hardware reads it (19 high bits); its 64-channel slice (147 KB for a 3x3 of 64 channels)
+// leaves room for three groups with a halo of half the input channels each (two passes a tile), where a 32-channel
+// slice would load each halo twice, once per slice, and read each A operand from shared memory for half the work.
 template <typename T>
 struct HaloWarpgroup {
   using Mma = Wgmma<T>;
   static constexpr int kVec = 16 / int(sizeof(T)), kStep = Mma::kK, kN = Mma::kN, kGroupThreads = 128;
-  static constexpr int kMaxGroups = 4;
-  static constexpr bool kAsyncProxy = true;  // wgmma reads shared memory through the async proxy
-  using Acc = float[2][kN / 2];              // [tile column half][Wgmma's fragment]
-  static constexpr int kOutputs = 4;         // pixels whose outputs a thread holds
-  int cin_pad, halo_h, halo_w, chunk_elems, halo_elems, weight_elems;
-  __host__ __device__ explicit HaloWarpgroup(const ConvParams& p) {
+  static constexpr int kMaxGroups = sizeof(T) == 2 ? 4 : 3;  // float32: the most that fit, and room for registers
+  static constexpr bool kAsyncProxy = true;                  // wgmma reads shared memory through the async proxy
+  using Acc = float[2][kN / 2];                              // [tile column half][Wgmma's fragment]
+  static constexpr int kOutputs = 4;                         // pixels whose outputs a thread holds
+  int cin_pad, pass_c, halo_h, halo_w, chunk_elems, halo_elems, weight_elems;
+  __host__ __device__ HaloWarpgroup(const ConvParams& p, int passes) {
     cin_pad = (int(p.cin) + kStep - 1) / kStep * kStep;
+    pass_c = cin_pad / passes;
     halo_h = kTileRows + p.kh - 1;
     halo_w = kTileCols + p.kw - 1;
     chunk_elems = ((halo_h * halo_w) | 1) * kVec;
-    halo_elems = cin_pad / kVec * chunk_elems;
+    halo_elems = pass_c / kVec * chunk_elems;
     weight_elems = p.kh * p.kw * cin_pad * kN;
   }
   size_t bytes(int groups) const { return size_t(weight_elems + groups * halo_elems) * sizeof(T); }
@@ -210,11 +216,14 @@ struct HaloWarpgroup {
     }
   }
 
-  __device__ __forceinline__ void compute(Acc& acc, const T* halo, const T* weights, const ConvParams& p, int) const {
+  // As HaloWarps::compute.
+  __device__ __forceinline__ void compute(Acc& acc, const T* halo, const T* weights, const ConvParams& p, int,
+                                          int c0) const {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
+      if (c0 == 0)
 #pragma unroll
-      for (int i = 0; i < kN / 2; ++i) acc[h][i] = 0.f;
+        for (int i = 0; i < kN / 2; ++i) acc[h][i] = 0.f;
       fence_registers(acc[h]);
     }
     wgmma_fence();
@@ -223,16 +232,17 @@ struct HaloWarpgroup {
     // by bytes / 16: a halo pixel is 1, a k-step (two chunks) chunk_elems * sizeof(T) / 8 in A and 2 * kN in B.
     // Descriptors as their low words (start address, LBO) and high words (SBO): moving a start never carries out of
     // its 14-bit field (shared memory is under 256 KB), so a step is one 32-bit add. The walk runs tap by tap without
-    // a division; B's k-steps follow one another through the slice.
+    // a division; B's k-steps of a tap follow one another through the slice from the pass's first channel.
     const uint64_t a_desc = wgmma_desc(halo, chunk_elems * sizeof(T), halo_w * 16);
     const uint64_t b_desc = wgmma_desc(weights, kN * 16, 128);
     const uint32_t a_hi = uint32_t(a_desc >> 32), b_hi = uint32_t(b_desc >> 32);
     const uint32_t a_step = chunk_elems * sizeof(T) / 8;  // two chunks, in 16-byte units
-    const int steps = cin_pad / kStep;
-    uint32_t b = uint32_t(b_desc);
+    const int steps = pass_c / kStep;
+    const uint32_t tap_step = uint32_t(cin_pad / kVec * kN);  // a tap's whole slice
+    uint32_t b_tap = uint32_t(b_desc) + uint32_t(c0 / kVec * kN);
     for (int ky = 0; ky < p.kh; ++ky) {
-      for (int kx = 0; kx < p.kw; ++kx) {
-        uint32_t a = uint32_t(a_desc) + uint32_t(ky * halo_w + kx);
+      for (int kx = 0; kx < p.kw; ++kx, b_tap += tap_step) {
+        uint32_t a = uint32_t(a_desc) + uint32_t(ky * halo_w + kx), b = b_tap;
         for (int s = 0; s < steps; ++s, a += a_step, b += 2 * kN) {
           Mma::mma(acc[0], wgmma_desc_of(a, a_hi), wgmma_desc_of(b, b_hi));
           Mma::mma(acc[1], wgmma_desc_of(a + 8, a_hi), wgmma_desc_of(b, b_hi));  // 8 pixels to the right
@@ -353,15 +363,17 @@ struct HaloPos {
 // One block: the kernel slice of channels [n0, n0 + kN) loaded once by all its threads, then blockDim.x /
 // kGroupThreads groups, each with a halo buffer of its own, walking the tile list apart (group g of block x takes
 // tiles g * gridDim.x + x, then every groups * gridDim.x: few tiles spread over the SMs first). A group's threads
-// meet at a named barrier only: while one group waits for its halo, the others compute. Its next halo is loaded
-// while it stores the current tile's outputs. Math: HaloWarps or HaloWarpgroup.
+// meet at a named barrier only: while one group waits for its halo, the others compute. A tile takes `passes`
+// halos of pass_c input channels each, one after the other in the group's buffer (more passes: smaller halos, so
+// that more groups fit beside a large kernel slice); the first halo of its next tile is loaded while it stores the
+// current tile's outputs. Math: HaloWarps or HaloWarpgroup.
 template <typename T, typename OutT, class Math>
 __global__ void __launch_bounds__(Math::kMaxGroups* Math::kGroupThreads, 1)
-    conv_halo_kernel(ConvParams p, const int32_t* __restrict__ count_ptr, TileList list, HaloSplit split) {
+    conv_halo_kernel(ConvParams p, const int32_t* __restrict__ count_ptr, TileList list, HaloSplit split, int passes) {
   constexpr int kVec = Math::kVec, kN = Math::kN, kGroupThreads = Math::kGroupThreads;
   const int tiles = *list.count;
   if (!halo_takes(split, *count_ptr) || int(blockIdx.x) >= tiles) return;  // the list kernel, or no tile for it
-  const Math L(p);
+  const Math L(p, passes);
   extern __shared__ __align__(16) unsigned char smem[];
   T* weights = reinterpret_cast<T*>(smem);  // the kernel slice
   const T* __restrict__ x = static_cast<const T*>(p.x);
@@ -378,11 +390,11 @@ __global__ void __launch_bounds__(Math::kMaxGroups* Math::kGroupThreads, 1)
   L.load_slice(weights, static_cast<const T*>(p.kernel), p, n0, tid, int(blockDim.x));
   // A thread's 16-byte copies of a halo are s = gtid, gtid + kGroupThreads, ... of (hy * halo_w + hx) * segs + seg,
   // the same for every tile: its walk starts at `first` and steps by `step` with carries, divisions only here.
-  const int segs = L.cin_pad / kVec, total = L.halo_h * L.halo_w * segs;
+  const int segs = L.pass_c / kVec, total = L.halo_h * L.halo_w * segs;
   const HaloPos first = HaloPos::of(gtid, segs, L.halo_w), step = HaloPos::of(kGroupThreads, segs, L.halo_w);
-  // The halo of tile t into this group's buffer, by the group's threads: input pixels outside the image or inactive
-  // read as zero.
-  auto load_halo = [&](const OutTile& t) {
+  // The halo of tile t's input channels [c0, c0 + pass_c) into this group's buffer, by the group's threads: input
+  // pixels outside the image or inactive read as zero.
+  auto load_halo = [&](const OutTile& t, int c0) {
     constexpr int kBatch = 4;  // mask bytes read together, then their copies issued
     const int iy0 = t.ty * kTileRows - p.pad_top, ix0 = t.tx * kTileCols - p.pad_left;
     const int64_t image = int64_t(t.b) * in_h * in_w;
@@ -393,8 +405,8 @@ __global__ void __launch_bounds__(Math::kMaxGroups* Math::kGroupThreads, 1)
       bool on[kBatch];
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) {
-        const int iy = iy0 + at.hy, ix = ix0 + at.hx, c = at.seg * kVec;
-        dst[u] = L.halo_at(at.hy * L.halo_w + at.hx, c);
+        const int iy = iy0 + at.hy, ix = ix0 + at.hx, c = c0 + at.seg * kVec;
+        dst[u] = L.halo_at(at.hy * L.halo_w + at.hx, c - c0);
         const bool inside =
             s0 + u * kGroupThreads < total && unsigned(iy) < unsigned(in_h) && unsigned(ix) < unsigned(in_w) && c < cin;
         const int64_t pix = inside ? image + int64_t(iy) * in_w + ix : 0;  // pixel 0 (a valid read) outside
@@ -418,20 +430,28 @@ __global__ void __launch_bounds__(Math::kMaxGroups* Math::kGroupThreads, 1)
   OutTile t{};  // the tile of i, decoded once
   if (i < tiles) {
     t = out_tile(list.tiles[i], grid);
-    load_halo(t);
+    load_halo(t, 0);
   }
   cp_async_commit();
   landed();
   __syncthreads();  // the kernel slice and every group's first halo
   while (i < tiles) {
     typename Math::Acc acc;
-    L.compute(acc, halo, weights, p, gtid);
-    group_barrier(1 + group, kGroupThreads);  // the group is done with its halo, which the load refills
+    for (int c0 = 0;;) {
+      L.compute(acc, halo, weights, p, gtid, c0);
+      group_barrier(1 + group, kGroupThreads);  // the group is done with its halo, which the load refills
+      c0 += L.pass_c;
+      if (c0 == passes * L.pass_c) break;
+      load_halo(t, c0);
+      cp_async_commit();
+      landed();
+      group_barrier(1 + group, kGroupThreads);  // the tile's next pass has landed for every thread of the group
+    }
     const int next = i + stride;
     OutTile t_next{};
     if (next < tiles) {
       t_next = out_tile(list.tiles[next], grid);
-      load_halo(t_next);
+      load_halo(t_next, 0);
     }
     cp_async_commit();
     bool keep[Math::kOutputs];  // the output masks of the thread's pixels, all read before the first store
@@ -488,8 +508,9 @@ struct HaloCache {
   }
 };
 
-// The share of an active tile's pixels from which the halo kernel takes a layer, for values of `bytes` bytes and
-// its math: where the halo kernel over whole tiles costs what the list kernel costs over their active pixels.
+// The share of an active tile's pixels from which the halo kernel takes a layer of `taps` taps, for values of
+// `bytes` bytes and its math: where the halo kernel over whole tiles costs what the list kernel costs over their
+// active pixels.
 // 3x3, 64 -> 64, 1x1080x1920 on an H100, every tile active:
 // - mma.sync (2026-12-06): bf16 0.668 ms against the list's 1.033, TF32 1.767 against 2.037 (with tile groups,
 //   later: bf16 0.591 against 1.027, TF32 1.583 against 1.988; the shares were kept, as blob masks at p = 5 % still
@@ -498,26 +519,34 @@ struct HaloCache {
 //   against 1.954, a tile costing what 45 % (bf16) and 58 % (TF32) of its pixels cost on the list. The halo kernel
 //   was faster at every partial fraction measured, blob and scattered masks at p = 20 / 50 / 80 %: blob TF32
 //   0.316 / 0.702 / 1.016 ms against 0.428 / 1.042 / 1.643 (the list took them at the mma.sync share), bf16
-//   0.139 / 0.276 / 0.404 against 0.233 / 0.547 / 0.841. The shares sit 7-10 points above that crossover, as
+//   0.139 / 0.276 / 0.404 against 0.233 / 0.547 / 0.841. The shares sat 7-10 points above that crossover, as
 //   mma.sync's (crossover 57 % / 80 %) did.
+// - wgmma with 16-byte output stores and TF32 on 64-channel slices in two passes (2026-12-07, later; scattered
+//   masks at p = 2 / 5 / 10 %, the tiles 17 / 37 / 61 % full): bf16 0.295 / 0.308 / 0.308 ms against the list's
+//   0.210 / 0.406 / 0.632, TF32 0.533 / 0.573 / 0.623 against 0.360 / 0.743 / 1.193: the crossover near 27 % for
+//   both; the share sits 8 points above it.
+// A 1x1 reads each input once from the list too. On wgmma with 16-bit values the halo kernel's whole-tile loads and
+// stores still pay from about 60 % (1x1, 64 -> 64, 1x1080x1920, H100, 2026-12-07, scattered masks at p = 50 / 80 %:
+// bf16 0.205 / 0.258 ms against the list's 0.198 / 0.283; blob masks at p = 100 %: 0.306 against 0.329); float32
+// 1x1s stay on the list (TF32 at p = 100 %: 0.598 against 0.504), as do 1x1s on mma.sync (unmeasured since 4-byte
+// stores, when the halo kernel was no faster).
 // DELTAJAX_HALO_FROM overrides them (benchmarks only; above 1 turns the kernel off), read once per process.
-inline double halo_fraction(int bytes, bool wgmma) {
+inline double halo_fraction(int bytes, bool wgmma, int taps) {
   static const double env = env_number("DELTAJAX_HALO_FROM");
   if (env >= 0) return env;
-  if (wgmma) return bytes == 2 ? 0.55 : 0.65;
+  if (taps == 1) return wgmma && bytes == 2 ? 0.65 : 2.0;
+  if (wgmma) return 0.35;
   return bytes == 2 ? 0.65 : 0.87;
 }
 
-// Whether the geometry is the halo kernel's: more than one tap (a 1x1 reads each input once from the list too; 1x1,
-// 64 -> 64, 1x1080x1920 on an H100 with tile groups, 2026-12-06, blob masks at p = 5 / 20 / 50 / 100 %: TF32
-// 0.063 / 0.159 / 0.335 / 0.573 ms against the list's 0.049 / 0.122 / 0.268 / 0.503, bf16 0.041 / 0.099 / 0.189 /
-// 0.314 against 0.038 / 0.092 / 0.184 / 0.327), stride 1, no dilation, one group, 16-byte operand rows.
+// Whether the geometry is the halo kernel's: stride 1, no dilation, one group, 16-byte operand rows (halo_fraction
+// decides for 1x1s).
 // Kernels past 16 x 16 taps or 2048 input channels never fit shared memory; bounding them first keeps the layouts'
 // int arithmetic far from overflow.
 inline bool halo_geometry(const ConvParams& p, int vec) {
-  return p.kh * p.kw > 1 && p.kh <= 16 && p.kw <= 16 && p.cin <= 2048 && p.groups == 1 && p.stride_h == 1 &&
-         p.stride_w == 1 && p.lhs_dil_h == 1 && p.lhs_dil_w == 1 && p.rhs_dil_h == 1 && p.rhs_dil_w == 1 &&
-         p.cin % vec == 0 && p.cout % vec == 0 && p.cin >= 8 && p.cout >= 8;
+  return p.kh <= 16 && p.kw <= 16 && p.cin <= 2048 && p.groups == 1 && p.stride_h == 1 && p.stride_w == 1 &&
+         p.lhs_dil_h == 1 && p.lhs_dil_w == 1 && p.rhs_dil_h == 1 && p.rhs_dil_w == 1 && p.cin % vec == 0 &&
+         p.cout % vec == 0 && p.cin >= 8 && p.cout >= 8;
 }
 
 // Whether the halo kernel runs on wgmma (HaloWarpgroup): on a compute capability 9.0 device, where the module holds
@@ -532,19 +561,38 @@ inline bool halo_wgmma(const DeviceFacts& dev) {
 #endif
 }
 
-// The launch of the halo kernel with `Math` on the listed tiles, with as many tile groups (each with a halo buffer
-// of its own) as fit beside the kernel slice in shared memory; leaves `split` empty and launches nothing where one
-// group does not fit.
+// The channel passes and tile groups of a launch of the halo kernel with `Math`: the fewest passes (1, 2, 4, ...,
+// each whole k-steps) whose halos fit three groups (or Math::kMaxGroups where fewer) beside the kernel slice in
+// `smem` bytes, else the passes that fit the most groups; groups = 0 where none fits. (A 3x3 of 64 channels: one
+// pass, four 16-bit groups or three TF32 mma.sync groups; two passes for TF32 on wgmma, whose 64-channel slice leaves
+// room for one whole halo.)
+template <class Math>
+void halo_passes(const ConvParams& p, size_t smem, int& passes, int& groups) {
+  constexpr int kEnough = std::min(3, Math::kMaxGroups);
+  passes = 1;
+  groups = 0;
+  const int cin_pad = Math(p, 1).cin_pad;
+  for (int q = 1; cin_pad % (q * Math::kStep) == 0; q *= 2) {
+    const Math layout(p, q);
+    int g = Math::kMaxGroups;
+    while (g > 0 && layout.bytes(g) > smem) --g;
+    if (g > groups) passes = q, groups = g;
+    if (groups >= kEnough) return;
+  }
+}
+
+// The launch of the halo kernel with `Math` on the listed tiles, in halo_passes' passes and tile groups (each with a
+// halo buffer of its own); leaves `split` empty and launches nothing where one group does not fit.
 template <typename T, typename OutT, class Math>
 cudaError_t launch_conv_halo_with(const ConvParams& p, const DeviceFacts& dev, const int32_t* count,
                                   const TileList& list, int per_tile, HaloSplit& split, cudaStream_t stream) {
   static HaloCache cache[kMaxDevices];
   HaloCache& c = cache[dev.device < kMaxDevices ? dev.device : 0];
   auto kernel = conv_halo_kernel<T, OutT, Math>;
-  const Math layout(p);
-  int groups = Math::kMaxGroups;
-  while (groups > 0 && layout.bytes(groups) > size_t(dev.smem_optin)) --groups;
+  int passes = 1, groups = 0;
+  halo_passes<Math>(p, size_t(dev.smem_optin), passes, groups);
   if (groups < 1) return cudaSuccess;
+  const Math layout(p, passes);
   const int threads = groups * Math::kGroupThreads;
   const size_t smem = layout.bytes(groups);
   if (int(smem) > c.smem_set.load(std::memory_order_acquire)) {
@@ -559,7 +607,7 @@ cudaError_t launch_conv_halo_with(const ConvParams& p, const DeviceFacts& dev, c
   const int ny = int((p.cout + Math::kN - 1) / Math::kN);
   const int64_t nx = std::max<int64_t>(1, std::min<int64_t>((conv_out_tiles(p) + groups - 1) / groups,
                                                             (int64_t(dev.sms) * blocks_per_sm + ny - 1) / ny));
-  kernel<<<dim3(unsigned(nx), unsigned(ny)), unsigned(threads), smem, stream>>>(p, count, list, split);
+  kernel<<<dim3(unsigned(nx), unsigned(ny)), unsigned(threads), smem, stream>>>(p, count, list, split, passes);
   return cudaGetLastError();
 }
 
@@ -574,7 +622,7 @@ cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, const Ti
   DeviceFacts dev;
   if (cudaError_t e = device_facts(dev); e != cudaSuccess) return e;
   const bool wgmma = kMode == 0 && halo_wgmma(dev);
-  const double fraction = halo_fraction(int(sizeof(T)), wgmma);
+  const double fraction = halo_fraction(int(sizeof(T)), wgmma, p.kh * p.kw);
   if (fraction > 1.0) return cudaSuccess;
   const int per_tile = int(fraction * kTileRows * kTileCols + 0.999);
   if constexpr (kMode == 0)

@@ -60,42 +60,42 @@ __device__ __forceinline__ void fence_registers(float (&acc)[N]) {
   "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), \
       "+f"(d[i + 7]), "+f"(d[i + 8]), "+f"(d[i + 9]), "+f"(d[i + 10]), "+f"(d[i + 11]), "+f"(d[i + 12]),      \
       "+f"(d[i + 13]), "+f"(d[i + 14]), "+f"(d[i + 15])
-// The 32 accumulators of m64n64 with 16-bit inputs (A and B K-major: no transpose).
-#define DELTAJAX_WGMMA_N64(TYPE)                                                                 \
+// The 32 accumulators of m64n64: SHAPE the instruction's shape and types, TAIL its operands after the predicate
+// (16-bit inputs also take the transposes: none, both K-major).
+#define DELTAJAX_WGMMA_N64(SHAPE, TAIL)                                                          \
   DELTAJAX_WGMMA_ASM(                                                                            \
       "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                               \
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE                                \
+      "wgmma.mma_async.sync.aligned." SHAPE                                                      \
       " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23," \
-      "%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"                          \
+      "%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, " TAIL ";\n}\n"                            \
       : DELTAJAX_ACC16(d, 0), DELTAJAX_ACC16(d, 16)                                              \
       : "l"(a), "l"(b), "r"(1))
 
-// d += A (64 x kK, descriptor a) x B (kK x kN, descriptor b), fp32 accumulation, by the whole warpgroup: kN = 64,
-// kK = 16 for 16-bit T; kN = 32, kK = 8 for float32 (TF32: the hardware reads each value's 19 high bits). Warp w
-// of the warpgroup holds rows 16 w + (lane / 4) and + 8: d[4 j + e] is (row, column 8 j + 2 (lane % 4) + e) for
-// e < 2, the row + 8 for e >= 2 (mma.m16n8's C fragment, once per 8 columns).
+// d += A (64 x kK, descriptor a) x B (kK x kN, descriptor b), fp32 accumulation, by the whole warpgroup: kN = 64;
+// kK = 16 for 16-bit T, 8 for float32 (TF32: the hardware reads each value's 19 high bits). Warp w of the warpgroup
+// holds rows 16 w + (lane / 4) and + 8: d[4 j + e] is (row, column 8 j + 2 (lane % 4) + e) for e < 2, the row + 8
+// for e >= 2 (mma.m16n8's C fragment, once per 8 columns).
 template <typename T>
 struct Wgmma;
 template <>
 struct Wgmma<__nv_bfloat16> {
   static constexpr int kN = 64, kK = 16;
-  __device__ __forceinline__ static void mma(float (&d)[kN / 2], uint64_t a, uint64_t b) { DELTAJAX_WGMMA_N64("bf16"); }
+  __device__ __forceinline__ static void mma(float (&d)[kN / 2], uint64_t a, uint64_t b) {
+    DELTAJAX_WGMMA_N64("m64n64k16.f32.bf16.bf16", "1, 1, 0, 0");
+  }
 };
 template <>
 struct Wgmma<__half> {
   static constexpr int kN = 64, kK = 16;
-  __device__ __forceinline__ static void mma(float (&d)[kN / 2], uint64_t a, uint64_t b) { DELTAJAX_WGMMA_N64("f16"); }
+  __device__ __forceinline__ static void mma(float (&d)[kN / 2], uint64_t a, uint64_t b) {
+    DELTAJAX_WGMMA_N64("m64n64k16.f32.f16.f16", "1, 1, 0, 0");
+  }
 };
 template <>
 struct Wgmma<float> {
-  static constexpr int kN = 32, kK = 8;
+  static constexpr int kN = 64, kK = 8;
   __device__ __forceinline__ static void mma(float (&d)[kN / 2], uint64_t a, uint64_t b) {
-    DELTAJAX_WGMMA_ASM(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,"
-        "%15}, %16, %17, p, 1, 1;\n}\n"
-        : DELTAJAX_ACC16(d, 0)
-        : "l"(a), "l"(b), "r"(1));
+    DELTAJAX_WGMMA_N64("m64n64k8.f32.tf32.tf32", "1, 1");
   }
 };
 
