@@ -599,6 +599,12 @@ def test_conv_activation_two_launches_when_the_epilogue_is_off():
 def test_halo_kernel_on_mma_sync_where_wgmma_is_off():
     """``DELTAJAX_HALO_WGMMA=0`` keeps the halo kernel on mma.sync on Hopper, the kernel that cards before Hopper
     run: its geometry cases against the reference (on other cards the variable changes nothing, and the cases run
-    the same kernel again)."""
-    tests = ["test_conv_halo_kernel_on_some_tiles", "test_conv_halo_kernel_strides_over_tiles"]
-    _passes_in_own_process("DELTAJAX_HALO_WGMMA", "0", tests, 11)
+    the same kernel again). The large-channel case, where the tile kernel takes it, runs in several channel
+    passes (bfloat16: four, three groups beside a 166-KB slice; TF32: eight, beside a 152-KB slice of 32
+    channels)."""
+    tests = [
+        "test_conv_halo_kernel_on_some_tiles",
+        "test_conv_halo_kernel_strides_over_tiles",
+        "test_conv_large_channels",
+    ]
+    _passes_in_own_process("DELTAJAX_HALO_WGMMA", "0", tests, 14)
