@@ -375,8 +375,12 @@ cudaError_t launch_conv_gemm_for(const ConvParams& p, const ActiveSet& set, cons
   if (rule != nullptr) {
     if (!aligned_rows<T>(p)) return cudaErrorInvalidValue;
     using Cfg = std::conditional_t<sizeof(T) == 4, Cfg2, Cfg4>;
+    HaloSplit split;  // the halo kernel with the rule, where one block holds each pixel's every channel (Cout <= 64)
+    if constexpr (kMode == 0)
+      if (cudaError_t e = launch_conv_halo<T, T, kMode>(p, count, set.tiles, split, stream, rule); e != cudaSuccess)
+        return e;
     if (cudaError_t e =
-            launch_conv_gemm_cfg<T, float, kMode, true, Cfg, true>(p, list, count, max_rows, {}, stream, *rule);
+            launch_conv_gemm_cfg<T, float, kMode, true, Cfg, true>(p, list, count, max_rows, split, stream, *rule);
         e != cudaSuccess || p.cout <= kBN)
       return e;
     const int64_t items = max_rows * (p.cout / 4), blocks = (items + 255) / 256;

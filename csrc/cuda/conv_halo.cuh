@@ -29,11 +29,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <type_traits>
 
 #include "common/params.h"
 #include "cuda/epilogue_rule.h"
 #include "cuda/launch.cuh"
 #include "cuda/mma.cuh"
+#include "cuda/rule_epilogue.cuh"
 #include "cuda/wgmma.cuh"
 
 namespace deltajax::cuda::gemm {
@@ -57,6 +59,12 @@ struct HaloSplit {
 __device__ __forceinline__ bool halo_takes(const HaloSplit& s, int pixel_count) {
   return s.tile_count != nullptr && pixel_count > 0 && int64_t(pixel_count) >= int64_t(s.per_tile) * *s.tile_count;
 }
+
+// A type as a value, for generic lambdas.
+template <class M>
+struct Type {
+  using type = M;
+};
 
 // Waits for the `threads` threads of named barrier `id` (1 and up; 0 is __syncthreads').
 __device__ __forceinline__ void group_barrier(int id, int threads) {
@@ -298,8 +306,8 @@ __device__ __forceinline__ void store16(void* p, uint32_t a, uint32_t b, uint32_
   asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(p), "r"(a), "r"(b), "r"(c), "r"(d) : "memory");
 }
 
-// One round of store_quad_pixel's regrouping: lanes `mask` apart swap, of each slot pair (s, s + kHalf), the slot the
-// other keeps (`upper`: this lane keeps the upper one).
+// One round of regroup_quad: lanes `mask` apart swap, of each slot pair (s, s + kHalf), the slot the other keeps
+// (`upper`: this lane keeps the upper one).
 template <int kHalf, class P, int kB>
 __device__ __forceinline__ void quad_exchange(P (&w)[kB], int mask, bool upper) {
 #pragma unroll
@@ -311,27 +319,39 @@ __device__ __forceinline__ void quad_exchange(P (&w)[kB], int mask, bool upper) 
   }
 }
 
+// Regroups one pixel's kB x 8 channels, held by the four lanes of a quad as MMA fragments (lane q holds channels 8 ni
+// + 2 q and + 1 as w[ni]), so that lane q holds the 8-channel blocks q kB / 4 + j (j < kB / 4) whole: two rounds of
+// shuffles (lanes 2 apart, then 1) leave pair position 2 a + b of block j in slot j + a kB / 2 + b kB / 4
+// (quad_pair). Every lane of the warp calls it.
+template <class P, int kB>
+__device__ __forceinline__ void regroup_quad(P (&w)[kB], int lane) {
+  static_assert(kB == 4 || kB == 8, "8 or 4 blocks of 8 channels");
+  const int q = lane & 3;
+  quad_exchange<kB / 2>(w, 2, (q >> 1) != 0);
+  quad_exchange<kB / 4>(w, 1, (q & 1) != 0);
+}
+template <class P, int kB>
+__device__ __forceinline__ const P& quad_pair(const P (&w)[kB], int j, int pos) {
+  return w[j + (pos >> 1) * (kB / 2) + (pos & 1) * (kB / 4)];
+}
+
 // Stores one pixel's kB x 8 output channels from the four lanes of a quad (lane q of the quad holds channels 8 ni +
 // 2 q and + 1 as v[ni]) in 16-byte writes of whole sectors, where one pair a lane would be 4- or 8-byte writes that
-// fill half a sector: two rounds of shuffles (lanes 2 apart, then 1) leave lane q with the 8-channel blocks q kB / 4
-// + j (j < kB / 4), pair position 2 a + b of block j in slot j + a kB / 2 + b kB / 4. `o` is the pixel's first
-// channel, `channels` how many from it exist (a multiple of 16 bytes' worth); nothing is stored where !keep. Every
-// lane of the warp calls it (the shuffles).
+// fill half a sector: regroup_quad, then each lane writes its whole blocks. `o` is the pixel's first channel,
+// `channels` how many from it exist (a multiple of 16 bytes' worth); nothing is stored where !keep. Every lane of
+// the warp calls it (the shuffles).
 template <typename OutT, int kB>
 __device__ __forceinline__ void store_quad_pixel(OutT* o, const float2 (&v)[kB], int lane, int channels, bool keep) {
-  static_assert(kB == 4 || kB == 8, "8 or 4 blocks of 8 channels");
   using Packed = PackedPair<OutT>;
   typename Packed::type w[kB];
 #pragma unroll
   for (int ni = 0; ni < kB; ++ni) w[ni] = Packed::pack(v[ni]);
-  const int q = lane & 3;
-  quad_exchange<kB / 2>(w, 2, (q >> 1) != 0);
-  quad_exchange<kB / 4>(w, 1, (q & 1) != 0);
+  regroup_quad(w, lane);
   if (!keep) return;
 #pragma unroll
   for (int j = 0; j < kB / 4; ++j) {
-    const int n = 8 * (q * (kB / 4) + j);  // the block's first channel
-    const auto p0 = w[j], p1 = w[j + kB / 4], p2 = w[j + kB / 2], p3 = w[j + kB / 2 + kB / 4];
+    const int n = 8 * ((lane & 3) * (kB / 4) + j);  // the block's first channel
+    const auto p0 = quad_pair(w, j, 0), p1 = quad_pair(w, j, 1), p2 = quad_pair(w, j, 2), p3 = quad_pair(w, j, 3);
     if constexpr (sizeof(OutT) == 2) {
       if (n < channels) store16(o + n, p0, p1, p2, p3);
     } else {
@@ -339,6 +359,42 @@ __device__ __forceinline__ void store_quad_pixel(OutT* o, const float2 (&v)[kB],
       if (n + 4 < channels) store16(o + n + 4, p2.x, p2.y, p3.x, p3.y);
     }
   }
+}
+
+// The activation rule (rule_epilogue.cuh) on one pixel's convolution sums, kB x 8 channels held by the four lanes of
+// a quad as store_quad_pixel takes them, where the block holds every output channel (Cout <= 8 kB): regrouped, each
+// lane runs the rule's per-channel part on its whole blocks (acc += d * scale, y = f(acc) - sent), the quad combines
+// the pixel's truncation score, and where the rule keeps the pixel each lane emits its channels (out, sent) and lane
+// 0 of the quad sets the rule's mask. `o`: the output pixel; `active`: in the convolution's output mask (the rule's
+// mask is zero elsewhere already). T: the values' type. Every lane of the warp calls it.
+template <typename T, int kB>
+__device__ __forceinline__ void rule_quad_pixel(const EpilogueRule& r, const AnyAct& f, int64_t o,
+                                                const float2 (&v)[kB], int lane, int cout, bool active) {
+  constexpr int kUnits = kB / 2;  // 4-channel units a lane holds after the regrouping
+  uint2 w[kB];
+#pragma unroll
+  for (int ni = 0; ni < kB; ++ni) w[ni] = PackedPair<float>::pack(v[ni]);
+  regroup_quad(w, lane);
+  const TruncMode mode = r.a.truncation;
+  const int first = 8 * (lane & 3) * (kB / 4);  // the lane's first channel
+  float y[kUnits][4], s[kUnits][4], score = 0.f;
+#pragma unroll
+  for (int u = 0; u < kUnits; ++u) {  // unit u: pairs 2 (u % 2) and + 1 of block u / 2
+    const uint2 a = quad_pair(w, u / 2, 2 * (u % 2)), b = quad_pair(w, u / 2, 2 * (u % 2) + 1);
+    const float d[4] = {__uint_as_float(a.x), __uint_as_float(a.y), __uint_as_float(b.x), __uint_as_float(b.y)};
+    const int ch = first + 4 * u;
+    if (active && ch < cout)
+      score = combine_scores(mode, score, rule_update<4>(r, f, o * cout + ch, ch, d, y[u], s[u]));
+  }
+  score = combine_scores(mode, score, __shfl_xor_sync(0xffffffffu, score, 1));
+  score = combine_scores(mode, score, __shfl_xor_sync(0xffffffffu, score, 2));
+  if (!active) return;
+  const bool keep = keeps(mode, r.a.threshold, score, cout);
+  if (keep)
+#pragma unroll
+    for (int u = 0; u < kUnits; ++u)
+      if (first + 4 * u < cout) emit<T, 4>(r, o * cout + first + 4 * u, y[u], s[u]);
+  if ((lane & 3) == 0) r.a.out_mask[o] = keep;
 }
 
 // A 16-byte copy's place in a halo: halo row hy, column hx, channel segment seg (of segs a pixel).
@@ -366,10 +422,18 @@ struct HaloPos {
 // meet at a named barrier only: while one group waits for its halo, the others compute. A tile takes `passes`
 // halos of pass_c input channels each, one after the other in the group's buffer (more passes: smaller halos, so
 // that more groups fit beside a large kernel slice); the first halo of its next tile is loaded while it stores the
-// current tile's outputs. Math: HaloWarps or HaloWarpgroup.
-template <typename T, typename OutT, class Math>
-__global__ void __launch_bounds__(Math::kMaxGroups* Math::kGroupThreads, 1)
-    conv_halo_kernel(ConvParams p, const int32_t* __restrict__ count_ptr, TileList list, HaloSplit split, int passes) {
+// current tile's outputs. Math: HaloWarps or HaloWarpgroup. kRule: the activation rule on the tile's sums in place
+// of the stores (rule_quad_pixel; Cout <= kN, OutT = T), with fewer groups a block (halo_max_groups).
+template <class Math, bool kRule>
+constexpr int halo_max_groups() {
+  constexpr int kRuleThreads = 384;  // the rule's state beside the accumulators: up to 168 registers a thread
+  return kRule && Math::kMaxGroups * Math::kGroupThreads > kRuleThreads ? kRuleThreads / Math::kGroupThreads
+                                                                        : Math::kMaxGroups;
+}
+template <typename T, typename OutT, class Math, bool kRule>
+__global__ void __launch_bounds__(halo_max_groups<Math, kRule>() * Math::kGroupThreads, 1)
+    conv_halo_kernel(ConvParams p, const int32_t* __restrict__ count_ptr, TileList list, HaloSplit split, int passes,
+                     EpilogueRule rule) {
   constexpr int kVec = Math::kVec, kN = Math::kN, kGroupThreads = Math::kGroupThreads;
   const int tiles = *list.count;
   if (!halo_takes(split, *count_ptr) || int(blockIdx.x) >= tiles) return;  // the list kernel, or no tile for it
@@ -385,7 +449,8 @@ __global__ void __launch_bounds__(Math::kMaxGroups* Math::kGroupThreads, 1)
   // The group index broadcast from lane 0, so that the compiler sees it (and the halo's descriptors) warp-uniform.
   const int tid = threadIdx.x, group = __shfl_sync(0xffffffffu, tid / kGroupThreads, 0),
             gtid = tid - group * kGroupThreads;
-  T* halo = weights + L.weight_elems + group * L.halo_elems;  // this group's
+  T* halo = weights + L.weight_elems + group * L.halo_elems;           // this group's
+  const AnyAct act{rule.a.act, rule.a.negative_slope, rule.a.slopes};  // kRule only
 
   L.load_slice(weights, static_cast<const T*>(p.kernel), p, n0, tid, int(blockDim.x));
   // A thread's 16-byte copies of a halo are s = gtid, gtid + kGroupThreads, ... of (hy * halo_w + hx) * segs + seg,
@@ -464,8 +529,11 @@ __global__ void __launch_bounds__(Math::kMaxGroups* Math::kGroupThreads, 1)
     Math::for_each_output(acc, gtid, [&](int row, int col, auto pairs) {
       float2 v[kN / 8];
       pairs([&](int ni, float2 value) { v[ni] = value; });
-      OutT* o = out + ((int64_t(t.b) * ho + t.ty * kTileRows + row) * wo + t.tx * kTileCols + col) * cout + n0;
-      store_quad_pixel(o, v, gtid & 31, cout - n0, keep[k++]);
+      const int64_t o = (int64_t(t.b) * ho + t.ty * kTileRows + row) * wo + t.tx * kTileCols + col;
+      if constexpr (kRule)
+        rule_quad_pixel<T>(rule, act, o, v, gtid & 31, cout, keep[k++]);
+      else
+        store_quad_pixel(out + o * cout + n0, v, gtid & 31, cout - n0, keep[k++]);
     });
     landed();
     group_barrier(1 + group, kGroupThreads);  // the next halo has landed for every thread of the group
@@ -561,20 +629,20 @@ inline bool halo_wgmma(const DeviceFacts& dev) {
 #endif
 }
 
-// The channel passes and tile groups of a launch of the halo kernel with `Math`: the fewest passes (1, 2, 4, ...,
-// each whole k-steps) whose halos fit three groups (or Math::kMaxGroups where fewer) beside the kernel slice in
-// `smem` bytes, else the passes that fit the most groups; groups = 0 where none fits. (A 3x3 of 64 channels: one
-// pass, four 16-bit groups or three TF32 mma.sync groups; two passes for TF32 on wgmma, whose 64-channel slice leaves
-// room for one whole halo.)
-template <class Math>
+// The channel passes and tile groups of a launch of the halo kernel with `Math`, at most kMaxGroups groups: the
+// fewest passes (1, 2, 4, ..., each whole k-steps) whose halos fit three groups (or kMaxGroups where fewer) beside the
+// kernel slice in `smem` bytes, else the passes that fit the most groups; groups = 0 where none fits. (A 3x3 of 64
+// channels: one pass, four 16-bit groups or three TF32 mma.sync groups; two passes for TF32 on wgmma, whose
+// 64-channel slice leaves room for one whole halo.)
+template <class Math, int kMaxGroups>
 void halo_passes(const ConvParams& p, size_t smem, int& passes, int& groups) {
-  constexpr int kEnough = std::min(3, Math::kMaxGroups);
+  constexpr int kEnough = std::min(3, kMaxGroups);
   passes = 1;
   groups = 0;
   const int cin_pad = Math(p, 1).cin_pad;
   for (int q = 1; cin_pad % (q * Math::kStep) == 0; q *= 2) {
     const Math layout(p, q);
-    int g = Math::kMaxGroups;
+    int g = kMaxGroups;
     while (g > 0 && layout.bytes(g) > smem) --g;
     if (g > groups) passes = q, groups = g;
     if (groups >= kEnough) return;
@@ -582,15 +650,19 @@ void halo_passes(const ConvParams& p, size_t smem, int& passes, int& groups) {
 }
 
 // The launch of the halo kernel with `Math` on the listed tiles, in halo_passes' passes and tile groups (each with a
-// halo buffer of its own); leaves `split` empty and launches nothing where one group does not fit.
-template <typename T, typename OutT, class Math>
+// halo buffer of its own), with the activation rule in its epilogue where `rule` is given; leaves `split` empty and
+// launches nothing where one group does not fit, or where the rule's pixels would be split over several blocks
+// (Cout > kN).
+template <typename T, typename OutT, class Math, bool kRule>
 cudaError_t launch_conv_halo_with(const ConvParams& p, const DeviceFacts& dev, const int32_t* count,
-                                  const TileList& list, int per_tile, HaloSplit& split, cudaStream_t stream) {
+                                  const TileList& list, int per_tile, HaloSplit& split, cudaStream_t stream,
+                                  const EpilogueRule& rule) {
   static HaloCache cache[kMaxDevices];
+  if (kRule && p.cout > Math::kN) return cudaSuccess;
   HaloCache& c = cache[dev.device < kMaxDevices ? dev.device : 0];
-  auto kernel = conv_halo_kernel<T, OutT, Math>;
+  auto kernel = conv_halo_kernel<T, OutT, Math, kRule>;
   int passes = 1, groups = 0;
-  halo_passes<Math>(p, size_t(dev.smem_optin), passes, groups);
+  halo_passes<Math, halo_max_groups<Math, kRule>()>(p, size_t(dev.smem_optin), passes, groups);
   if (groups < 1) return cudaSuccess;
   const Math layout(p, passes);
   const int threads = groups * Math::kGroupThreads;
@@ -607,16 +679,17 @@ cudaError_t launch_conv_halo_with(const ConvParams& p, const DeviceFacts& dev, c
   const int ny = int((p.cout + Math::kN - 1) / Math::kN);
   const int64_t nx = std::max<int64_t>(1, std::min<int64_t>((conv_out_tiles(p) + groups - 1) / groups,
                                                             (int64_t(dev.sms) * blocks_per_sm + ny - 1) / ny));
-  kernel<<<dim3(unsigned(nx), unsigned(ny)), unsigned(threads), smem, stream>>>(p, count, list, split, passes);
+  kernel<<<dim3(unsigned(nx), unsigned(ny)), unsigned(threads), smem, stream>>>(p, count, list, split, passes, rule);
   return cudaGetLastError();
 }
 
-// Launches the halo kernel over the listed tiles and sets `split` to the rule that both kernels decide by; or
-// leaves `split` empty (the list kernel computes) and launches nothing where the tiles were not listed, the layer
-// is not the kernel's, or its kernel slice and one halo do not fit in shared memory.
+// Launches the halo kernel over the listed tiles (with the activation rule in its epilogue where `rule` is given)
+// and sets `split` to the rule that both kernels decide by; or leaves `split` empty (the list kernel computes) and
+// launches nothing where the tiles were not listed, the layer is not the kernel's, or its kernel slice and one halo
+// do not fit in shared memory. A rule needs OutT = T (it writes T; the sums never leave the kernel).
 template <typename T, typename OutT, int kMode>
 cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, const TileList& list, HaloSplit& split,
-                             cudaStream_t stream) {
+                             cudaStream_t stream, const EpilogueRule* rule = nullptr) {
   split = HaloSplit{};
   if (list.tiles == nullptr || !halo_geometry(p, 16 / int(sizeof(T)))) return cudaSuccess;
   DeviceFacts dev;
@@ -625,9 +698,16 @@ cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, const Ti
   const double fraction = halo_fraction(int(sizeof(T)), wgmma, p.kh * p.kw);
   if (fraction > 1.0) return cudaSuccess;
   const int per_tile = int(fraction * kTileRows * kTileCols + 0.999);
+  auto launch = [&](auto math) -> cudaError_t {
+    using Math = typename decltype(math)::type;
+    if constexpr (std::is_same_v<T, OutT>)  // the rule writes T
+      if (rule != nullptr)
+        return launch_conv_halo_with<T, T, Math, true>(p, dev, count, list, per_tile, split, stream, *rule);
+    return launch_conv_halo_with<T, OutT, Math, false>(p, dev, count, list, per_tile, split, stream, {});
+  };
   if constexpr (kMode == 0)
-    if (wgmma) return launch_conv_halo_with<T, OutT, HaloWarpgroup<T>>(p, dev, count, list, per_tile, split, stream);
-  return launch_conv_halo_with<T, OutT, HaloWarps<T, kMode>>(p, dev, count, list, per_tile, split, stream);
+    if (wgmma) return launch(Type<HaloWarpgroup<T>>{});
+  return launch(Type<HaloWarps<T, kMode>>{});
 }
 
 }  // namespace deltajax::cuda::gemm
