@@ -527,7 +527,7 @@ def test_sanitize_conv_activation(case, dtype):
     "k,cin,cout,groups,p,precision",
     [
         (3, 32, 64, 1, 1.0, "highest"),
-        pytest.param(3, 64, 48, 1, 0.6, "default", marks=pytest.mark.sanitize),  # the tile kernel's rule
+        pytest.param(3, 64, 48, 1, 0.6, "default", marks=pytest.mark.sanitize),  # TF32: the tile kernel's rule
         (3, 64, 64, 1, 0.3, "default"),
         (1, 32, 144, 1, 0.05, "highest"),
         (3, 32, 144, 1, 1.0, "highest"),
@@ -540,9 +540,9 @@ def test_sanitize_conv_activation(case, dtype):
 def test_conv_activation_rule_epilogue_over_many_row_tiles(k, cin, cout, groups, p, precision, dtype):
     """The activation rule in the convolution's epilogue on a 48x96 frame. Tensor cores: 36 row tiles of 128
     pixels, one tile of 64 output channels (decided in registers) or 2-4 (the last block of each row tile to
-    arrive decides, a kernel over the list emits); the tile kernel where a 3x3 of at most 64 output channels has
-    full enough tiles (each pixel's four lanes decide it; float32 at the default precision, TF32, which the tile
-    kernel takes). Depthwise: the threads of a pixel add up its score in shared memory (bfloat16; float32's 36 and 60
+    arrive decides, a kernel over the list emits); in TF32 (float32 at the default precision) the tile kernel,
+    where a 3x3 of at most 64 output channels has full enough tiles (each pixel's four lanes decide it; bfloat16
+    keeps the list). Depthwise: the threads of a pixel add up its score in shared memory (bfloat16; float32's 36 and 60
     vectors are over the 32 a block holds, so it takes two launches). Every pixel, few or none active; kept pixels,
     state and output against the reference."""
     from tests.test_native import assert_delta_close, both
