@@ -375,11 +375,8 @@ cudaError_t launch_conv_gemm_for(const ConvParams& p, const ActiveSet& set, cons
   if (rule != nullptr) {
     if (!aligned_rows<T>(p)) return cudaErrorInvalidValue;
     using Cfg = std::conditional_t<sizeof(T) == 4, Cfg2, Cfg4>;
-    // The halo kernel with the rule, where one block holds each pixel's every channel (Cout <= 64), for TF32 alone:
-    // on an H100 (3x3, 64 channels, 1080x1920, p = 20 / 50 / 100 %) it took 0.566 / 1.233 / 2.001 ms against the
-    // list's 0.631 / 1.490 / 2.810 in TF32, but 0.488 / 1.054 / 2.046 against 0.367 / 0.830 / 1.537 in bf16.
-    HaloSplit split;
-    if constexpr (kMode == 0 && sizeof(T) == 4)
+    HaloSplit split;  // the halo kernel with the rule, where launch_conv_halo takes it (TF32, Cout <= 64)
+    if constexpr (kMode == 0)
       if (cudaError_t e = launch_conv_halo<T, T, kMode>(p, count, set.tiles, split, stream, rule); e != cudaSuccess)
         return e;
     if (cudaError_t e =

@@ -685,8 +685,9 @@ cudaError_t launch_conv_halo_with(const ConvParams& p, const DeviceFacts& dev, c
 
 // Launches the halo kernel over the listed tiles (with the activation rule in its epilogue where `rule` is given)
 // and sets `split` to the rule that both kernels decide by; or leaves `split` empty (the list kernel computes) and
-// launches nothing where the tiles were not listed, the layer is not the kernel's, or its kernel slice and one halo
-// do not fit in shared memory. A rule needs OutT = T (it writes T; the sums never leave the kernel).
+// launches nothing where the tiles were not listed, the layer is not the kernel's, its kernel slice and one halo do
+// not fit in shared memory, or a rule is given for 16-bit values. A rule needs OutT = T (it writes T; the sums
+// never leave the kernel).
 template <typename T, typename OutT, int kMode>
 cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, const TileList& list, HaloSplit& split,
                              cudaStream_t stream, const EpilogueRule* rule = nullptr) {
@@ -698,12 +699,16 @@ cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, const Ti
   const double fraction = halo_fraction(int(sizeof(T)), wgmma, p.kh * p.kw);
   if (fraction > 1.0) return cudaSuccess;
   const int per_tile = int(fraction * kTileRows * kTileCols + 0.999);
+  // With the rule (which writes T), TF32 alone: on an H100 (3x3 conv + relu6, 64 channels, 1080x1920, p = 20 / 50 /
+  // 100 %) the tile kernel took 0.566 / 1.233 / 2.001 ms against the list's 0.631 / 1.490 / 2.810 in TF32, but
+  // 0.488 / 1.054 / 2.046 against 0.367 / 0.830 / 1.537 in bf16, so 16-bit values leave every pixel to the list.
   auto launch = [&](auto math) -> cudaError_t {
     using Math = typename decltype(math)::type;
-    if constexpr (std::is_same_v<T, OutT>)  // the rule writes T
-      if (rule != nullptr)
-        return launch_conv_halo_with<T, T, Math, true>(p, dev, count, list, per_tile, split, stream, *rule);
-    return launch_conv_halo_with<T, OutT, Math, false>(p, dev, count, list, per_tile, split, stream, {});
+    if (rule == nullptr)
+      return launch_conv_halo_with<T, OutT, Math, false>(p, dev, count, list, per_tile, split, stream, {});
+    if constexpr (std::is_same_v<T, OutT> && sizeof(T) == 4)
+      return launch_conv_halo_with<T, T, Math, true>(p, dev, count, list, per_tile, split, stream, *rule);
+    return cudaSuccess;
   };
   if constexpr (kMode == 0)
     if (wgmma) return launch(Type<HaloWarpgroup<T>>{});
