@@ -692,23 +692,24 @@ template <typename T, typename OutT, int kMode>
 cudaError_t launch_conv_halo(const ConvParams& p, const int32_t* count, const TileList& list, HaloSplit& split,
                              cudaStream_t stream, const EpilogueRule* rule = nullptr) {
   split = HaloSplit{};
-  if (list.tiles == nullptr || !halo_geometry(p, 16 / int(sizeof(T)))) return cudaSuccess;
+  // With the rule (which writes T), TF32 alone: on an H100 (3x3 conv + relu6, 64 channels, 1080x1920, p = 20 / 50 /
+  // 100 %) the tile kernel took 0.566 / 1.233 / 2.001 ms against the list's 0.631 / 1.490 / 2.810 in TF32, but
+  // 0.488 / 1.054 / 2.046 against 0.367 / 0.830 / 1.537 in bf16, so 16-bit values leave every pixel to the list.
+  constexpr bool kRuleTaken = std::is_same_v<T, OutT> && sizeof(T) == 4;
+  if (list.tiles == nullptr || (rule != nullptr && !kRuleTaken) || !halo_geometry(p, 16 / int(sizeof(T))))
+    return cudaSuccess;
   DeviceFacts dev;
   if (cudaError_t e = device_facts(dev); e != cudaSuccess) return e;
   const bool wgmma = kMode == 0 && halo_wgmma(dev);
   const double fraction = halo_fraction(int(sizeof(T)), wgmma, p.kh * p.kw);
   if (fraction > 1.0) return cudaSuccess;
   const int per_tile = int(fraction * kTileRows * kTileCols + 0.999);
-  // With the rule (which writes T), TF32 alone: on an H100 (3x3 conv + relu6, 64 channels, 1080x1920, p = 20 / 50 /
-  // 100 %) the tile kernel took 0.566 / 1.233 / 2.001 ms against the list's 0.631 / 1.490 / 2.810 in TF32, but
-  // 0.488 / 1.054 / 2.046 against 0.367 / 0.830 / 1.537 in bf16, so 16-bit values leave every pixel to the list.
   auto launch = [&](auto math) -> cudaError_t {
     using Math = typename decltype(math)::type;
-    if (rule == nullptr)
-      return launch_conv_halo_with<T, OutT, Math, false>(p, dev, count, list, per_tile, split, stream, {});
-    if constexpr (std::is_same_v<T, OutT> && sizeof(T) == 4)
-      return launch_conv_halo_with<T, T, Math, true>(p, dev, count, list, per_tile, split, stream, *rule);
-    return cudaSuccess;
+    if constexpr (kRuleTaken)
+      if (rule != nullptr)
+        return launch_conv_halo_with<T, T, Math, true>(p, dev, count, list, per_tile, split, stream, *rule);
+    return launch_conv_halo_with<T, OutT, Math, false>(p, dev, count, list, per_tile, split, stream, {});
   };
   if constexpr (kMode == 0)
     if (wgmma) return launch(Type<HaloWarpgroup<T>>{});
