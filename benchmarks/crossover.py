@@ -1,14 +1,14 @@
 """At which fraction of changed input pixels a delta step costs as much as a dense frame.
 
-    python -m benchmarks.crossover [--models M,...] [--size HxW] [--precisions P,...] [--trace DIR]
-        [--dense-from-stride S,...] [--out FILE.json]
+    python -m benchmarks.crossover [--models M,...] [--size HxW] [--precisions P,...] [--fractions P,...]
+        [--trace DIR] [--dense-from-stride S,...] [--out FILE.json]
 
 For each bundled model and precision it times, in one process on one device: a dense frame (XLA), and a delta
 step (threshold 0, every frame a delta step: ``keyframe_above=None``) between two frames that differ in round
-blobs covering a fraction ``p`` of the pixels, for p from 0 to 1; and the same frames as the default config runs
-them (``keyframe_above="auto"``: a changed frame busier than the platform's crossover runs dense), the row "as
-configured", whose ratios say how much slower than dense XLA a clip changing that much runs (the delta steps
-again where the platform's crossover is "never", as on the CPU). The crossover is
+blobs covering a fraction ``p`` of the pixels, for p from 0 to 1 (or those of ``--fractions``); and the same
+frames as the default config runs them (``keyframe_above="auto"``: a changed frame busier than the platform's
+crossover runs dense), the row "as configured", whose ratios say how much slower than dense XLA a clip changing
+that much runs (the delta steps again where the platform's crossover is "never", as on the CPU). The crossover is
 the input tile activity (``tile_activity``: the fraction of 16x16 tiles with a changed pixel) where the step's
 time reaches the dense frame's (linear interpolation between the measured points); it is the value that
 ``DeltaConfig(keyframe_above="auto")`` uses on that platform (``deltajax/transform/_frames.py``).
@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from benchmarks.profile_step import traced_kernels
 from deltajax import crossover as measurement
 from deltajax import native_check
-from deltajax._cli import dense_strides, frame_size
+from deltajax._cli import dense_strides, fraction_list, frame_size
 from deltajax._native import default_platform
 from deltajax.benchmark import PRECISIONS, _precision_scope, load_clip
 from deltajax.timing import stepped_program
@@ -59,18 +59,19 @@ def measure(
     dense_from_stride: int | None = None,
     dense_s: float | None = None,
     as_configured: bool = True,
+    fractions: tuple[float, ...] = FRACTIONS,
 ) -> dict:
-    """Dense frame and delta-step seconds at each of FRACTIONS, for one model and precision
+    """Dense frame and delta-step seconds at each of ``fractions``, for one model and precision
     (``deltajax.crossover.measure``) under ``DeltaConfig(dense_from_stride=...)``; with ``trace`` (a folder) also
-    the kernels of one step at FRACTIONS[1]. ``dense_s``: the dense frame's seconds, already timed;
-    ``as_configured``: also the frames as the default config runs them (the "configured" keys)."""
+    the kernels of one step at the smallest nonzero fraction. ``dense_s``: the dense frame's seconds, already
+    timed; ``as_configured``: also the frames as the default config runs them (the "configured" keys)."""
     dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32
     module, variables, clip = load_clip(model, bundled_clip("people"), 1, size, 1, dtype)
     frame = clip[0]
     config = DeltaConfig(dense_from_stride=dense_from_stride)
     with _precision_scope(precision):
         stepper = measurement.stepper_for(module.apply, config=config)
-        curve = measurement.measure_stepper(stepper, variables, frame, dense_s=dense_s)
+        curve = measurement.measure_stepper(stepper, variables, frame, fractions=fractions, dense_s=dense_s)
         extra = {}
         if as_configured:  # the default config ("auto": the platform's crossover decides which frames run dense)
             # where it sends no frame dense (the CPU's "auto"), its frames are the delta steps above
@@ -79,18 +80,19 @@ def measure(
                 curve
                 if never_dense
                 else measurement.measure_as_configured(
-                    module.apply, variables, frame, config=config, dense_s=curve.dense_s
+                    module.apply, variables, frame, config=config, fractions=fractions, dense_s=curve.dense_s
                 )
             )
             extra = {
                 "configured_ms": [s * 1e3 for s in configured.step_s],
                 "configured_over_dense": list(configured.ratios),
             }
-        if trace:  # the round trip measure_stepper timed (its program compiled)
+        moving = [p for p in fractions if p > 0]
+        if trace and moving:  # the round trip measure_stepper timed (its program compiled)
             step = measurement.round_trip(stepper, 1)
-            other, _ = measurement.changed_frame(frame, FRACTIONS[1])
+            other, _ = measurement.changed_frame(frame, min(moving))
             state = jax.jit(stepper.init)(variables, frame)[1]
-            extra["kernels_at"] = FRACTIONS[1]
+            extra["kernels_at"] = min(moving)
             extra.update(_step_kernels(step, state, (frame, other, variables, frame), trace))
     return {
         "model": model,
@@ -125,7 +127,9 @@ def _step_kernels(round_trip, state, args: tuple, folder: str) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    head = f"{'model':18} {'prec':11} {'dense ms':>8} " + " ".join(f"{f'p={p:g}':>7}" for p in FRACTIONS)
+    """The rows (of one set of fractions) as text: delta step / dense frame at each fraction, the crossover."""
+    fractions = rows[0]["fractions"] if rows else FRACTIONS
+    head = f"{'model':18} {'prec':11} {'dense ms':>8} " + " ".join(f"{f'p={p:g}':>7}" for p in fractions)
     lines = [head + "  crossover", "-" * (len(head) + 11)]
     for r in rows:
         cells = " ".join(f"{x:7.2f}" for x in r["delta_over_dense"])
@@ -156,6 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="efficientnet_lite0,mobilenet_v2")
     p.add_argument("--size", type=frame_size, default=(432, 768), help="HxW (default 432x768)")
     p.add_argument("--precisions", help="comma-separated subset of " + ",".join(PRECISIONS))
+    p.add_argument(
+        "--fractions",
+        type=fraction_list,
+        default=FRACTIONS,
+        help="comma-separated changed fractions of the pixels in [0, 1] (default: "
+        + ",".join(map(str, FRACTIONS))
+        + ")",
+    )
     p.add_argument("--trace", help="folder for JAX profiler traces: list one delta step's kernels per row")
     p.add_argument(
         "--dense-from-stride",
@@ -180,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                 suffix = "" if stride is None else f"_s{stride}"
                 trace = os.path.join(args.trace, f"{model}_{prec}{suffix}") if args.trace else None
                 first = dense_s is None  # the default config's frames once per model and precision
-                rows.append(measure(model, size, prec, trace, stride, dense_s, as_configured=first))
+                rows.append(measure(model, size, prec, trace, stride, dense_s, first, args.fractions))
                 dense_s = rows[-1]["dense_ms"] / 1e3
                 print(table(rows[-1:]).split("\n", 2)[2], flush=True)
                 if args.out:

@@ -35,6 +35,7 @@ import numpy as np
 from jax import lax
 
 from deltajax import native_check, ops
+from deltajax._cli import fraction_list
 from deltajax.backend import use_reference
 from deltajax.timing import MASKS, median_time, stepped_time
 
@@ -301,17 +302,6 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
-def _fractions(text: str) -> tuple[float, ...]:
-    """``--fractions``' values: comma-separated floats in [0, 1]."""
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()  # refused below, with the same message as an out-of-range value
-    if not values or any(not 0.0 <= v <= 1.0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in [0, 1], got {text!r}")
-    return values
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="gpu" if jax.default_backend() == "gpu" else "cpu")
@@ -321,7 +311,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="write the rows as JSON here")
     parser.add_argument("--masks", choices=sorted(MASKS), default="blob", help="the changed pixels' shape")
     parser.add_argument(
-        "--fractions", type=_fractions, help="comma-separated update fractions in [0, 1], in place of the preset's"
+        "--fractions", type=fraction_list, help="comma-separated update fractions in [0, 1], in place of the preset's"
     )
     native_check.add_arguments(parser, require_by_default=True)
     args = parser.parse_args(argv)

@@ -32,6 +32,18 @@ def positive_float(text: str) -> float:
     return value
 
 
+def fraction_list(text: str) -> tuple[float, ...]:
+    """Comma-separated fractions in [0, 1] (e.g. changed pixels: '0,0.05,1' -> ``(0.0, 0.05, 1.0)``);
+    ``argparse.ArgumentTypeError`` for anything else."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()  # refused below, with the same message as an out-of-range value
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in [0, 1], got {text!r}")
+    return values
+
+
 def dense_strides(text: str) -> tuple[int | None, ...]:
     """Comma-separated ``DeltaConfig.dense_from_stride`` values, 'none' for no dense tail ('none,8,16' ->
     ``(None, 8, 16)``); ``argparse.ArgumentTypeError`` for anything else."""

@@ -180,17 +180,20 @@ def test_end_to_end_benchmark_refuses_bad_options(option, bad, expected, capsys)
     assert f"argument {option}: {expected}, got {bad!r}" in capsys.readouterr().err
 
 
-def test_crossover_lists_the_kernels_of_a_step_with_and_without_the_dense_tail(tmp_path):
+def test_crossover_lists_the_kernels_of_a_step_with_and_without_the_dense_tail(tmp_path, monkeypatch):
     from benchmarks import crossover
 
+    monkeypatch.setattr(crossover.measurement, "STEPS", 2)  # round trips a timed program (16): rows, not times
     out = tmp_path / "crossover.json"
     argv = ["--models", "efficientnet_lite0", "--size", "32x48", "--precisions", "f32_highest"]
-    argv += ["--dense-from-stride", "none,8"]
+    argv += ["--dense-from-stride", "none,8", "--fractions", "0,0.5,0.01"]  # the kernels traced at the smallest > 0
     assert crossover.main([*argv, "--trace", str(tmp_path / "trace"), "--out", str(out)]) == 0
     row, tail = json.loads(out.read_text())["rows"]
     assert (row["dense_from_stride"], tail["dense_from_stride"]) == (None, 8)
-    assert row["kernels_at"] == crossover.FRACTIONS[1] and len(row["delta_ms"]) == len(crossover.FRACTIONS)
-    assert len(row["configured_over_dense"]) == len(crossover.FRACTIONS) and min(row["configured_ms"]) > 0
+    assert row["fractions"] == tail["fractions"] == [0.0, 0.5, 0.01]
+    assert row["kernels_at"] == 0.01 and len(row["delta_ms"]) == 3 and len(row["tile_activity"]) == 3
+    assert len(row["configured_over_dense"]) == 3 and min(row["configured_ms"]) > 0
+    assert "p=0.5" in crossover.table([row]) and "p=0.03" not in crossover.table([row])
     assert "as configured (auto)" in crossover.table([row])
     assert row["kernels_per_step"] > 0 and row["kernel_ms_per_step"] > 0
     assert any("deltajax" in t["kernel | hlo_op"] for t in row["top"]), row["top"][:5]
@@ -213,6 +216,16 @@ def test_crossover_refuses_a_bad_dense_from_stride(bad, capsys):
     with pytest.raises(SystemExit):
         crossover.main(["--dense-from-stride", bad])
     assert "argument --dense-from-stride: expected positive ints or 'none'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["1.5", "-0.1", "x", "", "0,,1"])
+def test_crossover_refuses_bad_fractions(bad, capsys):
+    from benchmarks import crossover
+
+    with pytest.raises(SystemExit):
+        crossover.main([f"--fractions={bad}"])
+    err = capsys.readouterr().err
+    assert f"argument --fractions: expected comma-separated numbers in [0, 1], got {bad!r}" in err
 
 
 def test_multi_device_benchmark_writes_rows(tmp_path):

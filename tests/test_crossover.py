@@ -30,9 +30,10 @@ def test_changed_frame_changes_the_fraction_asked_for():
     assert crossover.changed_frame(frame, 0.0)[1] == 0.0 and crossover.changed_frame(frame, 1.0)[1] == 1.0
 
 
-def test_measure_times_dense_and_every_fraction_and_gives_a_setting():
+def test_measure_times_dense_and_every_fraction_and_gives_a_setting(monkeypatch):
     """A small net on a small frame: a time per point, the tile activity rising from 0 to 1, and a setting that
     DeltaConfig takes, the crossover in it under the platform the test runs on (cpu or cuda)."""
+    monkeypatch.setattr(crossover, "STEPS", 2)  # round trips per timed program (16): the curve's form, not its times
     frame = jnp.asarray(moving_blobs(1, 1, 48, 64, 3)[0])
     model, variables = init_model("mobilenet", frame)
     fractions = (0.0, 0.1, 1.0)

