@@ -103,10 +103,11 @@ def test_soak_refuses_shipped_thresholds_that_were_never_tuned():
 
 
 def _dense_logits(model, variables, base, order):
+    """``[T, N, K]``: float32 HIGHEST logits of the played frames, each distinct frame computed once."""
     import jax
 
     with jax.default_matmul_precision("highest"):
-        return jax.jit(jax.vmap(lambda x: model.apply(variables, x)))(jnp.asarray(base)[order])
+        return jax.jit(lambda v, b: soak.dense_frames(model.apply, v, b, order))(variables, jnp.asarray(base))
 
 
 def _row(**fields) -> dict:
