@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="write the rows as JSON here")
     native_check.add_arguments(p, require_by_default=True)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.trace and not any(f > 0 for f in args.fractions):
+        p.error(f"--trace needs a fraction above 0 in --fractions (the step it traces), got {args.fractions}")
     native_check.check(p.prog, args.require_native)
     size = args.size
     gpu = jax.default_backend() == "gpu"

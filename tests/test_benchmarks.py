@@ -228,6 +228,14 @@ def test_crossover_refuses_bad_fractions(bad, capsys):
     assert f"argument --fractions: expected comma-separated numbers in [0, 1], got {bad!r}" in err
 
 
+def test_crossover_refuses_a_trace_without_a_changed_fraction(tmp_path, capsys):
+    from benchmarks import crossover
+
+    with pytest.raises(SystemExit):
+        crossover.main(["--fractions", "0", "--trace", str(tmp_path)])
+    assert "--trace needs a fraction above 0 in --fractions (the step it traces), got (0.0,)" in capsys.readouterr().err
+
+
 def test_multi_device_benchmark_writes_rows(tmp_path):
     from benchmarks import multi_device
 
