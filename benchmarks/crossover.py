@@ -87,12 +87,12 @@ def measure(
                 "configured_ms": [s * 1e3 for s in configured.step_s],
                 "configured_over_dense": list(configured.ratios),
             }
-        moving = [p for p in fractions if p > 0]
-        if trace and moving:  # the round trip measure_stepper timed (its program compiled)
+        kernels_at = min((f for f in fractions if f > 0), default=None)  # the smallest change: a nearly idle step
+        if trace and kernels_at is not None:  # the round trip measure_stepper timed (its program compiled)
             step = measurement.round_trip(stepper, 1)
-            other, _ = measurement.changed_frame(frame, min(moving))
+            other, _ = measurement.changed_frame(frame, kernels_at)
             state = jax.jit(stepper.init)(variables, frame)[1]
-            extra["kernels_at"] = min(moving)
+            extra["kernels_at"] = kernels_at
             extra.update(_step_kernels(step, state, (frame, other, variables, frame), trace))
     return {
         "model": model,
