@@ -11,8 +11,8 @@
 //      would need zeroing too);
 //   2. output mask (receptive-field OR of the input mask) and compaction of the active output pixels into
 //      workspace[0..count): by 32-bit mask words where the geometry allows (mask_words_kernel: a warp per 8 x 16-pixel
-//      output tile, a warp scan, one atomicAdd per warp; it also lists the tiles with an active pixel), else byte by
-//      byte (mask_compact_kernel: ballots, a block scan, one per block; no tile list);
+//      output tile, a warp scan, one atomicAdd per list per block; it also lists the tiles with an active pixel), else
+//      byte by byte (mask_compact_kernel: ballots, a block scan, one per block; no tile list);
 //   3. the arithmetic over that list, with the grid sized for the worst case and blocks striding up to the
 //      device-side count: an implicit GEMM on tensor cores (conv_gemm.cuh) for dense channel mixing, or a
 //      direct kernel (one thread per active pixel and output channel) for grouped convolutions, transposed
