@@ -153,11 +153,11 @@ def run_activation_case(
         return ops.activation(state, ops.Delta(values, mask), layer, scale=scale)
 
     fresh = jax.jit(lambda x: ops.activation_init(x.astype(jnp.float32) * 0.5, layer)[1])  # a new state each time
-    dense_s = stepped_time(dense, jnp.zeros_like(frame), frame, scale, offset)
+    dense_s = stepped_time(dense, jnp.zeros_like(frame), frame, scale, offset, unroll=True)
     rows = []
     for p in fractions:
         mask = jnp.asarray(MASKS[masks](n, h, w, p, seed=seed + 1))
-        delta_s = stepped_time(step, fresh(frame), frame, mask, scale)
+        delta_s = stepped_time(step, fresh(frame), frame, mask, scale, unroll=True)
         active = float(jnp.sum(mask)) * c
         gbps = active * (2 * jnp.dtype(dtype).itemsize + 16) / delta_s / 1e9
         row = _row(
@@ -165,7 +165,7 @@ def run_activation_case(
         )
         if baseline and 0 < p < 1:
             with use_reference():
-                row["sparse_jax_ms"] = stepped_time(step, fresh(frame), frame, mask, scale) * 1e3
+                row["sparse_jax_ms"] = stepped_time(step, fresh(frame), frame, mask, scale, unroll=True) * 1e3
         rows.append(row)
     return rows
 
@@ -218,7 +218,7 @@ def run_fused_case(
     for p in fractions:
         mask = jnp.asarray(MASKS[masks](n, h, w, p, seed=seed + 1))
         active_out = float(jnp.sum(ops.conv(ops.Delta(frame, mask), kernel, groups=groups).mask))
-        delta_s = stepped_time(step, fresh(frame), frame, mask)
+        delta_s = stepped_time(step, fresh(frame), frame, mask, unroll=True)
         tflops = conv_flops(active_out, k, c // groups, c) / delta_s / 1e12
         rows.append(
             _row(layer, shape, c, precision, p, active_out / (n * h * w), dense_s, delta_s, tflops_active=tflops)

@@ -6,6 +6,7 @@ import json
 import re
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 from benchmarks import kernels
@@ -52,6 +53,18 @@ def test_mask_shapes_cover_the_fraction():
         assert mask.shape == (2, 64, 96) and mask.dtype == bool, name
         assert 0.15 < mask.mean() < 0.3, name
         assert not make(1, 8, 8, 0.0).any() and make(1, 8, 8, 1.0).all(), name
+
+
+@pytest.mark.parametrize("unroll", [False, True])
+def test_stepped_program_carries_the_state_through_every_step(unroll):
+    def step(state, x):  # the output: the state before the step, plus x
+        return state + x, state * 2 + x
+
+    many = timing.stepped_program(step, 5, unroll)
+    state, outs = many(jnp.ones((3,), jnp.float32), jnp.float32(1))
+    # states 1, 3, 7, 15, 31, 63; each output's first element is the state before its step plus 1
+    assert state.tolist() == [63.0] * 3 and outs.tolist() == [2.0, 4.0, 8.0, 16.0, 32.0]
+    assert ("while" in many.lower(jnp.ones((3,), jnp.float32), jnp.float32(1)).as_text()) is not unroll
 
 
 def test_activation_case_times_the_reference_too():
