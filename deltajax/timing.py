@@ -84,17 +84,20 @@ def stepped_time(step: Callable, state, *args, reps: int = 16, runs: int = 5, un
     return float(np.median(samples))
 
 
-@functools.lru_cache(maxsize=16)
 def stepped_program(step: Callable, reps: int, unroll: bool = False) -> Callable:
     """``reps`` steps in one jitted scan, the state donated; one compile per ``step`` for all calls (cached: the
-    program that ``stepped_time`` timed, for a caller that traces or lowers it).
+    program that ``stepped_time`` timed, for a caller that traces or lowers it, however it passes ``unroll``).
 
     ``unroll``: the steps as straight-line code instead of a loop, for a single layer's step. On a GPU, XLA runs a
     loop's body kernel by kernel, outside its command buffers (a traced conv + relu6 step with nothing active on an
     H100, 2026-12-07: 15.3 us of kernels, 5.8-7.3 us apart, 68.7 us a step), where a model's layers run inside one
     (about 0.1 us apart). Unrolled, the layer's time is its kernels' and their launches'. Not for a whole model's
     step: ``reps`` copies of it to compile."""
+    return _stepped_program(step, reps, bool(unroll))
 
+
+@functools.lru_cache(maxsize=16)
+def _stepped_program(step: Callable, reps: int, unroll: bool) -> Callable:
     def run(state, *args):
         def body(st, _):
             out, st = step(st, *args)

@@ -65,6 +65,9 @@ def test_stepped_program_carries_the_state_through_every_step(unroll):
     # states 1, 3, 7, 15, 31, 63; each output's first element is the state before its step plus 1
     assert state.tolist() == [63.0] * 3 and outs.tolist() == [2.0, 4.0, 8.0, 16.0, 32.0]
     assert ("while" in many.lower(jnp.ones((3,), jnp.float32), jnp.float32(1)).as_text()) is not unroll
+    # one program however unroll is passed (benchmarks.crossover traces the one deltajax.crossover timed)
+    assert many is timing.stepped_program(step, 5, unroll=unroll)
+    assert timing.stepped_program(step, 5) is timing.stepped_program(step, 5, False)
 
 
 def test_activation_case_times_the_reference_too():
