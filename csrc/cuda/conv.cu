@@ -10,9 +10,10 @@
 //      call, so something ordered before the mask kernel must zero them (a flag or ticket inside the mask kernel
 //      would need zeroing too);
 //   2. output mask (receptive-field OR of the input mask) and compaction of the active output pixels into
-//      workspace[0..count): by 32-bit mask words where the geometry allows (mask_words_kernel: a warp per 8 x 16-pixel
-//      output tile, a warp scan, one atomicAdd per list per block; it also lists the tiles with an active pixel), else
-//      byte by byte (mask_compact_kernel: ballots, a block scan, one per block; no tile list);
+//      workspace[0..count): by 32-bit mask words where the geometry allows (mask_words_kernel: a thread per word
+//      column of an 8 x 16-pixel output tile, a warp scan, one atomicAdd per list per block; it also lists the tiles
+//      with an active pixel), else byte by byte (mask_compact_kernel: ballots, a block scan, one per block; no tile
+//      list);
 //   3. the arithmetic over that list, with the grid sized for the worst case and blocks striding up to the
 //      device-side count: an implicit GEMM on tensor cores (conv_gemm.cuh) for dense channel mixing, or a
 //      direct kernel (one thread per active pixel and output channel) for grouped convolutions, transposed
@@ -86,20 +87,24 @@ __global__ void __launch_bounds__(kMaskBlock, 8)
 }
 
 // The common case, by 32-bit words of the masks: stride 1 along rows, no lhs dilation, no rhs dilation along rows,
-// kw <= 5, W and Wo multiples of 4 (row starts word-aligned). Each warp owns one output tile of kOutTileRows x
-// kOutTileCols pixels (lane l: word l % 4 of the tile's row l / 4) and each thread four output pixels (one word of
-// out_mask): it ORs, over the kernel rows, the three input words covering columns [4q - pad_left, +8) (all loads
-// issued together, neighbours' overlapping loads served by L1), ORs the kw byte-shifts of that 8-byte window. A
-// warp scan places the tile's active pixels, and the block's warps take their places in the pixel and tile lists
-// with one atomicAdd per list per block (in warp order, so a block's tiles are listed in tile order). With one per
-// warp, the 16 200 warps of a 1080x1920 frame with every pixel active queued 32 400 atomics on the two counts: the
-// pass took 30.7 us there against 9.0 us with nothing active (H100, 2026-12-07).
+// kw <= 5, W and Wo multiples of 4 (row starts word-aligned). A thread owns one word column of an output tile of
+// kOutTileRows x kOutTileCols pixels (kTileWords threads a tile, consecutive tiles on consecutive threads, so a
+// warp's loads and stores of a mask row are contiguous): for each of the tile's rows it ORs, over the kernel rows,
+// the three input words covering columns [4q - pad_left, +8) (every row's loads of a kernel row issued together),
+// ORs the kw byte-shifts of that 8-byte window, and stores the word. A warp scan places the threads' active pixels
+// (tile by tile, within a tile by word column, then row), the block's warps take their places in the pixel and tile
+// lists with one atomicAdd per list per block, and the block's pixels are staged in shared memory and written out
+// as one contiguous run. A block's tiles are listed in tile order.
+// Before (2026-12-07): a warp per tile and a thread per word (lane l: word l % 4 of row l / 4) took 9.6 us at
+// 1080x1920 for a 3x3 with nothing active, issue-bound (ncu on an H200: ~400 instructions a warp, loads of 16 bytes
+// a row, 61 % of their sectors excess), and one atomicAdd per warp cost 21.7 us more with every pixel active.
 // The byte-wise kernel above stages rows in shared memory with byte loads and serial per-tap tests: ~50 us for a
-// 3x3 at 1080x1920 on an H100, latency-bound; this one brought the whole p = 0 call to 16 us.
-constexpr int kWordBlock = 256;  // threads per block: 8 tiles
+// 3x3 at 1080x1920 on an H100, latency-bound.
+constexpr int kWordBlock = 128;  // threads per block: 32 tiles
 constexpr int kWordWarps = kWordBlock / 32;
-constexpr int kTileWords = kOutTileCols / 4;  // mask words per tile row
-static_assert(kOutTileRows * kTileWords == 32, "a warp per output tile");
+constexpr int kTileWords = kOutTileCols / 4;  // mask words per tile row: threads per tile
+static_assert(32 % kTileWords == 0 && kTileWords <= 8, "a warp holds whole tiles; a tile's threads fit a ballot byte");
+constexpr int kWordPixels = kOutTileRows * 4;  // output pixels per thread
 
 bool mask_by_words(const ConvParams& p, const uint8_t* also) {
   const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 4 == 0; };
@@ -111,70 +116,97 @@ __global__ void __launch_bounds__(kWordBlock)
     mask_words_kernel(ConvParams p, int32_t* list, int32_t* count, int32_t* tiles, uint8_t* also) {
   const int out_words = int(p.wo) >> 2, in_words = int(p.w) >> 2, ho = int(p.ho), in_h = int(p.h);
   const TileGrid grid = out_tile_grid(ho, p.wo);  // p.wo % 4 == 0: kTileWords words a tile row
-  const int tile = (blockIdx.x * kWordBlock + threadIdx.x) >> 5;
-  const int lane = threadIdx.x & 31;
-  uint32_t word = 0;
-  int row = 0, q = 0;
+  const int tile = (blockIdx.x * kWordBlock + threadIdx.x) / kTileWords;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  uint32_t words[kOutTileRows] = {};  // one 0/1 byte per pixel, rows of the tile below ho stay 0
+  int row0 = 0, q = 0;
   if (tile < int(p.n) * grid.y * grid.x) {
     const auto [b, ty, tx] = out_tile(tile, grid);
-    const int oy = ty * kOutTileRows + lane / kTileWords;
-    q = tx * kTileWords + lane % kTileWords;
-    if (oy < ho && q < out_words) {
-      row = b * ho + oy;
+    q = tx * kTileWords + int(threadIdx.x) % kTileWords;
+    if (q < out_words) {
+      const int oy0 = ty * kOutTileRows;
+      row0 = b * ho + oy0;
       const int c0 = 4 * q - p.pad_left;  // input column of pixel 4q's first tap
       const int a = c0 >> 2, s = c0 & 3;  // its word (floor) and byte within it
+      const bool ok0 = a >= 0 && a < in_words, ok1 = a + 1 >= 0 && a + 1 < in_words;
+      const bool ok2 = a + 2 >= 0 && a + 2 < in_words;
       const uint32_t* m = reinterpret_cast<const uint32_t*>(p.in_mask) + int64_t(b) * in_h * in_words;
-      uint32_t v0 = 0, v1 = 0, v2 = 0;
-#pragma unroll 3
+      uint32_t v0[kOutTileRows] = {}, v1[kOutTileRows] = {}, v2[kOutTileRows] = {};
       for (int ky = 0; ky < p.kh; ++ky) {
-        const int iy = oy * p.stride_h + ky * p.rhs_dil_h - p.pad_top;
-        if (iy < 0 || iy >= in_h) continue;
-        const uint32_t* r = m + iy * in_words;
-        if (a >= 0 && a < in_words) v0 |= __ldg(r + a);
-        if (a + 1 >= 0 && a + 1 < in_words) v1 |= __ldg(r + a + 1);
-        if (a + 2 >= 0 && a + 2 < in_words) v2 |= __ldg(r + a + 2);
+        const int dy = ky * p.rhs_dil_h - p.pad_top;
+#pragma unroll
+        for (int r = 0; r < kOutTileRows; ++r) {
+          const int iy = (oy0 + r) * p.stride_h + dy;
+          if (oy0 + r >= ho || iy < 0 || iy >= in_h) continue;
+          const uint32_t* row = m + iy * in_words + a;
+          if (ok0) v0[r] |= __ldg(row);
+          if (ok1) v1[r] |= __ldg(row + 1);
+          if (ok2) v2[r] |= __ldg(row + 2);
+        }
       }
-      const uint64_t lo = (uint64_t(v1) << 32) | v0;
-      const uint64_t window = s == 0 ? lo : (lo >> (8 * s)) | (uint64_t(v2) << (64 - 8 * s));  // bytes s .. s+7
-      for (int kx = 0; kx < p.kw; ++kx) word |= uint32_t(window >> (8 * kx));
-      word = __vcmpne4(word, 0u) & 0x01010101u;  // one 0/1 byte per pixel
-      const int64_t w = int64_t(row) * out_words + q;
-      reinterpret_cast<uint32_t*>(p.out_mask)[w] = word;
-      if (also != nullptr) reinterpret_cast<uint32_t*>(also)[w] = word;
+#pragma unroll
+      for (int r = 0; r < kOutTileRows; ++r) {
+        const uint64_t lo = (uint64_t(v1[r]) << 32) | v0[r];
+        const uint64_t window = s == 0 ? lo : (lo >> (8 * s)) | (uint64_t(v2[r]) << (64 - 8 * s));  // bytes s..s+7
+        uint32_t word = 0;
+        for (int kx = 0; kx < p.kw; ++kx) word |= uint32_t(window >> (8 * kx));
+        words[r] = __vcmpne4(word, 0u) & 0x01010101u;
+        if (oy0 + r < ho) {
+          const int64_t w = int64_t(row0 + r) * out_words + q;
+          reinterpret_cast<uint32_t*>(p.out_mask)[w] = words[r];
+          if (also != nullptr) reinterpret_cast<uint32_t*>(also)[w] = words[r];
+        }
+      }
     }
   }
-  const int n = __popc(word);
+  int n = 0;
+#pragma unroll
+  for (int r = 0; r < kOutTileRows; ++r) n += __popc(words[r]);
   int inclusive = n;
 #pragma unroll
   for (int d = 1; d < 32; d <<= 1) {
     const int v = __shfl_up_sync(0xffffffffu, inclusive, d);
     if (lane >= d) inclusive += v;
   }
+  // The warp's active tiles: a tile's first thread stands for it.
+  const unsigned any = __ballot_sync(0xffffffffu, n > 0);
+  const bool first = lane % kTileWords == 0;
+  const bool tile_active = first && ((any >> lane) & ((1u << kTileWords) - 1u)) != 0;
+  const unsigned active_tiles = __ballot_sync(0xffffffffu, tile_active);
   // The block's places: each warp's pixel offset and tile slot within the block, then one atomicAdd per list.
-  __shared__ int warp_pixels[kWordWarps], warp_slot[kWordWarps], block_base[2];
-  const int warp = threadIdx.x >> 5;
-  if (lane == 31) warp_pixels[warp] = inclusive;  // the tile's active pixels
+  __shared__ int warp_pixels[kWordWarps], warp_slot[kWordWarps], block_base[2], block_pixels;
+  __shared__ int32_t staged[kWordBlock * kWordPixels];  // the block's active pixels, in list order
+  if (lane == 31) {
+    warp_pixels[warp] = inclusive;
+    warp_slot[warp] = __popc(active_tiles);
+  }
   __syncthreads();
   if (threadIdx.x == 0) {
     int pixels = 0, slots = 0;
     for (int w = 0; w < kWordWarps; ++w) {
-      const int t = warp_pixels[w];
+      const int np = warp_pixels[w], nt = warp_slot[w];
       warp_pixels[w] = pixels;
       warp_slot[w] = slots;
-      pixels += t;
-      slots += t > 0;
+      pixels += np;
+      slots += nt;
     }
+    block_pixels = pixels;
     block_base[0] = pixels ? atomicAdd(count, pixels) : 0;
     block_base[1] = slots ? atomicAdd(count + 1, slots) : 0;
   }
   __syncthreads();
-  const int total = __shfl_sync(0xffffffffu, inclusive, 31);
-  if (lane == 0 && total > 0) tiles[block_base[1] + warp_slot[warp]] = tile;
-  int at = block_base[0] + warp_pixels[warp] + inclusive - n;
-  const int first = row * int(p.wo) + 4 * q;
+  if (tile_active) tiles[block_base[1] + warp_slot[warp] + __popc(active_tiles & ((1u << lane) - 1u))] = tile;
+  const int total = block_pixels;
+  if (total == 0) return;  // uniform over the block
+  int at = warp_pixels[warp] + inclusive - n;
+  const int first_pixel = row0 * int(p.wo) + 4 * q;
 #pragma unroll
-  for (int j = 0; j < 4; ++j)
-    if ((word >> (8 * j)) & 1u) list[at++] = first + j;
+  for (int r = 0; r < kOutTileRows; ++r)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      if ((words[r] >> (8 * j)) & 1u) staged[at++] = first_pixel + r * int(p.wo) + j;
+  __syncthreads();
+  for (int i = threadIdx.x; i < total; i += kWordBlock) list[block_base[0] + i] = staged[i];
 }
 
 // Grouped convolutions (and narrow or many-tap layers): one thread per (active output pixel, output channel);
@@ -272,7 +304,7 @@ cudaError_t mask_and_list(const ConvParams& p, int64_t zeroed, uint8_t* also, ge
   if (outputs == 0) return cudaGetLastError();
   if (mask_by_words(p, also)) {
     set.tiles = gemm::TileList{tiles, count + 1};
-    const int64_t threads = conv_out_tiles(p) * 32;
+    const int64_t threads = conv_out_tiles(p) * kTileWords;
     mask_words_kernel<<<unsigned((threads + kWordBlock - 1) / kWordBlock), kWordBlock, 0, stream>>>(p, list, count,
                                                                                                     tiles, also);
   } else {
