@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import sys
 
@@ -356,6 +357,7 @@ def _write(args, device, rows) -> None:
             "preset": args.preset,
             "quick": args.quick,
             "masks": args.masks,
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),  # both sides ran under them
         }
         with open(args.out, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)

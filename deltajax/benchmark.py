@@ -7,7 +7,9 @@ of dense XLA and of the delta model (each over the whole clip in one jit),
 the speedup, the active-pixel fractions, the task metric against dense (top-1
 agreement and logit error; pose: keypoint agreement and heatmap/PAF error;
 superres: PSNR against dense and the largest 8-bit error),
-the cost of a frame with no change (streamed, and inside ``run_clip``), of a
+the cost of a frame with no change (streamed, and inside ``run_clip``; with
+the floor of a streamed call, ``still_call_ms``: a step that does no work
+over the same state), of a
 keyframe inside ``run_clip`` (a stream's first frame: dense, every layer's
 state built; what ``DeltaConfig.refresh_every`` costs once per period; the
 call's own cost, ``call_ms``, taken off), and compile times.
@@ -117,21 +119,29 @@ def _alternating_seconds(fns, *args, runs: int = 7) -> list[float]:
     return [float(np.median(t)) for t in samples]
 
 
-def _still_step_seconds(stepper, variables, frame, steps: int = 10) -> float:
+def _still_step_seconds(stepper, variables, frame, steps: int = 10) -> tuple[float, float]:
     """Median seconds of one streamed step (``deltajax.streaming``, no statistics) on a frame equal to the last:
-    every layer's mask is empty. ``steps`` steps are queued per sample, so host dispatch overlaps the device."""
+    every layer's mask is empty; and of a step that does no work over the same state (donated and returned as it
+    is): the host's cost of a call that passes the state's buffers in and out, below which no streamed step
+    goes. ``steps`` steps are queued per sample, so host dispatch overlaps the device."""
+    import jax
+
     from deltajax.video import streaming
 
     start, step = streaming(stepper, variables)
     _, state = start(frame)
+    null_step = jax.jit(lambda state, frame: (frame[(0,) * frame.ndim], state), donate_argnums=0)
 
-    def run():
-        nonlocal state
-        for _ in range(steps):
-            out, state = step(state, frame)
-        return out
+    def queued(fn):
+        def run():
+            nonlocal state
+            for _ in range(steps):
+                out, state = fn(state, frame)
+            return out
 
-    return _seconds(run)[1] / steps
+        return _seconds(run)[1] / steps
+
+    return queued(step), queued(null_step)
 
 
 def model_cases(model: str, cases) -> list[str]:
@@ -216,7 +226,7 @@ def run_one(
         if rolling is not None:
             rolling_row = {"rolling_refresh": rolling, "rolling_fps": clip.shape[0] * clip.shape[1] / times[2]}
         _, stats = jax.block_until_ready(deltajax.run_clip(stepper, clip, variables, with_stats=True))
-        still_s = _still_step_seconds(stepper, variables, clip[0])
+        still_s, still_call_s = _still_step_seconds(stepper, variables, clip[0])
         # In run_clip a still clip of T frames costs a keyframe (its first frame: dense, the state built) and T - 1
         # frames with no change, one of 2T frames T such frames more (one more compile: no frame timed elsewhere
         # separates the two exactly).
@@ -241,6 +251,7 @@ def run_one(
         "delta_fps": n_frames / delta_s,
         "speedup": dense_s / delta_s,
         "still_frame_ms": still_s * 1e3,
+        "still_call_ms": still_call_s * 1e3,
         "still_frame_in_clip_ms": no_change_s * 1e3,
         "keyframe_ms": (still_s_t - (clip.shape[0] - 1) * no_change_s - call_s) * 1e3,
         "call_ms": call_s * 1e3,

@@ -27,13 +27,16 @@ def test_kernel_benchmark_writes_rows(tmp_path):
     assert act and act[0]["gbps_active"] > 0
 
 
-def test_kernel_benchmark_takes_scattered_masks(tmp_path):
-    """--masks scatter: single pixels at random, whose 3x3 receptive fields cover far more outputs than blobs do."""
+def test_kernel_benchmark_takes_scattered_masks(tmp_path, monkeypatch):
+    """--masks scatter: single pixels at random, whose 3x3 receptive fields cover far more outputs than blobs do.
+    The JSON records the XLA flags that both sides ran under."""
+    jax.devices()  # XLA has read its flags: the one set below is only recorded, never applied
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/nonexistent")
     out = tmp_path / "kernels.json"
     argv = ["--preset", "cpu", "--quick", "--layers", "conv3x3", "--masks", "scatter", "--fractions", "0,0.05,1"]
     assert kernels.main([*argv, "--out", str(out)]) == 0
     data = json.loads(out.read_text())
-    assert data["meta"]["masks"] == "scatter"
+    assert data["meta"]["masks"] == "scatter" and data["meta"]["xla_flags"] == "--xla_dump_to=/nonexistent"
     by_p = {r["p"]: r for r in data["rows"]}
     assert by_p[0.0]["p_out"] == 0.0 and by_p[1.0]["p_out"] == 1.0
     # 5 % of the pixels alone: 1 - 0.95**9 = 37 % of a 3x3's outputs (blobs of the same area: about 5 %)
@@ -174,6 +177,7 @@ def test_end_to_end_benchmark_writes_rows(tmp_path):
     assert row["dense_fps"] > 0 and row["delta_fps"] > 0 and 0 < row["mac_ratio"] <= 1
     assert 0 <= row["top1_agreement"] <= 1 and 0 < row["active_conv_mean"] <= 1
     assert row["still_frame_ms"] > 0 and row["still_frame_in_clip_ms"] >= 0 and row["keyframe_ms"] > 0
+    assert 0 < row["still_call_ms"] < row["still_frame_ms"]  # the streamed step's floor, below the step
     assert 0 < row["call_ms"] < row["dense_frame_ms"] * row["frames"]
 
 
