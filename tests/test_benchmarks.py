@@ -177,7 +177,9 @@ def test_end_to_end_benchmark_writes_rows(tmp_path):
     assert row["dense_fps"] > 0 and row["delta_fps"] > 0 and 0 < row["mac_ratio"] <= 1
     assert 0 <= row["top1_agreement"] <= 1 and 0 < row["active_conv_mean"] <= 1
     assert row["still_frame_ms"] > 0 and row["still_frame_in_clip_ms"] >= 0 and row["keyframe_ms"] > 0
-    assert 0 < row["still_call_ms"] < row["still_frame_ms"]  # the streamed step's floor, below the step
+    # The streamed step's host floor: measured, and of the step's order (below it on a CPU; on a GPU the step's
+    # device work overlaps its host dispatch, so the two can come close)
+    assert 0 < row["still_call_ms"] < 2 * row["still_frame_ms"]
     assert 0 < row["call_ms"] < row["dense_frame_ms"] * row["frames"]
 
 
