@@ -88,6 +88,7 @@ def test_profile_step_times_and_lists_kernels(tmp_path):
     assert profile_step.main([*argv, *traces, "--out", str(out)]) == 0
     row = json.loads(out.read_text())
     assert row["dense_frame_ms"] > 0 and row["still_step_ms"] > 0 and row["moving_step_ms"] > 0
+    assert 0 < row["still_call_ms"] < 2 * row["still_step_ms"]
     for name in ("dense", "delta"):  # the end-to-end benchmark's programs over the 3-frame clip, per frame
         clip = row["clip_traces"][name]
         assert clip["call_ms_per_frame"] > 0 and clip["kernels"] > 0 and clip["top"]
