@@ -3,7 +3,8 @@
     python -m benchmarks.profile_step [--model M] [--video FILE] [--streams N] [--size HxW] [--precision P]
         [--thresholds FILE] [--clip-stats] [--trace DIR] [--clip-trace DIR] [--out FILE.json]
 
-It times, in one process: a dense frame, a delta step with no change ("still"), a delta step of the clip
+It times, in one process: a dense frame, a delta step with no change ("still", with the host's floor under it:
+a step that does no work over the same state), a delta step of the clip
 ("moving": one frame forward or back), and with ``--clip-stats`` a whole ``run_clip`` of a still clip with and
 without per-layer stats. With ``--trace DIR`` it also records one still and one moving step with the JAX
 profiler and adds, for each, the device's kernels grouped by name (count and total time), longest first. With
