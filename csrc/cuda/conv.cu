@@ -177,7 +177,9 @@ __global__ void __launch_bounds__(kWordBlock)
   const unsigned active_tiles = __ballot_sync(0xffffffffu, tile_active);
   // The block's places: each warp's pixel offset and tile slot within the block, then one atomicAdd per list.
   __shared__ int warp_pixels[kWordWarps], warp_slot[kWordWarps], block_base[2], block_pixels;
-  __shared__ int32_t staged[kWordBlock * kWordPixels];  // the block's active pixels, in list order
+  // The block's active pixels, in list order, with a padding word after every 32 (slot i at i + i / 32): a full
+  // tile column puts consecutive lanes 32 pixels apart, which unpadded would be a 32-way bank conflict a store.
+  __shared__ int32_t staged[kWordBlock * kWordPixels + kWordBlock * kWordPixels / 32];
   if (lane == 31) {
     warp_pixels[warp] = inclusive;
     warp_slot[warp] = __popc(active_tiles);
@@ -206,9 +208,12 @@ __global__ void __launch_bounds__(kWordBlock)
   for (int r = 0; r < kOutTileRows; ++r)
 #pragma unroll
     for (int j = 0; j < 4; ++j)
-      if ((words[r] >> (8 * j)) & 1u) staged[at++] = first_pixel + r * int(p.wo) + j;
+      if ((words[r] >> (8 * j)) & 1u) {
+        staged[at + at / 32] = first_pixel + r * int(p.wo) + j;
+        ++at;
+      }
   __syncthreads();
-  for (int i = threadIdx.x; i < total; i += kWordBlock) list[block_base[0] + i] = staged[i];
+  for (int i = threadIdx.x; i < total; i += kWordBlock) list[block_base[0] + i] = staged[i + i / 32];
 }
 
 // Grouped convolutions (and narrow or many-tap layers): one thread per (active output pixel, output channel);
