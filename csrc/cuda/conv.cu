@@ -95,8 +95,8 @@ __global__ void __launch_bounds__(kMaskBlock, 8)
 // (tile by tile, within a tile by word column, then row), the block's warps take their places in the pixel and tile
 // lists with one atomicAdd per list per block, and the block's pixels are staged in shared memory and written out
 // as one contiguous run. A block's tiles are listed in tile order. On an H200 (2026-12-07, 3x3 at 1080x1920) it
-// took 8.0 us with nothing active and 19.8 us with every pixel active: a full tile column stages its 32 pixels at
-// consecutive words, so a warp's staging stores all fall in one shared-memory bank.
+// took 8.0 us with nothing active and 19.8 us with every pixel active while a full tile column staged its 32 pixels
+// at consecutive words (a warp's staging stores all in one shared-memory bank); the staging is now padded.
 // Before (2026-12-07, H100): a warp per tile and a thread per word (lane l: word l % 4 of row l / 4) took 9.6 us at
 // 1080x1920 for a 3x3 with nothing active, issue-bound (ncu on an H200: ~400 instructions a warp, loads of 16 bytes
 // a row, 61 % of their sectors excess), and one atomicAdd per warp cost 21.7 us more with every pixel active.
@@ -177,7 +177,9 @@ __global__ void __launch_bounds__(kWordBlock)
   const unsigned active_tiles = __ballot_sync(0xffffffffu, tile_active);
   // The block's places: each warp's pixel offset and tile slot within the block, then one atomicAdd per list.
   __shared__ int warp_pixels[kWordWarps], warp_slot[kWordWarps], block_base[2], block_pixels;
-  __shared__ int32_t staged[kWordBlock * kWordPixels];  // the block's active pixels, in list order
+  // The block's active pixels, in list order, with a padding word after every 32 (slot i at i + i / 32): a full
+  // tile column puts consecutive lanes 32 pixels apart, which unpadded would be a 32-way bank conflict a store.
+  __shared__ int32_t staged[kWordBlock * kWordPixels + kWordBlock * kWordPixels / 32];
   if (lane == 31) {
     warp_pixels[warp] = inclusive;
     warp_slot[warp] = __popc(active_tiles);
@@ -206,9 +208,12 @@ __global__ void __launch_bounds__(kWordBlock)
   for (int r = 0; r < kOutTileRows; ++r)
 #pragma unroll
     for (int j = 0; j < 4; ++j)
-      if ((words[r] >> (8 * j)) & 1u) staged[at++] = first_pixel + r * int(p.wo) + j;
+      if ((words[r] >> (8 * j)) & 1u) {
+        staged[at + at / 32] = first_pixel + r * int(p.wo) + j;
+        ++at;
+      }
   __syncthreads();
-  for (int i = threadIdx.x; i < total; i += kWordBlock) list[block_base[0] + i] = staged[i];
+  for (int i = threadIdx.x; i < total; i += kWordBlock) list[block_base[0] + i] = staged[i + i / 32];
 }
 
 // Grouped convolutions (and narrow or many-tap layers): one thread per (active output pixel, output channel);
