@@ -10,7 +10,10 @@ frame shape, update fraction p (blob-shaped regions, or scattered pixels with
   - on GPU presets also the obvious pure-JAX sparse version (fixed-size
     ``jnp.nonzero``, gathered neighbourhoods, one matmul, scatter),
 and reports time, speedup against dense in the same precision and against
-the fastest dense mode, achieved TFLOP/s on the active work, and 1/p. For
+the fastest dense mode, achieved TFLOP/s on the active work, and 1/p. With
+``--trace DIR`` it also records the delta op's calls with the JAX profiler
+(``TRACE_CALLS`` calls in one program, as timed) and adds to each row the
+kernels of one call: their count, their summed time and their order. For
 the activation, dense is XLA's fused ``relu6(x * scale + offset)`` on the
 whole frame, the pure-JAX column is deltajax's own reference of the rule
 (XLA's fusion of it), and GB/s is counted on the active values (x, state
@@ -18,7 +21,7 @@ read; output, state written). For conv + relu6, dense is XLA's convolution
 with the batch norm and relu6 fused after it, and TFLOP/s counts the conv's
 active outputs.
 
-Usage: python -m benchmarks.kernels --preset cpu|gpu [--out FILE.json] [--quick]
+Usage: python -m benchmarks.kernels --preset cpu|gpu [--out FILE.json] [--quick] [--trace DIR]
 """
 
 from __future__ import annotations
@@ -35,10 +38,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from benchmarks.profile_step import traced_kernels
 from deltajax import native_check, ops
 from deltajax._cli import fraction_list
 from deltajax.backend import use_reference
-from deltajax.timing import MASKS, median_time, stepped_time
+from deltajax.timing import MASKS, median_time, repeated, stepped_program, stepped_time
 
 DIMS = ("NHWC", "HWIO", "NHWC")
 LAYERS = {  # name: (kernel size, depthwise)
@@ -89,6 +93,34 @@ QUICK = {
 }
 
 
+TRACE_CALLS = 16  # delta calls in one traced program
+
+
+def traced_calls(program, make_args, folder: str) -> dict:
+    """One call of ``program(*make_args())`` (``TRACE_CALLS`` delta calls in one program: ``repeated`` or
+    ``stepped_program``) traced into ``folder`` after a compiling call, per delta call: ``kernels_per_call``,
+    ``kernel_us_per_call`` (the program's glue included) and ``call_kernels``, a call's share of the kernels from
+    the middle call's first on, in order (``{"kernel | hlo_op", "us", "gap_us"}``; on a CPU, XLA's thunks, whose
+    order may interleave two calls). The arguments are made before the trace, so that only the calls are in it; a
+    donated state is made anew for each call."""
+    jax.block_until_ready(program(*make_args()))
+    args = jax.block_until_ready(make_args())
+    specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), args)
+    table = traced_kernels(
+        lambda: jax.block_until_ready(program(*args)), folder, lambda: program.lower(*specs), top=0, steps=TRACE_CALLS
+    )
+    return {
+        "kernels_per_call": table["kernels"] / TRACE_CALLS,
+        "kernel_us_per_call": table["kernel_ms"] * 1e3 / TRACE_CALLS,
+        "call_kernels": table["timeline"]["kernels"],
+    }
+
+
+def _trace_folder(trace: str, layer: str, shape, c: int, precision: str, p: float) -> str:
+    n, h, w = shape
+    return os.path.join(trace, f"{layer}_{n}x{h}x{w}_c{c}_{precision}_p{p:g}")
+
+
 def conv_flops(active_outputs: float, k: int, cin_per_group: int, cout: int) -> float:
     """2 * multiply-adds of a convolution evaluated at ``active_outputs`` pixels."""
     return 2.0 * active_outputs * k * k * cin_per_group * cout
@@ -135,9 +167,18 @@ def _row(layer, shape, c, precision, p, p_out, dense_s, delta_s, **extra) -> dic
 
 
 def run_activation_case(
-    layer: str, shape, c: int, precision: str, fractions, baseline: bool, seed: int = 0, masks: str = "blob"
+    layer: str,
+    shape,
+    c: int,
+    precision: str,
+    fractions,
+    baseline: bool,
+    seed: int = 0,
+    masks: str = "blob",
+    trace: str | None = None,
 ):
-    """The activation rule (``ops.activation`` with a fused scale, state carried) against dense XLA."""
+    """The activation rule (``ops.activation`` with a fused scale, state carried) against dense XLA; with
+    ``trace``, each row's calls traced into a folder under it (``traced_calls``)."""
     n, h, w = shape
     dtype = PRECISIONS[precision][0]
     rng = np.random.default_rng(seed)
@@ -167,6 +208,10 @@ def run_activation_case(
         if baseline and 0 < p < 1:
             with use_reference():
                 row["sparse_jax_ms"] = stepped_time(step, fresh(frame), frame, mask, scale, unroll=True) * 1e3
+        if trace:
+            program = stepped_program(step, TRACE_CALLS, unroll=True)
+            folder = _trace_folder(trace, layer, shape, c, precision, p)
+            row.update(traced_calls(program, lambda mask=mask: (fresh(frame), frame, mask, scale), folder))
         rows.append(row)
     return rows
 
@@ -190,10 +235,18 @@ def _dense_conv(x, kernel, groups: int, precision):
 
 
 def run_fused_case(
-    layer: str, shape, c: int, precision: str, fractions, seed: int = 0, seconds: float = 0.25, masks: str = "blob"
+    layer: str,
+    shape,
+    c: int,
+    precision: str,
+    fractions,
+    seed: int = 0,
+    seconds: float = 0.25,
+    masks: str = "blob",
+    trace: str | None = None,
 ):
     """A conv, batch norm and relu6 as one op (``ops.conv_activation``, state carried) against dense XLA's conv
-    with the batch norm and relu6 fused after it."""
+    with the batch norm and relu6 fused after it; with ``trace``, each row's calls traced (``traced_calls``)."""
     n, h, w = shape
     rng = np.random.default_rng(seed)
     k, groups, lax_precision, kernel, frame = _conv_operands(FUSED[layer], shape, c, precision, rng)
@@ -221,9 +274,12 @@ def run_fused_case(
         active_out = float(jnp.sum(ops.conv(ops.Delta(frame, mask), kernel, groups=groups).mask))
         delta_s = stepped_time(step, fresh(frame), frame, mask, unroll=True)
         tflops = conv_flops(active_out, k, c // groups, c) / delta_s / 1e12
-        rows.append(
-            _row(layer, shape, c, precision, p, active_out / (n * h * w), dense_s, delta_s, tflops_active=tflops)
-        )
+        row = _row(layer, shape, c, precision, p, active_out / (n * h * w), dense_s, delta_s, tflops_active=tflops)
+        if trace:
+            program = stepped_program(step, TRACE_CALLS, unroll=True)
+            folder = _trace_folder(trace, layer, shape, c, precision, p)
+            row.update(traced_calls(program, lambda mask=mask: (fresh(frame), frame, mask), folder))
+        rows.append(row)
     return rows
 
 
@@ -237,13 +293,15 @@ def run_case(
     seed: int = 0,
     seconds: float = 0.25,
     masks: str = "blob",
+    trace: str | None = None,
 ):
     """The rows of one layer, shape, channel count and precision over ``fractions``, with masks of the shape
-    named ``masks`` (deltajax.timing.MASKS)."""
+    named ``masks`` (deltajax.timing.MASKS); with ``trace``, each row's delta calls traced into a folder under it
+    (``traced_calls``)."""
     if layer in ACTIVATIONS:
-        return run_activation_case(layer, shape, c, precision, fractions, sparse_baseline, seed, masks)
+        return run_activation_case(layer, shape, c, precision, fractions, sparse_baseline, seed, masks, trace)
     if layer in FUSED:
-        return run_fused_case(layer, shape, c, precision, fractions, seed, seconds, masks)
+        return run_fused_case(layer, shape, c, precision, fractions, seed, seconds, masks, trace)
     n, h, w = shape
     k, groups, lax_precision, kernel, frame = _conv_operands(layer, shape, c, precision, np.random.default_rng(seed))
 
@@ -271,6 +329,9 @@ def run_case(
             )
             # Few repetitions: each materialises a full-size output, which XLA may keep alive together.
             row["sparse_jax_ms"] = median_time(sparse, frame, mask, kernel, target_s=seconds, max_reps=4) * 1e3
+        if trace:
+            folder = _trace_folder(trace, layer, shape, c, precision, p)
+            row.update(traced_calls(repeated(delta, TRACE_CALLS), lambda mask=mask: (frame, mask, kernel), folder))
         rows.append(row)
     return rows
 
@@ -288,17 +349,21 @@ def add_cross_precision(rows):
 def table(rows) -> str:
     head = (
         f"{'layer':13} {'NxHxW':>12} {'C':>4} {'prec':>11} {'p':>5} {'p_out':>6} {'dense ms':>9} "
-        f"{'delta ms':>9} {'x dense':>8} {'x fastest':>9} {'1/p':>6} {'TFLOP/s':>8} {'jax-sparse':>10} {'GB/s':>7}"
+        f"{'delta ms':>9} {'x dense':>8} {'x fastest':>9} {'1/p':>6} {'TFLOP/s':>8} {'jax-sparse':>10} {'GB/s':>7} "
+        f"{'kernels':>7} {'kernel us':>9}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         ideal = f"{r['ideal']:.0f}" if r["ideal"] else "-"
         sparse = f"{r['sparse_jax_ms']:.3f}" if "sparse_jax_ms" in r else "-"
         gbps = f"{r['gbps_active']:.0f}" if "gbps_active" in r else "-"
+        kernels = f"{r['kernels_per_call']:.1f}" if "kernels_per_call" in r else "-"
+        kernel_us = f"{r['kernel_us_per_call']:.1f}" if "kernel_us_per_call" in r else "-"
         lines.append(
             f"{r['layer']:13} {r['n']}x{r['h']}x{r['w']:>4} {r['c']:>4} {r['precision']:>11} {r['p']:5.2f} "
             f"{r['p_out']:6.3f} {r['dense_ms']:9.3f} {r['delta_ms']:9.3f} {r['speedup']:8.2f} "
-            f"{r['speedup_vs_fastest_dense']:9.2f} {ideal:>6} {r['tflops_active']:8.3f} {sparse:>10} {gbps:>7}"
+            f"{r['speedup_vs_fastest_dense']:9.2f} {ideal:>6} {r['tflops_active']:8.3f} {sparse:>10} {gbps:>7} "
+            f"{kernels:>7} {kernel_us:>9}"
         )
     return "\n".join(lines)
 
@@ -313,6 +378,11 @@ def main(argv=None) -> int:
     parser.add_argument("--masks", choices=sorted(MASKS), default="blob", help="the changed pixels' shape")
     parser.add_argument(
         "--fractions", type=fraction_list, help="comma-separated update fractions in [0, 1], in place of the preset's"
+    )
+    parser.add_argument(
+        "--trace",
+        metavar="DIR",
+        help="also trace each row's delta calls with the JAX profiler into DIR and add one call's kernels to the row",
     )
     native_check.add_arguments(parser, require_by_default=True)
     args = parser.parse_args(argv)
@@ -337,6 +407,7 @@ def main(argv=None) -> int:
                         preset.sparse_baseline,
                         seconds=preset.seconds,
                         masks=args.masks,
+                        trace=args.trace,
                     )
                 add_cross_precision(case_rows)
                 print(table(case_rows).split("\n", 2)[2], flush=True)
@@ -358,6 +429,7 @@ def _write(args, device, rows) -> None:
             "quick": args.quick,
             "masks": args.masks,
             "xla_flags": os.environ.get("XLA_FLAGS", ""),  # both sides ran under them
+            "trace_calls": TRACE_CALLS if args.trace else None,  # delta calls per traced program
         }
         with open(args.out, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)

@@ -283,3 +283,34 @@ def test_multi_device_counts_put_the_end_points_first():
     assert device_counts([8, 1], 4) == [1]
     with pytest.raises(SystemExit, match=r"'--devices' \[8\] names no count in 1..4"):
         device_counts([8], 4)
+
+
+def test_kernel_benchmark_traces_the_delta_calls(tmp_path):
+    """--trace: each row gets one delta call's kernels from a profiler trace of the timed program, deltajax's among
+    them (on a CPU: a conv + relu6 runs the fused custom call, a conv the plain one), and the traces stay in the
+    folder given."""
+    out, folder = tmp_path / "kernels.json", tmp_path / "traces"
+    argv = ["--preset", "cpu", "--quick", "--layers", "conv3x3,conv3x3_relu6", "--fractions", "0,0.05"]
+    assert kernels.main([*argv, "--trace", str(folder), "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["meta"]["trace_calls"] == kernels.TRACE_CALLS and len(data["rows"]) == 4
+    for r in data["rows"]:
+        assert r["kernels_per_call"] >= 1 and r["kernel_us_per_call"] > 0
+        assert len(r["call_kernels"]) == int(r["kernels_per_call"]) and all(k["us"] >= 0 for k in r["call_kernels"])
+        names = " ".join(k["kernel | hlo_op"] for k in r["call_kernels"])
+        assert "deltajax" in names, names
+        if jax.default_backend() == "cpu":  # thunks named by their custom call's target
+            assert ("deltajax_conv_activation" in names) == (r["layer"] == "conv3x3_relu6"), names
+    by_p = {(r["layer"], r["p"]): r for r in data["rows"]}
+    # an empty call's kernels are shorter than those of a call with 5 % of the pixels active
+    assert by_p[("conv3x3", 0.0)]["kernel_us_per_call"] < by_p[("conv3x3", 0.05)]["kernel_us_per_call"]
+    assert len(list(folder.iterdir())) == 4
+
+
+def test_kernel_benchmark_without_trace_adds_no_kernel_fields(tmp_path):
+    out = tmp_path / "kernels.json"
+    assert (
+        kernels.main(["--preset", "cpu", "--quick", "--layers", "conv1x1", "--fractions", "0", "--out", str(out)]) == 0
+    )
+    data = json.loads(out.read_text())
+    assert data["meta"]["trace_calls"] is None and "kernels_per_call" not in data["rows"][0]
