@@ -96,29 +96,29 @@ QUICK = {
 TRACE_CALLS = 16  # delta calls in one traced program
 
 
-def traced_calls(program, make_args, folder: str) -> dict:
+def traced_calls(program, make_args, trace: str, row: dict) -> dict:
     """One call of ``program(*make_args())`` (``TRACE_CALLS`` delta calls in one program: ``repeated`` or
-    ``stepped_program``) traced into ``folder`` after a compiling call, per delta call: ``kernels_per_call``,
-    ``kernel_us_per_call`` (the program's glue included) and ``call_kernels``, a call's share of the kernels from
-    the middle call's first on, in order (``{"kernel | hlo_op", "us", "gap_us"}``; on a CPU, XLA's thunks, whose
-    order may interleave two calls). The arguments are made before the trace, so that only the calls are in it; a
-    donated state is made anew for each call."""
+    ``stepped_program``) traced after a compiling call into a folder under ``trace`` named by ``row``'s case, per
+    delta call: ``kernels_per_call``, ``kernel_us_per_call`` (the program's glue included) and ``call_kernels``, a
+    call's share of the kernels from the middle call's first on, in order (``{"kernel | hlo_op", "us",
+    "gap_us"}``; on a CPU, XLA's thunks, whose order may interleave two calls). The arguments are made before the
+    trace, so that only the calls are in it; a donated state is made anew for each call."""
+    case = f"{row['layer']}_{row['n']}x{row['h']}x{row['w']}_c{row['c']}_{row['precision']}_p{row['p']:g}"
     jax.block_until_ready(program(*make_args()))
     args = jax.block_until_ready(make_args())
     specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), args)
     table = traced_kernels(
-        lambda: jax.block_until_ready(program(*args)), folder, lambda: program.lower(*specs), top=0, steps=TRACE_CALLS
+        lambda: jax.block_until_ready(program(*args)),
+        os.path.join(trace, case),
+        lambda: program.lower(*specs),
+        top=0,
+        steps=TRACE_CALLS,
     )
     return {
         "kernels_per_call": table["kernels"] / TRACE_CALLS,
         "kernel_us_per_call": table["kernel_ms"] * 1e3 / TRACE_CALLS,
         "call_kernels": table["timeline"]["kernels"],
     }
-
-
-def _trace_folder(trace: str, layer: str, shape, c: int, precision: str, p: float) -> str:
-    n, h, w = shape
-    return os.path.join(trace, f"{layer}_{n}x{h}x{w}_c{c}_{precision}_p{p:g}")
 
 
 def conv_flops(active_outputs: float, k: int, cin_per_group: int, cout: int) -> float:
@@ -210,8 +210,7 @@ def run_activation_case(
                 row["sparse_jax_ms"] = stepped_time(step, fresh(frame), frame, mask, scale, unroll=True) * 1e3
         if trace:
             program = stepped_program(step, TRACE_CALLS, unroll=True)
-            folder = _trace_folder(trace, layer, shape, c, precision, p)
-            row.update(traced_calls(program, lambda mask=mask: (fresh(frame), frame, mask, scale), folder))
+            row.update(traced_calls(program, lambda mask=mask: (fresh(frame), frame, mask, scale), trace, row))
         rows.append(row)
     return rows
 
@@ -277,8 +276,7 @@ def run_fused_case(
         row = _row(layer, shape, c, precision, p, active_out / (n * h * w), dense_s, delta_s, tflops_active=tflops)
         if trace:
             program = stepped_program(step, TRACE_CALLS, unroll=True)
-            folder = _trace_folder(trace, layer, shape, c, precision, p)
-            row.update(traced_calls(program, lambda mask=mask: (fresh(frame), frame, mask), folder))
+            row.update(traced_calls(program, lambda mask=mask: (fresh(frame), frame, mask), trace, row))
         rows.append(row)
     return rows
 
@@ -330,8 +328,7 @@ def run_case(
             # Few repetitions: each materialises a full-size output, which XLA may keep alive together.
             row["sparse_jax_ms"] = median_time(sparse, frame, mask, kernel, target_s=seconds, max_reps=4) * 1e3
         if trace:
-            folder = _trace_folder(trace, layer, shape, c, precision, p)
-            row.update(traced_calls(repeated(delta, TRACE_CALLS), lambda mask=mask: (frame, mask, kernel), folder))
+            row.update(traced_calls(repeated(delta, TRACE_CALLS), lambda mask=mask: (frame, mask, kernel), trace, row))
         rows.append(row)
     return rows
 
