@@ -93,7 +93,9 @@ QUICK = {
 }
 
 
-TRACE_CALLS = 16  # delta calls in one traced program
+# Delta calls in one traced program: stepped_time's default steps, so that a stepped row traces the very program
+# it timed (stepped_program caches it), with no second compile.
+TRACE_CALLS = 16
 
 
 def traced_calls(program, make_args, trace: str, row: dict) -> dict:

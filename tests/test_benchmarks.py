@@ -17,10 +17,13 @@ def test_kernel_benchmark_writes_rows(tmp_path):
     out = tmp_path / "kernels.json"
     layers = "conv1x1,relu6,dw3x3_relu6"
     assert kernels.main(["--preset", "cpu", "--quick", "--layers", layers, "--out", str(out)]) == 0
-    rows = json.loads(out.read_text())["rows"]
+    data = json.loads(out.read_text())
+    rows = data["rows"]
     assert {r["layer"] for r in rows} == set(layers.split(","))
+    assert data["meta"]["trace_calls"] is None  # no --trace: no kernel fields
     for r in rows:
         assert r["dense_ms"] > 0 and r["delta_ms"] > 0 and r["speedup"] > 0
+        assert "kernels_per_call" not in r
     fused = [r for r in rows if r["layer"] == "dw3x3_relu6"]
     assert [r["p"] for r in fused] == [0.0, 0.05, 1.0] and fused[-1]["p_out"] == 1.0 and fused[-1]["tflops_active"] > 0
     act = [r for r in rows if r["layer"] == "relu6" and r["p"] == 1.0]
@@ -305,12 +308,3 @@ def test_kernel_benchmark_traces_the_delta_calls(tmp_path):
     # an empty call's kernels are shorter than those of a call with 5 % of the pixels active
     assert by_p[("conv3x3", 0.0)]["kernel_us_per_call"] < by_p[("conv3x3", 0.05)]["kernel_us_per_call"]
     assert len(list(folder.iterdir())) == 4
-
-
-def test_kernel_benchmark_without_trace_adds_no_kernel_fields(tmp_path):
-    out = tmp_path / "kernels.json"
-    assert (
-        kernels.main(["--preset", "cpu", "--quick", "--layers", "conv1x1", "--fractions", "0", "--out", str(out)]) == 0
-    )
-    data = json.loads(out.read_text())
-    assert data["meta"]["trace_calls"] is None and "kernels_per_call" not in data["rows"][0]
