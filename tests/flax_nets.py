@@ -112,7 +112,7 @@ def _randomise(tree, rng, lo, hi):
 def init_model(name: str, frame, seed: int = 0):
     """The model and its variables; batch-norm scale, offset, mean and var randomised so they matter."""
     model = MODELS[name]()
-    variables = model.init(jax.random.key(seed), frame)
+    variables = jax.jit(model.init)(jax.random.key(seed), frame)  # one compile, not one per op of the model
     rng = np.random.default_rng(seed)
     params = jax.tree_util.tree_map_with_path(
         lambda path, a: (

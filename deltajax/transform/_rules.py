@@ -520,28 +520,42 @@ def _activation_input(run, eqn: Eqn, root: Var) -> Var:
 _PROBE = np.concatenate([np.linspace(-9.0, 9.0, 3601), [-1e3, -1e-3, 0.0, 1e-3, 1e3]]).astype(np.float32)
 
 
+def _probe_result(fn, shape) -> np.ndarray | None:
+    """``fn`` on the probe values laid out in ``shape`` (repeated to fill it), as float32 ``[size]``; None where it
+    cannot run on concrete values (traced constants, say) or does not keep the probe's shape."""
+    try:
+        with jax.ensure_compile_time_eval():
+            got = fn(jnp.asarray(np.resize(_PROBE, shape)))
+        return np.asarray(got, np.float32).reshape(-1) if got.shape == tuple(shape) else None
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError, TypeError, ValueError):
+        return None
+
+
 def named_activation(fn, shape, dtype) -> ops.Activation | None:
     """The named activation that ``fn`` computes element-wise, recognised numerically, or None.
 
     A named activation runs on the native kernels (a Python callable runs on the
-    reference). ``fn`` is evaluated once on a probe of the layer's shape: it must
-    give the same values as the name on every probe value, the same in every
-    channel and pixel, else (constants that vary per channel, traced parameters,
-    anything else) the callable is kept.
+    reference). ``fn`` must give the same values as the name on every probe value,
+    the same in every channel and pixel, else (constants that vary per channel,
+    traced parameters, anything else) the callable is kept. It is evaluated on the
+    probe laid out along the last axis alone (``[1, ..., 1, P]``) where that runs
+    and keeps the shape: a constant of ``fn`` then broadcasts to both that and the
+    layer's ``shape`` only if it is one number, so the values cannot depend on the
+    position, and the few small programs evaluated are the same for every layer of
+    a rank and dtype (EfficientNet-Lite0's first delta program in a process spent
+    2.6 s here with the layers' own shapes). Else it is evaluated on a probe of the
+    layer's shape and checked for position.
     """
     size = int(np.prod(shape))
     tolerance = {"float32": 1e-6, "bfloat16": 2.0**-7, "float16": 2.0**-10}.get(np.dtype(dtype).name)
     if size < _PROBE.size or tolerance is None:
         return None
-    probe = np.resize(_PROBE, shape)
-    try:
-        with jax.ensure_compile_time_eval():
-            got = fn(jnp.asarray(probe))
-        got = np.asarray(got, np.float32).reshape(-1)
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError, TypeError, ValueError):
-        return None
-    if not np.array_equal(got, np.resize(got[: _PROBE.size], size), equal_nan=True):
-        return None  # depends on the position, not only on the value
+    compact = (1,) * (len(shape) - 1) + (_PROBE.size,)
+    got = _probe_result(fn, compact) if shape[-1] != _PROBE.size else None  # [.., P] channels: a constant could be [P]
+    if got is None:
+        got = _probe_result(fn, shape)
+        if got is None or not np.array_equal(got, np.resize(got[: _PROBE.size], size), equal_nan=True):
+            return None  # not concrete, or depends on the position, not only on the value
     got = got[: _PROBE.size]
     slope = float(got[_PROBE.size - 4]) / -1e-3  # value at -1e-3 gives a leaky ReLU's slope
     candidates = [ops.Activation(n) for n in ops.ACTIVATION_NAMES if n not in ("leaky_relu", "prelu")]
